@@ -1,1 +1,152 @@
+//! agora-sandbox: a faithful, in-memory simulator of Agora's Console RESTful API. It is the gateway's
+//! embedded default upstream and the upstream of every test and benchmark, and it counts what
+//! reaches it (`GET /__sandbox/stats`), so it is also the ruler of the gateway's throttle.
 
+mod routes;
+mod seed;
+mod traffic;
+mod usage;
+mod world;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tower::Layer;
+use tower_http::normalize_path::NormalizePathLayer;
+
+pub use routes::drop_empty_uid_and_ip;
+pub use traffic::{Faults, Stats};
+pub use world::{MAX_AUDIENCE_LISTED, MAX_PAGE_SIZE, MAX_USAGE_DAYS, clamp_ban_minutes};
+
+/// Which account the sandbox starts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Seed {
+    /// Projects, channels in both modes, a kicking rule, usage history.
+    Demo,
+    /// No projects: for tests that build their own state.
+    Empty,
+}
+
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// The only accepted Basic credentials.
+    pub customer_id: String,
+    pub customer_secret: String,
+    /// Requests per sliding second before 429; 0 turns the limit off.
+    pub rate_limit: u32,
+    /// Latency added to every `/dev` answer.
+    pub latency: Duration,
+    pub seed: Seed,
+}
+
+impl SandboxConfig {
+    /// Agora's defaults: 10 requests per second, no added latency, the demo account.
+    pub fn new(customer_id: impl Into<String>, customer_secret: impl Into<String>) -> Self {
+        Self {
+            customer_id: customer_id.into(),
+            customer_secret: customer_secret.into(),
+            rate_limit: 10,
+            latency: Duration::ZERO,
+            seed: Seed::Demo,
+        }
+    }
+}
+
+/// The sandbox's router (paths with a trailing slash are served too).
+pub fn app(config: &SandboxConfig) -> Router {
+    let mut world = world::World::new(seed::DEMO_SEED);
+    if config.seed == Seed::Demo {
+        seed::demo(&mut world, chrono::Utc::now());
+    }
+    let state = routes::SandboxState::new(
+        &config.customer_id,
+        &config.customer_secret,
+        world,
+        traffic::Traffic::new(config.rate_limit, config.latency),
+    );
+    routes::router(Arc::new(state))
+}
+
+/// A running sandbox. Dropping it stops it; [`Sandbox::stop`] also waits until it has stopped.
+pub struct Sandbox {
+    addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Sandbox {
+    /// Binds `listen` (port 0 picks a free port) and serves in the background.
+    pub async fn start(config: SandboxConfig, listen: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(listen).await?;
+        Self::serve(config, listener)
+    }
+
+    pub fn serve(config: SandboxConfig, listener: TcpListener) -> std::io::Result<Self> {
+        let addr = listener.local_addr()?;
+        let app = NormalizePathLayer::trim_trailing_slash().layer(app(&config));
+        let (shutdown, signal) = oneshot::channel::<()>();
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let server = axum::serve(
+            listener,
+            axum::ServiceExt::<Request>::into_make_service(app),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = signal.await;
+        });
+        let task = tokio::spawn(async move {
+            if let Err(error) = server.await {
+                tracing::error!(%error, "the sandbox stopped with an error");
+            }
+        });
+        Ok(Self {
+            addr,
+            shutdown: Some(shutdown),
+            task: Some(task),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The Console API's base URL, as in `https://api.agora.io/dev`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/dev", self.addr)
+    }
+
+    /// Where the test hooks live: `{root_url}/__sandbox/stats` and so on.
+    pub fn root_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting, lets in-flight requests finish for up to two seconds, then stops.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(Duration::from_secs(2), &mut task)
+                .await
+                .is_err()
+        {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}

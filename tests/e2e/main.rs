@@ -1,1 +1,4 @@
+//! The end-to-end suite: one test binary, a module per area, real sockets on 127.0.0.1.
 
+mod common;
+mod sandbox;

@@ -1,0 +1,55 @@
+//! `agora-sandbox`: run the Console API simulator on its own.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use agora_sandbox::{Sandbox, SandboxConfig, Seed};
+use clap::Parser;
+
+/// An in-memory simulator of Agora's Console RESTful API.
+#[derive(Parser)]
+#[command(name = "agora-sandbox", version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    listen: SocketAddr,
+    /// Customer ID accepted as the Basic user name.
+    #[arg(long, env = "AGORA_CUSTOMER_ID")]
+    customer_id: String,
+    /// Customer secret accepted as the Basic password.
+    #[arg(long, env = "AGORA_CUSTOMER_SECRET", hide_env_values = true)]
+    customer_secret: String,
+    /// Requests per sliding second before 429 (0: unlimited).
+    #[arg(long, default_value_t = 10)]
+    rate_limit: u32,
+    /// Latency added to every answer, e.g. 0ms, 50ms, 1s.
+    #[arg(long, default_value = "0ms", value_parser = humantime::parse_duration)]
+    latency: Duration,
+    /// The account to start with.
+    #[arg(long, value_enum, default_value_t = Seed::Demo)]
+    seed: Seed,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
+    let args = Args::parse();
+    let config = SandboxConfig {
+        customer_id: args.customer_id,
+        customer_secret: args.customer_secret,
+        rate_limit: args.rate_limit,
+        latency: args.latency,
+        seed: args.seed,
+    };
+    let sandbox = Sandbox::start(config, args.listen).await?;
+    println!("agora-sandbox listening: base URL {}", sandbox.base_url());
+    println!(
+        "test hooks: {}/__sandbox/{{stats,faults,reset,channels}}",
+        sandbox.root_url()
+    );
+    tokio::signal::ctrl_c().await?;
+    sandbox.stop().await;
+    Ok(())
+}

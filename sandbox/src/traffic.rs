@@ -1,0 +1,228 @@
+//! What reaches the sandbox: its own rate limit (a sliding one-second window, like Agora's), the
+//! counters the tests read from `/__sandbox/stats`, and the faults they inject.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+const WINDOW: Duration = Duration::from_secs(1);
+
+/// The counters of `GET /__sandbox/stats`, since start or the last `POST /__sandbox/reset`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Every request that arrived under `/dev`, whatever its answer.
+    pub requests: u64,
+    /// Requests answered 429 by the sandbox's own rate limit.
+    pub throttled: u64,
+    /// The most requests that arrived within any sliding one-second window.
+    pub max_in_1s: u64,
+    /// Requests answered 401 (missing or wrong Basic credentials).
+    pub unauthorized: u64,
+    /// Requests that reached an operation, by operationId.
+    pub by_operation: BTreeMap<String, u64>,
+}
+
+/// Faults injected through `POST /__sandbox/faults`; every field may be left out (= off).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Faults {
+    /// Extra latency before every `/dev` answer, in milliseconds.
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// Share of `/dev` requests (0.0 to 1.0) answered with `status` instead.
+    #[serde(default)]
+    pub fail_rate: f64,
+    /// Status of the failed answers (default 500).
+    #[serde(default)]
+    pub status: Option<u16>,
+}
+
+impl Faults {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.fail_rate) {
+            return Err("fail_rate must be between 0.0 and 1.0".into());
+        }
+        if let Some(status) = self.status
+            && !(400..=599).contains(&status)
+        {
+            return Err("status must be an error status (400 to 599)".into());
+        }
+        Ok(())
+    }
+}
+
+/// What to do with an arriving request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Admission {
+    /// Over the rate limit: 429.
+    Throttled,
+    /// Go on after `delay`; answer `fail_with` instead if set.
+    Admitted {
+        delay: Duration,
+        fail_with: Option<u16>,
+    },
+}
+
+pub struct Traffic {
+    rate_limit: u32,
+    base_latency: Duration,
+    /// Arrival times of admitted requests within the last second (the rate limit's window).
+    admitted: VecDeque<Instant>,
+    /// Arrival times of every request within the last second (for `max_in_1s`).
+    arrivals: VecDeque<Instant>,
+    stats: Stats,
+    faults: Faults,
+}
+
+fn expire(window: &mut VecDeque<Instant>, now: Instant) {
+    while window
+        .front()
+        .is_some_and(|&t| now.duration_since(t) >= WINDOW)
+    {
+        window.pop_front();
+    }
+}
+
+impl Traffic {
+    /// `rate_limit` 0 turns the limit off.
+    pub fn new(rate_limit: u32, base_latency: Duration) -> Self {
+        Self {
+            rate_limit,
+            base_latency,
+            admitted: VecDeque::new(),
+            arrivals: VecDeque::new(),
+            stats: Stats::default(),
+            faults: Faults::default(),
+        }
+    }
+
+    pub fn arrive(&mut self, now: Instant) -> Admission {
+        self.stats.requests += 1;
+        expire(&mut self.arrivals, now);
+        self.arrivals.push_back(now);
+        self.stats.max_in_1s = self.stats.max_in_1s.max(self.arrivals.len() as u64);
+
+        expire(&mut self.admitted, now);
+        if self.rate_limit > 0 && self.admitted.len() >= self.rate_limit as usize {
+            self.stats.throttled += 1;
+            return Admission::Throttled;
+        }
+        self.admitted.push_back(now);
+        let fail_with = (self.faults.fail_rate > 0.0 && fastrand::f64() < self.faults.fail_rate)
+            .then(|| self.faults.status.unwrap_or(500));
+        Admission::Admitted {
+            delay: self.base_latency + Duration::from_millis(self.faults.latency_ms),
+            fail_with,
+        }
+    }
+
+    pub fn count_unauthorized(&mut self) {
+        self.stats.unauthorized += 1;
+    }
+
+    pub fn count_operation(&mut self, operation: &str) {
+        *self
+            .stats
+            .by_operation
+            .entry(operation.to_string())
+            .or_default() += 1;
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats.clone()
+    }
+
+    pub fn set_faults(&mut self, faults: Faults) {
+        self.faults = faults;
+    }
+
+    /// Clears the counters, the faults and the rate limit's window.
+    pub fn reset(&mut self) {
+        self.stats = Stats::default();
+        self.faults = Faults::default();
+        self.admitted.clear();
+        self.arrivals.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_eleventh_request_within_one_second_is_throttled() {
+        let mut traffic = Traffic::new(10, Duration::ZERO);
+        let start = Instant::now();
+        for n in 0..10 {
+            let at = start + Duration::from_millis(n * 90);
+            assert!(
+                matches!(traffic.arrive(at), Admission::Admitted { .. }),
+                "request {n}"
+            );
+        }
+        assert_eq!(
+            traffic.arrive(start + Duration::from_millis(950)),
+            Admission::Throttled
+        );
+        // The first admitted request leaves the window one second after it came.
+        assert!(matches!(
+            traffic.arrive(start + Duration::from_millis(1000)),
+            Admission::Admitted { .. }
+        ));
+        let stats = traffic.stats();
+        assert_eq!(
+            (stats.requests, stats.throttled, stats.max_in_1s),
+            (12, 1, 11)
+        );
+    }
+
+    #[test]
+    fn spaced_requests_never_fill_the_window() {
+        let mut traffic = Traffic::new(10, Duration::ZERO);
+        let start = Instant::now();
+        for n in 0..100 {
+            assert!(matches!(
+                traffic.arrive(start + Duration::from_millis(n * 100)),
+                Admission::Admitted { .. }
+            ));
+        }
+        assert_eq!(traffic.stats().max_in_1s, 10);
+        assert_eq!(traffic.stats().throttled, 0);
+    }
+
+    #[test]
+    fn faults_fail_everything_at_rate_one_and_reset_clears_them() {
+        let mut traffic = Traffic::new(0, Duration::from_millis(5));
+        traffic.set_faults(Faults {
+            latency_ms: 20,
+            fail_rate: 1.0,
+            status: Some(503),
+        });
+        let now = Instant::now();
+        assert_eq!(
+            traffic.arrive(now),
+            Admission::Admitted {
+                delay: Duration::from_millis(25),
+                fail_with: Some(503)
+            }
+        );
+        traffic.reset();
+        assert_eq!(
+            traffic.arrive(now),
+            Admission::Admitted {
+                delay: Duration::from_millis(5),
+                fail_with: None
+            }
+        );
+        assert_eq!(traffic.stats().requests, 1);
+        assert!(
+            Faults {
+                fail_rate: 1.5,
+                ..Default::default()
+            }
+            .validate()
+            .is_err()
+        );
+    }
+}
