@@ -1,1 +1,100 @@
+//! agora-gateway: a gateway in front of Agora's Console RESTful API. Internal services call it with
+//! a tenant's JWT; it checks who they are and which projects they may touch, answers project and
+//! channel reads from a shared cache, and spends the account's 10 requests per second centrally
+//! and fairly — queueing rather than failing — across every replica.
+//!
+//! `app.rs` puts the pipeline together; each step is its own module.
 
+pub mod app;
+pub mod auth;
+pub mod authorize;
+pub mod cache;
+pub mod config;
+pub mod demo;
+pub mod docs;
+pub mod egress;
+pub mod error;
+pub mod metrics;
+pub mod ops;
+pub mod policy;
+pub mod routes;
+pub mod throttle;
+pub mod upstream;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+
+pub use app::{Gateway, router};
+pub use config::Config;
+
+/// A gateway serving on a socket.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub gateway: Arc<Gateway>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting and waits (up to `grace`) for in-flight requests.
+    pub async fn stop(mut self, grace: std::time::Duration) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(grace, &mut task).await.is_err()
+        {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+/// Builds the gateway from `config` and serves it on `listener` in the background.
+pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Running> {
+    let gateway = Gateway::new(config).await?;
+    let addr = listener.local_addr()?;
+    let (shutdown, signal) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serve(gateway.clone(), listener, async move {
+        let _ = signal.await;
+    }));
+    Ok(Running {
+        addr,
+        gateway,
+        shutdown: Some(shutdown),
+        task: Some(task),
+    })
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight requests finish.
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let app = router(gateway);
+    if let Err(error) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!(%error, "the server stopped with an error");
+    }
+}

@@ -34,6 +34,8 @@ mod generated {
 
 pub use generated::*;
 
+pub mod rules;
+
 /// How the underlying `reqwest::Client` is built: progenitor's own constructor
 /// hard-codes a 15 s timeout, so every constructor here builds its own client.
 #[derive(Clone, Debug)]

@@ -21,9 +21,7 @@ use tokio::task::JoinHandle;
 use tower::Layer;
 use tower_http::normalize_path::NormalizePathLayer;
 
-pub use routes::drop_empty_uid_and_ip;
 pub use traffic::{Faults, Stats};
-pub use world::{MAX_AUDIENCE_LISTED, MAX_PAGE_SIZE, MAX_USAGE_DAYS, clamp_ban_minutes};
 
 /// Which account the sandbox starts with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -20,7 +20,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::traffic::{Admission, Faults, Traffic};
-use crate::world::{ApiError, ApiResult, ChannelMembers, DEFAULT_PAGE_SIZE, Mode, World};
+use agora_console_client::rules::DEFAULT_PAGE_SIZE;
+
+use crate::world::{ApiError, ApiResult, ChannelMembers, Mode, World};
 
 pub struct SandboxState {
     /// `Basic base64(customer_id:customer_secret)`, the only accepted `Authorization`.
@@ -353,24 +355,13 @@ async fn get_usage_v3(
 
 // ---- kicking rules ----
 
-/// Agora's own example sends `"uid": ""` and `"ip": ""` for "not set": read them so.
-pub fn drop_empty_uid_and_ip(body: &mut Value) {
-    if let Some(object) = body.as_object_mut() {
-        for field in ["uid", "ip"] {
-            if object.get(field).is_some_and(|value| value == "") {
-                object.remove(field);
-            }
-        }
-    }
-}
-
 async fn create_kicking_rule(
     State(state): AppState,
     body: Bytes,
 ) -> ApiResult<Json<types::KickingRuleCreated>> {
     state.count("create_kicking_rule");
     let mut value: Value = parse_json(&body)?;
-    drop_empty_uid_and_ip(&mut value);
+    agora_console_client::rules::drop_empty_uid_and_ip(&mut value);
     let request: types::CreateKickingRuleRequest = from_value(value)?;
     let id = state.world().create_rule(&request, Utc::now())?;
     Ok(Json(types::KickingRuleCreated {

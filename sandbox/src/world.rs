@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use agora_console_client::rules::{self, MAX_AUDIENCE_LISTED};
 use agora_console_client::types;
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Utc};
@@ -41,14 +42,6 @@ impl ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
-
-/// Longest usage range, in days, both ends included ("one year").
-pub const MAX_USAGE_DAYS: i64 = 366;
-/// `page_size` of the channel list: default and maximum.
-pub const DEFAULT_PAGE_SIZE: u32 = 100;
-pub const MAX_PAGE_SIZE: u32 = 500;
-/// The live-mode user list names at most this many audience members.
-pub const MAX_AUDIENCE_LISTED: usize = 10_000;
 
 #[derive(Debug, Clone)]
 pub struct ProjectRecord {
@@ -167,15 +160,6 @@ pub struct ChannelMembers {
     pub audience: Vec<u32>,
     /// Further audience members with made-up uids (for channels of more than 10,000).
     pub extra_audience: u32,
-}
-
-/// A kicking rule's length: `time` minutes clamped to [1, 1440], except 0 (kick once).
-pub fn clamp_ban_minutes(time: i32) -> i32 {
-    match time {
-        0 => 0,
-        t if t < 1 => 1,
-        t => t.min(1440),
-    }
 }
 
 pub struct World {
@@ -327,17 +311,8 @@ impl World {
     // ---- usage ----
 
     fn check_range(from: NaiveDate, to: NaiveDate) -> ApiResult<()> {
-        if from > to {
-            return Err(ApiError::bad_request("from_date must not be after to_date"));
-        }
-        if (to - from).num_days() + 1 > MAX_USAGE_DAYS {
-            return Err(ApiError::bad_request(format!(
-                "the range from_date..to_date may span at most one year ({MAX_USAGE_DAYS} days)"
-            )));
-        }
-        Ok(())
+        rules::check_usage_range(from, to).map_err(ApiError::bad_request)
     }
-
     /// Usage v1: `projects` of `None` means every project; unknown IDs are ignored.
     pub fn usage_v1(
         &self,
@@ -386,25 +361,8 @@ impl World {
         now: DateTime<Utc>,
     ) -> ApiResult<i64> {
         self.require_app(&request.appid)?;
-        if request.cname.as_deref() == Some("") {
-            return Err(ApiError::bad_request("cname must not be an empty string"));
-        }
-        if request.uid == Some(0) {
-            return Err(ApiError::bad_request("uid must not be 0"));
-        }
-        if let Some(ip) = &request.ip
-            && (ip == "0" || ip.parse::<std::net::IpAddr>().is_err())
-        {
-            return Err(ApiError::bad_request(format!(
-                "ip {ip:?} is not an IP address"
-            )));
-        }
-        if request.cname.is_none() && request.uid.is_none() && request.ip.is_none() {
-            return Err(ApiError::bad_request(
-                "at least one of cname, uid and ip is needed",
-            ));
-        }
-        let minutes = clamp_ban_minutes(request.time);
+        rules::check_kicking_rule(request).map_err(ApiError::bad_request)?;
+        let minutes = rules::clamp_ban_minutes(request.time);
         let id = self.next_rule_id;
         self.next_rule_id += 1;
         let opid = self.next_opid;
@@ -481,7 +439,7 @@ impl World {
     ) -> ApiResult<types::KickingRuleExpiry> {
         let opid = self.next_opid;
         let rule = self.live_rule_mut(appid, id, now)?;
-        rule.expires = now + Duration::minutes(clamp_ban_minutes(time).into());
+        rule.expires = now + Duration::minutes(rules::clamp_ban_minutes(time).into());
         rule.updated = now;
         rule.opid = opid;
         let expiry = types::KickingRuleExpiry {
@@ -584,11 +542,7 @@ impl World {
         page_size: u32,
     ) -> ApiResult<types::ChannelPage> {
         self.require_app(appid)?;
-        if page_size == 0 || page_size > MAX_PAGE_SIZE {
-            return Err(ApiError::bad_request(format!(
-                "page_size must be between 1 and {MAX_PAGE_SIZE}"
-            )));
-        }
+        rules::check_page_size(page_size).map_err(ApiError::bad_request)?;
         let empty = BTreeMap::new();
         let channels = self.channels.get(appid).unwrap_or(&empty);
         let skip = (page_no as usize).saturating_mul(page_size as usize);
@@ -708,16 +662,6 @@ mod tests {
 
     fn now() -> DateTime<Utc> {
         "2026-03-01T12:00:00Z".parse().unwrap()
-    }
-
-    #[test]
-    fn ban_length_is_clamped_and_zero_kicks_once() {
-        assert_eq!(clamp_ban_minutes(0), 0);
-        assert_eq!(clamp_ban_minutes(-5), 1);
-        assert_eq!(clamp_ban_minutes(1), 1);
-        assert_eq!(clamp_ban_minutes(60), 60);
-        assert_eq!(clamp_ban_minutes(1440), 1440);
-        assert_eq!(clamp_ban_minutes(100_000), 1440);
     }
 
     #[test]

@@ -624,7 +624,10 @@ async fn channel_queries() {
         .data;
     assert_eq!(stage.mode.as_deref(), Some(&2));
     assert_eq!(stage.broadcasters, vec![21]);
-    assert_eq!(stage.audience.len(), agora_sandbox::MAX_AUDIENCE_LISTED);
+    assert_eq!(
+        stage.audience.len(),
+        agora_console_client::rules::MAX_AUDIENCE_LISTED
+    );
     assert_eq!(stage.audience_total, Some(10_051));
 
     let nowhere = client

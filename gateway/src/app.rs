@@ -1,0 +1,488 @@
+//! Where the pipeline is put together, in order.
+//!
+//! 1. tower-http and our middleware (outermost first): request id, trace span, problem rendering
+//!    (adds the request id, logs), catch-panic, the request deadline — see [`router`];
+//! 2. **auth** — the `Authenticated` extractor (`auth/`);
+//! 3. **route + validate** — `routes.rs`;
+//! 4. **authorize** — scope, then ownership (`authorize.rs`);
+//! 5. **cache** for reads (`cache.rs`), coalesced on a miss;
+//! 6. **throttle** — an upstream slot (`throttle/`);
+//! 7. **upstream** — the generated client (`upstream.rs`);
+//! 8. **egress** — the answer cut down to the tenant (`egress.rs`).
+//!
+//! Steps 4 to 8 are [`Gateway::serve`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use agora_sandbox::{Sandbox, SandboxConfig, Seed};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use tokio::time::Instant;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::trace::TraceLayer;
+
+use crate::auth::{Authenticator, HasAuthenticator, Principal, Tenant};
+use crate::authorize::{self, Decision, Directory};
+use crate::cache::{CacheStatus, Entry, ResponseCache, View};
+use crate::config::Config;
+use crate::error::{GatewayError, ProblemReport};
+use crate::metrics::{ANONYMOUS, Metrics, OperationLabels, RequestLabels};
+use crate::policy::{CacheClass, Invalidation, POLICIES, Scope};
+use crate::routes::{self, BodyLimit};
+use crate::throttle::{ClusterBudget, Throttle};
+use crate::upstream::{Answer, Upstream, UpstreamCall, kicking_rules_key};
+use crate::{docs, egress, ops};
+
+/// Everything a request needs; one per process.
+pub struct Gateway {
+    pub auth: Arc<Authenticator>,
+    pub cache: ResponseCache,
+    pub throttle: Throttle,
+    pub upstream: Arc<Upstream>,
+    pub metrics: Arc<Metrics>,
+    pub request_timeout: Duration,
+    pub max_body: usize,
+    /// The served OpenAPI document.
+    pub openapi: serde_json::Value,
+    /// The embedded sandbox, when `upstream.base_url = "sandbox"`; kept alive with the gateway.
+    pub sandbox: Option<Sandbox>,
+}
+
+impl HasAuthenticator for Arc<Gateway> {
+    fn authenticator(&self) -> &Authenticator {
+        &self.auth
+    }
+}
+
+impl Gateway {
+    /// Builds the gateway from a validated config (starting the embedded sandbox if asked to).
+    pub async fn new(config: &Config) -> anyhow::Result<Arc<Self>> {
+        let metrics = Arc::new(Metrics::new());
+        let auth = Arc::new(Authenticator::new(config).map_err(anyhow::Error::msg)?);
+        let upstream_config = &config.upstream;
+        let secret =
+            |value: &Option<crate::config::Secret>| value.as_ref().map(|s| s.expose().to_string());
+        let (customer_id, customer_secret) = match (
+            secret(&upstream_config.customer_id),
+            secret(&upstream_config.customer_secret),
+        ) {
+            (Some(id), Some(secret)) => (id, secret),
+            // Only the embedded sandbox gets here (validation requires both otherwise).
+            _ => (
+                "sandbox".to_string(),
+                format!("{:032x}", fastrand::u128(..)),
+            ),
+        };
+        let (sandbox, base_url) = if upstream_config.is_embedded_sandbox() {
+            let sandbox_config = SandboxConfig {
+                seed: Seed::Demo,
+                ..SandboxConfig::new(&customer_id, &customer_secret)
+            };
+            let sandbox =
+                Sandbox::start(sandbox_config, "127.0.0.1:0".parse().expect("an address")).await?;
+            let base_url = sandbox.base_url();
+            tracing::info!(%base_url, "embedded sandbox started (the Console API simulator)");
+            (Some(sandbox), base_url)
+        } else {
+            (None, upstream_config.base_url.clone())
+        };
+        let upstream = Upstream::new(
+            &base_url,
+            &customer_id,
+            &customer_secret,
+            upstream_config.timeout,
+            upstream_config.connect_timeout,
+            metrics.clone(),
+        )
+        .map_err(anyhow::Error::msg)?;
+        let throttle = match &config.throttle.redis_url {
+            None => Throttle::local(&config.throttle, auth.tenants(), metrics.clone()),
+            Some(url) => {
+                let cluster = ClusterBudget::new(
+                    &config.throttle,
+                    url.expose(),
+                    &customer_id,
+                    metrics.clone(),
+                )
+                .map_err(anyhow::Error::msg)?;
+                Throttle::cluster(&config.throttle, cluster, auth.tenants(), metrics.clone())
+            }
+        };
+        Ok(Arc::new(Self {
+            auth,
+            cache: ResponseCache::new(&config.cache, metrics.clone()),
+            throttle,
+            upstream: Arc::new(upstream),
+            metrics,
+            request_timeout: config.request_timeout(),
+            max_body: usize::try_from(config.server.max_body.as_u64()).unwrap_or(usize::MAX),
+            openapi: docs::document(),
+            sandbox,
+        }))
+    }
+
+    /// Steps 4 to 8 for one validated request; errors become their responses here.
+    pub async fn serve(
+        self: &Arc<Self>,
+        principal: Arc<Principal>,
+        call: UpstreamCall,
+        headers: &HeaderMap,
+    ) -> Response {
+        match self
+            .pipeline(&principal, call, wants_refresh(headers))
+            .await
+        {
+            Ok(response) => response,
+            Err(error) => error.into_response(),
+        }
+    }
+
+    async fn pipeline(
+        self: &Arc<Self>,
+        principal: &Arc<Principal>,
+        call: UpstreamCall,
+        refresh: bool,
+    ) -> Result<Response, GatewayError> {
+        let policy = call.operation().policy();
+        // 4. authorize
+        authorize::require_scope(principal, policy)?;
+        let directory = ProjectDirectory {
+            gateway: self,
+            tenant: &principal.tenant,
+        };
+        let call = match authorize::check_ownership(&directory, principal, policy, call).await? {
+            Decision::Send(call) => call,
+            Decision::Answer(body) => return Ok(json_response(body)),
+        };
+        match policy.cache {
+            // 5. cache, 6-7 on a miss, 8. egress
+            Some(class) => {
+                if !refresh && let Some(response) = self.project_from_list(principal, &call).await?
+                {
+                    return Ok(response);
+                }
+                let (entry, status) = self.read(&principal.tenant, call, class, refresh).await?;
+                let body = egress::render(principal, policy.ownership, &entry)?;
+                Ok(cached_response(body, status, entry.age()))
+            }
+            // 6-7, invalidation, 8.
+            None => {
+                let result = fetch_upstream(
+                    self.throttle.clone(),
+                    self.upstream.clone(),
+                    principal.tenant.clone(),
+                    call.clone(),
+                )
+                .await;
+                // A write refused before it was sent changed nothing; any other outcome may have.
+                if !matches!(result, Err(GatewayError::Throttled { .. })) {
+                    self.invalidate(&call, policy.invalidates).await;
+                }
+                let entry = Entry::new(None, result?);
+                Ok(json_response(egress::render(
+                    principal,
+                    policy.ownership,
+                    &entry,
+                )?))
+            }
+        }
+    }
+
+    /// A read through the cache: fresh, or one coalesced upstream call, or stale.
+    async fn read(
+        self: &Arc<Self>,
+        tenant: &Arc<Tenant>,
+        call: UpstreamCall,
+        class: CacheClass,
+        refresh: bool,
+    ) -> Result<(Arc<Entry>, CacheStatus), GatewayError> {
+        let key = call.cache_key();
+        let (throttle, upstream, tenant) =
+            (self.throttle.clone(), self.upstream.clone(), tenant.clone());
+        self.cache
+            .read(key, class, refresh, move || {
+                fetch_upstream(throttle, upstream, tenant, call)
+            })
+            .await
+    }
+
+    /// `get_project` answered from a fresh cached project list, when the project is in it.
+    async fn project_from_list(
+        &self,
+        principal: &Principal,
+        call: &UpstreamCall,
+    ) -> Result<Option<Response>, GatewayError> {
+        let UpstreamCall::GetProject { id, name } = call else {
+            return Ok(None);
+        };
+        let Some(list) = self
+            .cache
+            .fresh(&UpstreamCall::ListProjects.cache_key(), CacheClass::Project)
+            .await
+        else {
+            return Ok(None);
+        };
+        let View::Projects { items, .. } = &list.view else {
+            return Ok(None);
+        };
+        let matches = |item: &&crate::cache::ProjectItem| {
+            id.as_ref().is_none_or(|id| *id == item.id)
+                && name.as_ref().is_none_or(|name| *name == item.name)
+        };
+        let Some(item) = items.iter().find(matches) else {
+            return Ok(None);
+        };
+        if !principal.owns(&item.id, &item.name) {
+            return Err(GatewayError::not_found("project not found"));
+        }
+        self.cache.record(CacheClass::Project, CacheStatus::Hit);
+        let body = egress::join("project", &[item], principal.has(Scope::ProjectsSecrets));
+        Ok(Some(cached_response(body, CacheStatus::Hit, list.age())))
+    }
+
+    async fn invalidate(&self, call: &UpstreamCall, invalidation: Invalidation) {
+        match invalidation {
+            Invalidation::Nothing => {}
+            Invalidation::Project => self
+                .cache
+                .invalidate_project(call.project_id().unwrap_or_default()),
+            Invalidation::KickingRules => {
+                let appid = call.appid().unwrap_or_default();
+                self.cache
+                    .invalidate_key(&kicking_rules_key(appid), CacheClass::Channel)
+                    .await;
+            }
+        }
+    }
+}
+
+/// The project list through the cache, as the ownership checks see it.
+struct ProjectDirectory<'a> {
+    gateway: &'a Arc<Gateway>,
+    tenant: &'a Arc<Tenant>,
+}
+
+impl Directory for ProjectDirectory<'_> {
+    async fn projects(&self, refresh: bool) -> Result<Arc<Entry>, GatewayError> {
+        let read = self.gateway.read(
+            self.tenant,
+            UpstreamCall::ListProjects,
+            CacheClass::Project,
+            refresh,
+        );
+        read.await.map(|(entry, _)| entry)
+    }
+}
+
+/// Steps 6 and 7: a slot, then the call. If Agora answers 429 anyway, the budget pauses and an
+/// idempotent read is tried once more, if a slot comes within its deadline.
+async fn fetch_upstream(
+    throttle: Throttle,
+    upstream: Arc<Upstream>,
+    tenant: Arc<Tenant>,
+    call: UpstreamCall,
+) -> Result<Answer, GatewayError> {
+    let policy = call.operation().policy();
+    let deadline = Instant::now() + throttle.max_wait();
+    throttle.acquire(&tenant, policy.priority, deadline).await?;
+    match upstream.execute(&call).await {
+        Err(GatewayError::Upstream(refused)) if refused.status.as_u16() == 429 => {
+            let pause = refused.retry_after.unwrap_or(Duration::from_secs(1));
+            throttle.pause(pause);
+            if !policy.is_idempotent_read() || Instant::now() + pause >= deadline {
+                return Err(GatewayError::Upstream(refused));
+            }
+            throttle.acquire(&tenant, policy.priority, deadline).await?;
+            upstream.execute(&call).await
+        }
+        result => result,
+    }
+}
+
+/// `Cache-Control: no-cache` (or `Pragma: no-cache`) asks for a refresh.
+fn wants_refresh(headers: &HeaderMap) -> bool {
+    let says_no_cache = |name| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .any(|value| {
+                value
+                    .split(',')
+                    .any(|directive| directive.trim().eq_ignore_ascii_case("no-cache"))
+            })
+    };
+    says_no_cache(header::CACHE_CONTROL) || says_no_cache(header::PRAGMA)
+}
+
+fn json_response(body: Bytes) -> Response {
+    let mut response = Response::new(Body::from(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn cached_response(body: Bytes, status: CacheStatus, age: Duration) -> Response {
+    let mut response = json_response(body);
+    let headers = response.headers_mut();
+    headers.insert("x-cache", HeaderValue::from_static(status.as_str()));
+    let age = if status == CacheStatus::Hit || status == CacheStatus::Stale {
+        age.as_secs()
+    } else {
+        0
+    };
+    headers.insert(header::AGE, HeaderValue::from(age));
+    response
+}
+
+/// The tenant of a request, once authenticated: filled by the `Authenticated` extractor, read by
+/// the metrics middleware after the response.
+#[derive(Clone, Default)]
+pub struct TenantSlot(Arc<OnceLock<&'static str>>);
+
+impl TenantSlot {
+    pub fn set(&self, tenant: &'static str) {
+        let _ = self.0.set(tenant);
+    }
+
+    fn get(&self) -> &'static str {
+        self.0.get().copied().unwrap_or(ANONYMOUS)
+    }
+}
+
+/// The operationId of a Console route, from its method and matched path.
+fn operation_of(method: &axum::http::Method, path: &str) -> &'static str {
+    let path = path.strip_prefix("/dev").unwrap_or(path);
+    let path = path.strip_suffix('/').unwrap_or(path);
+    POLICIES
+        .iter()
+        .find(|policy| policy.method == method && policy.path == path)
+        .map_or("unknown", |policy| policy.id)
+}
+
+/// Counts and times every Console request by tenant, operation and status.
+async fn observe(
+    State(gateway): State<Arc<Gateway>>,
+    matched: Option<MatchedPath>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let operation = matched.map_or("unknown", |path| {
+        operation_of(request.method(), path.as_str())
+    });
+    let slot = TenantSlot::default();
+    request.extensions_mut().insert(slot.clone());
+    let response = next.run(request).await;
+    let labels = RequestLabels {
+        tenant: slot.get(),
+        operation,
+        status: response.status().as_u16(),
+    };
+    gateway.metrics.requests.get_or_create(&labels).inc();
+    gateway
+        .metrics
+        .request_duration
+        .get_or_create(&OperationLabels { operation })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Finishes the gateway's problem answers: adds the request id, and logs them.
+async fn finish_problems(request: Request, next: Next) -> Response {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let mut response = next.run(request).await;
+    if let Some(ProblemReport {
+        mut problem,
+        log_detail,
+    }) = response.extensions_mut().remove::<ProblemReport>()
+    {
+        if problem.status >= 500 {
+            tracing::error!(%method, %path, status = problem.status, detail = problem.detail, cause = log_detail, request_id, "request failed");
+        } else {
+            tracing::debug!(%method, %path, status = problem.status, detail = problem.detail, request_id, "request refused");
+        }
+        problem.request_id = request_id;
+        response.headers_mut().remove(header::CONTENT_LENGTH);
+        *response.body_mut() = Body::from(problem.to_body());
+    }
+    response
+}
+
+/// No request may take longer than the request timeout (queueing included).
+async fn deadline(State(timeout): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => GatewayError::RequestTimeout(timeout).into_response(),
+    }
+}
+
+async fn not_found(request: Request) -> GatewayError {
+    GatewayError::not_found(format!(
+        "no route for {} {}",
+        request.method(),
+        request.uri().path()
+    ))
+}
+
+/// Request ids: 16 random hex digits, unless the client sent one.
+#[derive(Clone, Default)]
+struct MakeRequestHex {
+    counter: Arc<AtomicU64>,
+}
+
+impl MakeRequestId for MakeRequestHex {
+    fn make_request_id<B>(&mut self, _request: &http::Request<B>) -> Option<RequestId> {
+        let sequence = self.counter.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{:016x}", fastrand::u64(..) ^ sequence);
+        HeaderValue::from_str(&id).ok().map(RequestId::new)
+    }
+}
+
+/// The whole HTTP surface, with its layers.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    let console = routes::console_routes()
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(gateway.clone(), observe))
+        .layer(DefaultBodyLimit::max(gateway.max_body))
+        .layer(axum::Extension(BodyLimit(gateway.max_body)));
+    Router::new()
+        .nest("/dev", console)
+        .merge(ops::routes())
+        .merge(docs::router(gateway.openapi.clone()))
+        .fallback(not_found)
+        .with_state(gateway.clone())
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestHex::default()))
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(TraceLayer::new_for_http())
+                .layer(middleware::from_fn(finish_problems))
+                .layer(CatchPanicLayer::custom(|_| {
+                    GatewayError::Internal("a handler panicked".into()).into_response()
+                }))
+                .layer(middleware::from_fn_with_state(
+                    gateway.request_timeout,
+                    deadline,
+                )),
+        )
+}

@@ -1,0 +1,145 @@
+//! Step 4 of the pipeline: may this principal make this call? First the scope the policy table
+//! names (403), then ownership (404: another tenant's project or app looks exactly like a missing
+//! one). Ownership is decided from the cached project list — the project directory — so it costs
+//! no upstream budget in the steady state.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::auth::Principal;
+use crate::cache::{Entry, ProjectItem, View};
+use crate::error::GatewayError;
+use crate::policy::{OperationPolicy, Ownership};
+use crate::upstream::UpstreamCall;
+
+/// A project missing from a directory at least this old is looked for once more, upstream.
+pub const DIRECTORY_RECHECK_AGE: Duration = Duration::from_secs(5);
+
+pub fn require_scope(principal: &Principal, policy: &OperationPolicy) -> Result<(), GatewayError> {
+    if principal.has(policy.scope) {
+        Ok(())
+    } else {
+        Err(GatewayError::InsufficientScope {
+            scope: policy.scope,
+        })
+    }
+}
+
+/// What to do after the ownership check.
+pub enum Decision {
+    /// Send this (possibly narrowed) call.
+    Send(UpstreamCall),
+    /// Answer this body without calling upstream.
+    Answer(Bytes),
+}
+
+/// Access to the project directory: `refresh` asks for a fresh list from upstream.
+pub trait Directory {
+    fn projects(
+        &self,
+        refresh: bool,
+    ) -> impl Future<Output = Result<Arc<Entry>, GatewayError>> + Send;
+}
+
+fn items(entry: &Entry) -> &[ProjectItem] {
+    match &entry.view {
+        View::Projects { items, .. } => items,
+        View::Raw => &[],
+    }
+}
+
+/// The caller's project matching `matches`, looking upstream once more if the directory is old.
+async fn find_owned(
+    directory: &impl Directory,
+    principal: &Principal,
+    matches: impl Fn(&ProjectItem) -> bool,
+) -> Result<bool, GatewayError> {
+    let entry = directory.projects(false).await?;
+    if let Some(item) = items(&entry).iter().find(|item| matches(item)) {
+        return Ok(principal.owns(&item.id, &item.name));
+    }
+    if entry.age() < DIRECTORY_RECHECK_AGE {
+        return Ok(false);
+    }
+    let entry = directory.projects(true).await?;
+    Ok(items(&entry)
+        .iter()
+        .any(|item| matches(item) && principal.owns(&item.id, &item.name)))
+}
+
+pub async fn check_ownership(
+    directory: &impl Directory,
+    principal: &Principal,
+    policy: &OperationPolicy,
+    call: UpstreamCall,
+) -> Result<Decision, GatewayError> {
+    if principal.is_admin() {
+        return Ok(Decision::Send(call));
+    }
+    let tenant = &principal.tenant;
+    match policy.ownership {
+        Ownership::NamePrefix => {
+            let UpstreamCall::CreateProject(body) = &call else {
+                return Ok(Decision::Send(call));
+            };
+            match &tenant.project_name_prefix {
+                Some(prefix) if body.name.starts_with(prefix.as_str()) => Ok(Decision::Send(call)),
+                Some(prefix) => Err(GatewayError::Forbidden(format!(
+                    "tenant {} may create only projects whose name starts with {prefix:?}",
+                    tenant.id
+                ))),
+                None => Err(GatewayError::Forbidden(format!(
+                    "tenant {} has no project_name_prefix, so it may not create projects",
+                    tenant.id
+                ))),
+            }
+        }
+        // Filtered on the way out.
+        Ownership::FilterProjects | Ownership::ResultProject => Ok(Decision::Send(call)),
+        Ownership::BodyProjectId | Ownership::QueryProjectId => {
+            let id = call.project_id().unwrap_or_default().to_string();
+            if find_owned(directory, principal, |item| item.id == id).await? {
+                Ok(Decision::Send(call))
+            } else {
+                Err(GatewayError::not_found(format!("project {id:?} not found")))
+            }
+        }
+        Ownership::AppId => {
+            let appid = call.appid().unwrap_or_default().to_string();
+            if find_owned(directory, principal, |item| item.vendor_key == appid).await? {
+                Ok(Decision::Send(call))
+            } else {
+                Err(GatewayError::not_found(format!("app {appid:?} not found")))
+            }
+        }
+        Ownership::UsageProjects => {
+            let UpstreamCall::GetUsage { from, to, projects } = call else {
+                return Ok(Decision::Send(call));
+            };
+            let entry = directory.projects(false).await?;
+            let owned = items(&entry)
+                .iter()
+                .filter(|item| principal.owns(&item.id, &item.name));
+            // Unknown or foreign IDs are dropped, as Agora ignores unknown ones.
+            let projects: Vec<String> = if projects.is_empty() {
+                owned.map(|item| item.id.clone()).collect()
+            } else {
+                owned
+                    .filter(|item| projects.contains(&item.id))
+                    .map(|item| item.id.clone())
+                    .collect()
+            };
+            if projects.is_empty() {
+                // An empty `projects` would mean "every project of the account" upstream.
+                return Ok(Decision::Answer(Bytes::from_static(b"{\"usages\":[]}")));
+            }
+            Ok(Decision::Send(UpstreamCall::GetUsage {
+                from,
+                to,
+                projects,
+            }))
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The demo: `cargo run -p agora-gateway` with no arguments. The embedded sandbox with demo data,
+//! three tenants with fresh random HS256 secrets, and a ready-to-paste token for each.
+
+use std::time::Duration;
+
+use crate::auth::mint::{MintRequest, mint};
+use crate::config::{Config, KeyConfig, Secret, TenantConfig, UpstreamConfig};
+use crate::policy::Scope;
+
+pub const DEMO_LISTEN: &str = "127.0.0.1:8080";
+pub const DEMO_AUDIENCE: &str = "agora-gateway";
+const TOKEN_TTL: Duration = Duration::from_secs(12 * 3600);
+
+fn tenant(id: &str, prefix: &str, scopes: &[Scope], weight: u32) -> TenantConfig {
+    TenantConfig {
+        id: id.into(),
+        issuer: format!("https://auth.{id}.example"),
+        audience: DEMO_AUDIENCE.into(),
+        scopes: scopes.to_vec(),
+        project_name_prefix: (!prefix.is_empty()).then(|| prefix.to_string()),
+        project_ids: vec![],
+        weight,
+        keys: vec![KeyConfig {
+            kid: format!("{id}-demo"),
+            alg: "HS256".into(),
+            secret: Some(Secret::literal(format!(
+                "{:032x}{:032x}",
+                fastrand::u128(..),
+                fastrand::u128(..)
+            ))),
+            public_key: None,
+            jwk: None,
+        }],
+    }
+}
+
+/// The demo's configuration (validated like any other).
+pub fn config() -> Config {
+    use Scope::*;
+    let config = Config {
+        server: crate::config::ServerConfig {
+            listen: DEMO_LISTEN.parse().expect("an address"),
+            ..Default::default()
+        },
+        upstream: UpstreamConfig {
+            base_url: crate::config::EMBEDDED_SANDBOX.into(),
+            customer_id: None,
+            customer_secret: None,
+            timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(3),
+        },
+        throttle: Default::default(),
+        cache: Default::default(),
+        tenants: vec![
+            tenant(
+                "acme",
+                "acme-",
+                &[
+                    ProjectsRead,
+                    ProjectsWrite,
+                    ProjectsSecrets,
+                    UsageRead,
+                    KickingRead,
+                    KickingWrite,
+                    ChannelsRead,
+                ],
+                1,
+            ),
+            tenant(
+                "globex",
+                "globex-",
+                &[
+                    ProjectsRead,
+                    UsageRead,
+                    KickingRead,
+                    KickingWrite,
+                    ChannelsRead,
+                ],
+                1,
+            ),
+            tenant("ops", "", &Scope::ALL, 1),
+        ],
+    };
+    config.validate().expect("the demo config is valid");
+    config
+}
+
+/// A token for each demo tenant, with all of its scopes.
+pub fn tokens(config: &Config) -> Vec<(String, String)> {
+    config
+        .tenants
+        .iter()
+        .map(|tenant| {
+            let request = MintRequest {
+                tenant,
+                kid: None,
+                scope: None,
+                subject: "demo-user",
+                ttl: TOKEN_TTL,
+                private_key: None,
+            };
+            (
+                tenant.id.clone(),
+                mint(&request).expect("demo keys are HS256 secrets"),
+            )
+        })
+        .collect()
+}

@@ -1,0 +1,219 @@
+//! Prometheus metrics (`GET /metrics`), with the names DESIGN.md fixes. Labels are tenant IDs,
+//! operationIds, classes and statuses only: never tokens, keys, project IDs or anything secret.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Tenant label of requests that never authenticated.
+pub const ANONYMOUS: &str = "anonymous";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub tenant: &'static str,
+    pub operation: &'static str,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    pub operation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    pub class: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub operation: &'static str,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabels {
+    pub tenant: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.25 ms to about 8 s.
+    Histogram::new(exponential_buckets(0.00025, 2.0, 16))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
+    pub cache_events: Family<CacheLabels, Counter>,
+    pub upstream_requests: Family<UpstreamLabels, Counter>,
+    pub upstream_duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
+    pub throttle_wait: Family<TenantLabels, Histogram, fn() -> Histogram>,
+    pub throttle_rejected: Family<TenantLabels, Counter>,
+    pub throttle_queue_depth: Gauge,
+    pub cache_bytes: Gauge,
+    pub redis_up: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("agora_gateway");
+        let requests = Family::default();
+        registry.register(
+            "requests",
+            "Requests answered, by tenant, operation and status",
+            requests.clone(),
+        );
+        let request_duration = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "request_duration_seconds",
+            "Time to answer a request",
+            request_duration.clone(),
+        );
+        let cache_events = Family::default();
+        registry.register(
+            "cache_events",
+            "Cache lookups by class and result (hit, miss, stale, bypass)",
+            cache_events.clone(),
+        );
+        let upstream_requests = Family::default();
+        registry.register(
+            "upstream_requests",
+            "Calls to the Console API by operation and status (0: no answer)",
+            upstream_requests.clone(),
+        );
+        let upstream_duration =
+            Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "upstream_duration_seconds",
+            "Time of one call to the Console API",
+            upstream_duration.clone(),
+        );
+        let throttle_wait = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "throttle_wait_seconds",
+            "Time a request queued for an upstream slot",
+            throttle_wait.clone(),
+        );
+        let throttle_rejected = Family::default();
+        registry.register(
+            "throttle_rejected",
+            "Requests refused with 429 because no slot was free within max_wait",
+            throttle_rejected.clone(),
+        );
+        let throttle_queue_depth = Gauge::default();
+        registry.register(
+            "throttle_queue_depth",
+            "Requests waiting for an upstream slot",
+            throttle_queue_depth.clone(),
+        );
+        let cache_bytes = Gauge::default();
+        registry.register(
+            "cache_bytes",
+            "Bytes held by the response cache",
+            cache_bytes.clone(),
+        );
+        let redis_up = Gauge::default();
+        registry.register(
+            "throttle_redis_up",
+            "1 while the shared budget in Redis is in use, 0 while falling back to a local share",
+            redis_up.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            request_duration,
+            cache_events,
+            upstream_requests,
+            upstream_duration,
+            throttle_wait,
+            throttle_rejected,
+            throttle_queue_depth,
+            cache_bytes,
+            redis_up,
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_names_are_the_documented_ones() {
+        let metrics = Metrics::new();
+        metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                tenant: "acme",
+                operation: "list_projects",
+                status: 200,
+            })
+            .inc();
+        metrics
+            .cache_events
+            .get_or_create(&CacheLabels {
+                class: "project",
+                result: "hit",
+            })
+            .inc();
+        metrics
+            .throttle_rejected
+            .get_or_create(&TenantLabels { tenant: "acme" })
+            .inc();
+        metrics
+            .throttle_wait
+            .get_or_create(&TenantLabels { tenant: "acme" })
+            .observe(0.1);
+        metrics
+            .upstream_requests
+            .get_or_create(&UpstreamLabels {
+                operation: "list_projects",
+                status: 200,
+            })
+            .inc();
+        metrics
+            .upstream_duration
+            .get_or_create(&OperationLabels {
+                operation: "list_projects",
+            })
+            .observe(0.01);
+        metrics
+            .request_duration
+            .get_or_create(&OperationLabels {
+                operation: "list_projects",
+            })
+            .observe(0.001);
+        let text = metrics.render();
+        for name in [
+            "agora_gateway_requests_total{tenant=\"acme\",operation=\"list_projects\",status=\"200\"} 1",
+            "agora_gateway_cache_events_total{class=\"project\",result=\"hit\"} 1",
+            "agora_gateway_throttle_rejected_total{tenant=\"acme\"} 1",
+            "agora_gateway_throttle_wait_seconds_bucket",
+            "agora_gateway_upstream_requests_total{operation=\"list_projects\",status=\"200\"} 1",
+            "agora_gateway_upstream_duration_seconds_count",
+            "agora_gateway_request_duration_seconds_count",
+            "agora_gateway_throttle_queue_depth",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+    }
+}

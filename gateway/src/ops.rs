@@ -1,0 +1,147 @@
+//! The gateway's own endpoints: `/healthz`, `/readyz`, `/metrics`, `POST /admin/cache/purge`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::app::Gateway;
+use crate::auth::Authenticated;
+use crate::error::GatewayError;
+use crate::policy::{CacheClass, Scope};
+
+pub fn routes() -> Router<Arc<Gateway>> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/admin/cache/purge", post(purge_cache))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    status: &'static str,
+}
+
+/// Alive: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "gateway", security(()), responses((status = 200, description = "Alive", body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready`, or `degraded` while the shared budget's Redis is unreachable.
+    status: &'static str,
+    /// Why not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+/// Ready: configuration loaded, and Redis reachable when the budget is shared through it.
+#[utoipa::path(
+    get, path = "/readyz", tag = "gateway", security(()),
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Redis unreachable: this replica spends a local share of the budget", body = Readiness)
+    )
+)]
+pub async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
+    match gateway.throttle.not_ready() {
+        None => Json(Readiness {
+            status: "ready",
+            reason: None,
+        })
+        .into_response(),
+        Some(reason) => {
+            let mut response = (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(Readiness {
+                    status: "degraded",
+                    reason: Some(reason),
+                }),
+            )
+                .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
+    }
+}
+
+/// Prometheus metrics (text exposition format).
+#[utoipa::path(get, path = "/metrics", tag = "gateway", security(()), responses((status = 200, description = "Prometheus text", body = String, content_type = "text/plain")))]
+pub async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
+    gateway.cache.weighted_size().await;
+    let text = gateway.metrics.render();
+    let mut response = Bytes::from(text).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeRequest {
+    /// `project`, `channel` or `usage`; every class when left out.
+    #[serde(default)]
+    class: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PurgeAnswer {
+    /// The class purged, or `all`.
+    purged: String,
+}
+
+/// Drops cached answers: all of them, or one class. Needs the `admin` scope.
+#[utoipa::path(
+    post, path = "/admin/cache/purge", tag = "gateway",
+    request_body(content = PurgeRequest, description = "Optional; an empty body purges every class"),
+    responses(
+        (status = 200, description = "Purged", body = PurgeAnswer),
+        (status = 400, description = "Unknown class"),
+        (status = 401, description = "Missing or invalid token"),
+        (status = 403, description = "The token lacks the admin scope")
+    )
+)]
+pub async fn purge_cache(
+    State(gateway): State<Arc<Gateway>>,
+    Authenticated(principal): Authenticated,
+    body: Bytes,
+) -> Result<Json<PurgeAnswer>, GatewayError> {
+    if !principal.has(Scope::Admin) {
+        return Err(GatewayError::InsufficientScope {
+            scope: Scope::Admin,
+        });
+    }
+    let request: PurgeRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        PurgeRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|error| GatewayError::bad_request(format!("invalid body: {error}")))?
+    };
+    let class = match request.class.as_deref() {
+        None => None,
+        Some(name) => Some(CacheClass::parse(name).ok_or_else(|| {
+            GatewayError::bad_request(format!(
+                "class must be project, channel or usage, not {name:?}"
+            ))
+        })?),
+    };
+    gateway.cache.purge(class);
+    tracing::info!(tenant = principal.tenant.id, subject = principal.subject, class = ?class.map(CacheClass::as_str), "cache purged");
+    Ok(Json(PurgeAnswer {
+        purged: class.map_or("all", CacheClass::as_str).to_string(),
+    }))
+}

@@ -1,0 +1,478 @@
+//! Step 3 of the pipeline: the 17 Console routes under `/dev` (each with and without a trailing
+//! slash, as Agora documents both), and their inputs parsed into typed values and validated.
+//! A bad input is a 400 naming the field, before any upstream budget is spent. Handlers stay thin:
+//! what happens next is `Gateway::serve` in `app.rs`.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use agora_console_client::rules;
+use agora_console_client::types;
+use axum::Router;
+use axum::extract::{FromRequest, Path, RawQuery, Request, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::{MethodRouter, get, post};
+use bytes::Bytes;
+use chrono::NaiveDate;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::app::Gateway;
+use crate::auth::Authenticated;
+use crate::error::GatewayError;
+use crate::upstream::UpstreamCall;
+
+type Gw = State<Arc<Gateway>>;
+type Answer = Result<Response, GatewayError>;
+
+/// The Console routes (paths relative to `/dev`).
+pub fn console_routes() -> Router<Arc<Gateway>> {
+    let routes: [(&str, MethodRouter<Arc<Gateway>>); 12] = [
+        (
+            "/v1/project",
+            post(create_project).get(get_project).delete(delete_project),
+        ),
+        ("/v1/projects", get(list_projects)),
+        ("/v1/project_status", post(set_project_status)),
+        ("/v1/recording_config", post(set_recording_config)),
+        ("/v1/signkey", post(enable_sign_key)),
+        ("/v1/reset_signkey", post(reset_sign_key)),
+        ("/v1/usage", get(get_usage)),
+        ("/v3/usage", get(get_usage_v3)),
+        (
+            "/v1/kicking-rule",
+            post(create_kicking_rule)
+                .get(list_kicking_rules)
+                .put(update_kicking_rule)
+                .delete(delete_kicking_rule),
+        ),
+        (
+            "/v1/channel/user/property/{appid}/{uid}/{cname}",
+            get(get_user_property),
+        ),
+        ("/v1/channel/user/{appid}/{cname}", get(list_channel_users)),
+        ("/v1/channel/{appid}", get(list_channels)),
+    ];
+    let mut router = Router::new();
+    for (path, method_router) in routes {
+        let method_router = method_router.fallback(method_not_allowed);
+        router = router
+            .route(path, method_router.clone())
+            .route(&format!("{path}/"), method_router);
+    }
+    router
+}
+
+async fn method_not_allowed(request: Request) -> GatewayError {
+    GatewayError::MethodNotAllowed(format!(
+        "{} is not allowed on {}",
+        request.method(),
+        request.uri().path()
+    ))
+}
+
+// ---- input ----
+
+/// The request body, bounded by `server.max_body` (413 beyond it).
+pub struct Body(Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = GatewayError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let limit = request
+            .extensions()
+            .get::<BodyLimit>()
+            .map_or(usize::MAX, |limit| limit.0);
+        Bytes::from_request(request, state)
+            .await
+            .map(Body)
+            .map_err(|rejection| {
+                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    GatewayError::PayloadTooLarge {
+                        limit: limit as u64,
+                    }
+                } else {
+                    GatewayError::bad_request(format!(
+                        "the request body could not be read: {rejection}"
+                    ))
+                }
+            })
+    }
+}
+
+/// The configured body limit, for the 413's message.
+#[derive(Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, GatewayError> {
+    let value = parse_json(body)?;
+    from_json(value)
+}
+
+fn parse_json(body: &[u8]) -> Result<serde_json::Value, GatewayError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(GatewayError::bad_request("the request needs a JSON body"));
+    }
+    serde_json::from_slice(body)
+        .map_err(|error| GatewayError::bad_request(format!("the body is not valid JSON: {error}")))
+}
+
+fn from_json<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, GatewayError> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        if path == "." {
+            GatewayError::bad_request(format!("invalid body: {}", error.inner()))
+        } else {
+            GatewayError::bad_request(format!("invalid body field {path}: {}", error.inner()))
+        }
+    })
+}
+
+fn parse_query<T: DeserializeOwned>(raw: Option<String>) -> Result<T, GatewayError> {
+    let raw = raw.unwrap_or_default();
+    let deserializer = serde_urlencoded::Deserializer::new(form_urlencoded::parse(raw.as_bytes()));
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        if path == "." {
+            GatewayError::bad_request(format!("invalid query: {}", error.inner()))
+        } else {
+            GatewayError::bad_request(format!("invalid query parameter {path}: {}", error.inner()))
+        }
+    })
+}
+
+fn not_blank(field: &str, value: &str) -> Result<(), GatewayError> {
+    if value.trim().is_empty() {
+        Err(GatewayError::bad_request(format!(
+            "{field} must not be empty"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+fn date(field: &str, value: &str) -> Result<NaiveDate, GatewayError> {
+    NaiveDate::parse_from_str(value, "%Y-%m-%d").map_err(|_| {
+        GatewayError::bad_request(format!(
+            "{field} must be a date as YYYY-MM-DD, not {value:?}"
+        ))
+    })
+}
+
+fn date_range(from: &str, to: &str) -> Result<(NaiveDate, NaiveDate), GatewayError> {
+    let (from, to) = (date("from_date", from)?, date("to_date", to)?);
+    rules::check_usage_range(from, to).map_err(GatewayError::bad_request)?;
+    Ok((from, to))
+}
+
+// ---- projects ----
+
+async fn create_project(
+    State(gw): Gw,
+    Authenticated(p): Authenticated,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Answer {
+    let body: types::CreateProjectRequest = parse_body(&body)?;
+    not_blank("name", &body.name)?;
+    Ok(gw
+        .serve(p, UpstreamCall::CreateProject(body), &headers)
+        .await)
+}
+
+async fn list_projects(
+    State(gw): Gw,
+    Authenticated(p): Authenticated,
+    headers: HeaderMap,
+) -> Response {
+    gw.serve(p, UpstreamCall::ListProjects, &headers).await
+}
+
+#[derive(Deserialize)]
+struct GetProjectQuery {
+    id: Option<String>,
+    name: Option<String>,
+}
+
+async fn get_project(
+    State(gw): Gw,
+    Authenticated(p): Authenticated,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Answer {
+    let GetProjectQuery { id, name } = parse_query(query)?;
+    let id = id.filter(|id| !id.is_empty());
+    let name = name.filter(|name| !name.is_empty());
+    if id.is_none() && name.is_none() {
+        return Err(GatewayError::bad_request("id or name is required"));
+    }
+    Ok(gw
+        .serve(p, UpstreamCall::GetProject { id, name }, &headers)
+        .await)
+}
+
+/// The status body, read by hand for a clearer message than the generated enum's.
+#[derive(Deserialize)]
+struct StatusBody {
+    id: String,
+    status: i64,
+}
+
+async fn set_project_status(
+    State(gw): Gw,
+    Authenticated(p): Authenticated,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Answer {
+    let StatusBody { id, status } = parse_body(&body)?;
+    not_blank("id", &id)?;
+    let status = types::ProjectStatus::try_from(status).map_err(|_| {
+        GatewayError::bad_request(format!(
+            "status must be 0 (disable) or 1 (enable), not {status}"
+        ))
+    })?;
+    Ok(gw
+        .serve(
+            p,
+            UpstreamCall::SetProjectStatus(types::SetProjectStatusRequest { id, status }),
+            &headers,
+        )
+        .await)
+}
+
+async fn delete_project(
+    State(gw): Gw,
+    Authenticated(p): Authenticated,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Answer {
+    let body: types::ProjectIdRequest = parse_body(&body)?;
+    not_blank("id", &body.id)?;
+    Ok(gw
+        .serve(p, UpstreamCall::DeleteProject(body), &headers)
+        .await)
+}
+
+async fn set_recording_config(
+    State(gw): Gw,
+    Authenticated(p): Authenticated,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Answer {
+    let body: types::SetRecordingConfigRequest = parse_body(&body)?;
+    not_blank("id", &body.id)?;
+    not_blank("recording_server", &body.recording_server)?;
+    Ok(gw
+        .serve(p, UpstreamCall::SetRecordingConfig(body), &headers)
+        .await)
+}
+
+async fn enable_sign_key(
+    State(gw): Gw,
+    Authenticated(p): Authenticated,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Answer {
+    let body: types::EnableSignKeyRequest = parse_body(&body)?;
+    not_blank("id", &body.id)?;
+    Ok(gw
+        .serve(p, UpstreamCall::EnableSignKey(body), &headers)
+        .await)
+}
+
+async fn reset_sign_key(
+    State(gw): Gw,
+    Authenticated(p): Authenticated,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Answer {
+    let body: types::ProjectIdRequest = parse_body(&body)?;
+    not_blank("id", &body.id)?;
+    Ok(gw
+        .serve(p, UpstreamCall::ResetSignKey(body), &headers)
+        .await)
+}
+
+// ---- usage ----
+
+#[derive(Deserialize)]
+struct UsageQuery {
+    from_date: String,
+    to_date: String,
+    projects: Option<String>,
+}
+
+async fn get_usage(
+    State(gw): Gw,
+    Authenticated(p): Authenticated,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Answer {
+    let query: UsageQuery = parse_query(query)?;
+    let (from, to) = date_range(&query.from_date, &query.to_date)?;
+    let projects = query
+        .projects
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .map(str::to_string)
+        .collect();
+    Ok(gw
+        .serve(p, UpstreamCall::GetUsage { from, to, projects }, &headers)
+        .await)
+}
+
+#[derive(Deserialize)]
+struct UsageV3Query {
+    from_date: String,
+    to_date: String,
+    project_id: String,
+    #[serde(default)]
+    business: Option<types::UsageBusiness>,
+}
+
+async fn get_usage_v3(
+    State(gw): Gw,
+    Authenticated(p): Authenticated,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Answer {
+    let query: UsageV3Query = parse_query(query)?;
+    let (from, to) = date_range(&query.from_date, &query.to_date)?;
+    not_blank("project_id", &query.project_id)?;
+    let business = query.business.unwrap_or(types::UsageBusiness::Default);
+    let call = UpstreamCall::GetUsageV3 {
+        from,
+        to,
+        project_id: query.project_id,
+        business,
+    };
+    Ok(gw.serve(p, call, &headers).await)
+}
+
+// ---- kicking rules ----
+
+async fn create_kicking_rule(
+    State(gw): Gw,
+    Authenticated(p): Authenticated,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Answer {
+    let mut value = parse_json(&body)?;
+    rules::drop_empty_uid_and_ip(&mut value);
+    let body: types::CreateKickingRuleRequest = from_json(value)?;
+    not_blank("appid", &body.appid)?;
+    rules::check_kicking_rule(&body).map_err(GatewayError::bad_request)?;
+    Ok(gw
+        .serve(p, UpstreamCall::CreateKickingRule(body), &headers)
+        .await)
+}
+
+#[derive(Deserialize)]
+struct AppIdQuery {
+    appid: String,
+}
+
+async fn list_kicking_rules(
+    State(gw): Gw,
+    Authenticated(p): Authenticated,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Answer {
+    let AppIdQuery { appid } = parse_query(query)?;
+    not_blank("appid", &appid)?;
+    Ok(gw
+        .serve(p, UpstreamCall::ListKickingRules { appid }, &headers)
+        .await)
+}
+
+async fn update_kicking_rule(
+    State(gw): Gw,
+    Authenticated(p): Authenticated,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Answer {
+    let body: types::UpdateKickingRuleRequest = parse_body(&body)?;
+    not_blank("appid", &body.appid)?;
+    Ok(gw
+        .serve(p, UpstreamCall::UpdateKickingRule(body), &headers)
+        .await)
+}
+
+async fn delete_kicking_rule(
+    State(gw): Gw,
+    Authenticated(p): Authenticated,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Answer {
+    let body: types::DeleteKickingRuleRequest = parse_body(&body)?;
+    not_blank("appid", &body.appid)?;
+    Ok(gw
+        .serve(p, UpstreamCall::DeleteKickingRule(body), &headers)
+        .await)
+}
+
+// ---- channels ----
+
+fn uid(text: &str) -> Result<u32, GatewayError> {
+    match text.parse::<u32>() {
+        Ok(0) => Err(GatewayError::bad_request("uid must not be 0")),
+        Ok(uid) => Ok(uid),
+        Err(_) => Err(GatewayError::bad_request(format!(
+            "uid must be an unsigned 32-bit integer, not {text:?}"
+        ))),
+    }
+}
+
+async fn get_user_property(
+    State(gw): Gw,
+    Authenticated(p): Authenticated,
+    headers: HeaderMap,
+    Path((appid, user, cname)): Path<(String, String, String)>,
+) -> Answer {
+    let call = UpstreamCall::GetUserProperty {
+        appid,
+        uid: uid(&user)?,
+        cname,
+    };
+    Ok(gw.serve(p, call, &headers).await)
+}
+
+async fn list_channel_users(
+    State(gw): Gw,
+    Authenticated(p): Authenticated,
+    headers: HeaderMap,
+    Path((appid, cname)): Path<(String, String)>,
+) -> Response {
+    gw.serve(p, UpstreamCall::ListChannelUsers { appid, cname }, &headers)
+        .await
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    page_no: Option<u32>,
+    page_size: Option<u32>,
+}
+
+async fn list_channels(
+    State(gw): Gw,
+    Authenticated(p): Authenticated,
+    headers: HeaderMap,
+    Path(appid): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Answer {
+    let query: PageQuery = parse_query(query)?;
+    let page_size = query.page_size.unwrap_or(rules::DEFAULT_PAGE_SIZE);
+    rules::check_page_size(page_size).map_err(GatewayError::bad_request)?;
+    let page_size = NonZeroU32::new(page_size)
+        .ok_or_else(|| GatewayError::bad_request("page_size must not be 0"))?;
+    let call = UpstreamCall::ListChannels {
+        appid,
+        page_no: query.page_no.unwrap_or(0),
+        page_size,
+    };
+    Ok(gw.serve(p, call, &headers).await)
+}

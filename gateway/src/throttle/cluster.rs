@@ -1,0 +1,358 @@
+//! The budget shared by every replica: one GCRA in Redis, advanced atomically by a Lua script that
+//! reads the time from Redis itself (so replica clocks do not matter) and answers how long to wait
+//! for the reserved slot. Each replica reserves one slot at a time.
+//!
+//! Fail safe, never open: when Redis cannot be reached, a replica waits one second (so nothing it
+//! sends shares a one-second window with what the shared budget granted), then spends
+//! `floor(rate / replicas)` per second locally, where `replicas` is the number of replicas seen
+//! alive through heartbeats before Redis went away (or `throttle.replicas`). When Redis answers
+//! again, the replica keeps its local pace as a floor for two more seconds while it rejoins the
+//! shared budget, so the replicas that have not noticed yet and the ones that have never crowd
+//! a second between them.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use redis::Script;
+use redis::aio::ConnectionManager;
+use tokio::time::Instant;
+
+use super::gcra::{Gcra, interval_for};
+use crate::config::ThrottleConfig;
+use crate::metrics::Metrics;
+
+/// Reserve the next slot: `KEYS[1]` the GCRA's theoretical arrival time (µs), `KEYS[2]` the set of
+/// replicas that reserved lately. `ARGV`: interval µs, tolerance µs, earliest slot µs from now,
+/// replica id. Answers µs from now until the reserved slot.
+const RESERVE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local earliest = now + tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local slot = math.max(earliest, tat - tolerance)
+local next_tat = math.max(tat, slot) + interval
+local ttl_ms = math.floor((next_tat - now) / 1000) + 60000
+redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', ttl_ms)
+redis.call('ZADD', KEYS[2], math.floor(now / 1000), ARGV[4])
+return math.floor(slot - now)
+"#;
+
+/// Pause the budget: no slot before `ARGV[1]` µs from now.
+const PAUSE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local resume = now + tonumber(ARGV[1])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if resume > tat then
+  redis.call('SET', KEYS[1], string.format('%.0f', resume), 'PX', math.floor(tonumber(ARGV[1]) / 1000) + 60000)
+end
+return 1
+"#;
+
+/// Heartbeat: `KEYS[1]` replicas alive, `KEYS[2]` replicas reserving lately. `ARGV`: replica id,
+/// alive window ms, active window ms. Answers {alive, active}.
+const HEARTBEAT: &str = r#"
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now_ms, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms - tonumber(ARGV[2]))
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms - tonumber(ARGV[3]))
+redis.call('PEXPIRE', KEYS[1], 60000)
+redis.call('PEXPIRE', KEYS[2], 60000)
+return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2])}
+"#;
+
+const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+const ALIVE_WINDOW_MS: u64 = 5_000;
+const ACTIVE_WINDOW_MS: u64 = 2_000;
+/// After Redis went away: nothing for this long, then the local share.
+const FALLBACK_QUIET: Duration = Duration::from_secs(1);
+/// After Redis came back: the local pace stays a floor for this long.
+const RECOVERY_FLOOR: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mode {
+    Shared,
+    /// Redis unreachable: local share only.
+    Fallback,
+    /// Redis back: shared budget, with the local pace as a floor until then.
+    Recovering {
+        until: Instant,
+    },
+}
+
+struct State {
+    mode: Mode,
+    /// The local share's pace: used in `Fallback`, a floor while `Recovering`.
+    local: Gcra,
+    replicas_seen: u32,
+    last_error: Option<String>,
+    paused_until: Instant,
+}
+
+pub struct ClusterBudget {
+    connection: ConnectionManager,
+    reserve_script: Script,
+    pause_script: Script,
+    heartbeat_script: Script,
+    tat_key: String,
+    alive_key: String,
+    active_key: String,
+    replica_id: String,
+    rate: u32,
+    safety_margin: f64,
+    configured_replicas: u32,
+    interval: Duration,
+    tolerance: Duration,
+    active_replicas: AtomicU32,
+    state: Mutex<State>,
+    metrics: Arc<Metrics>,
+}
+
+fn micros(duration: Duration) -> u64 {
+    duration.as_micros() as u64
+}
+
+impl ClusterBudget {
+    /// Connects lazily: a gateway starts even while Redis is down (in fallback).
+    pub fn new(
+        config: &ThrottleConfig,
+        redis_url: &str,
+        account: &str,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, String> {
+        let client = redis::Client::open(redis_url)
+            .map_err(|error| format!("throttle.redis_url: {error}"))?;
+        let connection_config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let connection = ConnectionManager::new_lazy_with_config(client, connection_config)
+            .map_err(|error| format!("throttle.redis_url: {error}"))?;
+        let interval = interval_for(config.rate, config.burst, config.safety_margin);
+        let configured_replicas = config.replicas.unwrap_or(1);
+        let prefix = format!("{}:{account}", config.redis_key_prefix);
+        let now = Instant::now();
+        let budget = Arc::new(Self {
+            connection,
+            reserve_script: Script::new(RESERVE),
+            pause_script: Script::new(PAUSE),
+            heartbeat_script: Script::new(HEARTBEAT),
+            tat_key: format!("{prefix}:tat"),
+            alive_key: format!("{prefix}:replicas"),
+            active_key: format!("{prefix}:active"),
+            replica_id: format!("{}-{:016x}", std::process::id(), fastrand::u64(..)),
+            rate: config.rate,
+            safety_margin: config.safety_margin,
+            configured_replicas,
+            interval,
+            tolerance: interval * config.burst.saturating_sub(1),
+            active_replicas: AtomicU32::new(1),
+            state: Mutex::new(State {
+                mode: Mode::Shared,
+                local: Gcra::new(
+                    fallback_interval(config.rate, configured_replicas, config.safety_margin),
+                    1,
+                    now.into_std(),
+                ),
+                replicas_seen: configured_replicas,
+                last_error: None,
+                paused_until: now,
+            }),
+            metrics,
+        });
+        budget.metrics.redis_up.set(1);
+        tokio::spawn(heartbeats(Arc::downgrade(&budget)));
+        Ok(budget)
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The interval this replica can count on: the budget's, times the replicas reserving lately.
+    pub fn effective_interval(&self) -> Duration {
+        let state = self.state();
+        match state.mode {
+            Mode::Fallback => state.local.interval(),
+            _ => self.interval * self.active_replicas.load(Ordering::Relaxed).max(1),
+        }
+    }
+
+    pub fn paused_until(&self) -> Instant {
+        self.state().paused_until
+    }
+
+    /// Reserves the next slot and answers when it is due.
+    pub async fn reserve(&self) -> Instant {
+        let now = Instant::now();
+        let floor = {
+            let mut state = self.state();
+            if let Mode::Recovering { until } = state.mode
+                && now >= until
+            {
+                state.mode = Mode::Shared;
+            }
+            match state.mode {
+                Mode::Recovering { .. } | Mode::Fallback => {
+                    Instant::from_std(state.local.next_slot(now.into_std()))
+                }
+                Mode::Shared => now,
+            }
+        };
+        let earliest = floor.saturating_duration_since(now);
+        let mut connection = self.connection.clone();
+        let mut invocation = self.reserve_script.key(&self.tat_key);
+        invocation
+            .key(&self.active_key)
+            .arg(micros(self.interval))
+            .arg(micros(self.tolerance))
+            .arg(micros(earliest))
+            .arg(&self.replica_id);
+        let invocation = invocation.invoke_async::<i64>(&mut connection);
+        let answer = tokio::time::timeout(REDIS_TIMEOUT, invocation).await;
+        let mut state = self.state();
+        match answer {
+            Ok(Ok(wait_us)) => {
+                if state.mode == Mode::Fallback {
+                    tracing::info!("Redis answers again: rejoining the shared upstream budget");
+                    state.mode = Mode::Recovering {
+                        until: Instant::now() + RECOVERY_FLOOR,
+                    };
+                    self.metrics.redis_up.set(1);
+                }
+                state.last_error = None;
+                // Counted from after the answer: late, never early.
+                Instant::now() + Duration::from_micros(wait_us.max(0) as u64)
+            }
+            Ok(Err(error)) => self.fall_back(&mut state, error.to_string()),
+            Err(_) => self.fall_back(&mut state, format!("no answer within {REDIS_TIMEOUT:?}")),
+        }
+    }
+
+    fn fall_back(&self, state: &mut State, error: String) -> Instant {
+        let now = Instant::now();
+        if state.mode != Mode::Fallback {
+            let replicas = state.replicas_seen.max(self.configured_replicas).max(1);
+            tracing::warn!(
+                %error, replicas,
+                "Redis is unreachable: falling back to a local share of the upstream budget (rate / {replicas})"
+            );
+            state.mode = Mode::Fallback;
+            let mut local = Gcra::new(
+                fallback_interval(self.rate, replicas, self.safety_margin),
+                1,
+                now.into_std(),
+            );
+            local.pause_until((now + FALLBACK_QUIET).into_std());
+            state.local = local;
+            self.metrics.redis_up.set(0);
+        }
+        state.last_error = Some(error);
+        Instant::from_std(state.local.next_slot(now.into_std()))
+    }
+
+    /// A slot was granted at `at`: the local pace follows it while it matters.
+    pub fn commit(&self, at: Instant) {
+        let mut state = self.state();
+        if state.mode != Mode::Shared {
+            state.local.commit(at.into_std());
+        }
+    }
+
+    /// Agora answered 429: pause every replica (through Redis) and this one at once.
+    pub fn pause(self: &Arc<Self>, duration: Duration) {
+        {
+            let mut state = self.state();
+            let until = Instant::now() + duration;
+            state.paused_until = state.paused_until.max(until);
+            state.local.pause_until(until.into_std());
+        }
+        let budget = self.clone();
+        tokio::spawn(async move {
+            let mut connection = budget.connection.clone();
+            let mut invocation = budget.pause_script.key(&budget.tat_key);
+            invocation.arg(micros(duration));
+            let invocation = invocation.invoke_async::<i64>(&mut connection);
+            match tokio::time::timeout(REDIS_TIMEOUT, invocation).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "could not pause the shared budget in Redis")
+                }
+                Err(_) => tracing::warn!("could not pause the shared budget in Redis: no answer"),
+            }
+        });
+    }
+
+    pub fn not_ready(&self) -> Option<String> {
+        let state = self.state();
+        match (&state.mode, &state.last_error) {
+            (Mode::Fallback, Some(error)) => Some(format!(
+                "Redis is unreachable ({error}); spending a local share of the budget"
+            )),
+            (Mode::Fallback, None) => {
+                Some("Redis is unreachable; spending a local share of the budget".into())
+            }
+            _ => None,
+        }
+    }
+
+    async fn heartbeat(&self) {
+        let mut connection = self.connection.clone();
+        let mut invocation = self.heartbeat_script.key(&self.alive_key);
+        invocation
+            .key(&self.active_key)
+            .arg(&self.replica_id)
+            .arg(ALIVE_WINDOW_MS)
+            .arg(ACTIVE_WINDOW_MS);
+        let invocation = invocation.invoke_async::<(u32, u32)>(&mut connection);
+        match tokio::time::timeout(REDIS_TIMEOUT, invocation).await {
+            Ok(Ok((alive, active))) => {
+                self.active_replicas.store(active.max(1), Ordering::Relaxed);
+                self.state().replicas_seen = alive.max(1);
+            }
+            Ok(Err(error)) => self.state().last_error = Some(error.to_string()),
+            Err(_) => self.state().last_error = Some(format!("no answer within {REDIS_TIMEOUT:?}")),
+        }
+    }
+}
+
+/// Each replica's safe local pace: at most `floor(rate / replicas)` in any second.
+/// (With more replicas than `rate`, each still sends one per second: the guarantee needs replicas <= rate.)
+fn fallback_interval(rate: u32, replicas: u32, safety_margin: f64) -> Duration {
+    let share = (rate / replicas.max(1)).max(1);
+    interval_for(share, 1, safety_margin)
+}
+
+async fn heartbeats(budget: std::sync::Weak<ClusterBudget>) {
+    let mut ticker = tokio::time::interval(HEARTBEAT_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let Some(budget) = budget.upgrade() else {
+            return;
+        };
+        budget.heartbeat().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fallback_share_keeps_every_second_within_the_rate() {
+        // Three replicas at 10/s: 3 each per second, never 4.
+        let interval = fallback_interval(10, 3, 0.02);
+        assert!(interval > Duration::from_millis(333), "{interval:?}");
+        assert!(Duration::from_secs(1).as_nanos() / interval.as_nanos() < 4);
+        assert_eq!(fallback_interval(10, 1, 0.0), Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,417 @@
+//! The queue of requests waiting for an upstream slot: fair across tenants, ordered by priority
+//! within a tenant, and never letting an admitted request miss its deadline.
+//!
+//! - **Admission** (at arrival, so a refusal is immediate): a tenant may hold at most its weighted
+//!   share of the slots of one `max_wait` window, shared among the tenants that are waiting — less a
+//!   reserve kept for tenants that are not waiting yet, so a newcomer is never refused because
+//!   another tenant filled the queue — and the request is admitted only if every admitted deadline
+//!   can still be met (earliest-deadline-first feasibility).
+//! - **Dispatch** (at each slot): smooth weighted round robin over the waiting tenants, and within
+//!   a tenant `high` before `normal` before `low`, FIFO; except that when some deadline could
+//!   otherwise be missed, the earliest deadline is served first.
+//!
+//! Pure logic over `Instant`s: the dispatcher in `mod.rs` owns the clock.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::policy::Priority;
+
+struct Queued<T> {
+    deadline: Instant,
+    payload: T,
+}
+
+struct Lane<T> {
+    weight: u32,
+    /// Smooth weighted round robin state.
+    current: i64,
+    by_priority: [VecDeque<Queued<T>>; 3],
+}
+
+impl<T> Lane<T> {
+    fn len(&self) -> usize {
+        self.by_priority.iter().map(VecDeque::len).sum()
+    }
+}
+
+/// Why a request was refused, and when to come back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub retry_after: Duration,
+}
+
+/// The timing an admission decision depends on.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// When the next slot can be granted, at the earliest.
+    pub next_slot: Instant,
+    /// Time between slots this queue can count on.
+    pub interval: Duration,
+    /// Longest queueing any request may do.
+    pub max_wait: Duration,
+}
+
+impl Pace {
+    /// Slots of one `max_wait` window.
+    fn window_slots(&self) -> usize {
+        (self.max_wait.as_nanos() / self.interval.as_nanos().max(1)) as usize
+    }
+}
+
+pub struct FairQueue<T> {
+    lanes: Vec<Lane<T>>,
+    len: usize,
+}
+
+impl<T> FairQueue<T> {
+    /// One lane per tenant, by tenant index, with its weight.
+    pub fn new(weights: &[u32]) -> Self {
+        let lanes = weights
+            .iter()
+            .map(|&weight| Lane {
+                weight: weight.max(1),
+                current: 0,
+                by_priority: Default::default(),
+            })
+            .collect();
+        Self { lanes, len: 0 }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn queued(&self, tenant: usize) -> usize {
+        self.lanes.get(tenant).map_or(0, Lane::len)
+    }
+
+    fn active_weight_with(&self, tenant: usize) -> u64 {
+        self.lanes
+            .iter()
+            .enumerate()
+            .filter(|(index, lane)| *index == tenant || lane.len() > 0)
+            .map(|(_, lane)| u64::from(lane.weight))
+            .sum()
+    }
+
+    /// The most requests `tenant` may have waiting now.
+    pub fn share(&self, tenant: usize, pace: &Pace) -> usize {
+        let window = pace.window_slots();
+        let reserve = if window >= 5 { window / 5 } else { 0 };
+        let weight = u64::from(self.lanes[tenant].weight);
+        let share = (window - reserve) as u64 * weight / self.active_weight_with(tenant).max(1);
+        (share as usize).max(1)
+    }
+
+    /// Queues `payload` for `tenant`, or refuses at once.
+    pub fn admit(
+        &mut self,
+        tenant: usize,
+        priority: Priority,
+        deadline: Instant,
+        payload: T,
+        now: Instant,
+        pace: &Pace,
+    ) -> Result<(), (Refusal, T)> {
+        let queued = self.queued(tenant);
+        let share = self.share(tenant, pace);
+        let weight = u64::from(self.lanes[tenant].weight);
+        if queued >= share {
+            // Until this tenant's queue drains below its share, at its share of the slots.
+            let slots =
+                (queued + 1 - share) as u64 * self.active_weight_with(tenant) / weight.max(1);
+            let retry_after = pace.interval * (slots.max(1) as u32);
+            return Err((Refusal { retry_after }, payload));
+        }
+        if let Some(late_by) = self.infeasible_with(deadline, now, pace) {
+            return Err((
+                Refusal {
+                    retry_after: late_by.max(pace.interval),
+                },
+                payload,
+            ));
+        }
+        self.lanes[tenant].by_priority[priority as usize].push_back(Queued { deadline, payload });
+        self.len += 1;
+        Ok(())
+    }
+
+    fn sorted_deadlines(&self) -> Vec<Instant> {
+        let mut deadlines: Vec<Instant> = self
+            .lanes
+            .iter()
+            .flat_map(|lane| lane.by_priority.iter().flatten().map(|q| q.deadline))
+            .collect();
+        deadlines.sort_unstable();
+        deadlines
+    }
+
+    /// With one more request due by `deadline`, by how much the tightest deadline would be missed
+    /// if every request were served earliest-deadline-first from `pace.next_slot`.
+    fn infeasible_with(&self, deadline: Instant, now: Instant, pace: &Pace) -> Option<Duration> {
+        let mut deadlines = self.sorted_deadlines();
+        let position = deadlines.partition_point(|d| *d <= deadline);
+        deadlines.insert(position, deadline);
+        let start = pace.next_slot.max(now);
+        deadlines
+            .iter()
+            .enumerate()
+            .filter_map(|(k, d)| {
+                let served = start + pace.interval * k as u32;
+                // Only the requests due after this one are pushed back by admitting it.
+                (k >= position && served > *d).then(|| served - *d)
+            })
+            .max()
+    }
+
+    /// The request to grant a slot starting `now`; slots follow every `interval`.
+    pub fn pop(&mut self, now: Instant, interval: Duration) -> Option<(usize, T)> {
+        if self.len == 0 {
+            return None;
+        }
+        let deadlines = self.sorted_deadlines();
+        let tight = deadlines
+            .iter()
+            .enumerate()
+            .any(|(k, d)| *d < now + interval * (k as u32 + 1));
+        let (tenant, priority, index) = if tight {
+            self.earliest()
+        } else {
+            self.round_robin()
+        };
+        let queued = self.lanes[tenant].by_priority[priority]
+            .remove(index)
+            .expect("located above");
+        self.len -= 1;
+        Some((tenant, queued.payload))
+    }
+
+    /// Position of the request with the earliest deadline.
+    fn earliest(&self) -> (usize, usize, usize) {
+        let mut best: Option<(Instant, (usize, usize, usize))> = None;
+        for (tenant, lane) in self.lanes.iter().enumerate() {
+            for (priority, queue) in lane.by_priority.iter().enumerate() {
+                for (index, queued) in queue.iter().enumerate() {
+                    if best.is_none_or(|(deadline, _)| queued.deadline < deadline) {
+                        best = Some((queued.deadline, (tenant, priority, index)));
+                    }
+                }
+            }
+        }
+        best.expect("the queue is not empty").1
+    }
+
+    /// Smooth weighted round robin over waiting tenants; the head of the chosen tenant's best lane.
+    fn round_robin(&mut self) -> (usize, usize, usize) {
+        let total: i64 = self
+            .lanes
+            .iter()
+            .filter(|lane| lane.len() > 0)
+            .map(|lane| i64::from(lane.weight))
+            .sum();
+        let mut chosen = None;
+        for (tenant, lane) in self.lanes.iter_mut().enumerate() {
+            if lane.len() == 0 {
+                lane.current = 0;
+                continue;
+            }
+            lane.current += i64::from(lane.weight);
+            if chosen.is_none_or(|(_, current)| lane.current > current) {
+                chosen = Some((tenant, lane.current));
+            }
+        }
+        let (tenant, _) = chosen.expect("the queue is not empty");
+        self.lanes[tenant].current -= total;
+        let priority = self.lanes[tenant]
+            .by_priority
+            .iter()
+            .position(|queue| !queue.is_empty())
+            .expect("a waiting tenant");
+        (tenant, priority, 0)
+    }
+
+    /// Drops the requests `keep` rejects (their callers went away).
+    pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        for lane in &mut self.lanes {
+            for queue in &mut lane.by_priority {
+                queue.retain(|queued| keep(&queued.payload));
+            }
+        }
+        self.len = self.lanes.iter().map(Lane::len).sum();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INTERVAL: Duration = Duration::from_millis(100);
+    const MAX_WAIT: Duration = Duration::from_secs(5);
+
+    fn pace(now: Instant) -> Pace {
+        Pace {
+            next_slot: now,
+            interval: INTERVAL,
+            max_wait: MAX_WAIT,
+        }
+    }
+
+    fn admit(
+        queue: &mut FairQueue<u32>,
+        tenant: usize,
+        priority: Priority,
+        id: u32,
+        now: Instant,
+    ) -> bool {
+        queue
+            .admit(tenant, priority, now + MAX_WAIT, id, now, &pace(now))
+            .is_ok()
+    }
+
+    #[test]
+    fn within_a_tenant_high_goes_before_normal_before_low_and_fifo_within_each() {
+        let now = Instant::now();
+        let mut queue = FairQueue::new(&[1]);
+        for (id, priority) in [
+            (1, Priority::Low),
+            (2, Priority::Normal),
+            (3, Priority::High),
+            (4, Priority::Normal),
+            (5, Priority::High),
+        ] {
+            assert!(admit(&mut queue, 0, priority, id, now));
+        }
+        let order: Vec<u32> = (0..5)
+            .map(|k| queue.pop(now + INTERVAL * k, INTERVAL).unwrap().1)
+            .collect();
+        assert_eq!(order, [3, 5, 2, 4, 1]);
+        assert!(queue.pop(now, INTERVAL).is_none());
+    }
+
+    #[test]
+    fn slots_follow_the_weights_when_everyone_floods() {
+        let now = Instant::now();
+        let mut queue = FairQueue::new(&[2, 1, 1]);
+        let mut id = 0;
+        let mut served = [0u32; 3];
+        for slot in 0..400u32 {
+            let at = now + INTERVAL * slot;
+            for tenant in 0..3 {
+                // Each tenant offers far more than its share.
+                for _ in 0..3 {
+                    id += 1;
+                    let _ = queue.admit(tenant, Priority::Normal, at + MAX_WAIT, id, at, &pace(at));
+                }
+            }
+            served[queue.pop(at, INTERVAL).unwrap().0] += 1;
+        }
+        assert_eq!(served.iter().sum::<u32>(), 400, "every slot is used");
+        assert!(
+            (195..=205).contains(&served[0]),
+            "weight 2 gets half: {served:?}"
+        );
+        assert!(
+            (95..=105).contains(&served[1]) && (95..=105).contains(&served[2]),
+            "{served:?}"
+        );
+    }
+
+    #[test]
+    fn an_occasional_tenant_is_served_within_a_few_slots_while_another_floods() {
+        let now = Instant::now();
+        let mut queue = FairQueue::new(&[1, 1]);
+        let mut next_id = 1000;
+        let mut worst_wait = 0;
+        for slot in 0..600u32 {
+            let at = now + INTERVAL * slot;
+            for _ in 0..6 {
+                next_id += 1;
+                let _ = queue.admit(0, Priority::Normal, at + MAX_WAIT, next_id, at, &pace(at));
+            }
+            if slot % 10 == 0 {
+                assert!(
+                    queue
+                        .admit(1, Priority::Normal, at + MAX_WAIT, slot, at, &pace(at))
+                        .is_ok(),
+                    "B is never refused"
+                );
+            }
+            if let Some((1, arrived)) = queue.pop(at, INTERVAL) {
+                worst_wait = worst_wait.max(slot - arrived);
+            }
+        }
+        assert!(worst_wait <= 2, "B waited {worst_wait} slots");
+    }
+
+    #[test]
+    fn a_lone_tenant_may_fill_the_window_less_the_reserve_then_is_refused_at_once() {
+        let now = Instant::now();
+        let mut queue = FairQueue::new(&[1, 1, 1]);
+        let admitted = (0..100)
+            .filter(|&id| admit(&mut queue, 0, Priority::Normal, id, now))
+            .count();
+        assert_eq!(admitted, 40, "50 slots in 5 s, less a reserve of 10");
+        let refusal = queue
+            .admit(0, Priority::Normal, now + MAX_WAIT, 999, now, &pace(now))
+            .unwrap_err()
+            .0;
+        assert!(refusal.retry_after >= INTERVAL);
+        // A second tenant still gets in, and the first one's share halves while both wait.
+        assert!(admit(&mut queue, 1, Priority::Normal, 1000, now));
+        assert_eq!(queue.share(0, &pace(now)), 20);
+    }
+
+    #[test]
+    fn no_admitted_request_ever_misses_its_deadline() {
+        let mut rng = fastrand::Rng::with_seed(42);
+        let start = Instant::now();
+        let mut queue: FairQueue<Instant> = FairQueue::new(&[3, 1, 1, 2]);
+        let (mut admitted, mut refused, mut served) = (0, 0, 0);
+        for slot in 0..3000u32 {
+            let at = start + INTERVAL * slot;
+            for _ in 0..rng.usize(0..30) {
+                let tenant = rng.usize(0..4);
+                let priority = Priority::ALL[rng.usize(0..3)];
+                // Some requests bring a shorter deadline of their own.
+                let wait = if rng.bool() {
+                    MAX_WAIT
+                } else {
+                    Duration::from_millis(rng.u64(200..5000))
+                };
+                match queue.admit(tenant, priority, at + wait, at + wait, at, &pace(at)) {
+                    Ok(()) => admitted += 1,
+                    Err(_) => refused += 1,
+                }
+            }
+            if let Some((_, deadline)) = queue.pop(at, INTERVAL) {
+                assert!(
+                    at <= deadline,
+                    "slot {slot} served a request {:?} past its deadline",
+                    at - deadline
+                );
+                served += 1;
+            }
+        }
+        assert!(
+            admitted > 2500 && refused > 0 && served > 2500,
+            "{admitted} {refused} {served}"
+        );
+    }
+
+    #[test]
+    fn departed_callers_are_dropped() {
+        let now = Instant::now();
+        let mut queue = FairQueue::new(&[1]);
+        for id in 0..6 {
+            assert!(admit(&mut queue, 0, Priority::Normal, id, now));
+        }
+        queue.retain(|id| id % 2 == 0);
+        assert_eq!(queue.len(), 3);
+        assert_eq!(queue.pop(now, INTERVAL).unwrap().1, 0);
+    }
+}

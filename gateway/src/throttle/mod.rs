@@ -1,0 +1,270 @@
+//! Step 6 of the pipeline: the one upstream budget. A request asks for a slot; it is admitted to
+//! the fair queue (or refused at once with 429 and `Retry-After`) and waits. One dispatcher task
+//! takes slots — from the local GCRA, or from the shared GCRA in Redis when replicas share the
+//! budget — and gives each to the request the fair queue picks. Cache hits never come here.
+
+mod cluster;
+mod fair;
+mod gcra;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
+
+use crate::auth::Tenant;
+use crate::config::ThrottleConfig;
+use crate::error::GatewayError;
+use crate::metrics::{Metrics, TenantLabels};
+use crate::policy::Priority;
+pub use cluster::ClusterBudget;
+use fair::{FairQueue, Pace};
+pub use gcra::{Gcra, interval_for};
+
+/// Where slots come from.
+enum Slots {
+    Local(Mutex<Gcra>),
+    Cluster(Arc<ClusterBudget>),
+}
+
+struct Waiter {
+    granted: oneshot::Sender<Instant>,
+}
+
+struct Shared {
+    queue: Mutex<FairQueue<Waiter>>,
+    /// Wakes the dispatcher: work arrived, or the throttle was dropped.
+    work: Arc<Notify>,
+    slots: Slots,
+    interval: Duration,
+    max_wait: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.work.notify_one();
+    }
+}
+
+impl Shared {
+    fn queue(&self) -> MutexGuard<'_, FairQueue<Waiter>> {
+        self.queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Interval the queue can count on: the whole budget locally; in a cluster, the share of it
+    /// this replica gets while the other busy replicas take theirs.
+    fn pace(&self, now: Instant) -> Pace {
+        let (next_slot, interval) = match &self.slots {
+            Slots::Local(gcra) => (lock(gcra).next_slot(now.into_std()), self.interval),
+            Slots::Cluster(cluster) => (now.into_std(), cluster.effective_interval()),
+        };
+        Pace {
+            next_slot,
+            interval,
+            max_wait: self.max_wait,
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The upstream budget: cheap to clone, one dispatcher per budget.
+#[derive(Clone)]
+pub struct Throttle {
+    shared: Arc<Shared>,
+}
+
+impl Throttle {
+    /// A budget of this process alone.
+    pub fn local(config: &ThrottleConfig, tenants: &[Arc<Tenant>], metrics: Arc<Metrics>) -> Self {
+        let interval = interval_for(config.rate, config.burst, config.safety_margin);
+        let gcra = Gcra::new(interval, config.burst, Instant::now().into_std());
+        Self::start(
+            Slots::Local(Mutex::new(gcra)),
+            interval,
+            config,
+            tenants,
+            metrics,
+        )
+    }
+
+    /// A budget shared with every replica through Redis.
+    pub fn cluster(
+        config: &ThrottleConfig,
+        cluster: Arc<ClusterBudget>,
+        tenants: &[Arc<Tenant>],
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let interval = interval_for(config.rate, config.burst, config.safety_margin);
+        Self::start(Slots::Cluster(cluster), interval, config, tenants, metrics)
+    }
+
+    fn start(
+        slots: Slots,
+        interval: Duration,
+        config: &ThrottleConfig,
+        tenants: &[Arc<Tenant>],
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let weights: Vec<u32> = tenants.iter().map(|t| t.weight).collect();
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(FairQueue::new(&weights)),
+            work: Arc::new(Notify::new()),
+            slots,
+            interval,
+            max_wait: config.max_wait,
+            metrics,
+        });
+        tokio::spawn(dispatch(Arc::downgrade(&shared), shared.work.clone()));
+        Self { shared }
+    }
+
+    pub fn max_wait(&self) -> Duration {
+        self.shared.max_wait
+    }
+
+    /// Waits for an upstream slot, or refuses at once when the wait would pass `deadline`
+    /// (at most `max_wait` from now). Returns how long the request waited.
+    pub async fn acquire(
+        &self,
+        tenant: &Tenant,
+        priority: Priority,
+        deadline: Instant,
+    ) -> Result<Duration, GatewayError> {
+        let shared = &self.shared;
+        let now = Instant::now();
+        let deadline = deadline.min(now + shared.max_wait);
+        let (granted, wait_for_grant) = oneshot::channel();
+        {
+            let pace = shared.pace(now);
+            let mut queue = shared.queue();
+            queue.retain(|waiter| !waiter.granted.is_closed());
+            let admitted = queue.admit(
+                tenant.index,
+                priority,
+                deadline.into_std(),
+                Waiter { granted },
+                now.into_std(),
+                &pace,
+            );
+            shared.metrics.throttle_queue_depth.set(queue.len() as i64);
+            if let Err((refusal, _)) = admitted {
+                shared
+                    .metrics
+                    .throttle_rejected
+                    .get_or_create(&TenantLabels {
+                        tenant: tenant.label,
+                    })
+                    .inc();
+                return Err(GatewayError::Throttled {
+                    retry_after: refusal.retry_after,
+                });
+            }
+        }
+        shared.work.notify_one();
+        let granted_at = wait_for_grant
+            .await
+            .map_err(|_| GatewayError::Internal("the throttle's dispatcher stopped".into()))?;
+        let waited = granted_at.saturating_duration_since(now);
+        shared
+            .metrics
+            .throttle_wait
+            .get_or_create(&TenantLabels {
+                tenant: tenant.label,
+            })
+            .observe(waited.as_secs_f64());
+        Ok(waited)
+    }
+
+    /// Agora answered 429 anyway (someone else spends the account): no slot before `duration` from now.
+    pub fn pause(&self, duration: Duration) {
+        let until = Instant::now() + duration;
+        match &self.shared.slots {
+            Slots::Local(gcra) => lock(gcra).pause_until(until.into_std()),
+            Slots::Cluster(cluster) => cluster.pause(duration),
+        }
+        tracing::warn!(
+            pause_ms = duration.as_millis() as u64,
+            "Agora answered 429: the upstream budget pauses"
+        );
+    }
+
+    /// `None` when ready; why not otherwise (the shared budget's Redis is unreachable).
+    pub fn not_ready(&self) -> Option<String> {
+        match &self.shared.slots {
+            Slots::Local(_) => None,
+            Slots::Cluster(cluster) => cluster.not_ready(),
+        }
+    }
+
+    pub fn queue_depth(&self) -> usize {
+        self.shared.queue().len()
+    }
+}
+
+/// The dispatcher: waits for work, takes a slot, grants it. Ends when the throttle is dropped.
+async fn dispatch(shared: std::sync::Weak<Shared>, work: Arc<Notify>) {
+    loop {
+        let notified = work.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let Some(strong) = shared.upgrade() else {
+            return;
+        };
+        if strong.queue().is_empty() {
+            // Wait holding only a weak reference, so dropping the throttle ends this task.
+            drop(strong);
+            notified.await;
+            continue;
+        }
+        grant_one_slot(&strong).await;
+    }
+}
+
+async fn grant_one_slot(shared: &Shared) {
+    let slot = match &shared.slots {
+        Slots::Local(_) => None,
+        Slots::Cluster(cluster) => Some(cluster.reserve().await),
+    };
+    // Sleep until the slot; a pause that arrives meanwhile moves it.
+    loop {
+        let now = Instant::now();
+        let due = match &shared.slots {
+            Slots::Local(gcra) => Instant::from_std(lock(gcra).next_slot(now.into_std())),
+            Slots::Cluster(cluster) => slot.unwrap_or(now).max(cluster.paused_until()),
+        };
+        if due <= now {
+            break;
+        }
+        tokio::time::sleep_until(due).await;
+    }
+    let now = Instant::now();
+    let mut queue = shared.queue();
+    let interval = shared.pace(now).interval;
+    let mut granted = false;
+    while let Some((_tenant, waiter)) = queue.pop(now.into_std(), interval) {
+        if waiter.granted.send(now).is_ok() {
+            granted = true;
+            break;
+        }
+    }
+    shared.metrics.throttle_queue_depth.set(queue.len() as i64);
+    drop(queue);
+    if granted {
+        match &shared.slots {
+            Slots::Local(gcra) => lock(gcra).commit(now.into_std()),
+            Slots::Cluster(cluster) => cluster.commit(now),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,206 @@
+//! The throttle with paused time: spacing, refusals, priority, pauses. No sleeps: the clock is tokio's.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::*;
+use crate::config::ThrottleConfig;
+
+fn tenants(weights: &[u32]) -> Vec<Arc<Tenant>> {
+    weights
+        .iter()
+        .enumerate()
+        .map(|(index, &weight)| Arc::new(Tenant::for_tests(index, &format!("t{index}"), weight)))
+        .collect()
+}
+
+fn throttle(max_wait: Duration, tenants: &[Arc<Tenant>]) -> Throttle {
+    let config = ThrottleConfig {
+        max_wait,
+        ..ThrottleConfig::default()
+    };
+    Throttle::local(&config, tenants, Arc::new(Metrics::new()))
+}
+
+/// Starts `count` acquisitions at once; answers each one's grant time (or `None` if refused).
+async fn burst(
+    throttle: &Throttle,
+    tenant: &Arc<Tenant>,
+    priority: Priority,
+    count: usize,
+) -> Vec<tokio::task::JoinHandle<Option<Instant>>> {
+    let mut handles = Vec::new();
+    for _ in 0..count {
+        let throttle = throttle.clone();
+        let tenant = tenant.clone();
+        handles.push(tokio::spawn(async move {
+            let deadline = Instant::now() + throttle.max_wait();
+            throttle
+                .acquire(&tenant, priority, deadline)
+                .await
+                .ok()
+                .map(|_| Instant::now())
+        }));
+        // Let the task queue itself before the next one, so arrival order is defined.
+        tokio::task::yield_now().await;
+    }
+    handles
+}
+
+async fn outcomes(handles: Vec<tokio::task::JoinHandle<Option<Instant>>>) -> Vec<Option<Instant>> {
+    let mut out = Vec::new();
+    for handle in handles {
+        out.push(handle.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn grants_are_spaced_one_interval_apart_and_no_second_holds_more_than_the_rate() {
+    let tenants = tenants(&[1]);
+    let throttle = throttle(Duration::from_secs(5), &tenants);
+    let start = Instant::now();
+    let grants: Vec<Instant> = outcomes(burst(&throttle, &tenants[0], Priority::Normal, 30).await)
+        .await
+        .into_iter()
+        .map(Option::unwrap)
+        .collect();
+    let mut sorted = grants.clone();
+    sorted.sort();
+    assert_eq!(sorted[0], start, "the first slot is immediate");
+    for pair in sorted.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(102),
+            "grants {:?} apart",
+            pair[1] - pair[0]
+        );
+    }
+    for (k, first) in sorted.iter().enumerate() {
+        let in_window = sorted[k..]
+            .iter()
+            .take_while(|at| **at - *first < Duration::from_secs(1))
+            .count();
+        assert!(in_window <= 10, "{in_window} grants within one second");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_that_would_wait_past_max_wait_are_refused_at_once() {
+    let tenants = tenants(&[1]);
+    let throttle = throttle(Duration::from_secs(1), &tenants);
+    // Take the immediate slot first, so that all twenty below must queue.
+    throttle
+        .acquire(
+            &tenants[0],
+            Priority::Normal,
+            Instant::now() + Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..20 {
+        let throttle = throttle.clone();
+        let tenant = tenants[0].clone();
+        handles.push(tokio::spawn(async move {
+            let result = throttle
+                .acquire(
+                    &tenant,
+                    Priority::Normal,
+                    Instant::now() + Duration::from_secs(60),
+                )
+                .await;
+            (result, Instant::now())
+        }));
+        tokio::task::yield_now().await;
+    }
+    let (mut granted, mut refused) = (0, 0);
+    for handle in handles {
+        match handle.await.unwrap() {
+            (Ok(waited), _) => {
+                granted += 1;
+                assert!(
+                    waited <= Duration::from_secs(1),
+                    "waited {waited:?}, more than max_wait"
+                );
+            }
+            (Err(GatewayError::Throttled { retry_after }), at) => {
+                refused += 1;
+                assert_eq!(at, start, "refused at once, not after waiting");
+                assert!(retry_after >= Duration::from_millis(100));
+            }
+            (Err(other), _) => panic!("{other}"),
+        }
+    }
+    // One second holds 9 slots of 102 ms, less a reserve of one for other tenants.
+    assert_eq!((granted, refused), (8, 12));
+    assert_eq!(throttle.queue_depth(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_kicking_rule_write_overtakes_the_queued_reads_of_its_tenant() {
+    let tenants = tenants(&[1]);
+    let throttle = throttle(Duration::from_secs(5), &tenants);
+    let reads = burst(&throttle, &tenants[0], Priority::Normal, 10).await;
+    let write = burst(&throttle, &tenants[0], Priority::High, 1).await;
+    let usage = burst(&throttle, &tenants[0], Priority::Low, 1).await;
+    let reads: Vec<Instant> = outcomes(reads)
+        .await
+        .into_iter()
+        .map(Option::unwrap)
+        .collect();
+    let write = outcomes(write).await[0].unwrap();
+    let usage = outcomes(usage).await[0].unwrap();
+    // The first read took the immediate slot; the write took the next one.
+    assert_eq!(reads.iter().filter(|read| **read < write).count(), 1);
+    assert!(
+        reads.iter().all(|read| *read < usage),
+        "low priority goes last"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pause_holds_the_next_grant_back() {
+    let tenants = tenants(&[1]);
+    let throttle = throttle(Duration::from_secs(5), &tenants);
+    let start = Instant::now();
+    throttle
+        .acquire(
+            &tenants[0],
+            Priority::Normal,
+            start + Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    throttle.pause(Duration::from_secs(2));
+    throttle
+        .acquire(
+            &tenants[0],
+            Priority::Normal,
+            start + Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert!(Instant::now() - start >= Duration::from_secs(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn callers_that_went_away_use_no_slot() {
+    let tenants = tenants(&[1]);
+    let throttle = throttle(Duration::from_secs(5), &tenants);
+    let start = Instant::now();
+    let doomed = burst(&throttle, &tenants[0], Priority::Normal, 5).await;
+    for handle in &doomed[1..] {
+        handle.abort();
+    }
+    let survivor = burst(&throttle, &tenants[0], Priority::Normal, 1).await;
+    let at = outcomes(survivor).await[0].unwrap();
+    // The first doomed request took slot 0; the aborted ones never got one.
+    assert!(
+        at - start < Duration::from_millis(250),
+        "served at {:?}",
+        at - start
+    );
+}
