@@ -17,16 +17,12 @@ fn main() {
     let spec: Value = serde_yaml_ng::from_str(&text).expect("the Console spec is YAML");
     let document = gateway_document(spec);
     let out = Path::new(&std::env::var("OUT_DIR").expect("OUT_DIR")).join("console-openapi.json");
-    std::fs::write(out, serde_json::to_string(&document).expect("JSON"))
-        .expect("write the derived document");
+    std::fs::write(out, serde_json::to_string(&document).expect("JSON")).expect("write the derived document");
 }
 
 fn gateway_document(mut spec: Value) -> Value {
     to_3_1(&mut spec);
-    let console_description = spec["info"]["description"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let console_description = spec["info"]["description"].as_str().unwrap_or_default().to_string();
     spec["openapi"] = json!("3.1.0");
     spec["info"] = json!({
         "title": "agora-gateway",
@@ -52,9 +48,7 @@ fn gateway_document(mut spec: Value) -> Value {
         }
     });
     spec["components"]["schemas"]["Problem"] = problem_schema();
-    let responses = spec["components"]["responses"]
-        .as_object_mut()
-        .expect("components.responses");
+    let responses = spec["components"]["responses"].as_object_mut().expect("components.responses");
     add_gateway_responses(responses);
 
     let paths = spec["paths"].as_object().expect("paths").clone();
@@ -122,27 +116,16 @@ fn add_gateway_responses(responses: &mut Map<String, Value>) {
     let retry_after = json!({ "Retry-After": { "description": "Seconds to wait before retrying.", "schema": { "type": "integer" } } });
     // Agora's answers that the gateway may also give itself: both media types.
     for (name, gateway_case) in [
-        (
-            "BadRequest",
-            "or the gateway refused the input before spending any budget",
-        ),
+        ("BadRequest", "or the gateway refused the input before spending any budget"),
         (
             "NotFound",
             "or, from the gateway, the project or app is not one of the tenant's (indistinguishable from missing)",
         ),
-        (
-            "TooManyRequests",
-            "or, from the gateway, no upstream slot is free within max_wait (with Retry-After)",
-        ),
+        ("TooManyRequests", "or, from the gateway, no upstream slot is free within max_wait (with Retry-After)"),
         ("InternalError", "or an internal error of the gateway"),
     ] {
-        let response = responses
-            .get_mut(name)
-            .expect("the Console spec defines it");
-        let description = response["description"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let response = responses.get_mut(name).expect("the Console spec defines it");
+        let description = response["description"].as_str().unwrap_or_default().to_string();
         response["description"] = json!(format!("{description} — {gateway_case}"));
         response["content"]["application/problem+json"] =
             json!({ "schema": { "$ref": "#/components/schemas/Problem" } });
@@ -153,58 +136,32 @@ fn add_gateway_responses(responses: &mut Map<String, Value>) {
     let challenge = json!({ "WWW-Authenticate": { "description": "Bearer error=\"invalid_token\" or \"insufficient_scope\"", "schema": { "type": "string" } } });
     responses.insert(
         "Unauthorized".into(),
-        problem(
-            "Missing or invalid bearer token (from the gateway).",
-            Some(challenge.clone()),
-        ),
+        problem("Missing or invalid bearer token (from the gateway).", Some(challenge.clone())),
     );
     responses.insert(
         "Forbidden".into(),
-        problem(
-            "The token lacks the operation's scope, or the tenant may not do this.",
-            Some(challenge),
-        ),
+        problem("The token lacks the operation's scope, or the tenant may not do this.", Some(challenge)),
     );
-    responses.insert(
-        "PayloadTooLarge".into(),
-        problem("The request body is larger than the gateway accepts.", None),
-    );
+    responses.insert("PayloadTooLarge".into(), problem("The request body is larger than the gateway accepts.", None));
     responses.insert(
         "BadGateway".into(),
-        problem(
-            "The upstream could not be reached, or answered something that is not the Console API.",
-            None,
-        ),
+        problem("The upstream could not be reached, or answered something that is not the Console API.", None),
     );
-    responses.insert(
-        "GatewayTimeout".into(),
-        problem("The upstream did not answer in time.", None),
-    );
+    responses.insert("GatewayTimeout".into(), problem("The upstream did not answer in time.", None));
 }
 
 fn gateway_operation(operation: &mut Value) {
     let responses = operation["responses"].as_object_mut().expect("responses");
-    for (status, name) in [
-        ("401", "Unauthorized"),
-        ("403", "Forbidden"),
-        ("502", "BadGateway"),
-        ("504", "GatewayTimeout"),
-    ] {
-        responses.insert(
-            status.into(),
-            json!({ "$ref": format!("#/components/responses/{name}") }),
-        );
+    for (status, name) in
+        [("401", "Unauthorized"), ("403", "Forbidden"), ("502", "BadGateway"), ("504", "GatewayTimeout")]
+    {
+        responses.insert(status.into(), json!({ "$ref": format!("#/components/responses/{name}") }));
     }
     if operation.get("requestBody").is_some() {
         operation["responses"]["413"] = json!({ "$ref": "#/components/responses/PayloadTooLarge" });
     }
-    if operation["operationId"]
-        .as_str()
-        .is_some_and(|id| id.starts_with("get") || id.starts_with("list"))
-    {
-        let ok = operation["responses"]["200"]
-            .as_object_mut()
-            .expect("a 200");
+    if operation["operationId"].as_str().is_some_and(|id| id.starts_with("get") || id.starts_with("list")) {
+        let ok = operation["responses"]["200"].as_object_mut().expect("a 200");
         ok.insert(
             "headers".into(),
             json!({
@@ -212,11 +169,7 @@ fn gateway_operation(operation: &mut Value) {
                 "Age": { "description": "Seconds since the answer was fetched from Agora", "schema": { "type": "integer" } }
             }),
         );
-        let parameters = operation
-            .as_object_mut()
-            .unwrap()
-            .entry("parameters")
-            .or_insert_with(|| json!([]));
+        let parameters = operation.as_object_mut().unwrap().entry("parameters").or_insert_with(|| json!([]));
         parameters.as_array_mut().unwrap().push(json!({
             "name": "Cache-Control",
             "in": "header",

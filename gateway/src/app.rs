@@ -27,9 +27,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
+use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{Authenticator, HasAuthenticator, Principal, Tenant};
@@ -71,26 +69,17 @@ impl Gateway {
         let metrics = Arc::new(Metrics::new());
         let auth = Arc::new(Authenticator::new(config).map_err(anyhow::Error::msg)?);
         let upstream_config = &config.upstream;
-        let secret =
-            |value: &Option<crate::config::Secret>| value.as_ref().map(|s| s.expose().to_string());
-        let (customer_id, customer_secret) = match (
-            secret(&upstream_config.customer_id),
-            secret(&upstream_config.customer_secret),
-        ) {
-            (Some(id), Some(secret)) => (id, secret),
-            // Only the embedded sandbox gets here (validation requires both otherwise).
-            _ => (
-                "sandbox".to_string(),
-                format!("{:032x}", fastrand::u128(..)),
-            ),
-        };
-        let (sandbox, base_url) = if upstream_config.is_embedded_sandbox() {
-            let sandbox_config = SandboxConfig {
-                seed: Seed::Demo,
-                ..SandboxConfig::new(&customer_id, &customer_secret)
+        let secret = |value: &Option<crate::config::Secret>| value.as_ref().map(|s| s.expose().to_string());
+        let (customer_id, customer_secret) =
+            match (secret(&upstream_config.customer_id), secret(&upstream_config.customer_secret)) {
+                (Some(id), Some(secret)) => (id, secret),
+                // Only the embedded sandbox gets here (validation requires both otherwise).
+                _ => ("sandbox".to_string(), format!("{:032x}", fastrand::u128(..))),
             };
-            let sandbox =
-                Sandbox::start(sandbox_config, "127.0.0.1:0".parse().expect("an address")).await?;
+        let (sandbox, base_url) = if upstream_config.is_embedded_sandbox() {
+            let sandbox_config =
+                SandboxConfig { seed: Seed::Demo, ..SandboxConfig::new(&customer_id, &customer_secret) };
+            let sandbox = Sandbox::start(sandbox_config, "127.0.0.1:0".parse().expect("an address")).await?;
             let base_url = sandbox.base_url();
             tracing::info!(%base_url, "embedded sandbox started (the Console API simulator)");
             (Some(sandbox), base_url)
@@ -109,13 +98,8 @@ impl Gateway {
         let throttle = match &config.throttle.redis_url {
             None => Throttle::local(&config.throttle, auth.tenants(), metrics.clone()),
             Some(url) => {
-                let cluster = ClusterBudget::new(
-                    &config.throttle,
-                    url.expose(),
-                    &customer_id,
-                    metrics.clone(),
-                )
-                .map_err(anyhow::Error::msg)?;
+                let cluster = ClusterBudget::new(&config.throttle, url.expose(), &customer_id, metrics.clone())
+                    .map_err(anyhow::Error::msg)?;
                 Throttle::cluster(&config.throttle, cluster, auth.tenants(), metrics.clone())
             }
         };
@@ -139,10 +123,7 @@ impl Gateway {
         call: UpstreamCall,
         headers: &HeaderMap,
     ) -> Response {
-        match self
-            .pipeline(&principal, call, wants_refresh(headers))
-            .await
-        {
+        match self.pipeline(&principal, call, wants_refresh(headers)).await {
             Ok(response) => response,
             Err(error) => error.into_response(),
         }
@@ -157,10 +138,7 @@ impl Gateway {
         let policy = call.operation().policy();
         // 4. authorize
         authorize::require_scope(principal, policy)?;
-        let directory = ProjectDirectory {
-            gateway: self,
-            tenant: &principal.tenant,
-        };
+        let directory = ProjectDirectory { gateway: self, tenant: &principal.tenant };
         let call = match authorize::check_ownership(&directory, principal, policy, call).await? {
             Decision::Send(call) => call,
             Decision::Answer(body) => return Ok(json_response(body)),
@@ -168,8 +146,7 @@ impl Gateway {
         match policy.cache {
             // 5. cache, 6-7 on a miss, 8. egress
             Some(class) => {
-                if !refresh && let Some(response) = self.project_from_list(principal, &call).await?
-                {
+                if !refresh && let Some(response) = self.project_from_list(principal, &call).await? {
                     return Ok(response);
                 }
                 let (entry, status) = self.read(&principal.tenant, call, class, refresh).await?;
@@ -190,11 +167,7 @@ impl Gateway {
                     self.invalidate(&call, policy.invalidates).await;
                 }
                 let entry = Entry::new(None, result?);
-                Ok(json_response(egress::render(
-                    principal,
-                    policy.ownership,
-                    &entry,
-                )?))
+                Ok(json_response(egress::render(principal, policy.ownership, &entry)?))
             }
         }
     }
@@ -208,13 +181,8 @@ impl Gateway {
         refresh: bool,
     ) -> Result<(Arc<Entry>, CacheStatus), GatewayError> {
         let key = call.cache_key();
-        let (throttle, upstream, tenant) =
-            (self.throttle.clone(), self.upstream.clone(), tenant.clone());
-        self.cache
-            .read(key, class, refresh, move || {
-                fetch_upstream(throttle, upstream, tenant, call)
-            })
-            .await
+        let (throttle, upstream, tenant) = (self.throttle.clone(), self.upstream.clone(), tenant.clone());
+        self.cache.read(key, class, refresh, move || fetch_upstream(throttle, upstream, tenant, call)).await
     }
 
     /// `get_project` answered from a fresh cached project list, when the project is in it.
@@ -226,19 +194,14 @@ impl Gateway {
         let UpstreamCall::GetProject { id, name } = call else {
             return Ok(None);
         };
-        let Some(list) = self
-            .cache
-            .fresh(&UpstreamCall::ListProjects.cache_key(), CacheClass::Project)
-            .await
-        else {
+        let Some(list) = self.cache.fresh(&UpstreamCall::ListProjects.cache_key(), CacheClass::Project).await else {
             return Ok(None);
         };
         let View::Projects { items, .. } = &list.view else {
             return Ok(None);
         };
         let matches = |item: &&crate::cache::ProjectItem| {
-            id.as_ref().is_none_or(|id| *id == item.id)
-                && name.as_ref().is_none_or(|name| *name == item.name)
+            id.as_ref().is_none_or(|id| *id == item.id) && name.as_ref().is_none_or(|name| *name == item.name)
         };
         let Some(item) = items.iter().find(matches) else {
             return Ok(None);
@@ -254,14 +217,10 @@ impl Gateway {
     async fn invalidate(&self, call: &UpstreamCall, invalidation: Invalidation) {
         match invalidation {
             Invalidation::Nothing => {}
-            Invalidation::Project => self
-                .cache
-                .invalidate_project(call.project_id().unwrap_or_default()),
+            Invalidation::Project => self.cache.invalidate_project(call.project_id().unwrap_or_default()),
             Invalidation::KickingRules => {
                 let appid = call.appid().unwrap_or_default();
-                self.cache
-                    .invalidate_key(&kicking_rules_key(appid), CacheClass::Channel)
-                    .await;
+                self.cache.invalidate_key(&kicking_rules_key(appid), CacheClass::Channel).await;
             }
         }
     }
@@ -275,12 +234,7 @@ struct ProjectDirectory<'a> {
 
 impl Directory for ProjectDirectory<'_> {
     async fn projects(&self, refresh: bool) -> Result<Arc<Entry>, GatewayError> {
-        let read = self.gateway.read(
-            self.tenant,
-            UpstreamCall::ListProjects,
-            CacheClass::Project,
-            refresh,
-        );
+        let read = self.gateway.read(self.tenant, UpstreamCall::ListProjects, CacheClass::Project, refresh);
         read.await.map(|(entry, _)| entry)
     }
 }
@@ -295,7 +249,7 @@ async fn fetch_upstream(
 ) -> Result<Answer, GatewayError> {
     let policy = call.operation().policy();
     let deadline = Instant::now() + throttle.max_wait();
-    throttle.acquire(&tenant, policy.priority, deadline).await?;
+    throttle.acquire(&tenant, policy.priority, deadline).await?.sending();
     match upstream.execute(&call).await {
         Err(GatewayError::Upstream(refused)) if refused.status.as_u16() == 429 => {
             let pause = refused.retry_after.unwrap_or(Duration::from_secs(1));
@@ -303,7 +257,7 @@ async fn fetch_upstream(
             if !policy.is_idempotent_read() || Instant::now() + pause >= deadline {
                 return Err(GatewayError::Upstream(refused));
             }
-            throttle.acquire(&tenant, policy.priority, deadline).await?;
+            throttle.acquire(&tenant, policy.priority, deadline).await?.sending();
             upstream.execute(&call).await
         }
         result => result,
@@ -317,21 +271,14 @@ fn wants_refresh(headers: &HeaderMap) -> bool {
             .get_all(name)
             .iter()
             .filter_map(|value| value.to_str().ok())
-            .any(|value| {
-                value
-                    .split(',')
-                    .any(|directive| directive.trim().eq_ignore_ascii_case("no-cache"))
-            })
+            .any(|value| value.split(',').any(|directive| directive.trim().eq_ignore_ascii_case("no-cache")))
     };
     says_no_cache(header::CACHE_CONTROL) || says_no_cache(header::PRAGMA)
 }
 
 fn json_response(body: Bytes) -> Response {
     let mut response = Response::new(Body::from(body));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
@@ -339,11 +286,7 @@ fn cached_response(body: Bytes, status: CacheStatus, age: Duration) -> Response 
     let mut response = json_response(body);
     let headers = response.headers_mut();
     headers.insert("x-cache", HeaderValue::from_static(status.as_str()));
-    let age = if status == CacheStatus::Hit || status == CacheStatus::Stale {
-        age.as_secs()
-    } else {
-        0
-    };
+    let age = if status == CacheStatus::Hit || status == CacheStatus::Stale { age.as_secs() } else { 0 };
     headers.insert(header::AGE, HeaderValue::from(age));
     response
 }
@@ -367,10 +310,7 @@ impl TenantSlot {
 fn operation_of(method: &axum::http::Method, path: &str) -> &'static str {
     let path = path.strip_prefix("/dev").unwrap_or(path);
     let path = path.strip_suffix('/').unwrap_or(path);
-    POLICIES
-        .iter()
-        .find(|policy| policy.method == method && policy.path == path)
-        .map_or("unknown", |policy| policy.id)
+    POLICIES.iter().find(|policy| policy.method == method && policy.path == path).map_or("unknown", |policy| policy.id)
 }
 
 /// Counts and times every Console request by tenant, operation and status.
@@ -381,17 +321,11 @@ async fn observe(
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let operation = matched.map_or("unknown", |path| {
-        operation_of(request.method(), path.as_str())
-    });
+    let operation = matched.map_or("unknown", |path| operation_of(request.method(), path.as_str()));
     let slot = TenantSlot::default();
     request.extensions_mut().insert(slot.clone());
     let response = next.run(request).await;
-    let labels = RequestLabels {
-        tenant: slot.get(),
-        operation,
-        status: response.status().as_u16(),
-    };
+    let labels = RequestLabels { tenant: slot.get(), operation, status: response.status().as_u16() };
     gateway.metrics.requests.get_or_create(&labels).inc();
     gateway
         .metrics
@@ -403,19 +337,11 @@ async fn observe(
 
 /// Finishes the gateway's problem answers: adds the request id, and logs them.
 async fn finish_problems(request: Request, next: Next) -> Response {
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string);
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let mut response = next.run(request).await;
-    if let Some(ProblemReport {
-        mut problem,
-        log_detail,
-    }) = response.extensions_mut().remove::<ProblemReport>()
-    {
+    if let Some(ProblemReport { mut problem, log_detail }) = response.extensions_mut().remove::<ProblemReport>() {
         if problem.status >= 500 {
             tracing::error!(%method, %path, status = problem.status, detail = problem.detail, cause = log_detail, request_id, "request failed");
         } else {
@@ -437,11 +363,7 @@ async fn deadline(State(timeout): State<Duration>, request: Request, next: Next)
 }
 
 async fn not_found(request: Request) -> GatewayError {
-    GatewayError::not_found(format!(
-        "no route for {} {}",
-        request.method(),
-        request.uri().path()
-    ))
+    GatewayError::not_found(format!("no route for {} {}", request.method(), request.uri().path()))
 }
 
 /// Request ids: 16 random hex digits, unless the client sent one.
@@ -477,12 +399,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(TraceLayer::new_for_http())
                 .layer(middleware::from_fn(finish_problems))
-                .layer(CatchPanicLayer::custom(|_| {
-                    GatewayError::Internal("a handler panicked".into()).into_response()
-                }))
-                .layer(middleware::from_fn_with_state(
-                    gateway.request_timeout,
-                    deadline,
-                )),
+                .layer(CatchPanicLayer::custom(|_| GatewayError::Internal("a handler panicked".into()).into_response()))
+                .layer(middleware::from_fn_with_state(gateway.request_timeout, deadline)),
         )
 }

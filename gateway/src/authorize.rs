@@ -18,13 +18,7 @@ use crate::upstream::UpstreamCall;
 pub const DIRECTORY_RECHECK_AGE: Duration = Duration::from_secs(5);
 
 pub fn require_scope(principal: &Principal, policy: &OperationPolicy) -> Result<(), GatewayError> {
-    if principal.has(policy.scope) {
-        Ok(())
-    } else {
-        Err(GatewayError::InsufficientScope {
-            scope: policy.scope,
-        })
-    }
+    if principal.has(policy.scope) { Ok(()) } else { Err(GatewayError::InsufficientScope { scope: policy.scope }) }
 }
 
 /// What to do after the ownership check.
@@ -37,10 +31,7 @@ pub enum Decision {
 
 /// Access to the project directory: `refresh` asks for a fresh list from upstream.
 pub trait Directory {
-    fn projects(
-        &self,
-        refresh: bool,
-    ) -> impl Future<Output = Result<Arc<Entry>, GatewayError>> + Send;
+    fn projects(&self, refresh: bool) -> impl Future<Output = Result<Arc<Entry>, GatewayError>> + Send;
 }
 
 fn items(entry: &Entry) -> &[ProjectItem] {
@@ -64,9 +55,7 @@ async fn find_owned(
         return Ok(false);
     }
     let entry = directory.projects(true).await?;
-    Ok(items(&entry)
-        .iter()
-        .any(|item| matches(item) && principal.owns(&item.id, &item.name)))
+    Ok(items(&entry).iter().any(|item| matches(item) && principal.owns(&item.id, &item.name)))
 }
 
 pub async fn check_ownership(
@@ -97,7 +86,19 @@ pub async fn check_ownership(
             }
         }
         // Filtered on the way out.
-        Ownership::FilterProjects | Ownership::ResultProject => Ok(Decision::Send(call)),
+        Ownership::FilterProjects => Ok(Decision::Send(call)),
+        // Decided before asking, so that another tenant's project and a missing one answer alike.
+        Ownership::ResultProject => {
+            let UpstreamCall::GetProject { id, name } = &call else { return Ok(Decision::Send(call)) };
+            let matches = |item: &ProjectItem| {
+                id.as_ref().is_none_or(|id| *id == item.id) && name.as_ref().is_none_or(|name| *name == item.name)
+            };
+            if find_owned(directory, principal, matches).await? {
+                Ok(Decision::Send(call))
+            } else {
+                Err(GatewayError::not_found("project not found"))
+            }
+        }
         Ownership::BodyProjectId | Ownership::QueryProjectId => {
             let id = call.project_id().unwrap_or_default().to_string();
             if find_owned(directory, principal, |item| item.id == id).await? {
@@ -119,27 +120,18 @@ pub async fn check_ownership(
                 return Ok(Decision::Send(call));
             };
             let entry = directory.projects(false).await?;
-            let owned = items(&entry)
-                .iter()
-                .filter(|item| principal.owns(&item.id, &item.name));
+            let owned = items(&entry).iter().filter(|item| principal.owns(&item.id, &item.name));
             // Unknown or foreign IDs are dropped, as Agora ignores unknown ones.
             let projects: Vec<String> = if projects.is_empty() {
                 owned.map(|item| item.id.clone()).collect()
             } else {
-                owned
-                    .filter(|item| projects.contains(&item.id))
-                    .map(|item| item.id.clone())
-                    .collect()
+                owned.filter(|item| projects.contains(&item.id)).map(|item| item.id.clone()).collect()
             };
             if projects.is_empty() {
                 // An empty `projects` would mean "every project of the account" upstream.
                 return Ok(Decision::Answer(Bytes::from_static(b"{\"usages\":[]}")));
             }
-            Ok(Decision::Send(UpstreamCall::GetUsage {
-                from,
-                to,
-                projects,
-            }))
+            Ok(Decision::Send(UpstreamCall::GetUsage { from, to, projects }))
         }
     }
 }

@@ -68,10 +68,7 @@ pub enum View {
     /// Passed through as is.
     Raw,
     /// `{"projects": [...]}` or `{"project": [...]}`.
-    Projects {
-        field: &'static str,
-        items: Vec<ProjectItem>,
-    },
+    Projects { field: &'static str, items: Vec<ProjectItem> },
 }
 
 /// An upstream answer, ready to be served to any tenant.
@@ -97,23 +94,12 @@ impl Entry {
             View::Projects { items, .. } => items
                 .iter()
                 .map(|item| {
-                    item.full.len()
-                        + item.redacted.len()
-                        + item.id.len()
-                        + item.name.len()
-                        + item.vendor_key.len()
-                        + 96
+                    item.full.len() + item.redacted.len() + item.id.len() + item.name.len() + item.vendor_key.len() + 96
                 })
                 .sum(),
         };
         let weight = u32::try_from(body.len() + items_weight + 256).unwrap_or(u32::MAX);
-        Self {
-            class,
-            body,
-            view,
-            fetched_at: Instant::now(),
-            weight,
-        }
+        Self { class, body, view, fetched_at: Instant::now(), weight }
     }
 
     fn projects(field: &'static str, projects: Vec<agora_console_client::types::Project>) -> View {
@@ -122,15 +108,8 @@ impl Entry {
             .map(|mut project| {
                 let full = Bytes::from(serde_json::to_vec(&project).expect("projects serialize"));
                 project.sign_key = None;
-                let redacted =
-                    Bytes::from(serde_json::to_vec(&project).expect("projects serialize"));
-                ProjectItem {
-                    id: project.id,
-                    name: project.name,
-                    vendor_key: project.vendor_key,
-                    full,
-                    redacted,
-                }
+                let redacted = Bytes::from(serde_json::to_vec(&project).expect("projects serialize"));
+                ProjectItem { id: project.id, name: project.name, vendor_key: project.vendor_key, full, redacted }
             })
             .collect();
         View::Projects { field, items }
@@ -143,9 +122,7 @@ impl Entry {
     /// Whether this answer is about the project (for invalidation).
     fn mentions_project(&self, project_id: &str) -> bool {
         match &self.view {
-            View::Projects {
-                field: "projects", ..
-            } => true,
+            View::Projects { field: "projects", .. } => true,
             View::Projects { items, .. } => items.iter().any(|item| item.id == project_id),
             View::Raw => false,
         }
@@ -172,12 +149,7 @@ struct ClassExpiry {
 }
 
 impl moka::Expiry<String, Arc<Entry>> for ClassExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &String,
-        entry: &Arc<Entry>,
-        _now: std::time::Instant,
-    ) -> Option<Duration> {
+    fn expire_after_create(&self, _key: &String, entry: &Arc<Entry>, _now: std::time::Instant) -> Option<Duration> {
         entry.class.map(|class| self.lifetimes[class as usize])
     }
 }
@@ -193,13 +165,9 @@ impl ResponseCache {
         let entries = moka::future::Cache::builder()
             .max_capacity(config.max_bytes.as_u64())
             .weigher(|key: &String, entry: &Arc<Entry>| {
-                entry
-                    .weight
-                    .saturating_add(u32::try_from(key.len()).unwrap_or(u32::MAX))
+                entry.weight.saturating_add(u32::try_from(key.len()).unwrap_or(u32::MAX))
             })
-            .expire_after(ClassExpiry {
-                lifetimes: ttls.map(|ttl| ttl + config.stale_for),
-            })
+            .expire_after(ClassExpiry { lifetimes: ttls.map(|ttl| ttl + config.stale_for) })
             .support_invalidation_closures()
             .build();
         let inner = Inner {
@@ -211,9 +179,7 @@ impl ResponseCache {
             max_bytes: config.max_bytes.as_u64(),
             metrics,
         };
-        Self {
-            inner: Arc::new(inner),
-        }
+        Self { inner: Arc::new(inner) }
     }
 
     pub fn ttl(&self, class: CacheClass) -> Duration {
@@ -229,20 +195,13 @@ impl ResponseCache {
         self.inner
             .metrics
             .cache_events
-            .get_or_create(&CacheLabels {
-                class: class.as_str(),
-                result: status.metric(),
-            })
+            .get_or_create(&CacheLabels { class: class.as_str(), result: status.metric() })
             .inc();
     }
 
     /// A fresh entry, if there is one (no upstream call).
     pub async fn fresh(&self, key: &str, class: CacheClass) -> Option<Arc<Entry>> {
-        self.inner
-            .entries
-            .get(key)
-            .await
-            .filter(|entry| self.is_fresh(entry, class))
+        self.inner.entries.get(key).await.filter(|entry| self.is_fresh(entry, class))
     }
 
     /// Answers a read: fresh from the cache, or from one (coalesced) upstream call made by
@@ -259,21 +218,13 @@ impl ResponseCache {
         Fut: Future<Output = Result<Answer, GatewayError>> + Send + 'static,
     {
         let existing = self.inner.entries.get(&key).await;
-        if !refresh
-            && let Some(entry) = existing
-                .as_ref()
-                .filter(|entry| self.is_fresh(entry, class))
-        {
+        if !refresh && let Some(entry) = existing.as_ref().filter(|entry| self.is_fresh(entry, class)) {
             self.record(class, CacheStatus::Hit);
             return Ok((entry.clone(), CacheStatus::Hit));
         }
         match self.fill(key, class, fill).await {
             Ok(entry) => {
-                let status = if refresh {
-                    CacheStatus::Bypass
-                } else {
-                    CacheStatus::Miss
-                };
+                let status = if refresh { CacheStatus::Bypass } else { CacheStatus::Miss };
                 self.record(class, status);
                 Ok((entry, status))
             }
@@ -293,22 +244,13 @@ impl ResponseCache {
     }
 
     /// One upstream call for any number of concurrent callers of the same key.
-    async fn fill<F, Fut>(
-        &self,
-        key: String,
-        class: CacheClass,
-        fill: F,
-    ) -> Result<Arc<Entry>, GatewayError>
+    async fn fill<F, Fut>(&self, key: String, class: CacheClass, fill: F) -> Result<Arc<Entry>, GatewayError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Answer, GatewayError>> + Send + 'static,
     {
         let shared = {
-            let mut filling = self
-                .inner
-                .filling
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut filling = self.inner.filling.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             match filling.get(&key) {
                 Some(under_way) => under_way.clone(),
                 None => {
@@ -318,27 +260,18 @@ impl ResponseCache {
                     let upstream = fill();
                     // Its own task: a caller that goes away does not cancel the others' answer.
                     let task = tokio::spawn(async move {
-                        let result = upstream
-                            .await
-                            .map(|answer| Arc::new(Entry::new(Some(class), answer)));
+                        let result = upstream.await.map(|answer| Arc::new(Entry::new(Some(class), answer)));
                         if let Ok(entry) = &result
-                            && inner.generations[class as usize].load(Ordering::SeqCst)
-                                == generation
+                            && inner.generations[class as usize].load(Ordering::SeqCst) == generation
                         {
                             inner.entries.insert(task_key.clone(), entry.clone()).await;
                         }
-                        inner
-                            .filling
-                            .lock()
-                            .unwrap_or_else(|poisoned| poisoned.into_inner())
-                            .remove(&task_key);
+                        inner.filling.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&task_key);
                         result
                     });
                     let shared = async move {
                         task.await.unwrap_or_else(|error| {
-                            Err(GatewayError::Internal(format!(
-                                "a cache fill failed: {error}"
-                            )))
+                            Err(GatewayError::Internal(format!("a cache fill failed: {error}")))
                         })
                     }
                     .boxed()
@@ -378,19 +311,12 @@ impl ResponseCache {
     pub fn purge(&self, class: Option<CacheClass>) {
         match class {
             None => {
-                CacheClass::ALL
-                    .into_iter()
-                    .for_each(|class| self.bump(class));
+                CacheClass::ALL.into_iter().for_each(|class| self.bump(class));
                 self.inner.entries.invalidate_all();
             }
             Some(class) => {
                 self.bump(class);
-                if self
-                    .inner
-                    .entries
-                    .invalidate_entries_if(move |_, entry| entry.class == Some(class))
-                    .is_err()
-                {
+                if self.inner.entries.invalidate_entries_if(move |_, entry| entry.class == Some(class)).is_err() {
                     self.inner.entries.invalidate_all();
                 }
             }
@@ -401,10 +327,7 @@ impl ResponseCache {
     pub async fn weighted_size(&self) -> u64 {
         self.inner.entries.run_pending_tasks().await;
         let size = self.inner.entries.weighted_size();
-        self.inner
-            .metrics
-            .cache_bytes
-            .set(i64::try_from(size).unwrap_or(i64::MAX));
+        self.inner.metrics.cache_bytes.set(i64::try_from(size).unwrap_or(i64::MAX));
         size
     }
 
@@ -416,12 +339,8 @@ impl ResponseCache {
 /// Failures a stale answer may cover: the upstream is down, slow, overloaded, or no slot is free.
 fn may_serve_stale(error: &GatewayError) -> bool {
     match error {
-        GatewayError::Throttled { .. }
-        | GatewayError::BadGateway(_)
-        | GatewayError::GatewayTimeout(_) => true,
-        GatewayError::Upstream(upstream) => {
-            upstream.status.is_server_error() || upstream.status.as_u16() == 429
-        }
+        GatewayError::Throttled { .. } | GatewayError::BadGateway(_) | GatewayError::GatewayTimeout(_) => true,
+        GatewayError::Upstream(upstream) => upstream.status.is_server_error() || upstream.status.as_u16() == 429,
         _ => false,
     }
 }
@@ -471,16 +390,11 @@ mod tests {
             let calls = calls.clone();
             readers.push(tokio::spawn(async move {
                 cache
-                    .read(
-                        "list_projects".into(),
-                        CacheClass::Project,
-                        false,
-                        move || async move {
-                            calls.fetch_add(1, Ordering::SeqCst);
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            Ok(projects(&["a"]))
-                        },
-                    )
+                    .read("list_projects".into(), CacheClass::Project, false, move || async move {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok(projects(&["a"]))
+                    })
                     .await
                     .map(|(_, status)| status)
             }));
@@ -489,45 +403,23 @@ mod tests {
             assert_eq!(reader.await.unwrap().unwrap(), CacheStatus::Miss);
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
-        let (_, status) = cache
-            .read(
-                "list_projects".into(),
-                CacheClass::Project,
-                false,
-                || async { unreachable!() },
-            )
-            .await
-            .unwrap();
+        let (_, status) =
+            cache.read("list_projects".into(), CacheClass::Project, false, || async { unreachable!() }).await.unwrap();
         assert_eq!(status, CacheStatus::Hit);
     }
 
     #[tokio::test]
     async fn a_failed_refresh_serves_the_stale_entry_and_client_errors_pass() {
-        let cache =
-            ResponseCache::new(&config(Duration::from_millis(20)), Arc::new(Metrics::new()));
+        let cache = ResponseCache::new(&config(Duration::from_millis(20)), Arc::new(Metrics::new()));
         let key = || "list_projects".to_string();
-        cache
-            .read(key(), CacheClass::Project, false, || async {
-                Ok(projects(&["a"]))
-            })
-            .await
-            .unwrap();
+        cache.read(key(), CacheClass::Project, false, || async { Ok(projects(&["a"])) }).await.unwrap();
         tokio::time::sleep(Duration::from_millis(30)).await;
         let down = || async { Err(GatewayError::BadGateway("down".into())) };
-        let (entry, status) = cache
-            .read(key(), CacheClass::Project, false, down)
-            .await
-            .unwrap();
+        let (entry, status) = cache.read(key(), CacheClass::Project, false, down).await.unwrap();
         assert_eq!(status, CacheStatus::Stale);
         assert!(entry.age() >= Duration::from_millis(20));
         let missing = || async { Err(GatewayError::not_found("gone")) };
-        assert!(
-            cache
-                .read(key(), CacheClass::Project, false, missing)
-                .await
-                .is_err(),
-            "a 4xx is not covered by stale"
-        );
+        assert!(cache.read(key(), CacheClass::Project, false, missing).await.is_err(), "a 4xx is not covered by stale");
     }
 
     #[tokio::test]
@@ -538,15 +430,10 @@ mod tests {
             let cache = cache.clone();
             tokio::spawn(async move {
                 cache
-                    .read(
-                        "list_projects".into(),
-                        CacheClass::Project,
-                        false,
-                        move || async move {
-                            let _ = wait.await;
-                            Ok(projects(&["old"]))
-                        },
-                    )
+                    .read("list_projects".into(), CacheClass::Project, false, move || async move {
+                        let _ = wait.await;
+                        Ok(projects(&["old"]))
+                    })
                     .await
             })
         };
@@ -555,10 +442,7 @@ mod tests {
         release.send(()).unwrap();
         reader.await.unwrap().unwrap();
         assert!(
-            cache
-                .fresh("list_projects", CacheClass::Project)
-                .await
-                .is_none(),
+            cache.fresh("list_projects", CacheClass::Project).await.is_none(),
             "the pre-write answer was not stored"
         );
     }
@@ -567,71 +451,35 @@ mod tests {
     async fn invalidation_drops_the_list_and_that_project_only() {
         let cache = ResponseCache::new(&config(Duration::from_secs(60)), Arc::new(Metrics::new()));
         cache
-            .read(
-                "list_projects".into(),
-                CacheClass::Project,
-                false,
-                || async { Ok(projects(&["a", "b"])) },
-            )
+            .read("list_projects".into(), CacheClass::Project, false, || async { Ok(projects(&["a", "b"])) })
             .await
             .unwrap();
         for name in ["a", "b"] {
             let answer = match projects(&[name]) {
-                Answer::Projects(list) => Answer::Project(types::ProjectResponse {
-                    project: list.projects,
-                }),
+                Answer::Projects(list) => Answer::Project(types::ProjectResponse { project: list.projects }),
                 _ => unreachable!(),
             };
             cache
-                .read(
-                    format!("get_project {name}"),
-                    CacheClass::Project,
-                    false,
-                    move || async move { Ok(answer) },
-                )
+                .read(format!("get_project {name}"), CacheClass::Project, false, move || async move { Ok(answer) })
                 .await
                 .unwrap();
         }
         cache.invalidate_project("id-a");
-        assert!(
-            cache
-                .fresh("list_projects", CacheClass::Project)
-                .await
-                .is_none()
-        );
-        assert!(
-            cache
-                .fresh("get_project a", CacheClass::Project)
-                .await
-                .is_none()
-        );
-        assert!(
-            cache
-                .fresh("get_project b", CacheClass::Project)
-                .await
-                .is_some()
-        );
+        assert!(cache.fresh("list_projects", CacheClass::Project).await.is_none());
+        assert!(cache.fresh("get_project a", CacheClass::Project).await.is_none());
+        assert!(cache.fresh("get_project b", CacheClass::Project).await.is_some());
     }
 
     #[tokio::test]
     async fn the_cache_stays_within_its_byte_bound() {
         let cache = ResponseCache::new(&config(Duration::from_secs(60)), Arc::new(Metrics::new()));
-        let names: Vec<String> = (0..20)
-            .map(|n| format!("project-with-a-long-name-{n}"))
-            .collect();
+        let names: Vec<String> = (0..20).map(|n| format!("project-with-a-long-name-{n}")).collect();
         for key in 0..500 {
             let names = names.clone();
             cache
-                .read(
-                    format!("key-{key}"),
-                    CacheClass::Channel,
-                    false,
-                    move || async move {
-                        Ok(projects(
-                            &names.iter().map(String::as_str).collect::<Vec<_>>(),
-                        ))
-                    },
-                )
+                .read(format!("key-{key}"), CacheClass::Channel, false, move || async move {
+                    Ok(projects(&names.iter().map(String::as_str).collect::<Vec<_>>()))
+                })
                 .await
                 .unwrap();
         }

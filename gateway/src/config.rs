@@ -23,10 +23,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
+        Self { field: field.into(), message: message.into() }
     }
 }
 
@@ -105,16 +102,10 @@ pub struct UpstreamConfig {
     #[serde(default)]
     pub customer_secret: Option<Secret>,
     /// Timeout of one upstream call (connect, send, receive).
-    #[serde(
-        default = "defaults::upstream_timeout",
-        deserialize_with = "human::duration"
-    )]
+    #[serde(default = "defaults::upstream_timeout", deserialize_with = "human::duration")]
     pub timeout: Duration,
     /// Timeout of connecting to the upstream.
-    #[serde(
-        default = "defaults::connect_timeout",
-        deserialize_with = "human::duration"
-    )]
+    #[serde(default = "defaults::connect_timeout", deserialize_with = "human::duration")]
     pub connect_timeout: Duration,
 }
 
@@ -259,10 +250,7 @@ pub struct Secret {
 
 impl From<String> for Secret {
     fn from(reference: String) -> Self {
-        Self {
-            reference,
-            value: None,
-        }
+        Self { reference, value: None }
     }
 }
 
@@ -270,10 +258,7 @@ impl Secret {
     /// A secret given by value (the demo, tests).
     pub fn literal(value: impl Into<String>) -> Self {
         let value = value.into();
-        Self {
-            reference: "<literal>".into(),
-            value: Some(value),
-        }
+        Self { reference: "<literal>".into(), value: Some(value) }
     }
 
     /// The resolved value (empty if never resolved, which `Config::load` rules out).
@@ -286,15 +271,12 @@ impl Secret {
             return Ok(());
         }
         let value = if let Some(name) = self.reference.strip_prefix("env:") {
-            std::env::var(name).map_err(|_| {
-                ConfigError::new(field, format!("environment variable {name} is not set"))
-            })?
+            std::env::var(name)
+                .map_err(|_| ConfigError::new(field, format!("environment variable {name} is not set")))?
         } else if let Some(path) = self.reference.strip_prefix("file:") {
             let path = base_dir.join(path);
             std::fs::read_to_string(&path)
-                .map_err(|error| {
-                    ConfigError::new(field, format!("reading {}: {error}", path.display()))
-                })?
+                .map_err(|error| ConfigError::new(field, format!("reading {}: {error}", path.display())))?
                 .trim_end_matches(['\r', '\n'])
                 .to_string()
         } else {
@@ -317,32 +299,23 @@ impl fmt::Debug for Secret {
 impl Config {
     /// Reads, parses, resolves and validates a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| {
-            ConfigError::new("config", format!("reading {}: {error}", path.display()))
-        })?;
-        let base_dir = path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| ConfigError::new("config", format!("reading {}: {error}", path.display())))?;
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
         Self::parse(&text, &base_dir)
     }
 
     /// Parses TOML text; `file:` paths are relative to `base_dir`.
     pub fn parse(text: &str, base_dir: &Path) -> Result<Self, ConfigError> {
-        let deserializer = toml::Deserializer::parse(text)
-            .map_err(|error| ConfigError::new("config", error.to_string()))?;
-        let mut config: Config =
-            serde_path_to_error::deserialize(deserializer).map_err(|error| {
-                let field = error.path().to_string();
-                ConfigError::new(
-                    if field == "." {
-                        "config".to_string()
-                    } else {
-                        field
-                    },
-                    error.into_inner().message().to_string(),
-                )
-            })?;
+        let deserializer =
+            toml::Deserializer::parse(text).map_err(|error| ConfigError::new("config", error.to_string()))?;
+        let mut config: Config = serde_path_to_error::deserialize(deserializer).map_err(|error| {
+            let field = error.path().to_string();
+            ConfigError::new(
+                if field == "." { "config".to_string() } else { field },
+                error.into_inner().message().to_string(),
+            )
+        })?;
         config.resolve_secrets(base_dir)?;
         config.validate()?;
         Ok(config)
@@ -363,11 +336,9 @@ impl Config {
         }
         for (t, tenant) in self.tenants.iter_mut().enumerate() {
             for (k, key) in tenant.keys.iter_mut().enumerate() {
-                for (name, secret) in [
-                    ("secret", &mut key.secret),
-                    ("public_key", &mut key.public_key),
-                    ("jwk", &mut key.jwk),
-                ] {
+                for (name, secret) in
+                    [("secret", &mut key.secret), ("public_key", &mut key.public_key), ("jwk", &mut key.jwk)]
+                {
                     if let Some(secret) = secret {
                         secret.resolve(base_dir, &format!("tenants[{t}].keys[{k}].{name}"))?;
                     }
@@ -382,28 +353,16 @@ impl Config {
         let upstream = &self.upstream;
         if !upstream.is_embedded_sandbox() {
             let url = reqwest::Url::parse(&upstream.base_url).map_err(|error| {
-                ConfigError::new(
-                    "upstream.base_url",
-                    format!("not a URL ({error}); use an https URL or \"sandbox\""),
-                )
+                ConfigError::new("upstream.base_url", format!("not a URL ({error}); use an https URL or \"sandbox\""))
             })?;
             if !matches!(url.scheme(), "http" | "https") {
-                return Err(ConfigError::new(
-                    "upstream.base_url",
-                    "must be an http(s) URL or \"sandbox\"",
-                ));
+                return Err(ConfigError::new("upstream.base_url", "must be an http(s) URL or \"sandbox\""));
             }
             if upstream.customer_id.is_none() {
-                return Err(ConfigError::new(
-                    "upstream.customer_id",
-                    "is required unless base_url is \"sandbox\"",
-                ));
+                return Err(ConfigError::new("upstream.customer_id", "is required unless base_url is \"sandbox\""));
             }
             if upstream.customer_secret.is_none() {
-                return Err(ConfigError::new(
-                    "upstream.customer_secret",
-                    "is required unless base_url is \"sandbox\"",
-                ));
+                return Err(ConfigError::new("upstream.customer_secret", "is required unless base_url is \"sandbox\""));
             }
         }
         if upstream.timeout.is_zero() {
@@ -424,10 +383,7 @@ impl Config {
             return Err(ConfigError::new("throttle.max_wait", "must be more than 0"));
         }
         if !(0.0..=0.5).contains(&throttle.safety_margin) {
-            return Err(ConfigError::new(
-                "throttle.safety_margin",
-                "must be between 0.0 and 0.5",
-            ));
+            return Err(ConfigError::new("throttle.safety_margin", "must be between 0.0 and 0.5"));
         }
         if throttle.replicas == Some(0) {
             return Err(ConfigError::new("throttle.replicas", "must be at least 1"));
@@ -436,16 +392,10 @@ impl Config {
             && !url.expose().starts_with("redis://")
             && !url.expose().starts_with("rediss://")
         {
-            return Err(ConfigError::new(
-                "throttle.redis_url",
-                "must start with redis:// or rediss://",
-            ));
+            return Err(ConfigError::new("throttle.redis_url", "must start with redis:// or rediss://"));
         }
         if throttle.redis_key_prefix.is_empty() {
-            return Err(ConfigError::new(
-                "throttle.redis_key_prefix",
-                "must not be empty",
-            ));
+            return Err(ConfigError::new("throttle.redis_key_prefix", "must not be empty"));
         }
 
         let cache = &self.cache;
@@ -459,28 +409,18 @@ impl Config {
             }
         }
         if cache.max_bytes.as_u64() < 64 * 1024 {
-            return Err(ConfigError::new(
-                "cache.max_bytes",
-                "must be at least 64KiB",
-            ));
+            return Err(ConfigError::new("cache.max_bytes", "must be at least 64KiB"));
         }
         if self.server.max_body.as_u64() == 0 {
             return Err(ConfigError::new("server.max_body", "must be more than 0"));
         }
 
         if self.tenants.is_empty() {
-            return Err(ConfigError::new(
-                "tenants",
-                "at least one tenant is needed: nobody could call the gateway",
-            ));
+            return Err(ConfigError::new("tenants", "at least one tenant is needed: nobody could call the gateway"));
         }
         for (t, tenant) in self.tenants.iter().enumerate() {
             let field = |name: &str| format!("tenants[{t}].{name}");
-            for (name, value) in [
-                ("id", &tenant.id),
-                ("issuer", &tenant.issuer),
-                ("audience", &tenant.audience),
-            ] {
+            for (name, value) in [("id", &tenant.id), ("issuer", &tenant.issuer), ("audience", &tenant.audience)] {
                 if value.trim().is_empty() {
                     return Err(ConfigError::new(field(name), "must not be empty"));
                 }
@@ -491,35 +431,20 @@ impl Config {
                     format!("{:?} is also the id of tenants[{other}]", tenant.id),
                 ));
             }
-            if let Some(other) = self.tenants[..t]
-                .iter()
-                .position(|o| o.issuer == tenant.issuer)
-            {
+            if let Some(other) = self.tenants[..t].iter().position(|o| o.issuer == tenant.issuer) {
                 return Err(ConfigError::new(
                     field("issuer"),
-                    format!(
-                        "{:?} is also the issuer of tenants[{other}]: the issuer picks the tenant",
-                        tenant.issuer
-                    ),
+                    format!("{:?} is also the issuer of tenants[{other}]: the issuer picks the tenant", tenant.issuer),
                 ));
             }
             if tenant.weight == 0 || tenant.weight > 1000 {
-                return Err(ConfigError::new(
-                    field("weight"),
-                    "must be between 1 and 1000",
-                ));
+                return Err(ConfigError::new(field("weight"), "must be between 1 and 1000"));
             }
             if tenant.project_name_prefix.as_deref() == Some("") {
-                return Err(ConfigError::new(
-                    field("project_name_prefix"),
-                    "must not be empty (leave it out instead)",
-                ));
+                return Err(ConfigError::new(field("project_name_prefix"), "must not be empty (leave it out instead)"));
             }
             if tenant.keys.is_empty() {
-                return Err(ConfigError::new(
-                    field("keys"),
-                    "at least one key is needed",
-                ));
+                return Err(ConfigError::new(field("keys"), "at least one key is needed"));
             }
             for (k, key) in tenant.keys.iter().enumerate() {
                 if tenant.keys[..k].iter().any(|other| other.kid == key.kid) {
@@ -537,9 +462,7 @@ impl Config {
 
     /// The request timeout, defaulting to room for the longest queue wait plus one upstream call.
     pub fn request_timeout(&self) -> Duration {
-        self.server
-            .request_timeout
-            .unwrap_or(self.throttle.max_wait + self.upstream.timeout + Duration::from_secs(1))
+        self.server.request_timeout.unwrap_or(self.throttle.max_wait + self.upstream.timeout + Duration::from_secs(1))
     }
 }
 
@@ -550,15 +473,11 @@ mod human {
     pub fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(deserializer)?;
         humantime::parse_duration(&text).map_err(|error| {
-            serde::de::Error::custom(format!(
-                "{text:?} is not a duration like \"5s\" or \"250ms\": {error}"
-            ))
+            serde::de::Error::custom(format!("{text:?} is not a duration like \"5s\" or \"250ms\": {error}"))
         })
     }
 
-    pub fn optional_duration<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Option<Duration>, D::Error> {
+    pub fn optional_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
         duration(deserializer).map(Some)
     }
 }
@@ -600,41 +519,14 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let cases = [
-            (
-                MINIMAL.replace("alg = \"HS256\"", "alg = \"XS256\""),
-                "tenants[0].keys[0]",
-            ),
-            (
-                MINIMAL.replace(
-                    "scopes = [\"projects:read\"]",
-                    "scopes = [\"projects:raed\"]",
-                ),
-                "tenants[0].scopes[0]",
-            ),
-            (
-                format!("{MINIMAL}\n[throttle]\nrate = 0\n"),
-                "throttle.rate",
-            ),
-            (
-                format!("{MINIMAL}\n[throttle]\nmax_wait = \"soon\"\n"),
-                "throttle.max_wait",
-            ),
-            (
-                format!("{MINIMAL}\n[cache]\nmax_bytes = \"lots\"\n"),
-                "cache.max_bytes",
-            ),
-            (
-                format!("{MINIMAL}\n[cache]\nproject_tll = \"5s\"\n"),
-                "cache",
-            ),
-            (
-                MINIMAL.replace("\"sandbox\"", "\"https://api.agora.io/dev\""),
-                "upstream.customer_id",
-            ),
-            (
-                MINIMAL.replace("0123456789abcdef0123456789abcdef", "short"),
-                "tenants[0].keys[0]",
-            ),
+            (MINIMAL.replace("alg = \"HS256\"", "alg = \"XS256\""), "tenants[0].keys[0]"),
+            (MINIMAL.replace("scopes = [\"projects:read\"]", "scopes = [\"projects:raed\"]"), "tenants[0].scopes[0]"),
+            (format!("{MINIMAL}\n[throttle]\nrate = 0\n"), "throttle.rate"),
+            (format!("{MINIMAL}\n[throttle]\nmax_wait = \"soon\"\n"), "throttle.max_wait"),
+            (format!("{MINIMAL}\n[cache]\nmax_bytes = \"lots\"\n"), "cache.max_bytes"),
+            (format!("{MINIMAL}\n[cache]\nproject_tll = \"5s\"\n"), "cache"),
+            (MINIMAL.replace("\"sandbox\"", "\"https://api.agora.io/dev\""), "upstream.customer_id"),
+            (MINIMAL.replace("0123456789abcdef0123456789abcdef", "short"), "tenants[0].keys[0]"),
             (
                 MINIMAL.replace(
                     "secret = \"0123456789abcdef0123456789abcdef\"",
@@ -645,10 +537,7 @@ mod tests {
         ];
         for (text, field) in cases {
             let error = parse(&text).expect_err(field);
-            assert!(
-                error.field.starts_with(field),
-                "expected an error about {field}, got {error}"
-            );
+            assert!(error.field.starts_with(field), "expected an error about {field}, got {error}");
         }
     }
 
@@ -661,24 +550,16 @@ mod tests {
         let config = Config::parse(&text, &dir).unwrap();
         let secret = config.tenants[0].keys[0].secret.as_ref().unwrap();
         assert_eq!(secret.expose(), "fedcba9876543210fedcba9876543210");
-        assert!(
-            !format!("{config:?}").contains("fedcba98"),
-            "Debug shows the reference, not the value"
-        );
+        assert!(!format!("{config:?}").contains("fedcba98"), "Debug shows the reference, not the value");
         std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn tenants_are_unique_by_id_and_issuer() {
-        let twice = format!(
-            "{MINIMAL}{}",
-            &MINIMAL[MINIMAL.find("[[tenants]]").unwrap()..]
-        );
+        let twice = format!("{MINIMAL}{}", &MINIMAL[MINIMAL.find("[[tenants]]").unwrap()..]);
         assert_eq!(parse(&twice).unwrap_err().field, "tenants[1].id");
-        let other_id = format!(
-            "{MINIMAL}{}",
-            MINIMAL[MINIMAL.find("[[tenants]]").unwrap()..].replace("\"acme\"", "\"globex\"")
-        );
+        let other_id =
+            format!("{MINIMAL}{}", MINIMAL[MINIMAL.find("[[tenants]]").unwrap()..].replace("\"acme\"", "\"globex\""));
         assert_eq!(parse(&other_id).unwrap_err().field, "tenants[1].issuer");
     }
 }

@@ -23,11 +23,7 @@ fn tenant(id: &str, prefix: &str, scopes: &[Scope], weight: u32) -> TenantConfig
         keys: vec![KeyConfig {
             kid: format!("{id}-demo"),
             alg: "HS256".into(),
-            secret: Some(Secret::literal(format!(
-                "{:032x}{:032x}",
-                fastrand::u128(..),
-                fastrand::u128(..)
-            ))),
+            secret: Some(Secret::literal(format!("{:032x}{:032x}", fastrand::u128(..), fastrand::u128(..)))),
             public_key: None,
             jwk: None,
         }],
@@ -38,10 +34,7 @@ fn tenant(id: &str, prefix: &str, scopes: &[Scope], weight: u32) -> TenantConfig
 pub fn config() -> Config {
     use Scope::*;
     let config = Config {
-        server: crate::config::ServerConfig {
-            listen: DEMO_LISTEN.parse().expect("an address"),
-            ..Default::default()
-        },
+        server: crate::config::ServerConfig { listen: DEMO_LISTEN.parse().expect("an address"), ..Default::default() },
         upstream: UpstreamConfig {
             base_url: crate::config::EMBEDDED_SANDBOX.into(),
             customer_id: None,
@@ -55,29 +48,10 @@ pub fn config() -> Config {
             tenant(
                 "acme",
                 "acme-",
-                &[
-                    ProjectsRead,
-                    ProjectsWrite,
-                    ProjectsSecrets,
-                    UsageRead,
-                    KickingRead,
-                    KickingWrite,
-                    ChannelsRead,
-                ],
+                &[ProjectsRead, ProjectsWrite, ProjectsSecrets, UsageRead, KickingRead, KickingWrite, ChannelsRead],
                 1,
             ),
-            tenant(
-                "globex",
-                "globex-",
-                &[
-                    ProjectsRead,
-                    UsageRead,
-                    KickingRead,
-                    KickingWrite,
-                    ChannelsRead,
-                ],
-                1,
-            ),
+            tenant("globex", "globex-", &[ProjectsRead, UsageRead, KickingRead, KickingWrite, ChannelsRead], 1),
             tenant("ops", "", &Scope::ALL, 1),
         ],
     };
@@ -91,18 +65,9 @@ pub fn tokens(config: &Config) -> Vec<(String, String)> {
         .tenants
         .iter()
         .map(|tenant| {
-            let request = MintRequest {
-                tenant,
-                kid: None,
-                scope: None,
-                subject: "demo-user",
-                ttl: TOKEN_TTL,
-                private_key: None,
-            };
-            (
-                tenant.id.clone(),
-                mint(&request).expect("demo keys are HS256 secrets"),
-            )
+            let request =
+                MintRequest { tenant, kid: None, scope: None, subject: "demo-user", ttl: TOKEN_TTL, private_key: None };
+            (tenant.id.clone(), mint(&request).expect("demo keys are HS256 secrets"))
         })
         .collect()
 }

@@ -23,28 +23,19 @@ struct GatewayEndpoints;
 /// The merged document.
 pub fn document() -> Value {
     let mut document: Value = serde_json::from_str(CONSOLE).expect("build.rs writes valid JSON");
-    let own =
-        serde_json::to_value(GatewayEndpoints::openapi()).expect("utoipa's document serializes");
+    let own = serde_json::to_value(GatewayEndpoints::openapi()).expect("utoipa's document serializes");
     for (path, item) in own["paths"].as_object().into_iter().flatten() {
         document["paths"][path] = item.clone();
     }
-    for (name, schema) in own["components"]["schemas"]
-        .as_object()
-        .into_iter()
-        .flatten()
-    {
+    for (name, schema) in own["components"]["schemas"].as_object().into_iter().flatten() {
         document["components"]["schemas"][name] = schema.clone();
     }
-    let tags = document["tags"]
-        .as_array_mut()
-        .expect("the Console spec has tags");
+    let tags = document["tags"].as_array_mut().expect("the Console spec has tags");
     tags.extend(own["tags"].as_array().into_iter().flatten().cloned());
     document
 }
 
 /// `/docs` and `/openapi.json`.
 pub fn router<S: Clone + Send + Sync + 'static>(document: Value) -> Router<S> {
-    SwaggerUi::new("/docs")
-        .external_url_unchecked("/openapi.json", document)
-        .into()
+    SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", document).into()
 }

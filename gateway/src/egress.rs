@@ -10,11 +10,7 @@ use crate::error::GatewayError;
 use crate::policy::{Ownership, Scope};
 
 /// The body to send this principal, for an answer of an operation with this ownership rule.
-pub fn render(
-    principal: &Principal,
-    ownership: Ownership,
-    entry: &Entry,
-) -> Result<Bytes, GatewayError> {
+pub fn render(principal: &Principal, ownership: Ownership, entry: &Entry) -> Result<Bytes, GatewayError> {
     let View::Projects { field, items } = &entry.view else {
         return Ok(entry.body.clone());
     };
@@ -24,10 +20,9 @@ pub fn render(
     }
     let visible: Vec<&ProjectItem> = match ownership {
         // Lists and lookups show the caller's projects only.
-        Ownership::FilterProjects | Ownership::ResultProject => items
-            .iter()
-            .filter(|item| principal.owns(&item.id, &item.name))
-            .collect(),
+        Ownership::FilterProjects | Ownership::ResultProject => {
+            items.iter().filter(|item| principal.owns(&item.id, &item.name)).collect()
+        }
         // Writes were checked before they were sent.
         _ => items.iter().collect(),
     };

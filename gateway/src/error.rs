@@ -166,15 +166,9 @@ impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         if let Self::Upstream(upstream) = self {
             let mut response = (upstream.status, upstream.body).into_response();
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             if let Some(retry_after) = upstream.retry_after {
-                response.headers_mut().insert(
-                    header::RETRY_AFTER,
-                    HeaderValue::from(retry_after_seconds(retry_after)),
-                );
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds(retry_after)));
             }
             return response;
         }
@@ -184,26 +178,18 @@ impl IntoResponse for GatewayError {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         match &self {
             Self::Unauthorized(detail) => {
-                let challenge = format!(
-                    "Bearer error=\"invalid_token\", error_description=\"{}\"",
-                    detail.replace('"', "'")
-                );
+                let challenge =
+                    format!("Bearer error=\"invalid_token\", error_description=\"{}\"", detail.replace('"', "'"));
                 let value = HeaderValue::from_str(&challenge)
                     .unwrap_or_else(|_| HeaderValue::from_static("Bearer error=\"invalid_token\""));
                 headers.insert(header::WWW_AUTHENTICATE, value);
             }
             Self::InsufficientScope { scope } => {
                 let challenge = format!("Bearer error=\"insufficient_scope\", scope=\"{scope}\"");
-                headers.insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_str(&challenge).expect("scopes are ASCII"),
-                );
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_str(&challenge).expect("scopes are ASCII"));
             }
             Self::Throttled { retry_after } => {
-                headers.insert(
-                    header::RETRY_AFTER,
-                    HeaderValue::from(retry_after_seconds(*retry_after)),
-                );
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds(*retry_after)));
             }
             Self::Unavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -211,10 +197,7 @@ impl IntoResponse for GatewayError {
             _ => {}
         }
         let log_detail = self.log_detail();
-        response.extensions_mut().insert(ProblemReport {
-            problem,
-            log_detail,
-        });
+        response.extensions_mut().insert(ProblemReport { problem, log_detail });
         response
     }
 }
@@ -243,20 +226,14 @@ mod tests {
                 .starts_with("Bearer error=\"invalid_token\"")
         );
 
-        let response = GatewayError::InsufficientScope {
-            scope: Scope::KickingWrite,
-        }
-        .into_response();
+        let response = GatewayError::InsufficientScope { scope: Scope::KickingWrite }.into_response();
         assert_eq!(response.status(), 403);
         assert_eq!(
             response.headers()[header::WWW_AUTHENTICATE],
             "Bearer error=\"insufficient_scope\", scope=\"kicking:write\""
         );
 
-        let response = GatewayError::Throttled {
-            retry_after: Duration::from_millis(2500),
-        }
-        .into_response();
+        let response = GatewayError::Throttled { retry_after: Duration::from_millis(2500) }.into_response();
         assert_eq!(response.headers()[header::RETRY_AFTER], "3");
     }
 
@@ -265,9 +242,6 @@ mod tests {
         let error = GatewayError::Internal("the cache lock was poisoned at line 12".into());
         let problem = error.problem();
         assert_eq!(problem.detail, "internal error");
-        assert_eq!(
-            error.log_detail().as_deref(),
-            Some("the cache lock was poisoned at line 12")
-        );
+        assert_eq!(error.log_detail().as_deref(), Some("the cache lock was poisoned at line 12"));
     }
 }

@@ -9,6 +9,7 @@ pub mod app;
 pub mod auth;
 pub mod authorize;
 pub mod cache;
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod docs;
@@ -73,28 +74,16 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
     let task = tokio::spawn(serve(gateway.clone(), listener, async move {
         let _ = signal.await;
     }));
-    Ok(Running {
-        addr,
-        gateway,
-        shutdown: Some(shutdown),
-        task: Some(task),
-    })
+    Ok(Running { addr, gateway, shutdown: Some(shutdown), task: Some(task) })
 }
 
 /// Serves until `shutdown` resolves, then lets in-flight requests finish.
-pub async fn serve(
-    gateway: Arc<Gateway>,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) {
+pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) {
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
     let app = router(gateway);
-    if let Err(error) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
+    if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
         tracing::error!(%error, "the server stopped with an error");
     }
 }

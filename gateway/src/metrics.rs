@@ -69,17 +69,9 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("agora_gateway");
         let requests = Family::default();
-        registry.register(
-            "requests",
-            "Requests answered, by tenant, operation and status",
-            requests.clone(),
-        );
+        registry.register("requests", "Requests answered, by tenant, operation and status", requests.clone());
         let request_duration = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
-        registry.register(
-            "request_duration_seconds",
-            "Time to answer a request",
-            request_duration.clone(),
-        );
+        registry.register("request_duration_seconds", "Time to answer a request", request_duration.clone());
         let cache_events = Family::default();
         registry.register(
             "cache_events",
@@ -92,19 +84,14 @@ impl Metrics {
             "Calls to the Console API by operation and status (0: no answer)",
             upstream_requests.clone(),
         );
-        let upstream_duration =
-            Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let upstream_duration = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
         registry.register(
             "upstream_duration_seconds",
             "Time of one call to the Console API",
             upstream_duration.clone(),
         );
         let throttle_wait = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
-        registry.register(
-            "throttle_wait_seconds",
-            "Time a request queued for an upstream slot",
-            throttle_wait.clone(),
-        );
+        registry.register("throttle_wait_seconds", "Time a request queued for an upstream slot", throttle_wait.clone());
         let throttle_rejected = Family::default();
         registry.register(
             "throttle_rejected",
@@ -118,11 +105,7 @@ impl Metrics {
             throttle_queue_depth.clone(),
         );
         let cache_bytes = Gauge::default();
-        registry.register(
-            "cache_bytes",
-            "Bytes held by the response cache",
-            cache_bytes.clone(),
-        );
+        registry.register("cache_bytes", "Bytes held by the response cache", cache_bytes.clone());
         let redis_up = Gauge::default();
         registry.register(
             "throttle_redis_up",
@@ -147,8 +130,7 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)
-            .expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text
     }
 }
@@ -162,46 +144,14 @@ mod tests {
         let metrics = Metrics::new();
         metrics
             .requests
-            .get_or_create(&RequestLabels {
-                tenant: "acme",
-                operation: "list_projects",
-                status: 200,
-            })
+            .get_or_create(&RequestLabels { tenant: "acme", operation: "list_projects", status: 200 })
             .inc();
-        metrics
-            .cache_events
-            .get_or_create(&CacheLabels {
-                class: "project",
-                result: "hit",
-            })
-            .inc();
-        metrics
-            .throttle_rejected
-            .get_or_create(&TenantLabels { tenant: "acme" })
-            .inc();
-        metrics
-            .throttle_wait
-            .get_or_create(&TenantLabels { tenant: "acme" })
-            .observe(0.1);
-        metrics
-            .upstream_requests
-            .get_or_create(&UpstreamLabels {
-                operation: "list_projects",
-                status: 200,
-            })
-            .inc();
-        metrics
-            .upstream_duration
-            .get_or_create(&OperationLabels {
-                operation: "list_projects",
-            })
-            .observe(0.01);
-        metrics
-            .request_duration
-            .get_or_create(&OperationLabels {
-                operation: "list_projects",
-            })
-            .observe(0.001);
+        metrics.cache_events.get_or_create(&CacheLabels { class: "project", result: "hit" }).inc();
+        metrics.throttle_rejected.get_or_create(&TenantLabels { tenant: "acme" }).inc();
+        metrics.throttle_wait.get_or_create(&TenantLabels { tenant: "acme" }).observe(0.1);
+        metrics.upstream_requests.get_or_create(&UpstreamLabels { operation: "list_projects", status: 200 }).inc();
+        metrics.upstream_duration.get_or_create(&OperationLabels { operation: "list_projects" }).observe(0.01);
+        metrics.request_duration.get_or_create(&OperationLabels { operation: "list_projects" }).observe(0.001);
         let text = metrics.render();
         for name in [
             "agora_gateway_requests_total{tenant=\"acme\",operation=\"list_projects\",status=\"200\"} 1",

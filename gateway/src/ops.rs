@@ -55,23 +55,12 @@ pub struct Readiness {
 )]
 pub async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
     match gateway.throttle.not_ready() {
-        None => Json(Readiness {
-            status: "ready",
-            reason: None,
-        })
-        .into_response(),
+        None => Json(Readiness { status: "ready", reason: None }).into_response(),
         Some(reason) => {
-            let mut response = (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(Readiness {
-                    status: "degraded",
-                    reason: Some(reason),
-                }),
-            )
-                .into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            let mut response =
+                (StatusCode::SERVICE_UNAVAILABLE, Json(Readiness { status: "degraded", reason: Some(reason) }))
+                    .into_response();
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             response
         }
     }
@@ -83,10 +72,9 @@ pub async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
     gateway.cache.weighted_size().await;
     let text = gateway.metrics.render();
     let mut response = Bytes::from(text).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     response
 }
 
@@ -121,27 +109,20 @@ pub async fn purge_cache(
     body: Bytes,
 ) -> Result<Json<PurgeAnswer>, GatewayError> {
     if !principal.has(Scope::Admin) {
-        return Err(GatewayError::InsufficientScope {
-            scope: Scope::Admin,
-        });
+        return Err(GatewayError::InsufficientScope { scope: Scope::Admin });
     }
     let request: PurgeRequest = if body.iter().all(u8::is_ascii_whitespace) {
         PurgeRequest::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|error| GatewayError::bad_request(format!("invalid body: {error}")))?
+        serde_json::from_slice(&body).map_err(|error| GatewayError::bad_request(format!("invalid body: {error}")))?
     };
     let class = match request.class.as_deref() {
         None => None,
         Some(name) => Some(CacheClass::parse(name).ok_or_else(|| {
-            GatewayError::bad_request(format!(
-                "class must be project, channel or usage, not {name:?}"
-            ))
+            GatewayError::bad_request(format!("class must be project, channel or usage, not {name:?}"))
         })?),
     };
     gateway.cache.purge(class);
     tracing::info!(tenant = principal.tenant.id, subject = principal.subject, class = ?class.map(CacheClass::as_str), "cache purged");
-    Ok(Json(PurgeAnswer {
-        purged: class.map_or("all", CacheClass::as_str).to_string(),
-    }))
+    Ok(Json(PurgeAnswer { purged: class.map_or("all", CacheClass::as_str).to_string() }))
 }

@@ -84,16 +84,11 @@ impl ScopeSet {
 
     /// The scopes of a space-separated `scope` claim; unknown names are ignored.
     pub fn from_claim(claim: &str) -> ScopeSet {
-        claim
-            .split_ascii_whitespace()
-            .filter_map(Scope::parse)
-            .collect()
+        claim.split_ascii_whitespace().filter_map(Scope::parse).collect()
     }
 
     pub fn iter(self) -> impl Iterator<Item = Scope> {
-        Scope::ALL
-            .into_iter()
-            .filter(move |scope| self.contains(*scope))
+        Scope::ALL.into_iter().filter(move |scope| self.contains(*scope))
     }
 }
 
@@ -130,9 +125,7 @@ impl CacheClass {
     }
 
     pub fn parse(text: &str) -> Option<CacheClass> {
-        CacheClass::ALL
-            .into_iter()
-            .find(|class| class.as_str() == text)
+        CacheClass::ALL.into_iter().find(|class| class.as_str() == text)
     }
 }
 
@@ -279,11 +272,7 @@ mod tests {
     #[test]
     fn the_table_is_in_variant_order_and_names_each_operation_once() {
         for (index, policy) in POLICIES.iter().enumerate() {
-            assert_eq!(
-                policy.operation as usize, index,
-                "{} is out of order",
-                policy.id
-            );
+            assert_eq!(policy.operation as usize, index, "{} is out of order", policy.id);
         }
         let mut ids: Vec<_> = POLICIES.iter().map(|p| p.id).collect();
         ids.sort();
@@ -294,12 +283,7 @@ mod tests {
     #[test]
     fn reads_are_cached_and_writes_invalidate() {
         for policy in &POLICIES {
-            assert_eq!(
-                policy.cache.is_some(),
-                policy.method == http::Method::GET,
-                "{}",
-                policy.id
-            );
+            assert_eq!(policy.cache.is_some(), policy.method == http::Method::GET, "{}", policy.id);
             if policy.cache.is_some() {
                 assert_eq!(policy.invalidates, Invalidation::Nothing, "{}", policy.id);
             } else {
@@ -311,9 +295,7 @@ mod tests {
     #[test]
     fn scope_claims_parse_and_intersect() {
         let token = ScopeSet::from_claim("projects:read  kicking:write unknown admin");
-        let tenant: ScopeSet = [Scope::ProjectsRead, Scope::KickingWrite]
-            .into_iter()
-            .collect();
+        let tenant: ScopeSet = [Scope::ProjectsRead, Scope::KickingWrite].into_iter().collect();
         let effective = token.intersection(tenant);
         assert!(effective.contains(Scope::ProjectsRead) && effective.contains(Scope::KickingWrite));
         assert!(!effective.contains(Scope::Admin));

@@ -29,10 +29,7 @@ type Answer = Result<Response, GatewayError>;
 /// The Console routes (paths relative to `/dev`).
 pub fn console_routes() -> Router<Arc<Gateway>> {
     let routes: [(&str, MethodRouter<Arc<Gateway>>); 12] = [
-        (
-            "/v1/project",
-            post(create_project).get(get_project).delete(delete_project),
-        ),
+        ("/v1/project", post(create_project).get(get_project).delete(delete_project)),
         ("/v1/projects", get(list_projects)),
         ("/v1/project_status", post(set_project_status)),
         ("/v1/recording_config", post(set_recording_config)),
@@ -42,34 +39,22 @@ pub fn console_routes() -> Router<Arc<Gateway>> {
         ("/v3/usage", get(get_usage_v3)),
         (
             "/v1/kicking-rule",
-            post(create_kicking_rule)
-                .get(list_kicking_rules)
-                .put(update_kicking_rule)
-                .delete(delete_kicking_rule),
+            post(create_kicking_rule).get(list_kicking_rules).put(update_kicking_rule).delete(delete_kicking_rule),
         ),
-        (
-            "/v1/channel/user/property/{appid}/{uid}/{cname}",
-            get(get_user_property),
-        ),
+        ("/v1/channel/user/property/{appid}/{uid}/{cname}", get(get_user_property)),
         ("/v1/channel/user/{appid}/{cname}", get(list_channel_users)),
         ("/v1/channel/{appid}", get(list_channels)),
     ];
     let mut router = Router::new();
     for (path, method_router) in routes {
         let method_router = method_router.fallback(method_not_allowed);
-        router = router
-            .route(path, method_router.clone())
-            .route(&format!("{path}/"), method_router);
+        router = router.route(path, method_router.clone()).route(&format!("{path}/"), method_router);
     }
     router
 }
 
 async fn method_not_allowed(request: Request) -> GatewayError {
-    GatewayError::MethodNotAllowed(format!(
-        "{} is not allowed on {}",
-        request.method(),
-        request.uri().path()
-    ))
+    GatewayError::MethodNotAllowed(format!("{} is not allowed on {}", request.method(), request.uri().path()))
 }
 
 // ---- input ----
@@ -81,24 +66,14 @@ impl<S: Send + Sync> FromRequest<S> for Body {
     type Rejection = GatewayError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let limit = request
-            .extensions()
-            .get::<BodyLimit>()
-            .map_or(usize::MAX, |limit| limit.0);
-        Bytes::from_request(request, state)
-            .await
-            .map(Body)
-            .map_err(|rejection| {
-                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                    GatewayError::PayloadTooLarge {
-                        limit: limit as u64,
-                    }
-                } else {
-                    GatewayError::bad_request(format!(
-                        "the request body could not be read: {rejection}"
-                    ))
-                }
-            })
+        let limit = request.extensions().get::<BodyLimit>().map_or(usize::MAX, |limit| limit.0);
+        Bytes::from_request(request, state).await.map(Body).map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                GatewayError::PayloadTooLarge { limit: limit as u64 }
+            } else {
+                GatewayError::bad_request(format!("the request body could not be read: {rejection}"))
+            }
+        })
     }
 }
 
@@ -144,21 +119,12 @@ fn parse_query<T: DeserializeOwned>(raw: Option<String>) -> Result<T, GatewayErr
 }
 
 fn not_blank(field: &str, value: &str) -> Result<(), GatewayError> {
-    if value.trim().is_empty() {
-        Err(GatewayError::bad_request(format!(
-            "{field} must not be empty"
-        )))
-    } else {
-        Ok(())
-    }
+    if value.trim().is_empty() { Err(GatewayError::bad_request(format!("{field} must not be empty"))) } else { Ok(()) }
 }
 
 fn date(field: &str, value: &str) -> Result<NaiveDate, GatewayError> {
-    NaiveDate::parse_from_str(value, "%Y-%m-%d").map_err(|_| {
-        GatewayError::bad_request(format!(
-            "{field} must be a date as YYYY-MM-DD, not {value:?}"
-        ))
-    })
+    NaiveDate::parse_from_str(value, "%Y-%m-%d")
+        .map_err(|_| GatewayError::bad_request(format!("{field} must be a date as YYYY-MM-DD, not {value:?}")))
 }
 
 fn date_range(from: &str, to: &str) -> Result<(NaiveDate, NaiveDate), GatewayError> {
@@ -177,16 +143,10 @@ async fn create_project(
 ) -> Answer {
     let body: types::CreateProjectRequest = parse_body(&body)?;
     not_blank("name", &body.name)?;
-    Ok(gw
-        .serve(p, UpstreamCall::CreateProject(body), &headers)
-        .await)
+    Ok(gw.serve(p, UpstreamCall::CreateProject(body), &headers).await)
 }
 
-async fn list_projects(
-    State(gw): Gw,
-    Authenticated(p): Authenticated,
-    headers: HeaderMap,
-) -> Response {
+async fn list_projects(State(gw): Gw, Authenticated(p): Authenticated, headers: HeaderMap) -> Response {
     gw.serve(p, UpstreamCall::ListProjects, &headers).await
 }
 
@@ -208,9 +168,7 @@ async fn get_project(
     if id.is_none() && name.is_none() {
         return Err(GatewayError::bad_request("id or name is required"));
     }
-    Ok(gw
-        .serve(p, UpstreamCall::GetProject { id, name }, &headers)
-        .await)
+    Ok(gw.serve(p, UpstreamCall::GetProject { id, name }, &headers).await)
 }
 
 /// The status body, read by hand for a clearer message than the generated enum's.
@@ -228,18 +186,9 @@ async fn set_project_status(
 ) -> Answer {
     let StatusBody { id, status } = parse_body(&body)?;
     not_blank("id", &id)?;
-    let status = types::ProjectStatus::try_from(status).map_err(|_| {
-        GatewayError::bad_request(format!(
-            "status must be 0 (disable) or 1 (enable), not {status}"
-        ))
-    })?;
-    Ok(gw
-        .serve(
-            p,
-            UpstreamCall::SetProjectStatus(types::SetProjectStatusRequest { id, status }),
-            &headers,
-        )
-        .await)
+    let status = types::ProjectStatus::try_from(status)
+        .map_err(|_| GatewayError::bad_request(format!("status must be 0 (disable) or 1 (enable), not {status}")))?;
+    Ok(gw.serve(p, UpstreamCall::SetProjectStatus(types::SetProjectStatusRequest { id, status }), &headers).await)
 }
 
 async fn delete_project(
@@ -250,9 +199,7 @@ async fn delete_project(
 ) -> Answer {
     let body: types::ProjectIdRequest = parse_body(&body)?;
     not_blank("id", &body.id)?;
-    Ok(gw
-        .serve(p, UpstreamCall::DeleteProject(body), &headers)
-        .await)
+    Ok(gw.serve(p, UpstreamCall::DeleteProject(body), &headers).await)
 }
 
 async fn set_recording_config(
@@ -264,9 +211,7 @@ async fn set_recording_config(
     let body: types::SetRecordingConfigRequest = parse_body(&body)?;
     not_blank("id", &body.id)?;
     not_blank("recording_server", &body.recording_server)?;
-    Ok(gw
-        .serve(p, UpstreamCall::SetRecordingConfig(body), &headers)
-        .await)
+    Ok(gw.serve(p, UpstreamCall::SetRecordingConfig(body), &headers).await)
 }
 
 async fn enable_sign_key(
@@ -277,9 +222,7 @@ async fn enable_sign_key(
 ) -> Answer {
     let body: types::EnableSignKeyRequest = parse_body(&body)?;
     not_blank("id", &body.id)?;
-    Ok(gw
-        .serve(p, UpstreamCall::EnableSignKey(body), &headers)
-        .await)
+    Ok(gw.serve(p, UpstreamCall::EnableSignKey(body), &headers).await)
 }
 
 async fn reset_sign_key(
@@ -290,9 +233,7 @@ async fn reset_sign_key(
 ) -> Answer {
     let body: types::ProjectIdRequest = parse_body(&body)?;
     not_blank("id", &body.id)?;
-    Ok(gw
-        .serve(p, UpstreamCall::ResetSignKey(body), &headers)
-        .await)
+    Ok(gw.serve(p, UpstreamCall::ResetSignKey(body), &headers).await)
 }
 
 // ---- usage ----
@@ -320,9 +261,7 @@ async fn get_usage(
         .filter(|id| !id.is_empty())
         .map(str::to_string)
         .collect();
-    Ok(gw
-        .serve(p, UpstreamCall::GetUsage { from, to, projects }, &headers)
-        .await)
+    Ok(gw.serve(p, UpstreamCall::GetUsage { from, to, projects }, &headers).await)
 }
 
 #[derive(Deserialize)]
@@ -344,12 +283,7 @@ async fn get_usage_v3(
     let (from, to) = date_range(&query.from_date, &query.to_date)?;
     not_blank("project_id", &query.project_id)?;
     let business = query.business.unwrap_or(types::UsageBusiness::Default);
-    let call = UpstreamCall::GetUsageV3 {
-        from,
-        to,
-        project_id: query.project_id,
-        business,
-    };
+    let call = UpstreamCall::GetUsageV3 { from, to, project_id: query.project_id, business };
     Ok(gw.serve(p, call, &headers).await)
 }
 
@@ -366,9 +300,7 @@ async fn create_kicking_rule(
     let body: types::CreateKickingRuleRequest = from_json(value)?;
     not_blank("appid", &body.appid)?;
     rules::check_kicking_rule(&body).map_err(GatewayError::bad_request)?;
-    Ok(gw
-        .serve(p, UpstreamCall::CreateKickingRule(body), &headers)
-        .await)
+    Ok(gw.serve(p, UpstreamCall::CreateKickingRule(body), &headers).await)
 }
 
 #[derive(Deserialize)]
@@ -384,9 +316,7 @@ async fn list_kicking_rules(
 ) -> Answer {
     let AppIdQuery { appid } = parse_query(query)?;
     not_blank("appid", &appid)?;
-    Ok(gw
-        .serve(p, UpstreamCall::ListKickingRules { appid }, &headers)
-        .await)
+    Ok(gw.serve(p, UpstreamCall::ListKickingRules { appid }, &headers).await)
 }
 
 async fn update_kicking_rule(
@@ -397,9 +327,7 @@ async fn update_kicking_rule(
 ) -> Answer {
     let body: types::UpdateKickingRuleRequest = parse_body(&body)?;
     not_blank("appid", &body.appid)?;
-    Ok(gw
-        .serve(p, UpstreamCall::UpdateKickingRule(body), &headers)
-        .await)
+    Ok(gw.serve(p, UpstreamCall::UpdateKickingRule(body), &headers).await)
 }
 
 async fn delete_kicking_rule(
@@ -410,9 +338,7 @@ async fn delete_kicking_rule(
 ) -> Answer {
     let body: types::DeleteKickingRuleRequest = parse_body(&body)?;
     not_blank("appid", &body.appid)?;
-    Ok(gw
-        .serve(p, UpstreamCall::DeleteKickingRule(body), &headers)
-        .await)
+    Ok(gw.serve(p, UpstreamCall::DeleteKickingRule(body), &headers).await)
 }
 
 // ---- channels ----
@@ -421,9 +347,7 @@ fn uid(text: &str) -> Result<u32, GatewayError> {
     match text.parse::<u32>() {
         Ok(0) => Err(GatewayError::bad_request("uid must not be 0")),
         Ok(uid) => Ok(uid),
-        Err(_) => Err(GatewayError::bad_request(format!(
-            "uid must be an unsigned 32-bit integer, not {text:?}"
-        ))),
+        Err(_) => Err(GatewayError::bad_request(format!("uid must be an unsigned 32-bit integer, not {text:?}"))),
     }
 }
 
@@ -433,11 +357,7 @@ async fn get_user_property(
     headers: HeaderMap,
     Path((appid, user, cname)): Path<(String, String, String)>,
 ) -> Answer {
-    let call = UpstreamCall::GetUserProperty {
-        appid,
-        uid: uid(&user)?,
-        cname,
-    };
+    let call = UpstreamCall::GetUserProperty { appid, uid: uid(&user)?, cname };
     Ok(gw.serve(p, call, &headers).await)
 }
 
@@ -447,8 +367,7 @@ async fn list_channel_users(
     headers: HeaderMap,
     Path((appid, cname)): Path<(String, String)>,
 ) -> Response {
-    gw.serve(p, UpstreamCall::ListChannelUsers { appid, cname }, &headers)
-        .await
+    gw.serve(p, UpstreamCall::ListChannelUsers { appid, cname }, &headers).await
 }
 
 #[derive(Deserialize)]
@@ -467,12 +386,7 @@ async fn list_channels(
     let query: PageQuery = parse_query(query)?;
     let page_size = query.page_size.unwrap_or(rules::DEFAULT_PAGE_SIZE);
     rules::check_page_size(page_size).map_err(GatewayError::bad_request)?;
-    let page_size = NonZeroU32::new(page_size)
-        .ok_or_else(|| GatewayError::bad_request("page_size must not be 0"))?;
-    let call = UpstreamCall::ListChannels {
-        appid,
-        page_no: query.page_no.unwrap_or(0),
-        page_size,
-    };
+    let page_size = NonZeroU32::new(page_size).ok_or_else(|| GatewayError::bad_request("page_size must not be 0"))?;
+    let call = UpstreamCall::ListChannels { appid, page_no: query.page_no.unwrap_or(0), page_size };
     Ok(gw.serve(p, call, &headers).await)
 }

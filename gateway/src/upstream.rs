@@ -96,31 +96,19 @@ impl UpstreamCall {
                 let mut projects = projects.clone();
                 projects.sort();
                 projects.dedup();
-                format!(
-                    "{id}?from_date={from}&to_date={to}&projects={}",
-                    projects.join(",")
-                )
+                format!("{id}?from_date={from}&to_date={to}&projects={}", projects.join(","))
             }
-            Self::GetUsageV3 {
-                from,
-                to,
-                project_id,
-                business,
-            } => {
-                format!(
-                    "{id}?from_date={from}&to_date={to}&project_id={project_id:?}&business={business}"
-                )
+            Self::GetUsageV3 { from, to, project_id, business } => {
+                format!("{id}?from_date={from}&to_date={to}&project_id={project_id:?}&business={business}")
             }
             Self::ListKickingRules { appid } => kicking_rules_key(appid),
             Self::GetUserProperty { appid, uid, cname } => {
                 format!("{id}/{appid:?}/{uid}/{cname:?}")
             }
             Self::ListChannelUsers { appid, cname } => format!("{id}/{appid:?}/{cname:?}"),
-            Self::ListChannels {
-                appid,
-                page_no,
-                page_size,
-            } => format!("{id}/{appid:?}?page_no={page_no}&page_size={page_size}"),
+            Self::ListChannels { appid, page_no, page_size } => {
+                format!("{id}/{appid:?}?page_no={page_no}&page_size={page_size}")
+            }
             // Writes are never cached; their key only names them in logs.
             _ => id.to_string(),
         }
@@ -218,13 +206,9 @@ impl Upstream {
             user_agent: concat!("agora-gateway/", env!("CARGO_PKG_VERSION")).into(),
             ..ClientOptions::default()
         };
-        let client = Client::with_basic_auth(base_url, customer_id, customer_secret, &options)
-            .map_err(|e| e.to_string())?;
-        Ok(Self {
-            client,
-            timeout,
-            metrics,
-        })
+        let client =
+            Client::with_basic_auth(base_url, customer_id, customer_secret, &options).map_err(|e| e.to_string())?;
+        Ok(Self { client, timeout, metrics })
     }
 
     /// Sends the call; times and counts it.
@@ -237,10 +221,7 @@ impl Upstream {
             Err(GatewayError::Upstream(upstream)) => upstream.status.as_u16(),
             Err(_) => 0,
         };
-        self.metrics
-            .upstream_requests
-            .get_or_create(&UpstreamLabels { operation, status })
-            .inc();
+        self.metrics.upstream_requests.get_or_create(&UpstreamLabels { operation, status }).inc();
         self.metrics
             .upstream_duration
             .get_or_create(&OperationLabels { operation })
@@ -255,16 +236,9 @@ impl Upstream {
         let c = &self.client;
         match call.clone() {
             UpstreamCall::CreateProject(body) => {
-                answer(
-                    c.create_project().body(body).send().await,
-                    Answer::Project,
-                    self,
-                )
-                .await
+                answer(c.create_project().body(body).send().await, Answer::Project, self).await
             }
-            UpstreamCall::ListProjects => {
-                answer(c.list_projects().send().await, Answer::Projects, self).await
-            }
+            UpstreamCall::ListProjects => answer(c.list_projects().send().await, Answer::Projects, self).await,
             UpstreamCall::GetProject { id, name } => {
                 let mut request = c.get_project();
                 if let Some(id) = id {
@@ -276,44 +250,19 @@ impl Upstream {
                 answer(request.send().await, Answer::Project, self).await
             }
             UpstreamCall::SetProjectStatus(body) => {
-                answer(
-                    c.set_project_status().body(body).send().await,
-                    Answer::Project,
-                    self,
-                )
-                .await
+                answer(c.set_project_status().body(body).send().await, Answer::Project, self).await
             }
             UpstreamCall::DeleteProject(body) => {
-                answer(
-                    c.delete_project().body(body).send().await,
-                    Answer::Success,
-                    self,
-                )
-                .await
+                answer(c.delete_project().body(body).send().await, Answer::Success, self).await
             }
             UpstreamCall::SetRecordingConfig(body) => {
-                answer(
-                    c.set_recording_config().body(body).send().await,
-                    Answer::Success,
-                    self,
-                )
-                .await
+                answer(c.set_recording_config().body(body).send().await, Answer::Success, self).await
             }
             UpstreamCall::EnableSignKey(body) => {
-                answer(
-                    c.enable_sign_key().body(body).send().await,
-                    Answer::Success,
-                    self,
-                )
-                .await
+                answer(c.enable_sign_key().body(body).send().await, Answer::Success, self).await
             }
             UpstreamCall::ResetSignKey(body) => {
-                answer(
-                    c.reset_sign_key().body(body).send().await,
-                    Answer::Success,
-                    self,
-                )
-                .await
+                answer(c.reset_sign_key().body(body).send().await, Answer::Success, self).await
             }
             UpstreamCall::GetUsage { from, to, projects } => {
                 let mut request = c.get_usage().from_date(from).to_date(to);
@@ -322,78 +271,31 @@ impl Upstream {
                 }
                 answer(request.send().await, Answer::UsageV1, self).await
             }
-            UpstreamCall::GetUsageV3 {
-                from,
-                to,
-                project_id,
-                business,
-            } => {
-                let request = c
-                    .get_usage_v3()
-                    .from_date(from)
-                    .to_date(to)
-                    .project_id(project_id)
-                    .business(business);
+            UpstreamCall::GetUsageV3 { from, to, project_id, business } => {
+                let request = c.get_usage_v3().from_date(from).to_date(to).project_id(project_id).business(business);
                 answer(request.send().await, Answer::UsageV3, self).await
             }
             UpstreamCall::CreateKickingRule(body) => {
-                answer(
-                    c.create_kicking_rule().body(body).send().await,
-                    Answer::RuleCreated,
-                    self,
-                )
-                .await
+                answer(c.create_kicking_rule().body(body).send().await, Answer::RuleCreated, self).await
             }
             UpstreamCall::ListKickingRules { appid } => {
-                answer(
-                    c.list_kicking_rules().appid(appid).send().await,
-                    Answer::Rules,
-                    self,
-                )
-                .await
+                answer(c.list_kicking_rules().appid(appid).send().await, Answer::Rules, self).await
             }
             UpstreamCall::UpdateKickingRule(body) => {
-                answer(
-                    c.update_kicking_rule().body(body).send().await,
-                    Answer::RuleUpdated,
-                    self,
-                )
-                .await
+                answer(c.update_kicking_rule().body(body).send().await, Answer::RuleUpdated, self).await
             }
             UpstreamCall::DeleteKickingRule(body) => {
-                answer(
-                    c.delete_kicking_rule().body(body).send().await,
-                    Answer::RuleDeleted,
-                    self,
-                )
-                .await
+                answer(c.delete_kicking_rule().body(body).send().await, Answer::RuleDeleted, self).await
             }
             UpstreamCall::GetUserProperty { appid, uid, cname } => {
                 let request = c.get_user_property().appid(appid).uid(uid).cname(cname);
                 answer(request.send().await, Answer::UserProperty, self).await
             }
             UpstreamCall::ListChannelUsers { appid, cname } => {
-                answer(
-                    c.list_channel_users()
-                        .appid(appid)
-                        .cname(cname)
-                        .send()
-                        .await,
-                    Answer::ChannelUsers,
-                    self,
-                )
-                .await
+                answer(c.list_channel_users().appid(appid).cname(cname).send().await, Answer::ChannelUsers, self).await
             }
-            UpstreamCall::ListChannels {
-                appid,
-                page_no,
-                page_size,
-            } => {
-                let request = c
-                    .list_channels()
-                    .appid(appid)
-                    .page_no(page_no)
-                    .page_size(page_size);
+            UpstreamCall::ListChannels { appid, page_no, page_size } => {
+                let request = c.list_channels().appid(appid).page_no(page_no).page_size(page_size);
                 answer(request.send().await, Answer::Channels, self).await
             }
         }
@@ -412,13 +314,7 @@ async fn answer<T>(
 }
 
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let seconds: u64 = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
+    let seconds: u64 = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
     Some(Duration::from_secs(seconds))
 }
 
@@ -427,20 +323,13 @@ impl Upstream {
     async fn failure(&self, error: ClientError<types::ErrorMsg>) -> GatewayError {
         match error {
             ClientError::ErrorResponse(response) => {
-                let status = StatusCode::from_u16(response.status().as_u16())
-                    .unwrap_or(StatusCode::BAD_GATEWAY);
+                let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
                 let retry_after = retry_after(response.headers());
-                let body =
-                    Bytes::from(serde_json::to_vec(&response.into_inner()).unwrap_or_default());
-                GatewayError::Upstream(UpstreamStatus {
-                    status,
-                    body,
-                    retry_after,
-                })
+                let body = Bytes::from(serde_json::to_vec(&response.into_inner()).unwrap_or_default());
+                GatewayError::Upstream(UpstreamStatus { status, body, retry_after })
             }
             ClientError::UnexpectedResponse(response) => {
-                let status = StatusCode::from_u16(response.status().as_u16())
-                    .unwrap_or(StatusCode::BAD_GATEWAY);
+                let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
                 let retry_after = retry_after(response.headers());
                 if status.is_success() {
                     return GatewayError::BadGateway(format!(
@@ -448,23 +337,19 @@ impl Upstream {
                     ));
                 }
                 match response.bytes().await {
-                    Ok(body) => GatewayError::Upstream(UpstreamStatus {
-                        status,
-                        body,
-                        retry_after,
-                    }),
+                    Ok(body) => GatewayError::Upstream(UpstreamStatus { status, body, retry_after }),
                     Err(error) => self.transport(&error),
                 }
             }
             ClientError::CommunicationError(error)
             | ClientError::ResponseBodyError(error)
             | ClientError::InvalidUpgrade(error) => self.transport(&error),
-            ClientError::InvalidResponsePayload(_, error) => GatewayError::BadGateway(format!(
-                "the upstream's answer does not match the Console API: {error}"
-            )),
-            ClientError::InvalidRequest(message) => GatewayError::Internal(format!(
-                "the generated client refused the request: {message}"
-            )),
+            ClientError::InvalidResponsePayload(_, error) => {
+                GatewayError::BadGateway(format!("the upstream's answer does not match the Console API: {error}"))
+            }
+            ClientError::InvalidRequest(message) => {
+                GatewayError::Internal(format!("the generated client refused the request: {message}"))
+            }
             ClientError::Custom(message) => GatewayError::BadGateway(message),
         }
     }
@@ -475,10 +360,7 @@ impl Upstream {
         } else if error.is_connect() {
             GatewayError::BadGateway("cannot connect to the upstream".into())
         } else {
-            GatewayError::BadGateway(format!(
-                "the connection to the upstream failed: {}",
-                without_url(error)
-            ))
+            GatewayError::BadGateway(format!("the connection to the upstream failed: {}", without_url(error)))
         }
     }
 }
@@ -487,9 +369,7 @@ impl Upstream {
 fn without_url(error: &reqwest::Error) -> String {
     let mut text = error.to_string();
     if let Some(url) = error.url() {
-        text = text
-            .replace(&format!(" ({url})"), "")
-            .replace(url.as_str(), "the upstream");
+        text = text.replace(&format!(" ({url})"), "").replace(url.as_str(), "the upstream");
     }
     text
 }
@@ -506,22 +386,14 @@ mod tests {
             to: day("2026-01-31"),
             projects: projects.iter().map(|s| s.to_string()).collect(),
         };
-        assert_eq!(
-            usage(&["b", "a", "b"]).cache_key(),
-            usage(&["a", "b"]).cache_key()
-        );
+        assert_eq!(usage(&["b", "a", "b"]).cache_key(), usage(&["a", "b"]).cache_key());
         assert_ne!(usage(&["a"]).cache_key(), usage(&["a", "b"]).cache_key());
         let get = |id: Option<&str>, name: Option<&str>| UpstreamCall::GetProject {
             id: id.map(Into::into),
             name: name.map(Into::into),
         };
-        assert_ne!(
-            get(Some("x"), None).cache_key(),
-            get(None, Some("x")).cache_key()
-        );
-        let list = UpstreamCall::ListKickingRules {
-            appid: "abc".into(),
-        };
+        assert_ne!(get(Some("x"), None).cache_key(), get(None, Some("x")).cache_key());
+        let list = UpstreamCall::ListKickingRules { appid: "abc".into() };
         assert_eq!(list.cache_key(), kicking_rules_key("abc"));
     }
 }

@@ -20,14 +20,7 @@ use base64::Engine as _;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 
 /// The progenitor output. Lint allowances live here, not in the generated text.
-#[allow(
-    clippy::all,
-    clippy::pedantic,
-    unused_imports,
-    dead_code,
-    missing_docs,
-    unreachable_pub
-)]
+#[allow(clippy::all, clippy::pedantic, unused_imports, dead_code, missing_docs, unreachable_pub)]
 mod generated {
     include!("generated.rs");
 }
@@ -85,20 +78,14 @@ impl Client {
         customer_secret: &str,
         options: &ClientOptions,
     ) -> Result<Self, BuildError> {
-        let credentials = base64::engine::general_purpose::STANDARD
-            .encode(format!("{customer_id}:{customer_secret}"));
-        let header = HeaderValue::from_str(&format!("Basic {credentials}")).map_err(|_| {
-            BuildError("customer ID or secret holds characters not allowed in a header".into())
-        })?;
+        let credentials = base64::engine::general_purpose::STANDARD.encode(format!("{customer_id}:{customer_secret}"));
+        let header = HeaderValue::from_str(&format!("Basic {credentials}"))
+            .map_err(|_| BuildError("customer ID or secret holds characters not allowed in a header".into()))?;
         Self::with_authorization(base_url, header, options)
     }
 
     /// A client of agora-gateway (same paths under `/dev`): a tenant's bearer token.
-    pub fn with_bearer_token(
-        base_url: &str,
-        token: &str,
-        options: &ClientOptions,
-    ) -> Result<Self, BuildError> {
+    pub fn with_bearer_token(base_url: &str, token: &str, options: &ClientOptions) -> Result<Self, BuildError> {
         let header = HeaderValue::from_str(&format!("Bearer {token}"))
             .map_err(|_| BuildError("the token holds characters not allowed in a header".into()))?;
         Self::with_authorization(base_url, header, options)
@@ -106,10 +93,7 @@ impl Client {
 
     /// A client that sends no credentials (for testing how a server refuses them).
     pub fn without_auth(base_url: &str, options: &ClientOptions) -> Result<Self, BuildError> {
-        Ok(Self::new_with_client(
-            trim_base_url(base_url),
-            build_http_client(HeaderMap::new(), options)?,
-        ))
+        Ok(Self::new_with_client(trim_base_url(base_url), build_http_client(HeaderMap::new(), options)?))
     }
 
     fn with_authorization(
@@ -120,10 +104,7 @@ impl Client {
         header.set_sensitive(true);
         let mut headers = HeaderMap::new();
         headers.insert(AUTHORIZATION, header);
-        Ok(Self::new_with_client(
-            trim_base_url(base_url),
-            build_http_client(headers, options)?,
-        ))
+        Ok(Self::new_with_client(trim_base_url(base_url), build_http_client(headers, options)?))
     }
 }
 
@@ -132,10 +113,7 @@ fn trim_base_url(base_url: &str) -> &str {
     base_url.trim_end_matches('/')
 }
 
-fn build_http_client(
-    headers: HeaderMap,
-    options: &ClientOptions,
-) -> Result<reqwest::Client, BuildError> {
+fn build_http_client(headers: HeaderMap, options: &ClientOptions) -> Result<reqwest::Client, BuildError> {
     reqwest::Client::builder()
         .default_headers(headers)
         .timeout(options.timeout)

@@ -59,9 +59,7 @@ pub fn check_usage_range(from: NaiveDate, to: NaiveDate) -> Result<(), String> {
         return Err("from_date must not be after to_date".into());
     }
     if (to - from).num_days() + 1 > MAX_USAGE_DAYS {
-        return Err(format!(
-            "the range from_date..to_date may span at most one year ({MAX_USAGE_DAYS} days)"
-        ));
+        return Err(format!("the range from_date..to_date may span at most one year ({MAX_USAGE_DAYS} days)"));
     }
     Ok(())
 }

@@ -44,21 +44,12 @@ fn operations(spec: &Value) -> Vec<(String, String, Value)> {
 
 #[test]
 fn spec_is_openapi_3_0_and_holds_the_17_operations() {
-    let parsed: openapiv3::OpenAPI =
-        serde_yaml_ng::from_str(SPEC).expect("the spec parses as OpenAPI 3.0");
-    assert!(
-        parsed.openapi.starts_with("3.0."),
-        "progenitor reads 3.0.x only"
-    );
+    let parsed: openapiv3::OpenAPI = serde_yaml_ng::from_str(SPEC).expect("the spec parses as OpenAPI 3.0");
+    assert!(parsed.openapi.starts_with("3.0."), "progenitor reads 3.0.x only");
     let spec = spec();
     let mut ids: Vec<String> = operations(&spec)
         .iter()
-        .map(|(_, _, op)| {
-            op["operationId"]
-                .as_str()
-                .expect("every operation has an operationId")
-                .to_string()
-        })
+        .map(|(_, _, op)| op["operationId"].as_str().expect("every operation has an operationId").to_string())
         .collect();
     ids.sort();
     let mut expected: Vec<String> = OPERATION_IDS.iter().map(|s| s.to_string()).collect();
@@ -72,28 +63,16 @@ fn every_operation_documents_the_error_statuses_with_one_schema() {
     for (method, path, operation) in operations(&spec) {
         for status in ["400", "401", "404", "429", "500"] {
             let response = &operation["responses"][status];
-            assert!(
-                response.is_object(),
-                "{method} {path} lacks a {status} response"
-            );
+            assert!(response.is_object(), "{method} {path} lacks a {status} response");
             let target = resolve(&spec, response);
             assert_eq!(
-                target["content"]["application/json"]["schema"]["$ref"],
-                "#/components/schemas/ErrorMsg",
+                target["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/ErrorMsg",
                 "{method} {path} {status} must use ErrorMsg (progenitor takes one error schema)"
             );
         }
-        let successes: Vec<_> = operation["responses"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .filter(|status| status.starts_with('2'))
-            .collect();
-        assert_eq!(
-            successes.len(),
-            1,
-            "{method} {path} must have exactly one success response"
-        );
+        let successes: Vec<_> =
+            operation["responses"].as_object().unwrap().keys().filter(|status| status.starts_with('2')).collect();
+        assert_eq!(successes.len(), 1, "{method} {path} must have exactly one success response");
     }
 }
 
@@ -138,9 +117,7 @@ fn resolve<'a>(spec: &'a Value, value: &'a Value) -> &'a Value {
 
 /// Deserializes `example` as the generated type of schema `name` and serializes it back.
 fn round_trip(name: &str, example: &Value) -> Result<Value, String> {
-    fn through<T: serde::de::DeserializeOwned + serde::Serialize>(
-        example: &Value,
-    ) -> Result<Value, String> {
+    fn through<T: serde::de::DeserializeOwned + serde::Serialize>(example: &Value) -> Result<Value, String> {
         let typed: T = serde_json::from_value(example.clone()).map_err(|e| e.to_string())?;
         serde_json::to_value(&typed).map_err(|e| e.to_string())
     }
@@ -170,9 +147,7 @@ fn round_trip(name: &str, example: &Value) -> Result<Value, String> {
         "UserPropertyResponse" => through::<types::UserPropertyResponse>(example),
         "ChannelUsersResponse" => through::<types::ChannelUsersResponse>(example),
         "ChannelListResponse" => through::<types::ChannelListResponse>(example),
-        other => Err(format!(
-            "no generated type is mapped for schema {other}: add it to round_trip()"
-        )),
+        other => Err(format!("no generated type is mapped for schema {other}: add it to round_trip()")),
     }
 }
 
@@ -182,50 +157,32 @@ fn examples(spec: &Value) -> Vec<(String, String, Value)> {
     let mut found = Vec::new();
     for (name, schema) in spec["components"]["schemas"].as_object().unwrap() {
         if let Some(example) = schema.get("example") {
-            found.push((
-                format!("components.schemas.{name}.example"),
-                name.clone(),
-                example.clone(),
-            ));
+            found.push((format!("components.schemas.{name}.example"), name.clone(), example.clone()));
         }
     }
     let mut media_types = Vec::new();
     for (method, path, operation) in operations(spec) {
         if let Some(body) = operation.get("requestBody") {
-            media_types.push((
-                format!("{method} {path} request"),
-                body["content"]["application/json"].clone(),
-            ));
+            media_types.push((format!("{method} {path} request"), body["content"]["application/json"].clone()));
         }
         for (status, response) in operation["responses"].as_object().unwrap() {
             if response.get("$ref").is_none() {
-                media_types.push((
-                    format!("{method} {path} {status}"),
-                    response["content"]["application/json"].clone(),
-                ));
+                media_types
+                    .push((format!("{method} {path} {status}"), response["content"]["application/json"].clone()));
             }
         }
     }
     for (name, response) in spec["components"]["responses"].as_object().unwrap() {
-        media_types.push((
-            format!("components.responses.{name}"),
-            response["content"]["application/json"].clone(),
-        ));
+        media_types.push((format!("components.responses.{name}"), response["content"]["application/json"].clone()));
     }
     for (place, media) in media_types {
         let Some(examples) = media.get("examples").and_then(Value::as_object) else {
             continue;
         };
-        let schema = media["schema"]["$ref"]
-            .as_str()
-            .expect("media schemas are references");
+        let schema = media["schema"]["$ref"].as_str().expect("media schemas are references");
         let name = schema.rsplit('/').next().unwrap().to_string();
         for (example_name, example) in examples {
-            found.push((
-                format!("{place} example {example_name}"),
-                name.clone(),
-                example["value"].clone(),
-            ));
+            found.push((format!("{place} example {example_name}"), name.clone(), example["value"].clone()));
         }
     }
     found
@@ -235,26 +192,16 @@ fn examples(spec: &Value) -> Vec<(String, String, Value)> {
 fn every_example_round_trips_through_the_generated_types() {
     let spec = spec();
     let examples = examples(&spec);
-    assert!(
-        examples.len() >= 30,
-        "found only {} examples",
-        examples.len()
-    );
+    assert!(examples.len() >= 30, "found only {} examples", examples.len());
     let mut failures = Vec::new();
     for (place, schema, example) in &examples {
         match round_trip(schema, example) {
             Ok(back) if &back == example => {}
-            Ok(back) => failures.push(format!(
-                "{place} ({schema}): came back as {back}, not {example}"
-            )),
+            Ok(back) => failures.push(format!("{place} ({schema}): came back as {back}, not {example}")),
             Err(error) => failures.push(format!("{place} ({schema}): {error}")),
         }
     }
-    assert!(
-        failures.is_empty(),
-        "examples that do not round-trip:\n{}",
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "examples that do not round-trip:\n{}", failures.join("\n"));
 }
 
 #[test]

@@ -93,23 +93,17 @@ impl Sandbox {
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        let server = axum::serve(
-            listener,
-            axum::ServiceExt::<Request>::into_make_service(app),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = signal.await;
-        });
+        let server = axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(app)).with_graceful_shutdown(
+            async move {
+                let _ = signal.await;
+            },
+        );
         let task = tokio::spawn(async move {
             if let Err(error) = server.await {
                 tracing::error!(%error, "the sandbox stopped with an error");
             }
         });
-        Ok(Self {
-            addr,
-            shutdown: Some(shutdown),
-            task: Some(task),
-        })
+        Ok(Self { addr, shutdown: Some(shutdown), task: Some(task) })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -132,9 +126,7 @@ impl Sandbox {
             let _ = shutdown.send(());
         }
         if let Some(mut task) = self.task.take()
-            && tokio::time::timeout(Duration::from_secs(2), &mut task)
-                .await
-                .is_err()
+            && tokio::time::timeout(Duration::from_secs(2), &mut task).await.is_err()
         {
             task.abort();
         }

@@ -32,9 +32,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .init();
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
     let args = Args::parse();
     let config = SandboxConfig {
         customer_id: args.customer_id,
@@ -45,10 +43,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let sandbox = Sandbox::start(config, args.listen).await?;
     println!("agora-sandbox listening: base URL {}", sandbox.base_url());
-    println!(
-        "test hooks: {}/__sandbox/{{stats,faults,reset,channels}}",
-        sandbox.root_url()
-    );
+    println!("test hooks: {}/__sandbox/{{stats,faults,reset,channels}}", sandbox.root_url());
     tokio::signal::ctrl_c().await?;
     sandbox.stop().await;
     Ok(())

@@ -11,9 +11,7 @@ pub const DEMO_SEED: u64 = 0x000A_602A;
 pub fn demo(world: &mut World, now: DateTime<Utc>) {
     let origin: DateTime<Utc> = "2025-06-01T08:00:00Z".parse().expect("a valid timestamp");
     let project = |world: &mut World, name: &str, sign_key: bool, enabled: bool, days: i64| {
-        world
-            .insert_project(name, sign_key, enabled, origin + Duration::days(days))
-            .vendor_key
+        world.insert_project(name, sign_key, enabled, origin + Duration::days(days)).vendor_key
     };
     let acme_web = project(world, "acme-web", true, true, 0);
     let acme_mobile = project(world, "acme-mobile", false, true, 30);
@@ -22,65 +20,28 @@ pub fn demo(world: &mut World, now: DateTime<Utc>) {
     project(world, "initech-staging", false, true, 120);
 
     let join = |world: &mut World, app: &str, cname: &str, mode: Mode, members: ChannelMembers| {
-        world
-            .join_channel(app, cname, mode, &members, now)
-            .expect("seed channels are valid");
+        world.join_channel(app, cname, mode, &members, now).expect("seed channels are valid");
     };
-    let users = |uids: &[u32]| ChannelMembers {
-        users: uids.to_vec(),
-        ..Default::default()
-    };
-    join(
-        world,
-        &acme_web,
-        "lobby",
-        Mode::Communication,
-        users(&[1001, 1002, 1003]),
-    );
-    join(
-        world,
-        &acme_web,
-        "standup",
-        Mode::Communication,
-        users(&[1001, 1004]),
-    );
+    let users = |uids: &[u32]| ChannelMembers { users: uids.to_vec(), ..Default::default() };
+    join(world, &acme_web, "lobby", Mode::Communication, users(&[1001, 1002, 1003]));
+    join(world, &acme_web, "standup", Mode::Communication, users(&[1001, 1004]));
     join(
         world,
         &acme_web,
         "town-hall",
         Mode::Live,
-        ChannelMembers {
-            broadcasters: vec![2001],
-            audience: (3001..3250).collect(),
-            ..Default::default()
-        },
+        ChannelMembers { broadcasters: vec![2001], audience: (3001..3250).collect(), ..Default::default() },
     );
-    join(
-        world,
-        &acme_mobile,
-        "support",
-        Mode::Communication,
-        users(&[5001, 5002]),
-    );
+    join(world, &acme_mobile, "support", Mode::Communication, users(&[5001, 5002]));
     join(
         world,
         &globex_live,
         "launch-event",
         Mode::Live,
-        ChannelMembers {
-            broadcasters: vec![9001, 9002],
-            extra_audience: 12_000,
-            ..Default::default()
-        },
+        ChannelMembers { broadcasters: vec![9001, 9002], extra_audience: 12_000, ..Default::default() },
     );
     for room in 0..120u32 {
-        join(
-            world,
-            &globex_live,
-            &format!("room-{room:03}"),
-            Mode::Communication,
-            users(&[7000 + room, 8000 + room]),
-        );
+        join(world, &globex_live, &format!("room-{room:03}"), Mode::Communication, users(&[7000 + room, 8000 + room]));
     }
 
     let ban = agora_console_client::types::CreateKickingRuleRequest {
@@ -91,7 +52,5 @@ pub fn demo(world: &mut World, now: DateTime<Utc>) {
         time: 1440,
         privileges: vec!["join_channel".into()],
     };
-    world
-        .create_rule(&ban, now)
-        .expect("the seed rule is valid");
+    world.create_rule(&ban, now).expect("the seed rule is valid");
 }

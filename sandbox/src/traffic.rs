@@ -58,10 +58,7 @@ pub enum Admission {
     /// Over the rate limit: 429.
     Throttled,
     /// Go on after `delay`; answer `fail_with` instead if set.
-    Admitted {
-        delay: Duration,
-        fail_with: Option<u16>,
-    },
+    Admitted { delay: Duration, fail_with: Option<u16> },
 }
 
 pub struct Traffic {
@@ -76,10 +73,7 @@ pub struct Traffic {
 }
 
 fn expire(window: &mut VecDeque<Instant>, now: Instant) {
-    while window
-        .front()
-        .is_some_and(|&t| now.duration_since(t) >= WINDOW)
-    {
+    while window.front().is_some_and(|&t| now.duration_since(t) >= WINDOW) {
         window.pop_front();
     }
 }
@@ -111,10 +105,7 @@ impl Traffic {
         self.admitted.push_back(now);
         let fail_with = (self.faults.fail_rate > 0.0 && fastrand::f64() < self.faults.fail_rate)
             .then(|| self.faults.status.unwrap_or(500));
-        Admission::Admitted {
-            delay: self.base_latency + Duration::from_millis(self.faults.latency_ms),
-            fail_with,
-        }
+        Admission::Admitted { delay: self.base_latency + Duration::from_millis(self.faults.latency_ms), fail_with }
     }
 
     pub fn count_unauthorized(&mut self) {
@@ -122,11 +113,7 @@ impl Traffic {
     }
 
     pub fn count_operation(&mut self, operation: &str) {
-        *self
-            .stats
-            .by_operation
-            .entry(operation.to_string())
-            .or_default() += 1;
+        *self.stats.by_operation.entry(operation.to_string()).or_default() += 1;
     }
 
     pub fn stats(&self) -> Stats {
@@ -156,25 +143,13 @@ mod tests {
         let start = Instant::now();
         for n in 0..10 {
             let at = start + Duration::from_millis(n * 90);
-            assert!(
-                matches!(traffic.arrive(at), Admission::Admitted { .. }),
-                "request {n}"
-            );
+            assert!(matches!(traffic.arrive(at), Admission::Admitted { .. }), "request {n}");
         }
-        assert_eq!(
-            traffic.arrive(start + Duration::from_millis(950)),
-            Admission::Throttled
-        );
+        assert_eq!(traffic.arrive(start + Duration::from_millis(950)), Admission::Throttled);
         // The first admitted request leaves the window one second after it came.
-        assert!(matches!(
-            traffic.arrive(start + Duration::from_millis(1000)),
-            Admission::Admitted { .. }
-        ));
+        assert!(matches!(traffic.arrive(start + Duration::from_millis(1000)), Admission::Admitted { .. }));
         let stats = traffic.stats();
-        assert_eq!(
-            (stats.requests, stats.throttled, stats.max_in_1s),
-            (12, 1, 11)
-        );
+        assert_eq!((stats.requests, stats.throttled, stats.max_in_1s), (12, 1, 11));
     }
 
     #[test]
@@ -182,10 +157,7 @@ mod tests {
         let mut traffic = Traffic::new(10, Duration::ZERO);
         let start = Instant::now();
         for n in 0..100 {
-            assert!(matches!(
-                traffic.arrive(start + Duration::from_millis(n * 100)),
-                Admission::Admitted { .. }
-            ));
+            assert!(matches!(traffic.arrive(start + Duration::from_millis(n * 100)), Admission::Admitted { .. }));
         }
         assert_eq!(traffic.stats().max_in_1s, 10);
         assert_eq!(traffic.stats().throttled, 0);
@@ -194,35 +166,12 @@ mod tests {
     #[test]
     fn faults_fail_everything_at_rate_one_and_reset_clears_them() {
         let mut traffic = Traffic::new(0, Duration::from_millis(5));
-        traffic.set_faults(Faults {
-            latency_ms: 20,
-            fail_rate: 1.0,
-            status: Some(503),
-        });
+        traffic.set_faults(Faults { latency_ms: 20, fail_rate: 1.0, status: Some(503) });
         let now = Instant::now();
-        assert_eq!(
-            traffic.arrive(now),
-            Admission::Admitted {
-                delay: Duration::from_millis(25),
-                fail_with: Some(503)
-            }
-        );
+        assert_eq!(traffic.arrive(now), Admission::Admitted { delay: Duration::from_millis(25), fail_with: Some(503) });
         traffic.reset();
-        assert_eq!(
-            traffic.arrive(now),
-            Admission::Admitted {
-                delay: Duration::from_millis(5),
-                fail_with: None
-            }
-        );
+        assert_eq!(traffic.arrive(now), Admission::Admitted { delay: Duration::from_millis(5), fail_with: None });
         assert_eq!(traffic.stats().requests, 1);
-        assert!(
-            Faults {
-                fail_rate: 1.5,
-                ..Default::default()
-            }
-            .validate()
-            .is_err()
-        );
+        assert!(Faults { fail_rate: 1.5, ..Default::default() }.validate().is_err());
     }
 }

@@ -19,25 +19,16 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            message: message.into(),
-        }
+        Self { status: StatusCode::BAD_REQUEST, message: message.into() }
     }
 
     /// Agora's documented 404, typo included.
     pub fn project_not_found() -> Self {
-        Self {
-            status: StatusCode::NOT_FOUND,
-            message: "project not exit".into(),
-        }
+        Self { status: StatusCode::NOT_FOUND, message: "project not exit".into() }
     }
 
     pub fn rule_not_found() -> Self {
-        Self {
-            status: StatusCode::NOT_FOUND,
-            message: "rule not exist".into(),
-        }
+        Self { status: StatusCode::NOT_FOUND, message: "rule not exist".into() }
     }
 }
 
@@ -185,9 +176,7 @@ impl World {
     }
 
     fn hex(&mut self, len: usize) -> String {
-        (0..len)
-            .map(|_| char::from_digit(self.rng.u32(0..16), 16).unwrap())
-            .collect()
+        (0..len).map(|_| char::from_digit(self.rng.u32(0..16), 16).unwrap()).collect()
     }
 
     fn project_id(&mut self) -> String {
@@ -195,10 +184,7 @@ impl World {
     }
 
     fn project_mut(&mut self, id: &str) -> ApiResult<&mut ProjectRecord> {
-        self.projects
-            .iter_mut()
-            .find(|p| p.id == id)
-            .ok_or_else(ApiError::project_not_found)
+        self.projects.iter_mut().find(|p| p.id == id).ok_or_else(ApiError::project_not_found)
     }
 
     /// A project that exists and is enabled: the App certificate and recording writes need one.
@@ -210,11 +196,7 @@ impl World {
     }
 
     fn require_app(&self, appid: &str) -> ApiResult<()> {
-        if self.projects.iter().any(|p| p.vendor_key == appid) {
-            Ok(())
-        } else {
-            Err(ApiError::project_not_found())
-        }
+        if self.projects.iter().any(|p| p.vendor_key == appid) { Ok(()) } else { Err(ApiError::project_not_found()) }
     }
 
     // ---- projects ----
@@ -229,9 +211,7 @@ impl World {
             return Err(ApiError::bad_request("name must not be empty"));
         }
         if self.projects.iter().any(|p| p.name == name) {
-            return Err(ApiError::bad_request(format!(
-                "a project named {name:?} already exists"
-            )));
+            return Err(ApiError::bad_request(format!("a project named {name:?} already exists")));
         }
         let record = ProjectRecord {
             id: self.project_id(),
@@ -270,15 +250,10 @@ impl World {
     }
 
     pub fn delete_project(&mut self, id: &str) -> ApiResult<()> {
-        let index = self
-            .projects
-            .iter()
-            .position(|p| p.id == id)
-            .ok_or_else(ApiError::project_not_found)?;
+        let index = self.projects.iter().position(|p| p.id == id).ok_or_else(ApiError::project_not_found)?;
         let removed = self.projects.remove(index);
         self.channels.remove(&removed.vendor_key);
-        self.rules
-            .retain(|_, rule| rule.appid != removed.vendor_key);
+        self.rules.retain(|_, rule| rule.appid != removed.vendor_key);
         Ok(())
     }
 
@@ -328,9 +303,7 @@ impl World {
             .filter(|p| projects.is_none_or(|wanted| wanted.contains(&p.id)))
             .map(|p| types::ProjectUsage {
                 project: p.id.clone(),
-                daily: usage::days(from, to, p.created_ms, today)
-                    .map(|day| usage::daily_v1(&p.id, day))
-                    .collect(),
+                daily: usage::days(from, to, p.created_ms, today).map(|day| usage::daily_v1(&p.id, day)).collect(),
             })
             .collect();
         Ok(types::UsageV1Response { usages })
@@ -345,21 +318,13 @@ impl World {
         today: NaiveDate,
     ) -> ApiResult<types::UsageV3Response> {
         Self::check_range(from, to)?;
-        let project = self
-            .projects
-            .iter()
-            .find(|p| p.id == project_id)
-            .ok_or_else(ApiError::project_not_found)?;
+        let project = self.projects.iter().find(|p| p.id == project_id).ok_or_else(ApiError::project_not_found)?;
         Ok(usage::v3(project, from, to, business, today))
     }
 
     // ---- kicking rules ----
 
-    pub fn create_rule(
-        &mut self,
-        request: &types::CreateKickingRuleRequest,
-        now: DateTime<Utc>,
-    ) -> ApiResult<i64> {
+    pub fn create_rule(&mut self, request: &types::CreateKickingRuleRequest, now: DateTime<Utc>) -> ApiResult<i64> {
         self.require_app(&request.appid)?;
         rules::check_kicking_rule(request).map_err(ApiError::bad_request)?;
         let minutes = rules::clamp_ban_minutes(request.time);
@@ -395,19 +360,13 @@ impl World {
             if rule.cname.as_ref().is_some_and(|cname| cname != name) {
                 continue;
             }
-            channel
-                .members
-                .retain(|m| rule.uid.is_some_and(|uid| uid != m.uid));
+            channel.members.retain(|m| rule.uid.is_some_and(|uid| uid != m.uid));
         }
         channels.retain(|_, channel| !channel.members.is_empty());
     }
 
     /// Rules still in force (a kick-once rule never is).
-    pub fn list_rules(
-        &self,
-        appid: &str,
-        now: DateTime<Utc>,
-    ) -> ApiResult<Vec<types::KickingRule>> {
+    pub fn list_rules(&self, appid: &str, now: DateTime<Utc>) -> ApiResult<Vec<types::KickingRule>> {
         self.require_app(appid)?;
         Ok(self
             .rules
@@ -417,12 +376,7 @@ impl World {
             .collect())
     }
 
-    fn live_rule_mut(
-        &mut self,
-        appid: &str,
-        id: i64,
-        now: DateTime<Utc>,
-    ) -> ApiResult<&mut RuleRecord> {
+    fn live_rule_mut(&mut self, appid: &str, id: i64, now: DateTime<Utc>) -> ApiResult<&mut RuleRecord> {
         self.require_app(appid)?;
         self.rules
             .get_mut(&id)
@@ -442,10 +396,7 @@ impl World {
         rule.expires = now + Duration::minutes(rules::clamp_ban_minutes(time).into());
         rule.updated = now;
         rule.opid = opid;
-        let expiry = types::KickingRuleExpiry {
-            id,
-            ts: timestamp(rule.expires),
-        };
+        let expiry = types::KickingRuleExpiry { id, ts: timestamp(rule.expires) };
         self.next_opid += 1;
         Ok(expiry)
     }
@@ -458,12 +409,7 @@ impl World {
 
     // ---- channels ----
 
-    pub fn user_property(
-        &self,
-        appid: &str,
-        uid: u32,
-        cname: &str,
-    ) -> ApiResult<types::UserProperty> {
+    pub fn user_property(&self, appid: &str, uid: u32, cname: &str) -> ApiResult<types::UserProperty> {
         self.require_app(appid)?;
         let member = self
             .channels
@@ -486,11 +432,7 @@ impl World {
 
     pub fn channel_users(&self, appid: &str, cname: &str) -> ApiResult<types::ChannelUsers> {
         self.require_app(appid)?;
-        let Some(channel) = self
-            .channels
-            .get(appid)
-            .and_then(|channels| channels.get(cname))
-        else {
+        let Some(channel) = self.channels.get(appid).and_then(|channels| channels.get(cname)) else {
             return Ok(types::ChannelUsers {
                 channel_exist: false,
                 mode: None,
@@ -501,15 +443,8 @@ impl World {
                 audience_total: None,
             });
         };
-        let uids = |role: Role| {
-            channel
-                .members
-                .iter()
-                .filter(move |m| m.role == role)
-                .map(|m| m.uid)
-        };
-        let mode =
-            Some(types::ChannelMode::try_from(channel.mode.code()).expect("1 and 2 are modes"));
+        let uids = |role: Role| channel.members.iter().filter(move |m| m.role == role).map(|m| m.uid);
+        let mode = Some(types::ChannelMode::try_from(channel.mode.code()).expect("1 and 2 are modes"));
         Ok(match channel.mode {
             Mode::Communication => {
                 let users: Vec<u32> = uids(Role::Communication).collect();
@@ -535,12 +470,7 @@ impl World {
         })
     }
 
-    pub fn list_channels(
-        &self,
-        appid: &str,
-        page_no: u32,
-        page_size: u32,
-    ) -> ApiResult<types::ChannelPage> {
+    pub fn list_channels(&self, appid: &str, page_no: u32, page_size: u32) -> ApiResult<types::ChannelPage> {
         self.require_app(appid)?;
         rules::check_page_size(page_size).map_err(ApiError::bad_request)?;
         let empty = BTreeMap::new();
@@ -575,35 +505,21 @@ impl World {
         }
         let mut joining: Vec<(u32, Role)> = match mode {
             Mode::Communication => {
-                if !members.broadcasters.is_empty()
-                    || !members.audience.is_empty()
-                    || members.extra_audience > 0
-                {
+                if !members.broadcasters.is_empty() || !members.audience.is_empty() || members.extra_audience > 0 {
                     return Err(ApiError::bad_request(
                         "a communication channel has users, not broadcasters or audience",
                     ));
                 }
-                members
-                    .users
-                    .iter()
-                    .map(|&uid| (uid, Role::Communication))
-                    .collect()
+                members.users.iter().map(|&uid| (uid, Role::Communication)).collect()
             }
             Mode::Live => {
                 if !members.users.is_empty() {
-                    return Err(ApiError::bad_request(
-                        "a live channel has broadcasters and audience, not users",
-                    ));
+                    return Err(ApiError::bad_request("a live channel has broadcasters and audience, not users"));
                 }
-                let mut joining: Vec<(u32, Role)> = members
-                    .broadcasters
-                    .iter()
-                    .map(|&uid| (uid, Role::Broadcaster))
-                    .collect();
+                let mut joining: Vec<(u32, Role)> =
+                    members.broadcasters.iter().map(|&uid| (uid, Role::Broadcaster)).collect();
                 joining.extend(members.audience.iter().map(|&uid| (uid, Role::Audience)));
-                joining.extend(
-                    (0..members.extra_audience).map(|n| (1_000_000_000 + n, Role::Audience)),
-                );
+                joining.extend((0..members.extra_audience).map(|n| (1_000_000_000 + n, Role::Audience)));
                 joining
             }
         };
@@ -615,23 +531,12 @@ impl World {
             .entry(appid.to_string())
             .or_default()
             .entry(cname.to_string())
-            .or_insert_with(|| Channel {
-                mode,
-                members: Vec::new(),
-            });
+            .or_insert_with(|| Channel { mode, members: Vec::new() });
         if channel.mode != mode {
-            return Err(ApiError::bad_request(format!(
-                "channel {cname:?} is already in the other mode"
-            )));
+            return Err(ApiError::bad_request(format!("channel {cname:?} is already in the other mode")));
         }
         joining.retain(|(uid, _)| !channel.members.iter().any(|m| m.uid == *uid));
-        channel
-            .members
-            .extend(joining.into_iter().map(|(uid, role)| Member {
-                uid,
-                role,
-                joined: now.timestamp(),
-            }));
+        channel.members.extend(joining.into_iter().map(|(uid, role)| Member { uid, role, joined: now.timestamp() }));
         Ok(())
     }
 
@@ -643,14 +548,8 @@ impl World {
         enabled: bool,
         created: DateTime<Utc>,
     ) -> ProjectRecord {
-        let project = self
-            .create_project(name, enable_sign_key, created)
-            .expect("seed project names are unique");
-        let record = self
-            .projects
-            .iter_mut()
-            .find(|p| p.id == project.id)
-            .expect("just created");
+        let project = self.create_project(name, enable_sign_key, created).expect("seed project names are unique");
+        let record = self.projects.iter_mut().find(|p| p.id == project.id).expect("just created");
         record.enabled = enabled;
         record.clone()
     }
@@ -676,10 +575,7 @@ mod tests {
         assert_eq!(without.sign_key.as_deref(), Some(""));
         assert_ne!(with.vendor_key, without.vendor_key);
         assert_eq!(with.created, now().timestamp_millis());
-        assert!(
-            world.create_project("a", false, now()).is_err(),
-            "names are unique"
-        );
+        assert!(world.create_project("a", false, now()).is_err(), "names are unique");
     }
 
     #[test]
@@ -687,145 +583,73 @@ mod tests {
         let mut world = World::new(7);
         let project = world.create_project("a", false, now()).unwrap();
         world.set_project_status(&project.id, false).unwrap();
-        assert_eq!(
-            world.enable_sign_key(&project.id, true),
-            Err(ApiError::project_not_found())
-        );
-        assert_eq!(
-            world.reset_sign_key(&project.id),
-            Err(ApiError::project_not_found())
-        );
-        assert_eq!(
-            world.set_recording_config(&project.id, "10.0.0.1:8080"),
-            Err(ApiError::project_not_found())
-        );
+        assert_eq!(world.enable_sign_key(&project.id, true), Err(ApiError::project_not_found()));
+        assert_eq!(world.reset_sign_key(&project.id), Err(ApiError::project_not_found()));
+        assert_eq!(world.set_recording_config(&project.id, "10.0.0.1:8080"), Err(ApiError::project_not_found()));
         world.set_project_status(&project.id, true).unwrap();
         world.enable_sign_key(&project.id, true).unwrap();
-        let first = world
-            .get_project(Some(&project.id), None)
-            .unwrap()
-            .sign_key
-            .unwrap();
+        let first = world.get_project(Some(&project.id), None).unwrap().sign_key.unwrap();
         world.enable_sign_key(&project.id, false).unwrap();
-        assert_eq!(
-            world
-                .get_project(Some(&project.id), None)
-                .unwrap()
-                .sign_key
-                .as_deref(),
-            Some("")
-        );
+        assert_eq!(world.get_project(Some(&project.id), None).unwrap().sign_key.as_deref(), Some(""));
         world.enable_sign_key(&project.id, true).unwrap();
         assert_eq!(
-            world
-                .get_project(Some(&project.id), None)
-                .unwrap()
-                .sign_key
-                .unwrap(),
+            world.get_project(Some(&project.id), None).unwrap().sign_key.unwrap(),
             first,
             "re-enabling restores the key"
         );
         world.reset_sign_key(&project.id).unwrap();
-        assert_ne!(
-            world
-                .get_project(Some(&project.id), None)
-                .unwrap()
-                .sign_key
-                .unwrap(),
-            first
-        );
+        assert_ne!(world.get_project(Some(&project.id), None).unwrap().sign_key.unwrap(), first);
     }
 
     #[test]
     fn kicking_rules_validate_clamp_expire_and_kick() {
         let mut world = World::new(7);
         let app = world.create_project("a", false, now()).unwrap().vendor_key;
-        let members = ChannelMembers {
-            users: vec![1, 2, 3],
-            ..Default::default()
-        };
-        world
-            .join_channel(&app, "room", Mode::Communication, &members, now())
-            .unwrap();
+        let members = ChannelMembers { users: vec![1, 2, 3], ..Default::default() };
+        world.join_channel(&app, "room", Mode::Communication, &members, now()).unwrap();
 
-        let rule = |cname: Option<&str>, uid: Option<u32>, ip: Option<&str>, time: i32| {
-            types::CreateKickingRuleRequest {
+        let rule =
+            |cname: Option<&str>, uid: Option<u32>, ip: Option<&str>, time: i32| types::CreateKickingRuleRequest {
                 appid: app.clone(),
                 cname: cname.map(str::to_string),
                 uid,
                 ip: ip.map(str::to_string),
                 time,
                 privileges: vec!["join_channel".into()],
-            }
-        };
+            };
         assert_eq!(
-            world
-                .create_rule(&rule(Some(""), None, None, 60), now())
-                .unwrap_err()
-                .status,
+            world.create_rule(&rule(Some(""), None, None, 60), now()).unwrap_err().status,
             StatusCode::BAD_REQUEST
         );
         assert_eq!(
-            world
-                .create_rule(&rule(None, Some(0), None, 60), now())
-                .unwrap_err()
-                .status,
+            world.create_rule(&rule(None, Some(0), None, 60), now()).unwrap_err().status,
             StatusCode::BAD_REQUEST
         );
         assert_eq!(
-            world
-                .create_rule(&rule(None, None, Some("0"), 60), now())
-                .unwrap_err()
-                .status,
+            world.create_rule(&rule(None, None, Some("0"), 60), now()).unwrap_err().status,
             StatusCode::BAD_REQUEST
         );
-        assert_eq!(
-            world
-                .create_rule(&rule(None, None, None, 60), now())
-                .unwrap_err()
-                .status,
-            StatusCode::BAD_REQUEST
-        );
+        assert_eq!(world.create_rule(&rule(None, None, None, 60), now()).unwrap_err().status, StatusCode::BAD_REQUEST);
 
-        let ban = world
-            .create_rule(&rule(Some("room"), Some(2), None, 5000), now())
-            .unwrap();
-        let once = world
-            .create_rule(&rule(None, Some(3), None, 0), now())
-            .unwrap();
+        let ban = world.create_rule(&rule(Some("room"), Some(2), None, 5000), now()).unwrap();
+        let once = world.create_rule(&rule(None, Some(3), None, 0), now()).unwrap();
         assert!(once > ban, "rule ids increase");
         let rules = world.list_rules(&app, now()).unwrap();
         assert_eq!(rules.len(), 1, "a kick-once rule is not in force");
         assert_eq!(rules[0].ts, timestamp(now() + Duration::minutes(1440)));
-        assert_eq!(
-            world.channel_users(&app, "room").unwrap().users,
-            vec![1],
-            "users 2 and 3 were kicked"
-        );
+        assert_eq!(world.channel_users(&app, "room").unwrap().users, vec![1], "users 2 and 3 were kicked");
 
         let later = now() + Duration::minutes(1441);
-        assert!(
-            world.list_rules(&app, later).unwrap().is_empty(),
-            "expired rules are gone"
-        );
-        assert_eq!(
-            world.delete_rule(&app, ban, later),
-            Err(ApiError::rule_not_found())
-        );
+        assert!(world.list_rules(&app, later).unwrap().is_empty(), "expired rules are gone");
+        assert_eq!(world.delete_rule(&app, ban, later), Err(ApiError::rule_not_found()));
     }
 
     #[test]
     fn live_channels_list_at_most_10000_audience_members() {
         let mut world = World::new(7);
         let app = world.create_project("a", false, now()).unwrap().vendor_key;
-        let members = ChannelMembers {
-            broadcasters: vec![7],
-            extra_audience: 10_500,
-            ..Default::default()
-        };
-        world
-            .join_channel(&app, "show", Mode::Live, &members, now())
-            .unwrap();
+        let members = ChannelMembers { broadcasters: vec![7], extra_audience: 10_500, ..Default::default() };
+        world.join_channel(&app, "show", Mode::Live, &members, now()).unwrap();
         let users = world.channel_users(&app, "show").unwrap();
         assert_eq!(users.broadcasters, vec![7]);
         assert_eq!(users.audience.len(), MAX_AUDIENCE_LISTED);
@@ -837,63 +661,29 @@ mod tests {
         let mut world = World::new(7);
         let app = world.create_project("a", false, now()).unwrap().vendor_key;
         for n in 0..7 {
-            let members = ChannelMembers {
-                users: vec![n + 1],
-                ..Default::default()
-            };
-            world
-                .join_channel(&app, &format!("c{n}"), Mode::Communication, &members, now())
-                .unwrap();
+            let members = ChannelMembers { users: vec![n + 1], ..Default::default() };
+            world.join_channel(&app, &format!("c{n}"), Mode::Communication, &members, now()).unwrap();
         }
         let page = world.list_channels(&app, 1, 3).unwrap();
         assert_eq!(page.total_size, 7);
-        let names: Vec<_> = page
-            .channels
-            .iter()
-            .map(|c| c.channel_name.as_str())
-            .collect();
+        let names: Vec<_> = page.channels.iter().map(|c| c.channel_name.as_str()).collect();
         assert_eq!(names, ["c3", "c4", "c5"]);
         assert!(world.list_channels(&app, 0, 501).is_err());
         assert!(world.list_channels(&app, 0, 0).is_err());
-        assert!(
-            world
-                .list_channels(&app, 9, 500)
-                .unwrap()
-                .channels
-                .is_empty()
-        );
+        assert!(world.list_channels(&app, 9, 500).unwrap().channels.is_empty());
     }
 
     #[test]
     fn usage_ranges_are_checked() {
         let mut world = World::new(7);
-        world
-            .create_project("a", false, now() - Duration::days(400))
-            .unwrap();
+        world.create_project("a", false, now() - Duration::days(400)).unwrap();
         let day = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
         let today = now().date_naive();
-        assert!(
-            world
-                .usage_v1(day("2026-02-02"), day("2026-02-01"), None, today)
-                .is_err()
-        );
-        assert!(
-            world
-                .usage_v1(day("2025-01-01"), day("2026-01-02"), None, today)
-                .is_err()
-        );
-        let usage = world
-            .usage_v1(day("2026-01-01"), day("2026-01-31"), None, today)
-            .unwrap();
+        assert!(world.usage_v1(day("2026-02-02"), day("2026-02-01"), None, today).is_err());
+        assert!(world.usage_v1(day("2025-01-01"), day("2026-01-02"), None, today).is_err());
+        let usage = world.usage_v1(day("2026-01-01"), day("2026-01-31"), None, today).unwrap();
         assert_eq!(usage.usages[0].daily.len(), 31);
-        let ignored = world
-            .usage_v1(
-                day("2026-01-01"),
-                day("2026-01-31"),
-                Some(&["nope".to_string()]),
-                today,
-            )
-            .unwrap();
+        let ignored = world.usage_v1(day("2026-01-01"), day("2026-01-31"), Some(&["nope".to_string()]), today).unwrap();
         assert!(ignored.usages.is_empty(), "unknown projects are ignored");
     }
 }

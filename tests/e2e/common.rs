@@ -1,38 +1,53 @@
-//! Shared set-up: a sandbox (and a gateway in front of it) on ephemeral ports, and the clients that call them.
+//! Shared set-up: a sandbox and a gateway in front of it on ephemeral ports, the tenants and keys
+//! of the test configuration, tokens, and the clients that call them.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use agora_console_client::{Client, ClientOptions, types};
+use agora_gateway::{Config, Running};
 use agora_sandbox::{Faults, Sandbox, SandboxConfig, Seed, Stats};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
 
 pub const CUSTOMER_ID: &str = "e2e-customer";
 pub const CUSTOMER_SECRET: &str = "e2e-customer-secret";
+
+pub const ACME_SECRET: &str = "acme-e2e-hs256-secret-0123456789abcdef";
+pub const GLOBEX_SECRET: &str = "globex-e2e-hs256-secret-0123456789abcdef";
+pub const OPS_SECRET: &str = "ops-e2e-hs256-secret-0123456789abcdef0";
+
+/// Every scope but `admin`.
+pub const TENANT_SCOPES: &str =
+    "projects:read projects:write projects:secrets usage:read kicking:read kicking:write channels:read";
+pub const ALL_SCOPES: &str =
+    "projects:read projects:write projects:secrets usage:read kicking:read kicking:write channels:read admin";
+
+/// Load-heavy tests take this, so they never run at the same time as each other.
+pub static LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 pub fn any_port() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+pub fn key_file(name: &str) -> PathBuf {
+    fixtures().join("keys").join(name)
+}
+
 /// A sandbox with the given seed and rate limit (0: unlimited, for tests that are not about it).
 pub async fn start_sandbox(seed: Seed, rate_limit: u32) -> Sandbox {
-    let config = SandboxConfig {
-        seed,
-        rate_limit,
-        ..SandboxConfig::new(CUSTOMER_ID, CUSTOMER_SECRET)
-    };
-    Sandbox::start(config, any_port())
-        .await
-        .expect("the sandbox starts")
+    let config = SandboxConfig { seed, rate_limit, ..SandboxConfig::new(CUSTOMER_ID, CUSTOMER_SECRET) };
+    Sandbox::start(config, any_port()).await.expect("the sandbox starts")
 }
 
 /// The generated client, as the gateway uses it: Basic auth with the account's credentials.
 pub fn console_client(sandbox: &Sandbox) -> Client {
-    Client::with_basic_auth(
-        &sandbox.base_url(),
-        CUSTOMER_ID,
-        CUSTOMER_SECRET,
-        &ClientOptions::default(),
-    )
-    .unwrap()
+    Client::with_basic_auth(&sandbox.base_url(), CUSTOMER_ID, CUSTOMER_SECRET, &ClientOptions::default()).unwrap()
 }
 
 pub fn http() -> reqwest::Client {
@@ -40,62 +55,287 @@ pub fn http() -> reqwest::Client {
 }
 
 pub async fn sandbox_stats(sandbox: &Sandbox) -> Stats {
-    http()
-        .get(format!("{}/__sandbox/stats", sandbox.root_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    http().get(format!("{}/__sandbox/stats", sandbox.root_url())).send().await.unwrap().json().await.unwrap()
 }
 
 pub async fn set_faults(sandbox: &Sandbox, faults: Faults) {
-    let response = http()
-        .post(format!("{}/__sandbox/faults", sandbox.root_url()))
-        .json(&faults)
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        response.status().is_success(),
-        "faults accepted: {}",
-        response.status()
-    );
+    let response = http().post(format!("{}/__sandbox/faults", sandbox.root_url())).json(&faults).send().await.unwrap();
+    assert!(response.status().is_success(), "faults accepted: {}", response.status());
 }
 
 pub async fn reset_sandbox(sandbox: &Sandbox) {
-    let response = http()
-        .post(format!("{}/__sandbox/reset", sandbox.root_url()))
-        .send()
-        .await
-        .unwrap();
+    let response = http().post(format!("{}/__sandbox/reset", sandbox.root_url())).send().await.unwrap();
     assert!(response.status().is_success());
 }
 
 /// Users join a channel (the sandbox's stand-in for clients joining through the SDK).
-pub async fn join_channel(sandbox: &Sandbox, body: serde_json::Value) {
-    let response = http()
-        .post(format!("{}/__sandbox/channels", sandbox.root_url()))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        response.status().is_success(),
-        "join: {}",
-        response.text().await.unwrap()
-    );
+pub async fn join_channel(sandbox: &Sandbox, body: Value) {
+    let response = http().post(format!("{}/__sandbox/channels", sandbox.root_url())).json(&body).send().await.unwrap();
+    assert!(response.status().is_success(), "join: {}", response.text().await.unwrap());
 }
 
 /// The status and `error_msg` of an error answer of the generated client.
-pub fn error_of<T: std::fmt::Debug>(
-    result: Result<T, agora_console_client::Error<types::ErrorMsg>>,
-) -> (u16, String) {
+pub fn error_of<T: std::fmt::Debug>(result: Result<T, agora_console_client::Error<types::ErrorMsg>>) -> (u16, String) {
     match result {
         Err(agora_console_client::Error::ErrorResponse(response)) => {
             (response.status().as_u16(), response.into_inner().error_msg)
         }
         other => panic!("expected an error answer, got {other:?}"),
     }
+}
+
+/// What a test may change in the gateway's configuration.
+#[derive(Clone)]
+pub struct Options {
+    pub project_ttl: &'static str,
+    pub channel_ttl: &'static str,
+    pub stale_for: &'static str,
+    pub max_bytes: &'static str,
+    pub max_wait: &'static str,
+    pub upstream_timeout: &'static str,
+    pub max_body: &'static str,
+    pub redis_url: Option<String>,
+    /// The acme tenant's keys, as TOML inline tables (rotation tests change them).
+    pub acme_keys: Vec<String>,
+    pub acme_weight: u32,
+}
+
+pub fn acme_hs_key() -> String {
+    format!("{{ kid = \"acme-hs\", alg = \"HS256\", secret = \"{ACME_SECRET}\" }}")
+}
+
+pub fn acme_rsa_key() -> String {
+    format!(
+        "{{ kid = \"acme-rsa\", alg = \"RS256\", public_key = \"file:{}\" }}",
+        key_file("acme-rsa.pub.pem").display()
+    )
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            project_ttl: "60s",
+            channel_ttl: "5s",
+            stale_for: "5m",
+            max_bytes: "64MiB",
+            max_wait: "5s",
+            upstream_timeout: "3s",
+            max_body: "64KiB",
+            redis_url: None,
+            acme_keys: vec![acme_hs_key(), acme_rsa_key()],
+            acme_weight: 1,
+        }
+    }
+}
+
+/// The test configuration: four tenants in front of `upstream`.
+pub fn gateway_toml(upstream: &str, initech_project: &str, options: &Options) -> String {
+    let redis = options.redis_url.as_ref().map(|url| format!("redis_url = \"{url}\"\n")).unwrap_or_default();
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+max_body = "{max_body}"
+
+[upstream]
+base_url = "{upstream}"
+customer_id = "{CUSTOMER_ID}"
+customer_secret = "{CUSTOMER_SECRET}"
+timeout = "{upstream_timeout}"
+
+[throttle]
+rate = 10
+max_wait = "{max_wait}"
+{redis}
+[cache]
+project_ttl = "{project_ttl}"
+channel_ttl = "{channel_ttl}"
+stale_for = "{stale_for}"
+max_bytes = "{max_bytes}"
+
+[[tenants]]
+id = "acme"
+issuer = "https://auth.acme.test"
+audience = "agora-gateway"
+scopes = ["projects:read", "projects:write", "projects:secrets", "usage:read", "kicking:read", "kicking:write", "channels:read"]
+project_name_prefix = "acme-"
+weight = {acme_weight}
+keys = [{acme_keys}]
+
+[[tenants]]
+id = "globex"
+issuer = "https://auth.globex.test"
+audience = "agora-gateway"
+scopes = ["projects:read", "projects:write", "usage:read", "kicking:read", "kicking:write", "channels:read"]
+project_name_prefix = "globex-"
+keys = [
+  {{ kid = "globex-hs", alg = "HS256", secret = "{GLOBEX_SECRET}" }},
+  {{ kid = "globex-ec", alg = "ES256", public_key = "file:{globex_ec}" }},
+]
+
+[[tenants]]
+id = "initech"
+issuer = "https://auth.initech.test"
+audience = "agora-gateway"
+scopes = ["projects:read", "usage:read", "channels:read"]
+project_ids = ["{initech_project}"]
+keys = [{{ kid = "initech-ed", alg = "EdDSA", public_key = "file:{initech_ed}" }}]
+
+[[tenants]]
+id = "ops"
+issuer = "https://auth.ops.test"
+audience = "agora-gateway"
+scopes = ["projects:read", "projects:write", "projects:secrets", "usage:read", "kicking:read", "kicking:write", "channels:read", "admin"]
+keys = [{{ kid = "ops-hs", alg = "HS256", secret = "{OPS_SECRET}" }}]
+"#,
+        max_body = options.max_body,
+        upstream_timeout = options.upstream_timeout,
+        max_wait = options.max_wait,
+        project_ttl = options.project_ttl,
+        channel_ttl = options.channel_ttl,
+        stale_for = options.stale_for,
+        max_bytes = options.max_bytes,
+        acme_weight = options.acme_weight,
+        acme_keys = options.acme_keys.join(", "),
+        globex_ec = key_file("globex-ec.pub.pem").display(),
+        initech_ed = key_file("initech-ed25519.pub.pem").display(),
+    )
+}
+
+/// The demo account's projects, by name.
+pub struct DemoProjects(pub Vec<types::Project>);
+
+impl DemoProjects {
+    pub fn named(&self, name: &str) -> &types::Project {
+        self.0.iter().find(|p| p.name == name).unwrap_or_else(|| panic!("no demo project {name}"))
+    }
+}
+
+/// A sandbox (the demo account, Agora's 10 req/s) and a gateway in front of it.
+pub struct Stack {
+    pub sandbox: Sandbox,
+    pub gateway: Running,
+    pub projects: DemoProjects,
+}
+
+impl Stack {
+    pub async fn start(options: Options) -> Stack {
+        let sandbox = start_sandbox(Seed::Demo, 10).await;
+        let projects =
+            DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
+        let initech = projects.named("initech-staging").id.clone();
+        let config = Config::parse(&gateway_toml(&sandbox.base_url(), &initech, &options), &fixtures())
+            .unwrap_or_else(|error| panic!("the test config is valid: {error}"));
+        let listener = tokio::net::TcpListener::bind(any_port()).await.unwrap();
+        let gateway = agora_gateway::start(&config, listener).await.expect("the gateway starts");
+        reset_sandbox(&sandbox).await;
+        Stack { sandbox, gateway, projects }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.gateway.base_url())
+    }
+
+    /// The generated client pointed at the gateway, with a bearer token.
+    pub fn client(&self, token: &str) -> Client {
+        Client::with_bearer_token(&self.url("/dev"), token, &ClientOptions::default()).unwrap()
+    }
+
+    pub async fn stats(&self) -> Stats {
+        sandbox_stats(&self.sandbox).await
+    }
+
+    pub fn app(&self, name: &str) -> String {
+        self.projects.named(name).vendor_key.clone()
+    }
+}
+
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// The standard claims of a tenant's token, valid for an hour.
+pub fn claims(tenant: &str, scope: &str) -> Value {
+    json!({
+        "iss": format!("https://auth.{tenant}.test"),
+        "aud": "agora-gateway",
+        "sub": format!("{tenant}-service"),
+        "iat": now(),
+        "exp": now() + 3600,
+        "scope": scope,
+    })
+}
+
+pub fn sign(alg: Algorithm, kid: Option<&str>, claims: &Value, key: &EncodingKey) -> String {
+    let mut header = Header::new(alg);
+    header.kid = kid.map(str::to_string);
+    jsonwebtoken::encode(&header, claims, key).unwrap()
+}
+
+/// A valid HS256 token of a tenant (acme, globex, ops) with these scopes.
+pub fn token(tenant: &str, scope: &str) -> String {
+    let (kid, secret) = match tenant {
+        "acme" => ("acme-hs", ACME_SECRET),
+        "globex" => ("globex-hs", GLOBEX_SECRET),
+        "ops" => ("ops-hs", OPS_SECRET),
+        other => panic!("no HS256 key for {other}"),
+    };
+    sign(Algorithm::HS256, Some(kid), &claims(tenant, scope), &EncodingKey::from_secret(secret.as_bytes()))
+}
+
+/// A valid token of initech, signed with its Ed25519 key.
+pub fn initech_token(scope: &str) -> String {
+    let pem = std::fs::read(key_file("initech-ed25519.pem")).unwrap();
+    sign(Algorithm::EdDSA, Some("initech-ed"), &claims("initech", scope), &EncodingKey::from_ed_pem(&pem).unwrap())
+}
+
+/// Sends a request to the gateway with a token; answers status, headers and body.
+pub async fn call(
+    stack: &Stack,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut request = http().request(method, stack.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, headers, body)
+}
+
+/// Asserts an answer is one of the gateway's problem documents, and answers its detail.
+pub fn problem_detail(status: u16, headers: &reqwest::header::HeaderMap, body: &Value, expected: u16) -> String {
+    assert_eq!(status, expected, "body: {body}");
+    assert_eq!(headers["content-type"], "application/problem+json", "body: {body}");
+    assert_eq!(body["status"], expected);
+    assert!(body["type"].as_str().unwrap().starts_with("urn:agora-gateway:problem:"));
+    assert!(body["request_id"].as_str().is_some_and(|id| !id.is_empty()), "problems carry the request id");
+    body["detail"].as_str().unwrap().to_string()
+}
+
+/// Operations of the spec: (method, path, operationId).
+pub fn spec_operations() -> Vec<(String, String, String)> {
+    let text = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../openapi/agora-console.yaml"))
+        .unwrap();
+    let spec: Value = serde_yaml_ng::from_str(&text).unwrap();
+    let mut operations = Vec::new();
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            operations.push((
+                method.to_uppercase(),
+                path.clone(),
+                operation["operationId"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    operations
 }

@@ -1,4 +1,7 @@
 //! The end-to-end suite: one test binary, a module per area, real sockets on 127.0.0.1.
 
+mod auth;
+mod cache;
 mod common;
+mod gateway;
 mod sandbox;

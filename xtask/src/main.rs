@@ -41,8 +41,5 @@ fn main() -> ExitCode {
 /// The workspace root: xtask lives one level below it.
 fn workspace_root() -> PathBuf {
     let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir
-        .parent()
-        .expect("xtask sits inside the workspace")
-        .to_path_buf()
+    manifest_dir.parent().expect("xtask sits inside the workspace").to_path_buf()
 }

@@ -28,10 +28,9 @@ pub const SUPPORTED: [Algorithm; 12] = [
 ];
 
 pub fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
-    Algorithm::from_str(name)
-        .ok()
-        .filter(|alg| SUPPORTED.contains(alg))
-        .ok_or_else(|| format!("alg {name:?} is not one of HS256/384/512, RS256/384/512, PS256/384/512, ES256/384, EdDSA"))
+    Algorithm::from_str(name).ok().filter(|alg| SUPPORTED.contains(alg)).ok_or_else(|| {
+        format!("alg {name:?} is not one of HS256/384/512, RS256/384/512, PS256/384/512, ES256/384, EdDSA")
+    })
 }
 
 fn is_hmac(alg: Algorithm) -> bool {
@@ -51,50 +50,32 @@ impl VerifyingKey {
         let alg = parse_algorithm(&config.alg).map_err(|message| format!("alg: {message}"))?;
         let key = if is_hmac(alg) {
             if config.public_key.is_some() || config.jwk.is_some() {
-                return Err(format!(
-                    "an {alg:?} key takes `secret`, not `public_key` or `jwk`"
-                ));
+                return Err(format!("an {alg:?} key takes `secret`, not `public_key` or `jwk`"));
             }
-            let secret = config
-                .secret
-                .as_ref()
-                .ok_or_else(|| format!("secret: an {alg:?} key needs a shared secret"))?;
+            let secret =
+                config.secret.as_ref().ok_or_else(|| format!("secret: an {alg:?} key needs a shared secret"))?;
             if secret.expose().len() < MIN_HMAC_SECRET_BYTES {
-                return Err(format!(
-                    "secret: must be at least {MIN_HMAC_SECRET_BYTES} bytes"
-                ));
+                return Err(format!("secret: must be at least {MIN_HMAC_SECRET_BYTES} bytes"));
             }
             DecodingKey::from_secret(secret.expose().as_bytes())
         } else {
             if config.secret.is_some() {
-                return Err(format!(
-                    "an {alg:?} key takes `public_key` or `jwk`, not `secret`"
-                ));
+                return Err(format!("an {alg:?} key takes `public_key` or `jwk`, not `secret`"));
             }
             match (&config.public_key, &config.jwk) {
-                (Some(pem), None) => decoding_key_from_pem(alg, pem.expose().as_bytes())
-                    .map_err(|e| format!("public_key: {e}"))?,
-                (None, Some(jwk)) => {
-                    decoding_key_from_jwk(alg, jwk.expose()).map_err(|e| format!("jwk: {e}"))?
+                (Some(pem), None) => {
+                    decoding_key_from_pem(alg, pem.expose().as_bytes()).map_err(|e| format!("public_key: {e}"))?
                 }
+                (None, Some(jwk)) => decoding_key_from_jwk(alg, jwk.expose()).map_err(|e| format!("jwk: {e}"))?,
                 _ => {
-                    return Err(format!(
-                        "an {alg:?} key needs exactly one of `public_key` (PEM) and `jwk`"
-                    ));
+                    return Err(format!("an {alg:?} key needs exactly one of `public_key` (PEM) and `jwk`"));
                 }
             }
         };
         if key.family() != alg.family() {
-            return Err(format!(
-                "the key is not a key of the {:?} family that alg {alg:?} needs",
-                alg.family()
-            ));
+            return Err(format!("the key is not a key of the {:?} family that alg {alg:?} needs", alg.family()));
         }
-        Ok(Self {
-            kid: config.kid.clone(),
-            alg,
-            key,
-        })
+        Ok(Self { kid: config.kid.clone(), alg, key })
     }
 }
 
@@ -119,18 +100,13 @@ fn decoding_key_from_jwk(alg: Algorithm, json: &str) -> Result<DecodingKey, Stri
 }
 
 /// The key that signs tokens for `agora-gateway token`: the config's secret for HS*, a private PEM otherwise.
-pub fn signing_key(
-    alg: Algorithm,
-    secret: Option<&str>,
-    private_pem: Option<&[u8]>,
-) -> Result<EncodingKey, String> {
+pub fn signing_key(alg: Algorithm, secret: Option<&str>, private_pem: Option<&[u8]>) -> Result<EncodingKey, String> {
     if is_hmac(alg) {
         let secret = secret.ok_or("the key has no secret")?;
         return Ok(EncodingKey::from_secret(secret.as_bytes()));
     }
-    let pem = private_pem.ok_or_else(|| {
-        format!("an {alg:?} key signs with its private key: pass --key PRIVATE.pem")
-    })?;
+    let pem =
+        private_pem.ok_or_else(|| format!("an {alg:?} key signs with its private key: pass --key PRIVATE.pem"))?;
     let result = match alg {
         Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(pem),
         Algorithm::EdDSA => EncodingKey::from_ed_pem(pem),

@@ -40,30 +40,15 @@ pub fn mint(request: &MintRequest<'_>) -> Result<String, String> {
             .iter()
             .find(|key| key.kid == kid)
             .ok_or_else(|| format!("tenant {:?} has no key {kid:?}", tenant.id))?,
-        None => tenant
-            .keys
-            .first()
-            .ok_or_else(|| format!("tenant {:?} has no keys", tenant.id))?,
+        None => tenant.keys.first().ok_or_else(|| format!("tenant {:?} has no keys", tenant.id))?,
     };
     let alg = parse_algorithm(&key.alg)?;
-    let encoding_key = signing_key(
-        alg,
-        key.secret.as_ref().map(|s| s.expose()),
-        request.private_key,
-    )?;
+    let encoding_key = signing_key(alg, key.secret.as_ref().map(|s| s.expose()), request.private_key)?;
     let scope = match request.scope {
         Some(scope) => scope.to_string(),
-        None => tenant
-            .scopes
-            .iter()
-            .map(|scope| scope.as_str())
-            .collect::<Vec<_>>()
-            .join(" "),
+        None => tenant.scopes.iter().map(|scope| scope.as_str()).collect::<Vec<_>>().join(" "),
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_err(|e| e.to_string())?
-        .as_secs();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_err(|e| e.to_string())?.as_secs();
     let claims = MintedClaims {
         iss: &tenant.issuer,
         aud: &tenant.audience,

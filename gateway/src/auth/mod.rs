@@ -86,10 +86,7 @@ impl Tenant {
     /// Whether a project (by ID and name) belongs to this tenant.
     pub fn owns(&self, project_id: &str, project_name: &str) -> bool {
         self.project_ids.contains(project_id)
-            || self
-                .project_name_prefix
-                .as_deref()
-                .is_some_and(|prefix| project_name.starts_with(prefix))
+            || self.project_name_prefix.as_deref().is_some_and(|prefix| project_name.starts_with(prefix))
     }
 }
 
@@ -194,15 +191,11 @@ impl moka::Expiry<TokenHash, Arc<Principal>> for UntilExpiry {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 fn decode_segment<T: serde::de::DeserializeOwned>(segment: &str) -> Option<T> {
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(segment.trim_end_matches('='))
-        .ok()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(segment.trim_end_matches('=')).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
@@ -213,26 +206,14 @@ impl Authenticator {
             .iter()
             .enumerate()
             .map(|(index, tenant)| {
-                Tenant::from_config(index, tenant)
-                    .map(Arc::new)
-                    .map_err(|e| format!("tenants[{index}]: {e}"))
+                Tenant::from_config(index, tenant).map(Arc::new).map_err(|e| format!("tenants[{index}]: {e}"))
             })
             .collect::<Result<_, _>>()?;
-        let by_issuer = tenants
-            .iter()
-            .map(|t| (t.issuer.clone(), t.clone()))
-            .collect();
+        let by_issuer = tenants.iter().map(|t| (t.issuer.clone(), t.clone())).collect();
         let cache_ttl = config.server.token_cache_ttl;
-        let verified = moka::sync::Cache::builder()
-            .max_capacity(100_000)
-            .expire_after(UntilExpiry { ttl: cache_ttl })
-            .build();
-        Ok(Self {
-            tenants,
-            by_issuer,
-            verified,
-            cache_ttl,
-        })
+        let verified =
+            moka::sync::Cache::builder().max_capacity(100_000).expire_after(UntilExpiry { ttl: cache_ttl }).build();
+        Ok(Self { tenants, by_issuer, verified, cache_ttl })
     }
 
     pub fn tenants(&self) -> &[Arc<Tenant>] {
@@ -240,20 +221,13 @@ impl Authenticator {
     }
 
     /// The principal of an `Authorization` header, or a 401 saying what was wrong.
-    pub fn authenticate(
-        &self,
-        authorization: Option<&HeaderValue>,
-    ) -> Result<Arc<Principal>, GatewayError> {
+    pub fn authenticate(&self, authorization: Option<&HeaderValue>) -> Result<Arc<Principal>, GatewayError> {
         let unauthorized = |detail: &str| GatewayError::Unauthorized(detail.to_string());
-        let value = authorization.ok_or_else(|| {
-            unauthorized("missing Authorization header: send `Authorization: Bearer <token>`")
-        })?;
-        let value = value
-            .to_str()
-            .map_err(|_| unauthorized("the Authorization header is not ASCII"))?;
-        let (scheme, token) = value
-            .split_once(' ')
-            .ok_or_else(|| unauthorized("the Authorization scheme must be Bearer"))?;
+        let value = authorization
+            .ok_or_else(|| unauthorized("missing Authorization header: send `Authorization: Bearer <token>`"))?;
+        let value = value.to_str().map_err(|_| unauthorized("the Authorization header is not ASCII"))?;
+        let (scheme, token) =
+            value.split_once(' ').ok_or_else(|| unauthorized("the Authorization scheme must be Bearer"))?;
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(unauthorized("the Authorization scheme must be Bearer"));
         }
@@ -271,15 +245,10 @@ impl Authenticator {
 
     fn verify(&self, token: &str) -> Result<Principal, String> {
         let mut segments = token.split('.');
-        let (Some(header), Some(payload), Some(_signature), None) = (
-            segments.next(),
-            segments.next(),
-            segments.next(),
-            segments.next(),
-        ) else {
-            return Err(
-                "the token is not a JWT (three base64url segments separated by dots)".into(),
-            );
+        let (Some(header), Some(payload), Some(_signature), None) =
+            (segments.next(), segments.next(), segments.next(), segments.next())
+        else {
+            return Err("the token is not a JWT (three base64url segments separated by dots)".into());
         };
         let header: UnverifiedHeader =
             decode_segment(header).ok_or("the token's header is not base64url-encoded JSON")?;
@@ -294,15 +263,9 @@ impl Authenticator {
             Some(_) => return Err("the token's iss is not a string".into()),
             None => return Err("the token lacks the required claim iss".into()),
         };
-        let tenant = self
-            .by_issuer
-            .get(&issuer)
-            .ok_or("the token's issuer is not a configured tenant")?;
+        let tenant = self.by_issuer.get(&issuer).ok_or("the token's issuer is not a configured tenant")?;
         let (key, validation) = match &header.kid {
-            Some(kid) => tenant
-                .keys
-                .get(kid)
-                .ok_or("the token's kid names no key of its tenant")?,
+            Some(kid) => tenant.keys.get(kid).ok_or("the token's kid names no key of its tenant")?,
             None if tenant.keys.len() == 1 => tenant.keys.values().next().expect("one key"),
             None => return Err("the token has no kid, and its tenant has several keys".into()),
         };
@@ -312,17 +275,13 @@ impl Authenticator {
                 key.kid, key.alg
             ));
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &key.key, validation)
-            .map_err(|error| describe(error.kind()))?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &key.key, validation).map_err(|error| describe(error.kind()))?;
         let claims = data.claims;
         if claims.sub.is_empty() {
             return Err("the token's sub is empty".into());
         }
-        let requested = claims
-            .scope
-            .as_ref()
-            .map(ScopeClaim::scopes)
-            .unwrap_or_default();
+        let requested = claims.scope.as_ref().map(ScopeClaim::scopes).unwrap_or_default();
         Ok(Principal {
             tenant: tenant.clone(),
             subject: claims.sub,
@@ -346,15 +305,9 @@ fn describe(kind: &ErrorKind) -> String {
         ErrorKind::InvalidClaimFormat(claim) => {
             format!("the token's claim {claim} has the wrong type")
         }
-        ErrorKind::InvalidAlgorithm => {
-            "the token's algorithm is not the one its key accepts".into()
-        }
-        ErrorKind::Json(_) => {
-            "the token's claims are not the expected JSON (sub and exp are required)".into()
-        }
-        ErrorKind::Base64(_) | ErrorKind::Utf8(_) | ErrorKind::InvalidToken => {
-            "the token is malformed".into()
-        }
+        ErrorKind::InvalidAlgorithm => "the token's algorithm is not the one its key accepts".into(),
+        ErrorKind::Json(_) => "the token's claims are not the expected JSON (sub and exp are required)".into(),
+        ErrorKind::Base64(_) | ErrorKind::Utf8(_) | ErrorKind::InvalidToken => "the token is malformed".into(),
         _ => "the token cannot be verified".into(),
     }
 }

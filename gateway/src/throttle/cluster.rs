@@ -125,8 +125,7 @@ impl ClusterBudget {
         account: &str,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, String> {
-        let client = redis::Client::open(redis_url)
-            .map_err(|error| format!("throttle.redis_url: {error}"))?;
+        let client = redis::Client::open(redis_url).map_err(|error| format!("throttle.redis_url: {error}"))?;
         let connection_config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(REDIS_TIMEOUT))
             .set_response_timeout(Some(REDIS_TIMEOUT))
@@ -172,9 +171,7 @@ impl ClusterBudget {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The interval this replica can count on: the budget's, times the replicas reserving lately.
@@ -201,9 +198,7 @@ impl ClusterBudget {
                 state.mode = Mode::Shared;
             }
             match state.mode {
-                Mode::Recovering { .. } | Mode::Fallback => {
-                    Instant::from_std(state.local.next_slot(now.into_std()))
-                }
+                Mode::Recovering { .. } | Mode::Fallback => Instant::from_std(state.local.next_slot(now.into_std())),
                 Mode::Shared => now,
             }
         };
@@ -223,9 +218,7 @@ impl ClusterBudget {
             Ok(Ok(wait_us)) => {
                 if state.mode == Mode::Fallback {
                     tracing::info!("Redis answers again: rejoining the shared upstream budget");
-                    state.mode = Mode::Recovering {
-                        until: Instant::now() + RECOVERY_FLOOR,
-                    };
+                    state.mode = Mode::Recovering { until: Instant::now() + RECOVERY_FLOOR };
                     self.metrics.redis_up.set(1);
                 }
                 state.last_error = None;
@@ -246,11 +239,7 @@ impl ClusterBudget {
                 "Redis is unreachable: falling back to a local share of the upstream budget (rate / {replicas})"
             );
             state.mode = Mode::Fallback;
-            let mut local = Gcra::new(
-                fallback_interval(self.rate, replicas, self.safety_margin),
-                1,
-                now.into_std(),
-            );
+            let mut local = Gcra::new(fallback_interval(self.rate, replicas, self.safety_margin), 1, now.into_std());
             local.pause_until((now + FALLBACK_QUIET).into_std());
             state.local = local;
             self.metrics.redis_up.set(0);
@@ -294,12 +283,10 @@ impl ClusterBudget {
     pub fn not_ready(&self) -> Option<String> {
         let state = self.state();
         match (&state.mode, &state.last_error) {
-            (Mode::Fallback, Some(error)) => Some(format!(
-                "Redis is unreachable ({error}); spending a local share of the budget"
-            )),
-            (Mode::Fallback, None) => {
-                Some("Redis is unreachable; spending a local share of the budget".into())
+            (Mode::Fallback, Some(error)) => {
+                Some(format!("Redis is unreachable ({error}); spending a local share of the budget"))
             }
+            (Mode::Fallback, None) => Some("Redis is unreachable; spending a local share of the budget".into()),
             _ => None,
         }
     }
@@ -307,11 +294,7 @@ impl ClusterBudget {
     async fn heartbeat(&self) {
         let mut connection = self.connection.clone();
         let mut invocation = self.heartbeat_script.key(&self.alive_key);
-        invocation
-            .key(&self.active_key)
-            .arg(&self.replica_id)
-            .arg(ALIVE_WINDOW_MS)
-            .arg(ACTIVE_WINDOW_MS);
+        invocation.key(&self.active_key).arg(&self.replica_id).arg(ALIVE_WINDOW_MS).arg(ACTIVE_WINDOW_MS);
         let invocation = invocation.invoke_async::<(u32, u32)>(&mut connection);
         match tokio::time::timeout(REDIS_TIMEOUT, invocation).await {
             Ok(Ok((alive, active))) => {

@@ -69,11 +69,7 @@ impl<T> FairQueue<T> {
     pub fn new(weights: &[u32]) -> Self {
         let lanes = weights
             .iter()
-            .map(|&weight| Lane {
-                weight: weight.max(1),
-                current: 0,
-                by_priority: Default::default(),
-            })
+            .map(|&weight| Lane { weight: weight.max(1), current: 0, by_priority: Default::default() })
             .collect();
         Self { lanes, len: 0 }
     }
@@ -123,18 +119,12 @@ impl<T> FairQueue<T> {
         let weight = u64::from(self.lanes[tenant].weight);
         if queued >= share {
             // Until this tenant's queue drains below its share, at its share of the slots.
-            let slots =
-                (queued + 1 - share) as u64 * self.active_weight_with(tenant) / weight.max(1);
+            let slots = (queued + 1 - share) as u64 * self.active_weight_with(tenant) / weight.max(1);
             let retry_after = pace.interval * (slots.max(1) as u32);
             return Err((Refusal { retry_after }, payload));
         }
         if let Some(late_by) = self.infeasible_with(deadline, now, pace) {
-            return Err((
-                Refusal {
-                    retry_after: late_by.max(pace.interval),
-                },
-                payload,
-            ));
+            return Err((Refusal { retry_after: late_by.max(pace.interval) }, payload));
         }
         self.lanes[tenant].by_priority[priority as usize].push_back(Queued { deadline, payload });
         self.len += 1;
@@ -142,11 +132,8 @@ impl<T> FairQueue<T> {
     }
 
     fn sorted_deadlines(&self) -> Vec<Instant> {
-        let mut deadlines: Vec<Instant> = self
-            .lanes
-            .iter()
-            .flat_map(|lane| lane.by_priority.iter().flatten().map(|q| q.deadline))
-            .collect();
+        let mut deadlines: Vec<Instant> =
+            self.lanes.iter().flat_map(|lane| lane.by_priority.iter().flatten().map(|q| q.deadline)).collect();
         deadlines.sort_unstable();
         deadlines
     }
@@ -175,18 +162,9 @@ impl<T> FairQueue<T> {
             return None;
         }
         let deadlines = self.sorted_deadlines();
-        let tight = deadlines
-            .iter()
-            .enumerate()
-            .any(|(k, d)| *d < now + interval * (k as u32 + 1));
-        let (tenant, priority, index) = if tight {
-            self.earliest()
-        } else {
-            self.round_robin()
-        };
-        let queued = self.lanes[tenant].by_priority[priority]
-            .remove(index)
-            .expect("located above");
+        let tight = deadlines.iter().enumerate().any(|(k, d)| *d < now + interval * (k as u32 + 1));
+        let (tenant, priority, index) = if tight { self.earliest() } else { self.round_robin() };
+        let queued = self.lanes[tenant].by_priority[priority].remove(index).expect("located above");
         self.len -= 1;
         Some((tenant, queued.payload))
     }
@@ -208,12 +186,7 @@ impl<T> FairQueue<T> {
 
     /// Smooth weighted round robin over waiting tenants; the head of the chosen tenant's best lane.
     fn round_robin(&mut self) -> (usize, usize, usize) {
-        let total: i64 = self
-            .lanes
-            .iter()
-            .filter(|lane| lane.len() > 0)
-            .map(|lane| i64::from(lane.weight))
-            .sum();
+        let total: i64 = self.lanes.iter().filter(|lane| lane.len() > 0).map(|lane| i64::from(lane.weight)).sum();
         let mut chosen = None;
         for (tenant, lane) in self.lanes.iter_mut().enumerate() {
             if lane.len() == 0 {
@@ -227,11 +200,8 @@ impl<T> FairQueue<T> {
         }
         let (tenant, _) = chosen.expect("the queue is not empty");
         self.lanes[tenant].current -= total;
-        let priority = self.lanes[tenant]
-            .by_priority
-            .iter()
-            .position(|queue| !queue.is_empty())
-            .expect("a waiting tenant");
+        let priority =
+            self.lanes[tenant].by_priority.iter().position(|queue| !queue.is_empty()).expect("a waiting tenant");
         (tenant, priority, 0)
     }
 
@@ -254,41 +224,23 @@ mod tests {
     const MAX_WAIT: Duration = Duration::from_secs(5);
 
     fn pace(now: Instant) -> Pace {
-        Pace {
-            next_slot: now,
-            interval: INTERVAL,
-            max_wait: MAX_WAIT,
-        }
+        Pace { next_slot: now, interval: INTERVAL, max_wait: MAX_WAIT }
     }
 
-    fn admit(
-        queue: &mut FairQueue<u32>,
-        tenant: usize,
-        priority: Priority,
-        id: u32,
-        now: Instant,
-    ) -> bool {
-        queue
-            .admit(tenant, priority, now + MAX_WAIT, id, now, &pace(now))
-            .is_ok()
+    fn admit(queue: &mut FairQueue<u32>, tenant: usize, priority: Priority, id: u32, now: Instant) -> bool {
+        queue.admit(tenant, priority, now + MAX_WAIT, id, now, &pace(now)).is_ok()
     }
 
     #[test]
     fn within_a_tenant_high_goes_before_normal_before_low_and_fifo_within_each() {
         let now = Instant::now();
         let mut queue = FairQueue::new(&[1]);
-        for (id, priority) in [
-            (1, Priority::Low),
-            (2, Priority::Normal),
-            (3, Priority::High),
-            (4, Priority::Normal),
-            (5, Priority::High),
-        ] {
+        for (id, priority) in
+            [(1, Priority::Low), (2, Priority::Normal), (3, Priority::High), (4, Priority::Normal), (5, Priority::High)]
+        {
             assert!(admit(&mut queue, 0, priority, id, now));
         }
-        let order: Vec<u32> = (0..5)
-            .map(|k| queue.pop(now + INTERVAL * k, INTERVAL).unwrap().1)
-            .collect();
+        let order: Vec<u32> = (0..5).map(|k| queue.pop(now + INTERVAL * k, INTERVAL).unwrap().1).collect();
         assert_eq!(order, [3, 5, 2, 4, 1]);
         assert!(queue.pop(now, INTERVAL).is_none());
     }
@@ -311,14 +263,8 @@ mod tests {
             served[queue.pop(at, INTERVAL).unwrap().0] += 1;
         }
         assert_eq!(served.iter().sum::<u32>(), 400, "every slot is used");
-        assert!(
-            (195..=205).contains(&served[0]),
-            "weight 2 gets half: {served:?}"
-        );
-        assert!(
-            (95..=105).contains(&served[1]) && (95..=105).contains(&served[2]),
-            "{served:?}"
-        );
+        assert!((195..=205).contains(&served[0]), "weight 2 gets half: {served:?}");
+        assert!((95..=105).contains(&served[1]) && (95..=105).contains(&served[2]), "{served:?}");
     }
 
     #[test]
@@ -335,9 +281,7 @@ mod tests {
             }
             if slot % 10 == 0 {
                 assert!(
-                    queue
-                        .admit(1, Priority::Normal, at + MAX_WAIT, slot, at, &pace(at))
-                        .is_ok(),
+                    queue.admit(1, Priority::Normal, at + MAX_WAIT, slot, at, &pace(at)).is_ok(),
                     "B is never refused"
                 );
             }
@@ -352,14 +296,9 @@ mod tests {
     fn a_lone_tenant_may_fill_the_window_less_the_reserve_then_is_refused_at_once() {
         let now = Instant::now();
         let mut queue = FairQueue::new(&[1, 1, 1]);
-        let admitted = (0..100)
-            .filter(|&id| admit(&mut queue, 0, Priority::Normal, id, now))
-            .count();
+        let admitted = (0..100).filter(|&id| admit(&mut queue, 0, Priority::Normal, id, now)).count();
         assert_eq!(admitted, 40, "50 slots in 5 s, less a reserve of 10");
-        let refusal = queue
-            .admit(0, Priority::Normal, now + MAX_WAIT, 999, now, &pace(now))
-            .unwrap_err()
-            .0;
+        let refusal = queue.admit(0, Priority::Normal, now + MAX_WAIT, 999, now, &pace(now)).unwrap_err().0;
         assert!(refusal.retry_after >= INTERVAL);
         // A second tenant still gets in, and the first one's share halves while both wait.
         assert!(admit(&mut queue, 1, Priority::Normal, 1000, now));
@@ -378,29 +317,18 @@ mod tests {
                 let tenant = rng.usize(0..4);
                 let priority = Priority::ALL[rng.usize(0..3)];
                 // Some requests bring a shorter deadline of their own.
-                let wait = if rng.bool() {
-                    MAX_WAIT
-                } else {
-                    Duration::from_millis(rng.u64(200..5000))
-                };
+                let wait = if rng.bool() { MAX_WAIT } else { Duration::from_millis(rng.u64(200..5000)) };
                 match queue.admit(tenant, priority, at + wait, at + wait, at, &pace(at)) {
                     Ok(()) => admitted += 1,
                     Err(_) => refused += 1,
                 }
             }
             if let Some((_, deadline)) = queue.pop(at, INTERVAL) {
-                assert!(
-                    at <= deadline,
-                    "slot {slot} served a request {:?} past its deadline",
-                    at - deadline
-                );
+                assert!(at <= deadline, "slot {slot} served a request {:?} past its deadline", at - deadline);
                 served += 1;
             }
         }
-        assert!(
-            admitted > 2500 && refused > 0 && served > 2500,
-            "{admitted} {refused} {served}"
-        );
+        assert!(admitted > 2500 && refused > 0 && served > 2500, "{admitted} {refused} {served}");
     }
 
     #[test]

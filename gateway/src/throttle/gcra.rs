@@ -17,12 +17,7 @@ pub struct Gcra {
 
 impl Gcra {
     pub fn new(interval: Duration, burst: u32, now: Instant) -> Self {
-        Self {
-            interval,
-            tolerance: interval * burst.saturating_sub(1),
-            tat: now,
-            paused_until: now,
-        }
+        Self { interval, tolerance: interval * burst.saturating_sub(1), tat: now, paused_until: now }
     }
 
     pub fn interval(&self) -> Duration {
@@ -50,9 +45,7 @@ impl Gcra {
 /// stretched by `safety_margin` so late timers never crowd more than `rate` into a second.
 pub fn interval_for(rate: u32, burst: u32, safety_margin: f64) -> Duration {
     let sustained = rate.saturating_sub(burst.saturating_sub(1)).max(1);
-    Duration::from_secs(1)
-        .div_f64(f64::from(sustained))
-        .mul_f64(1.0 + safety_margin)
+    Duration::from_secs(1).div_f64(f64::from(sustained)).mul_f64(1.0 + safety_margin)
 }
 
 #[cfg(test)]
@@ -80,11 +73,7 @@ mod tests {
     fn a_burst_allows_that_many_at_once_after_idle_time() {
         let start = Instant::now();
         let interval = interval_for(10, 3, 0.0);
-        assert_eq!(
-            interval,
-            Duration::from_millis(125),
-            "8 sustained per second plus 2 at once stays within 10"
-        );
+        assert_eq!(interval, Duration::from_millis(125), "8 sustained per second plus 2 at once stays within 10");
         let mut gcra = Gcra::new(interval, 3, start);
         for _ in 0..3 {
             assert_eq!(gcra.next_slot(start), start);

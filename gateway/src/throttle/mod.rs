@@ -2,6 +2,10 @@
 //! the fair queue (or refused at once with 429 and `Retry-After`) and waits. One dispatcher task
 //! takes slots — from the local GCRA, or from the shared GCRA in Redis when replicas share the
 //! budget — and gives each to the request the fair queue picks. Cache hits never come here.
+//!
+//! The request reports when it actually leaves ([`Permit::sending`]); the next local slot is
+//! counted from then, so a request that was scheduled late cannot end up closer than one interval
+//! to the next one.
 
 mod cluster;
 mod fair;
@@ -29,8 +33,33 @@ enum Slots {
 }
 
 struct Waiter {
-    granted: oneshot::Sender<Instant>,
+    granted: oneshot::Sender<Grant>,
 }
+
+/// What the dispatcher hands a waiting request: when, and where to report the real departure.
+struct Grant {
+    at: Instant,
+    departed: oneshot::Sender<Instant>,
+}
+
+/// The right to make one upstream call. Call [`Permit::sending`] right before sending.
+pub struct Permit {
+    departed: Option<oneshot::Sender<Instant>>,
+    /// How long the request queued.
+    pub waited: Duration,
+}
+
+impl Permit {
+    /// The request is leaving now.
+    pub fn sending(mut self) {
+        if let Some(departed) = self.departed.take() {
+            let _ = departed.send(Instant::now());
+        }
+    }
+}
+
+/// Longest the dispatcher waits for a granted request to report its departure.
+const DEPARTURE_REPORT_WAIT: Duration = Duration::from_secs(1);
 
 struct Shared {
     queue: Mutex<FairQueue<Waiter>>,
@@ -50,9 +79,7 @@ impl Drop for Shared {
 
 impl Shared {
     fn queue(&self) -> MutexGuard<'_, FairQueue<Waiter>> {
-        self.queue
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Interval the queue can count on: the whole budget locally; in a cluster, the share of it
@@ -62,18 +89,12 @@ impl Shared {
             Slots::Local(gcra) => (lock(gcra).next_slot(now.into_std()), self.interval),
             Slots::Cluster(cluster) => (now.into_std(), cluster.effective_interval()),
         };
-        Pace {
-            next_slot,
-            interval,
-            max_wait: self.max_wait,
-        }
+        Pace { next_slot, interval, max_wait: self.max_wait }
     }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The upstream budget: cheap to clone, one dispatcher per budget.
@@ -87,13 +108,7 @@ impl Throttle {
     pub fn local(config: &ThrottleConfig, tenants: &[Arc<Tenant>], metrics: Arc<Metrics>) -> Self {
         let interval = interval_for(config.rate, config.burst, config.safety_margin);
         let gcra = Gcra::new(interval, config.burst, Instant::now().into_std());
-        Self::start(
-            Slots::Local(Mutex::new(gcra)),
-            interval,
-            config,
-            tenants,
-            metrics,
-        )
+        Self::start(Slots::Local(Mutex::new(gcra)), interval, config, tenants, metrics)
     }
 
     /// A budget shared with every replica through Redis.
@@ -132,13 +147,13 @@ impl Throttle {
     }
 
     /// Waits for an upstream slot, or refuses at once when the wait would pass `deadline`
-    /// (at most `max_wait` from now). Returns how long the request waited.
+    /// (at most `max_wait` from now).
     pub async fn acquire(
         &self,
         tenant: &Tenant,
         priority: Priority,
         deadline: Instant,
-    ) -> Result<Duration, GatewayError> {
+    ) -> Result<Permit, GatewayError> {
         let shared = &self.shared;
         let now = Instant::now();
         let deadline = deadline.min(now + shared.max_wait);
@@ -147,41 +162,24 @@ impl Throttle {
             let pace = shared.pace(now);
             let mut queue = shared.queue();
             queue.retain(|waiter| !waiter.granted.is_closed());
-            let admitted = queue.admit(
-                tenant.index,
-                priority,
-                deadline.into_std(),
-                Waiter { granted },
-                now.into_std(),
-                &pace,
-            );
+            let admitted =
+                queue.admit(tenant.index, priority, deadline.into_std(), Waiter { granted }, now.into_std(), &pace);
             shared.metrics.throttle_queue_depth.set(queue.len() as i64);
             if let Err((refusal, _)) = admitted {
-                shared
-                    .metrics
-                    .throttle_rejected
-                    .get_or_create(&TenantLabels {
-                        tenant: tenant.label,
-                    })
-                    .inc();
-                return Err(GatewayError::Throttled {
-                    retry_after: refusal.retry_after,
-                });
+                shared.metrics.throttle_rejected.get_or_create(&TenantLabels { tenant: tenant.label }).inc();
+                return Err(GatewayError::Throttled { retry_after: refusal.retry_after });
             }
         }
         shared.work.notify_one();
-        let granted_at = wait_for_grant
-            .await
-            .map_err(|_| GatewayError::Internal("the throttle's dispatcher stopped".into()))?;
-        let waited = granted_at.saturating_duration_since(now);
+        let grant =
+            wait_for_grant.await.map_err(|_| GatewayError::Internal("the throttle's dispatcher stopped".into()))?;
+        let waited = grant.at.saturating_duration_since(now);
         shared
             .metrics
             .throttle_wait
-            .get_or_create(&TenantLabels {
-                tenant: tenant.label,
-            })
+            .get_or_create(&TenantLabels { tenant: tenant.label })
             .observe(waited.as_secs_f64());
-        Ok(waited)
+        Ok(Permit { departed: Some(grant.departed), waited })
     }
 
     /// Agora answered 429 anyway (someone else spends the account): no slot before `duration` from now.
@@ -191,10 +189,7 @@ impl Throttle {
             Slots::Local(gcra) => lock(gcra).pause_until(until.into_std()),
             Slots::Cluster(cluster) => cluster.pause(duration),
         }
-        tracing::warn!(
-            pause_ms = duration.as_millis() as u64,
-            "Agora answered 429: the upstream budget pauses"
-        );
+        tracing::warn!(pause_ms = duration.as_millis() as u64, "Agora answered 429: the upstream budget pauses");
     }
 
     /// `None` when ready; why not otherwise (the shared budget's Redis is unreachable).
@@ -247,22 +242,29 @@ async fn grant_one_slot(shared: &Shared) {
         tokio::time::sleep_until(due).await;
     }
     let now = Instant::now();
-    let mut queue = shared.queue();
     let interval = shared.pace(now).interval;
-    let mut granted = false;
-    while let Some((_tenant, waiter)) = queue.pop(now.into_std(), interval) {
-        if waiter.granted.send(now).is_ok() {
-            granted = true;
-            break;
+    let departure = {
+        let mut queue = shared.queue();
+        let mut departure = None;
+        while let Some((_tenant, waiter)) = queue.pop(now.into_std(), interval) {
+            let (departed, report) = oneshot::channel();
+            if waiter.granted.send(Grant { at: now, departed }).is_ok() {
+                departure = Some(report);
+                break;
+            }
         }
-    }
-    shared.metrics.throttle_queue_depth.set(queue.len() as i64);
-    drop(queue);
-    if granted {
-        match &shared.slots {
-            Slots::Local(gcra) => lock(gcra).commit(now.into_std()),
-            Slots::Cluster(cluster) => cluster.commit(now),
-        }
+        shared.metrics.throttle_queue_depth.set(queue.len() as i64);
+        departure
+    };
+    let Some(report) = departure else { return };
+    // Count the next slot from the real departure (a request dropped unsent departs at its grant).
+    let departed = match tokio::time::timeout(DEPARTURE_REPORT_WAIT, report).await {
+        Ok(Ok(at)) => at.max(now),
+        _ => now,
+    };
+    match &shared.slots {
+        Slots::Local(gcra) => lock(gcra).commit(departed.into_std()),
+        Slots::Cluster(cluster) => cluster.commit(departed),
     }
 }
 

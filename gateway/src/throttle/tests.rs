@@ -17,10 +17,7 @@ fn tenants(weights: &[u32]) -> Vec<Arc<Tenant>> {
 }
 
 fn throttle(max_wait: Duration, tenants: &[Arc<Tenant>]) -> Throttle {
-    let config = ThrottleConfig {
-        max_wait,
-        ..ThrottleConfig::default()
-    };
+    let config = ThrottleConfig { max_wait, ..ThrottleConfig::default() };
     Throttle::local(&config, tenants, Arc::new(Metrics::new()))
 }
 
@@ -37,11 +34,9 @@ async fn burst(
         let tenant = tenant.clone();
         handles.push(tokio::spawn(async move {
             let deadline = Instant::now() + throttle.max_wait();
-            throttle
-                .acquire(&tenant, priority, deadline)
-                .await
-                .ok()
-                .map(|_| Instant::now())
+            let permit = throttle.acquire(&tenant, priority, deadline).await.ok()?;
+            permit.sending();
+            Some(Instant::now())
         }));
         // Let the task queue itself before the next one, so arrival order is defined.
         tokio::task::yield_now().await;
@@ -71,17 +66,10 @@ async fn grants_are_spaced_one_interval_apart_and_no_second_holds_more_than_the_
     sorted.sort();
     assert_eq!(sorted[0], start, "the first slot is immediate");
     for pair in sorted.windows(2) {
-        assert!(
-            pair[1] - pair[0] >= Duration::from_millis(102),
-            "grants {:?} apart",
-            pair[1] - pair[0]
-        );
+        assert!(pair[1] - pair[0] >= Duration::from_millis(102), "grants {:?} apart", pair[1] - pair[0]);
     }
     for (k, first) in sorted.iter().enumerate() {
-        let in_window = sorted[k..]
-            .iter()
-            .take_while(|at| **at - *first < Duration::from_secs(1))
-            .count();
+        let in_window = sorted[k..].iter().take_while(|at| **at - *first < Duration::from_secs(1)).count();
         assert!(in_window <= 10, "{in_window} grants within one second");
     }
 }
@@ -91,28 +79,15 @@ async fn requests_that_would_wait_past_max_wait_are_refused_at_once() {
     let tenants = tenants(&[1]);
     let throttle = throttle(Duration::from_secs(1), &tenants);
     // Take the immediate slot first, so that all twenty below must queue.
-    throttle
-        .acquire(
-            &tenants[0],
-            Priority::Normal,
-            Instant::now() + Duration::from_secs(1),
-        )
-        .await
-        .unwrap();
+    throttle.acquire(&tenants[0], Priority::Normal, Instant::now() + Duration::from_secs(1)).await.unwrap().sending();
     let start = Instant::now();
     let mut handles = Vec::new();
     for _ in 0..20 {
         let throttle = throttle.clone();
         let tenant = tenants[0].clone();
         handles.push(tokio::spawn(async move {
-            let result = throttle
-                .acquire(
-                    &tenant,
-                    Priority::Normal,
-                    Instant::now() + Duration::from_secs(60),
-                )
-                .await;
-            (result, Instant::now())
+            let result = throttle.acquire(&tenant, Priority::Normal, Instant::now() + Duration::from_secs(60)).await;
+            (result.map(|permit| permit.waited), Instant::now())
         }));
         tokio::task::yield_now().await;
     }
@@ -121,10 +96,7 @@ async fn requests_that_would_wait_past_max_wait_are_refused_at_once() {
         match handle.await.unwrap() {
             (Ok(waited), _) => {
                 granted += 1;
-                assert!(
-                    waited <= Duration::from_secs(1),
-                    "waited {waited:?}, more than max_wait"
-                );
+                assert!(waited <= Duration::from_secs(1), "waited {waited:?}, more than max_wait");
             }
             (Err(GatewayError::Throttled { retry_after }), at) => {
                 refused += 1;
@@ -146,19 +118,12 @@ async fn a_kicking_rule_write_overtakes_the_queued_reads_of_its_tenant() {
     let reads = burst(&throttle, &tenants[0], Priority::Normal, 10).await;
     let write = burst(&throttle, &tenants[0], Priority::High, 1).await;
     let usage = burst(&throttle, &tenants[0], Priority::Low, 1).await;
-    let reads: Vec<Instant> = outcomes(reads)
-        .await
-        .into_iter()
-        .map(Option::unwrap)
-        .collect();
+    let reads: Vec<Instant> = outcomes(reads).await.into_iter().map(Option::unwrap).collect();
     let write = outcomes(write).await[0].unwrap();
     let usage = outcomes(usage).await[0].unwrap();
     // The first read took the immediate slot; the write took the next one.
     assert_eq!(reads.iter().filter(|read| **read < write).count(), 1);
-    assert!(
-        reads.iter().all(|read| *read < usage),
-        "low priority goes last"
-    );
+    assert!(reads.iter().all(|read| *read < usage), "low priority goes last");
 }
 
 #[tokio::test(start_paused = true)]
@@ -166,23 +131,9 @@ async fn a_pause_holds_the_next_grant_back() {
     let tenants = tenants(&[1]);
     let throttle = throttle(Duration::from_secs(5), &tenants);
     let start = Instant::now();
-    throttle
-        .acquire(
-            &tenants[0],
-            Priority::Normal,
-            start + Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
+    throttle.acquire(&tenants[0], Priority::Normal, start + Duration::from_secs(5)).await.unwrap().sending();
     throttle.pause(Duration::from_secs(2));
-    throttle
-        .acquire(
-            &tenants[0],
-            Priority::Normal,
-            start + Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
+    throttle.acquire(&tenants[0], Priority::Normal, start + Duration::from_secs(5)).await.unwrap().sending();
     assert!(Instant::now() - start >= Duration::from_secs(2));
 }
 
@@ -198,9 +149,18 @@ async fn callers_that_went_away_use_no_slot() {
     let survivor = burst(&throttle, &tenants[0], Priority::Normal, 1).await;
     let at = outcomes(survivor).await[0].unwrap();
     // The first doomed request took slot 0; the aborted ones never got one.
-    assert!(
-        at - start < Duration::from_millis(250),
-        "served at {:?}",
-        at - start
-    );
+    assert!(at - start < Duration::from_millis(250), "served at {:?}", at - start);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_next_slot_counts_from_a_late_departure() {
+    let tenants = tenants(&[1]);
+    let throttle = throttle(Duration::from_secs(5), &tenants);
+    let start = Instant::now();
+    let permit = throttle.acquire(&tenants[0], Priority::Normal, start + Duration::from_secs(5)).await.unwrap();
+    // The request was scheduled 40 ms after its grant.
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    permit.sending();
+    throttle.acquire(&tenants[0], Priority::Normal, start + Duration::from_secs(5)).await.unwrap().sending();
+    assert!(Instant::now() - start >= Duration::from_millis(142), "next grant at {:?}", Instant::now() - start);
 }

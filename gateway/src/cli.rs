@@ -1,0 +1,223 @@
+//! The `agora-gateway` command line: the demo (no arguments), `serve`, `check-config`, `token`,
+//! `openapi`. A library function, so the end-to-end tests can build the same binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::auth::mint::{MintRequest, mint};
+use crate::config::{Config, LogFormat};
+use crate::{Gateway, demo, docs, serve};
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+
+/// A gateway in front of Agora's Console RESTful API. With no command, runs the demo.
+#[derive(Parser)]
+#[command(name = "agora-gateway", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve with a configuration file.
+    Serve {
+        /// The TOML configuration.
+        #[arg(long, env = "AGORA_GATEWAY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file; on error, exit non-zero naming the field.
+    CheckConfig {
+        #[arg(long, env = "AGORA_GATEWAY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Mint a token for a tenant (HS* keys from the config; asymmetric keys need --key).
+    Token {
+        #[arg(long, env = "AGORA_GATEWAY_CONFIG")]
+        config: PathBuf,
+        /// The tenant's id.
+        #[arg(long)]
+        tenant: String,
+        /// Space-separated scopes (default: all of the tenant's).
+        #[arg(long)]
+        scope: Option<String>,
+        /// Lifetime, e.g. 15m, 1h, 1d.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// Private key (PEM) of an RS*/PS*/ES*/EdDSA key.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Key to sign with, by kid (default: the tenant's first key).
+        #[arg(long)]
+        kid: Option<String>,
+        /// The token's subject (who the caller is within the tenant).
+        #[arg(long, default_value = "agora-gateway-cli")]
+        sub: String,
+    },
+    /// Print the gateway's OpenAPI document (what /openapi.json serves).
+    Openapi,
+    /// Run the demo: the embedded sandbox, three demo tenants, and a token for each.
+    Demo {
+        #[arg(long, default_value = demo::DEMO_LISTEN)]
+        listen: SocketAddr,
+    },
+}
+
+/// Runs the command line of `std::env::args()`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command.unwrap_or(Command::Demo { listen: demo::DEMO_LISTEN.parse().expect("an address") }) {
+        Command::CheckConfig { config } => check_config(&config),
+        Command::Token { config, tenant, scope, ttl, key, kid, sub } => {
+            token(&config, &tenant, scope.as_deref(), ttl, key.as_deref(), kid.as_deref(), &sub)
+        }
+        Command::Openapi => {
+            println!("{}", serde_json::to_string_pretty(&docs::document()).expect("JSON"));
+            Ok(())
+        }
+        Command::Serve { config } => runtime().and_then(|rt| rt.block_on(run_serve(&config))),
+        Command::Demo { listen } => runtime().and_then(|rt| rt.block_on(run_demo(listen))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let budget = match &config.throttle.redis_url {
+        Some(_) => "shared through Redis",
+        None => "local to this process",
+    };
+    println!(
+        "{}: OK — upstream {}, {} tenant(s), {} req/s {budget}, listening on {}",
+        path.display(),
+        config.upstream.base_url,
+        config.tenants.len(),
+        config.throttle.rate,
+        config.server.listen
+    );
+    Ok(())
+}
+
+fn token(
+    path: &std::path::Path,
+    tenant: &str,
+    scope: Option<&str>,
+    ttl: Duration,
+    key: Option<&std::path::Path>,
+    kid: Option<&str>,
+    subject: &str,
+) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let tenant = config
+        .tenants
+        .iter()
+        .find(|t| t.id == tenant)
+        .ok_or_else(|| anyhow::anyhow!("no tenant {tenant:?} in {}", path.display()))?;
+    let private_key = key.map(std::fs::read).transpose().map_err(|e| anyhow::anyhow!("--key: {e}"))?;
+    let request = MintRequest { tenant, kid, scope, subject, ttl, private_key: private_key.as_deref() };
+    println!("{}", mint(&request).map_err(anyhow::Error::msg)?);
+    Ok(())
+}
+
+async fn run_serve(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    init_logging(config.server.log_format);
+    let gateway = Gateway::new(&config).await?;
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("server.listen {}: {e}", config.server.listen))?;
+    tracing::info!(listen = %config.server.listen, tenants = config.tenants.len(), "agora-gateway serving");
+    serve_until_signal(gateway, listener, config.server.shutdown_grace).await
+}
+
+async fn run_demo(listen: SocketAddr) -> anyhow::Result<()> {
+    init_logging(LogFormat::Text);
+    let config = demo::config();
+    let listener = TcpListener::bind(listen).await.map_err(|e| {
+        anyhow::anyhow!("cannot listen on {listen}: {e} (pass --listen to the demo command for another address)")
+    })?;
+    let gateway = Gateway::new(&config).await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    println!();
+    println!("agora-gateway demo: in front of the embedded Console API sandbox, with demo data");
+    println!("  Swagger UI   {base}/docs   (Authorize with a token below)");
+    println!("  Console API  {base}/dev    (drop-in for https://api.agora.io/dev)");
+    println!("  Metrics      {base}/metrics");
+    println!();
+    println!("Tokens, valid for 12 hours:");
+    let tokens = demo::tokens(&config);
+    for ((tenant, token), tenant_config) in tokens.iter().zip(&config.tenants) {
+        let scopes: Vec<&str> = tenant_config.scopes.iter().map(|s| s.as_str()).collect();
+        println!("  {tenant} ({}):", scopes.join(" "));
+        println!("    {token}");
+    }
+    println!();
+    println!("Try:");
+    println!("  curl -s -H \"Authorization: Bearer {}\" {base}/dev/v1/projects", tokens[0].1);
+    println!();
+    serve_until_signal(gateway, listener, config.server.shutdown_grace).await
+}
+
+/// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish for up to `grace`.
+async fn serve_until_signal(
+    gateway: std::sync::Arc<Gateway>,
+    listener: TcpListener,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(serve(gateway, listener, async move {
+        let _ = stopped.await;
+    }));
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        _ = &mut server => return Ok(()),
+    }
+    tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: finishing in-flight requests");
+    let _ = stop.send(());
+    if tokio::time::timeout(grace, server).await.is_err() {
+        tracing::warn!("in-flight requests did not finish within the grace period");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}
