@@ -2,6 +2,8 @@
 
 mod auth;
 mod cache;
+mod cluster;
 mod common;
 mod gateway;
 mod sandbox;
+mod throttle;

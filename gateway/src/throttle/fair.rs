@@ -4,8 +4,9 @@
 //! - **Admission** (at arrival, so a refusal is immediate): a tenant may hold at most its weighted
 //!   share of the slots of one `max_wait` window, shared among the tenants that are waiting — less a
 //!   reserve kept for tenants that are not waiting yet, so a newcomer is never refused because
-//!   another tenant filled the queue — and the request is admitted only if every admitted deadline
-//!   can still be met (earliest-deadline-first feasibility).
+//!   another tenant filled the queue. A request counts only the tenant's requests of its priority
+//!   or higher. It is admitted only if every admitted deadline can still be met
+//!   (earliest-deadline-first feasibility).
 //! - **Dispatch** (at each slot): smooth weighted round robin over the waiting tenants, and within
 //!   a tenant `high` before `normal` before `low`, FIFO; except that when some deadline could
 //!   otherwise be missed, the earliest deadline is served first.
@@ -24,6 +25,8 @@ struct Queued<T> {
 
 struct Lane<T> {
     weight: u32,
+    /// When this tenant last had a request admitted: it counts as active for one `max_wait` after.
+    last_admitted: Option<Instant>,
     /// Smooth weighted round robin state.
     current: i64,
     by_priority: [VecDeque<Queued<T>>; 3],
@@ -69,7 +72,12 @@ impl<T> FairQueue<T> {
     pub fn new(weights: &[u32]) -> Self {
         let lanes = weights
             .iter()
-            .map(|&weight| Lane { weight: weight.max(1), current: 0, by_priority: Default::default() })
+            .map(|&weight| Lane {
+                weight: weight.max(1),
+                last_admitted: None,
+                current: 0,
+                by_priority: Default::default(),
+            })
             .collect();
         Self { lanes, len: 0 }
     }
@@ -82,25 +90,28 @@ impl<T> FairQueue<T> {
         self.len == 0
     }
 
-    pub fn queued(&self, tenant: usize) -> usize {
-        self.lanes.get(tenant).map_or(0, Lane::len)
-    }
-
-    fn active_weight_with(&self, tenant: usize) -> u64 {
+    /// Total weight of the tenants sharing the budget now: `tenant`, those waiting, and those
+    /// that had a request admitted within the last `max_wait` (an occasional tenant keeps its share
+    /// between its requests, so a flooding one cannot take all the slack).
+    fn active_weight_with(&self, tenant: usize, now: Instant, pace: &Pace) -> u64 {
         self.lanes
             .iter()
             .enumerate()
-            .filter(|(index, lane)| *index == tenant || lane.len() > 0)
+            .filter(|(index, lane)| {
+                *index == tenant
+                    || lane.len() > 0
+                    || lane.last_admitted.is_some_and(|at| now.saturating_duration_since(at) < pace.max_wait)
+            })
             .map(|(_, lane)| u64::from(lane.weight))
             .sum()
     }
 
     /// The most requests `tenant` may have waiting now.
-    pub fn share(&self, tenant: usize, pace: &Pace) -> usize {
+    pub fn share(&self, tenant: usize, now: Instant, pace: &Pace) -> usize {
         let window = pace.window_slots();
         let reserve = if window >= 5 { window / 5 } else { 0 };
         let weight = u64::from(self.lanes[tenant].weight);
-        let share = (window - reserve) as u64 * weight / self.active_weight_with(tenant).max(1);
+        let share = (window - reserve) as u64 * weight / self.active_weight_with(tenant, now, pace).max(1);
         (share as usize).max(1)
     }
 
@@ -114,19 +125,23 @@ impl<T> FairQueue<T> {
         now: Instant,
         pace: &Pace,
     ) -> Result<(), (Refusal, T)> {
-        let queued = self.queued(tenant);
-        let share = self.share(tenant, pace);
+        // Only the tenant's requests served before this one count against its share, so a
+        // kicking-rule write still gets in while the tenant's reads fill its share.
+        let queued: usize = self.lanes[tenant].by_priority[..=priority as usize].iter().map(VecDeque::len).sum();
+        let share = self.share(tenant, now, pace);
         let weight = u64::from(self.lanes[tenant].weight);
         if queued >= share {
             // Until this tenant's queue drains below its share, at its share of the slots.
-            let slots = (queued + 1 - share) as u64 * self.active_weight_with(tenant) / weight.max(1);
+            let slots = (queued + 1 - share) as u64 * self.active_weight_with(tenant, now, pace) / weight.max(1);
             let retry_after = pace.interval * (slots.max(1) as u32);
             return Err((Refusal { retry_after }, payload));
         }
         if let Some(late_by) = self.infeasible_with(deadline, now, pace) {
             return Err((Refusal { retry_after: late_by.max(pace.interval) }, payload));
         }
-        self.lanes[tenant].by_priority[priority as usize].push_back(Queued { deadline, payload });
+        let lane = &mut self.lanes[tenant];
+        lane.last_admitted = Some(now);
+        lane.by_priority[priority as usize].push_back(Queued { deadline, payload });
         self.len += 1;
         Ok(())
     }
@@ -302,7 +317,7 @@ mod tests {
         assert!(refusal.retry_after >= INTERVAL);
         // A second tenant still gets in, and the first one's share halves while both wait.
         assert!(admit(&mut queue, 1, Priority::Normal, 1000, now));
-        assert_eq!(queue.share(0, &pace(now)), 20);
+        assert_eq!(queue.share(0, now, &pace(now)), 20);
     }
 
     #[test]
@@ -329,6 +344,17 @@ mod tests {
             }
         }
         assert!(admitted > 2500 && refused > 0 && served > 2500, "{admitted} {refused} {served}");
+    }
+
+    #[test]
+    fn a_high_priority_request_gets_in_while_the_tenants_reads_fill_its_share() {
+        let now = Instant::now();
+        let mut queue = FairQueue::new(&[1, 1]);
+        let reads = (0..100).filter(|&id| admit(&mut queue, 0, Priority::Normal, id, now)).count();
+        assert_eq!(reads, 40);
+        assert!(!admit(&mut queue, 0, Priority::Low, 500, now), "a lower priority counts everything ahead of it");
+        assert!(admit(&mut queue, 0, Priority::High, 501, now), "a higher priority counts only its own kind");
+        assert_eq!(queue.pop(now, INTERVAL).unwrap().1, 501);
     }
 
     #[test]

@@ -1,0 +1,197 @@
+//! Three gateway processes sharing one budget through a real redis-server: never more than 10 in
+//! any second at the sandbox, also while Redis is down (each replica falls back to its share) and
+//! after it comes back (the shared budget resumes).
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::process::{Child, Command};
+
+use crate::common::*;
+use crate::throttle::offer;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn wait_for(what: &str, mut ready: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !ready().await {
+        assert!(started.elapsed() < Duration::from_secs(30), "{what} did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A redis-server of our own on a free port; `None` (test skipped) when the binary is missing,
+/// unless `REQUIRE_REDIS=1` (CI).
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub async fn start() -> Option<Self> {
+        let found =
+            std::process::Command::new("redis-server").arg("--version").output().is_ok_and(|o| o.status.success());
+        if !found {
+            assert!(std::env::var("REQUIRE_REDIS").is_err(), "REQUIRE_REDIS=1 but redis-server is not installed");
+            eprintln!("SKIPPED: redis-server is not installed (install it, or run .ci/run, to run the cluster tests)");
+            return None;
+        }
+        let mut server = RedisServer { port: free_port(), child: None };
+        server.restart().await;
+        Some(server)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub async fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        let port = self.port;
+        wait_for("redis-server", async || tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()).await;
+    }
+
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.unwrap();
+        }
+    }
+}
+
+/// A gateway process serving `config`.
+struct GatewayProcess {
+    base: String,
+    _child: Child,
+}
+
+impl GatewayProcess {
+    async fn start(toml: &str, dir: &Path, name: &str) -> Self {
+        let port = free_port();
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(&config, toml.replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\"")))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_gateway-under-test"))
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the gateway binary starts");
+        let base = format!("http://127.0.0.1:{port}");
+        let health = format!("{base}/healthz");
+        wait_for(name, async || http().get(&health).send().await.is_ok()).await;
+        GatewayProcess { base, _child: child }
+    }
+
+    async fn ready(&self) -> u16 {
+        http().get(format!("{}/readyz", self.base)).send().await.unwrap().status().as_u16()
+    }
+}
+
+#[tokio::test]
+async fn three_replicas_share_one_budget_through_redis_and_stay_within_it_while_redis_is_down() {
+    let _load = LOAD.lock().await;
+    let Some(mut redis) = RedisServer::start().await else { return };
+    let sandbox = start_sandbox(agora_sandbox::Seed::Demo, 10).await;
+    let projects = DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
+    let toml = gateway_toml(
+        &sandbox.base_url(),
+        &projects.named("initech-staging").id,
+        &Options { redis_url: Some(redis.url()), ..Options::default() },
+    );
+    let dir = std::env::temp_dir().join(format!("agora-e2e-cluster-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut replicas = Vec::new();
+    for n in 0..3 {
+        replicas.push(GatewayProcess::start(&toml, &dir, &format!("replica-{n}")).await);
+    }
+    for replica in &replicas {
+        assert_eq!(replica.ready().await, 200, "Redis is reachable");
+    }
+
+    // Every tenant through every replica; each read a distinct page, so none is a cache hit.
+    let tenants = [
+        (projects.named("acme-web").vendor_key.clone(), token("acme", TENANT_SCOPES)),
+        (projects.named("globex-live").vendor_key.clone(), token("globex", TENANT_SCOPES)),
+        (projects.named("initech-staging").vendor_key.clone(), initech_token("channels:read")),
+    ];
+    let mut targets = Vec::new();
+    for replica in &replicas {
+        for (app, token) in &tenants {
+            let _: Value = http()
+                .get(format!("{}/dev/v1/projects", replica.base))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            targets.push((format!("{}/dev/v1/channel/{app}", replica.base), token.clone()));
+        }
+    }
+    reset_sandbox(&sandbox).await;
+
+    // 60 requests per second for 16 s; Redis dies at 5 s and comes back at 10 s.
+    let started = Instant::now();
+    let load = tokio::spawn(offer(targets, 60, Duration::from_secs(16)));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let shared = sandbox_stats(&sandbox).await;
+    redis.kill().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut degraded = Vec::new();
+    for replica in &replicas {
+        degraded.push(replica.ready().await);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    redis.restart().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut recovered = Vec::new();
+    for replica in &replicas {
+        recovered.push(replica.ready().await);
+    }
+    // Every replica takes its slots from Redis again (each is in the set of recent reservers).
+    let active = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "ZCARD", &format!("agora-gateway:{CUSTOMER_ID}:active")])
+        .output()
+        .expect("redis-cli runs");
+    let active = String::from_utf8_lossy(&active.stdout).trim().to_string();
+    let outcomes = load.await.unwrap();
+    let elapsed = started.elapsed();
+    let stats = sandbox_stats(&sandbox).await;
+
+    eprintln!(
+        "cluster: {} upstream in the first 5 s, {} in {elapsed:?}; most in one second {}; {} of {} offered served",
+        shared.requests,
+        stats.requests,
+        stats.max_in_1s,
+        outcomes.iter().filter(|o| o.status == 200).count(),
+        outcomes.len()
+    );
+    assert!(stats.max_in_1s <= 10, "the sandbox saw {} requests within one second", stats.max_in_1s);
+    assert_eq!(stats.throttled, 0, "the sandbox never said 429");
+    assert!(shared.requests as f64 / 5.0 >= 8.0, "the shared budget was used: {} in 5 s", shared.requests);
+    assert_eq!(degraded, [503, 503, 503], "readyz reports Redis down");
+    assert_eq!(recovered, [200, 200, 200], "readyz reports Redis back");
+    assert_eq!(active, "3", "all three replicas take slots from Redis again");
+    for outcome in &outcomes {
+        assert!(matches!(outcome.status, 200 | 429), "unexpected status {}", outcome.status);
+    }
+    for replica in &replicas {
+        let metrics = http().get(format!("{}/metrics", replica.base)).send().await.unwrap().text().await.unwrap();
+        assert!(metrics.contains("agora_gateway_throttle_redis_up 1"), "the shared budget resumed");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
