@@ -1,5 +1,6 @@
 //! Project automation: `cargo xtask regen [--check]` and `cargo xtask bench [--quick]`.
 
+mod bench;
 mod regen;
 
 use std::path::PathBuf;
@@ -22,12 +23,19 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Measure the gateway (release build) beside a sandbox, nginx and Redis; print the table.
+    Bench {
+        /// Short runs (under a minute after the build).
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Regen { check } => regen::run(&workspace_root(), check),
+        Command::Bench { quick } => bench::run(&workspace_root(), quick),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

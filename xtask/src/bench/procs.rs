@@ -1,0 +1,78 @@
+//! The processes a bench run starts (sandboxes, gateways, nginx, redis-server): started with
+//! their output in `target/bench/logs`, waited for, measured (peak RSS), and always stopped.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+pub struct Proc {
+    child: Child,
+}
+
+impl Proc {
+    pub fn spawn(logs: &Path, name: &str, program: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
+        std::fs::create_dir_all(logs)?;
+        let log = File::create(logs.join(format!("{name}.log")))?;
+        let mut command = Command::new(program);
+        command.args(args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command.spawn().with_context(|| format!("starting {name} ({})", program.display()))?;
+        Ok(Self { child })
+    }
+
+    /// Peak resident memory (VmHWM) in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status.lines().find_map(|line| line.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn stop(mut self) {
+        self.kill();
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Waits until `port` accepts connections.
+pub async fn wait_port(port: u16, what: &str, process: &mut Proc) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return Ok(());
+        }
+        if !process.is_running() {
+            bail!("{what} exited before listening (see target/bench/logs)");
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!("{what} did not listen on {port} within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")]).map(|dir| dir.join(program)).find(|p| p.is_file())
+}
