@@ -1,7 +1,7 @@
 //! Where the pipeline is put together, in order.
 //!
-//! 1. tower-http and our middleware (outermost first): request id, trace span, problem rendering
-//!    (adds the request id, logs), catch-panic, the request deadline — see [`router`];
+//! 1. tower-http (request id, trace span) and the edge (`edge.rs`: deadline, caught panics,
+//!    problem documents, metrics) — see [`router`];
 //! 2. **auth** — the `Authenticated` extractor (`auth/`);
 //! 3. **route + validate** — `routes.rs`;
 //! 4. **authorize** — scope, then ownership (`authorize.rs`);
@@ -12,21 +12,19 @@
 //!
 //! Steps 4 to 8 are [`Gateway::serve`].
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use agora_sandbox::{Sandbox, SandboxConfig, Seed};
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderValue, header};
-use axum::middleware::{self, Next};
+use axum::extract::Request;
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use tokio::time::Instant;
 use tower::ServiceBuilder;
-use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -34,10 +32,11 @@ use crate::auth::{Authenticator, HasAuthenticator, Principal, Tenant};
 use crate::authorize::{self, Decision, Directory};
 use crate::cache::{CacheStatus, Entry, ResponseCache, View};
 use crate::config::Config;
-use crate::error::{GatewayError, ProblemReport};
-use crate::metrics::{ANONYMOUS, Metrics, OperationLabels, RequestLabels};
-use crate::policy::{CacheClass, Invalidation, POLICIES, Scope};
-use crate::routes::{self, BodyLimit};
+use crate::edge::EdgeLayer;
+use crate::error::GatewayError;
+use crate::metrics::Metrics;
+use crate::policy::{CacheClass, Invalidation, Scope};
+use crate::routes::{self, HasBodyLimit, Refresh};
 use crate::throttle::{ClusterBudget, Throttle};
 use crate::upstream::{Answer, Upstream, UpstreamCall, kicking_rules_key};
 use crate::{docs, egress, ops};
@@ -60,6 +59,12 @@ pub struct Gateway {
 impl HasAuthenticator for Arc<Gateway> {
     fn authenticator(&self) -> &Authenticator {
         &self.auth
+    }
+}
+
+impl HasBodyLimit for Arc<Gateway> {
+    fn body_limit(&self) -> usize {
+        self.max_body
     }
 }
 
@@ -117,13 +122,8 @@ impl Gateway {
     }
 
     /// Steps 4 to 8 for one validated request; errors become their responses here.
-    pub async fn serve(
-        self: &Arc<Self>,
-        principal: Arc<Principal>,
-        call: UpstreamCall,
-        headers: &HeaderMap,
-    ) -> Response {
-        match self.pipeline(&principal, call, wants_refresh(headers)).await {
+    pub async fn serve(self: &Arc<Self>, principal: Arc<Principal>, call: UpstreamCall, refresh: Refresh) -> Response {
+        match self.pipeline(&principal, call, refresh.0).await {
             Ok(response) => response,
             Err(error) => error.into_response(),
         }
@@ -264,18 +264,6 @@ async fn fetch_upstream(
     }
 }
 
-/// `Cache-Control: no-cache` (or `Pragma: no-cache`) asks for a refresh.
-fn wants_refresh(headers: &HeaderMap) -> bool {
-    let says_no_cache = |name| {
-        headers
-            .get_all(name)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .any(|value| value.split(',').any(|directive| directive.trim().eq_ignore_ascii_case("no-cache")))
-    };
-    says_no_cache(header::CACHE_CONTROL) || says_no_cache(header::PRAGMA)
-}
-
 fn json_response(body: Bytes) -> Response {
     let mut response = Response::new(Body::from(body));
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -289,77 +277,6 @@ fn cached_response(body: Bytes, status: CacheStatus, age: Duration) -> Response 
     let age = if status == CacheStatus::Hit || status == CacheStatus::Stale { age.as_secs() } else { 0 };
     headers.insert(header::AGE, HeaderValue::from(age));
     response
-}
-
-/// The tenant of a request, once authenticated: filled by the `Authenticated` extractor, read by
-/// the metrics middleware after the response.
-#[derive(Clone, Default)]
-pub struct TenantSlot(Arc<OnceLock<&'static str>>);
-
-impl TenantSlot {
-    pub fn set(&self, tenant: &'static str) {
-        let _ = self.0.set(tenant);
-    }
-
-    fn get(&self) -> &'static str {
-        self.0.get().copied().unwrap_or(ANONYMOUS)
-    }
-}
-
-/// The operationId of a Console route, from its method and matched path.
-fn operation_of(method: &axum::http::Method, path: &str) -> &'static str {
-    let path = path.strip_prefix("/dev").unwrap_or(path);
-    let path = path.strip_suffix('/').unwrap_or(path);
-    POLICIES.iter().find(|policy| policy.method == method && policy.path == path).map_or("unknown", |policy| policy.id)
-}
-
-/// Counts and times every Console request by tenant, operation and status.
-async fn observe(
-    State(gateway): State<Arc<Gateway>>,
-    matched: Option<MatchedPath>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let operation = matched.map_or("unknown", |path| operation_of(request.method(), path.as_str()));
-    let slot = TenantSlot::default();
-    request.extensions_mut().insert(slot.clone());
-    let response = next.run(request).await;
-    let labels = RequestLabels { tenant: slot.get(), operation, status: response.status().as_u16() };
-    gateway.metrics.requests.get_or_create(&labels).inc();
-    gateway
-        .metrics
-        .request_duration
-        .get_or_create(&OperationLabels { operation })
-        .observe(started.elapsed().as_secs_f64());
-    response
-}
-
-/// Finishes the gateway's problem answers: adds the request id, and logs them.
-async fn finish_problems(request: Request, next: Next) -> Response {
-    let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string);
-    let method = request.method().clone();
-    let path = request.uri().path().to_string();
-    let mut response = next.run(request).await;
-    if let Some(ProblemReport { mut problem, log_detail }) = response.extensions_mut().remove::<ProblemReport>() {
-        if problem.status >= 500 {
-            tracing::error!(%method, %path, status = problem.status, detail = problem.detail, cause = log_detail, request_id, "request failed");
-        } else {
-            tracing::debug!(%method, %path, status = problem.status, detail = problem.detail, request_id, "request refused");
-        }
-        problem.request_id = request_id;
-        response.headers_mut().remove(header::CONTENT_LENGTH);
-        *response.body_mut() = Body::from(problem.to_body());
-    }
-    response
-}
-
-/// No request may take longer than the request timeout (queueing included).
-async fn deadline(State(timeout): State<Duration>, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => GatewayError::RequestTimeout(timeout).into_response(),
-    }
 }
 
 async fn not_found(request: Request) -> GatewayError {
@@ -380,15 +297,10 @@ impl MakeRequestId for MakeRequestHex {
     }
 }
 
-/// The whole HTTP surface, with its layers.
+/// The whole HTTP surface, with its layers (outermost first).
 pub fn router(gateway: Arc<Gateway>) -> Router {
-    let console = routes::console_routes()
-        .fallback(not_found)
-        .layer(middleware::from_fn_with_state(gateway.clone(), observe))
-        .layer(DefaultBodyLimit::max(gateway.max_body))
-        .layer(axum::Extension(BodyLimit(gateway.max_body)));
     Router::new()
-        .nest("/dev", console)
+        .merge(routes::console_routes())
         .merge(ops::routes())
         .merge(docs::router(gateway.openapi.clone()))
         .fallback(not_found)
@@ -398,8 +310,6 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestHex::default()))
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(TraceLayer::new_for_http())
-                .layer(middleware::from_fn(finish_problems))
-                .layer(CatchPanicLayer::custom(|_| GatewayError::Internal("a handler panicked".into()).into_response()))
-                .layer(middleware::from_fn_with_state(gateway.request_timeout, deadline)),
+                .layer(EdgeLayer { metrics: gateway.metrics.clone(), timeout: gateway.request_timeout }),
         )
 }

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod docs;
+pub mod edge;
 pub mod egress;
 pub mod error;
 pub mod metrics;

@@ -15,6 +15,7 @@ use crate::app::Gateway;
 use crate::auth::Authenticated;
 use crate::error::GatewayError;
 use crate::policy::{CacheClass, Scope};
+use crate::routes::Body;
 
 pub fn routes() -> Router<Arc<Gateway>> {
     Router::new()
@@ -106,7 +107,7 @@ pub struct PurgeAnswer {
 pub async fn purge_cache(
     State(gateway): State<Arc<Gateway>>,
     Authenticated(principal): Authenticated,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Json<PurgeAnswer>, GatewayError> {
     if !principal.has(Scope::Admin) {
         return Err(GatewayError::InsufficientScope { scope: Scope::Admin });

@@ -9,12 +9,14 @@ use std::sync::Arc;
 use agora_console_client::rules;
 use agora_console_client::types;
 use axum::Router;
-use axum::extract::{FromRequest, Path, RawQuery, Request, State};
-use axum::http::HeaderMap;
+use axum::extract::{FromRequest, FromRequestParts, Path, RawQuery, Request, State};
+use axum::http::header;
+use axum::http::request::Parts;
 use axum::response::Response;
 use axum::routing::{MethodRouter, get, post};
 use bytes::Bytes;
 use chrono::NaiveDate;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -26,7 +28,7 @@ use crate::upstream::UpstreamCall;
 type Gw = State<Arc<Gateway>>;
 type Answer = Result<Response, GatewayError>;
 
-/// The Console routes (paths relative to `/dev`).
+/// The Console routes, under `/dev`.
 pub fn console_routes() -> Router<Arc<Gateway>> {
     let routes: [(&str, MethodRouter<Arc<Gateway>>); 12] = [
         ("/v1/project", post(create_project).get(get_project).delete(delete_project)),
@@ -48,7 +50,8 @@ pub fn console_routes() -> Router<Arc<Gateway>> {
     let mut router = Router::new();
     for (path, method_router) in routes {
         let method_router = method_router.fallback(method_not_allowed);
-        router = router.route(path, method_router.clone()).route(&format!("{path}/"), method_router);
+        router =
+            router.route(&format!("/dev{path}"), method_router.clone()).route(&format!("/dev{path}/"), method_router);
     }
     router
 }
@@ -59,27 +62,53 @@ async fn method_not_allowed(request: Request) -> GatewayError {
 
 // ---- input ----
 
-/// The request body, bounded by `server.max_body` (413 beyond it).
-pub struct Body(Bytes);
+/// Application states that bound request bodies.
+pub trait HasBodyLimit {
+    /// Largest body accepted, in bytes.
+    fn body_limit(&self) -> usize;
+}
 
-impl<S: Send + Sync> FromRequest<S> for Body {
+/// The request body, bounded by `server.max_body` (413 beyond it).
+pub struct Body(pub Bytes);
+
+impl<S: HasBodyLimit + Send + Sync> FromRequest<S> for Body {
     type Rejection = GatewayError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let limit = request.extensions().get::<BodyLimit>().map_or(usize::MAX, |limit| limit.0);
-        Bytes::from_request(request, state).await.map(Body).map_err(|rejection| {
-            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                GatewayError::PayloadTooLarge { limit: limit as u64 }
-            } else {
-                GatewayError::bad_request(format!("the request body could not be read: {rejection}"))
-            }
-        })
+        let limit = state.body_limit();
+        let too_large = GatewayError::PayloadTooLarge { limit: limit as u64 };
+        let declared =
+            request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        if declared.is_some_and(|length| length > limit) {
+            return Err(too_large);
+        }
+        match Limited::new(request.into_body(), limit).collect().await {
+            Ok(collected) => Ok(Body(collected.to_bytes())),
+            Err(error) if error.is::<LengthLimitError>() => Err(too_large),
+            Err(error) => Err(GatewayError::bad_request(format!("the request body could not be read: {error}"))),
+        }
     }
 }
 
-/// The configured body limit, for the 413's message.
+/// Whether the client asked for a fresh answer: `Cache-Control: no-cache` (or `Pragma: no-cache`).
 #[derive(Clone, Copy)]
-pub struct BodyLimit(pub usize);
+pub struct Refresh(pub bool);
+
+impl<S: Send + Sync> FromRequestParts<S> for Refresh {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let says_no_cache = |name| {
+            parts
+                .headers
+                .get_all(name)
+                .iter()
+                .filter_map(|value| value.to_str().ok())
+                .any(|value| value.split(',').any(|directive| directive.trim().eq_ignore_ascii_case("no-cache")))
+        };
+        Ok(Refresh(says_no_cache(header::CACHE_CONTROL) || says_no_cache(header::PRAGMA)))
+    }
+}
 
 fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, GatewayError> {
     let value = parse_json(body)?;
@@ -135,19 +164,14 @@ fn date_range(from: &str, to: &str) -> Result<(NaiveDate, NaiveDate), GatewayErr
 
 // ---- projects ----
 
-async fn create_project(
-    State(gw): Gw,
-    Authenticated(p): Authenticated,
-    headers: HeaderMap,
-    Body(body): Body,
-) -> Answer {
+async fn create_project(State(gw): Gw, Authenticated(p): Authenticated, refresh: Refresh, Body(body): Body) -> Answer {
     let body: types::CreateProjectRequest = parse_body(&body)?;
     not_blank("name", &body.name)?;
-    Ok(gw.serve(p, UpstreamCall::CreateProject(body), &headers).await)
+    Ok(gw.serve(p, UpstreamCall::CreateProject(body), refresh).await)
 }
 
-async fn list_projects(State(gw): Gw, Authenticated(p): Authenticated, headers: HeaderMap) -> Response {
-    gw.serve(p, UpstreamCall::ListProjects, &headers).await
+async fn list_projects(State(gw): Gw, Authenticated(p): Authenticated, refresh: Refresh) -> Response {
+    gw.serve(p, UpstreamCall::ListProjects, refresh).await
 }
 
 #[derive(Deserialize)]
@@ -159,7 +183,7 @@ struct GetProjectQuery {
 async fn get_project(
     State(gw): Gw,
     Authenticated(p): Authenticated,
-    headers: HeaderMap,
+    refresh: Refresh,
     RawQuery(query): RawQuery,
 ) -> Answer {
     let GetProjectQuery { id, name } = parse_query(query)?;
@@ -168,7 +192,7 @@ async fn get_project(
     if id.is_none() && name.is_none() {
         return Err(GatewayError::bad_request("id or name is required"));
     }
-    Ok(gw.serve(p, UpstreamCall::GetProject { id, name }, &headers).await)
+    Ok(gw.serve(p, UpstreamCall::GetProject { id, name }, refresh).await)
 }
 
 /// The status body, read by hand for a clearer message than the generated enum's.
@@ -181,59 +205,44 @@ struct StatusBody {
 async fn set_project_status(
     State(gw): Gw,
     Authenticated(p): Authenticated,
-    headers: HeaderMap,
+    refresh: Refresh,
     Body(body): Body,
 ) -> Answer {
     let StatusBody { id, status } = parse_body(&body)?;
     not_blank("id", &id)?;
     let status = types::ProjectStatus::try_from(status)
         .map_err(|_| GatewayError::bad_request(format!("status must be 0 (disable) or 1 (enable), not {status}")))?;
-    Ok(gw.serve(p, UpstreamCall::SetProjectStatus(types::SetProjectStatusRequest { id, status }), &headers).await)
+    Ok(gw.serve(p, UpstreamCall::SetProjectStatus(types::SetProjectStatusRequest { id, status }), refresh).await)
 }
 
-async fn delete_project(
-    State(gw): Gw,
-    Authenticated(p): Authenticated,
-    headers: HeaderMap,
-    Body(body): Body,
-) -> Answer {
+async fn delete_project(State(gw): Gw, Authenticated(p): Authenticated, refresh: Refresh, Body(body): Body) -> Answer {
     let body: types::ProjectIdRequest = parse_body(&body)?;
     not_blank("id", &body.id)?;
-    Ok(gw.serve(p, UpstreamCall::DeleteProject(body), &headers).await)
+    Ok(gw.serve(p, UpstreamCall::DeleteProject(body), refresh).await)
 }
 
 async fn set_recording_config(
     State(gw): Gw,
     Authenticated(p): Authenticated,
-    headers: HeaderMap,
+    refresh: Refresh,
     Body(body): Body,
 ) -> Answer {
     let body: types::SetRecordingConfigRequest = parse_body(&body)?;
     not_blank("id", &body.id)?;
     not_blank("recording_server", &body.recording_server)?;
-    Ok(gw.serve(p, UpstreamCall::SetRecordingConfig(body), &headers).await)
+    Ok(gw.serve(p, UpstreamCall::SetRecordingConfig(body), refresh).await)
 }
 
-async fn enable_sign_key(
-    State(gw): Gw,
-    Authenticated(p): Authenticated,
-    headers: HeaderMap,
-    Body(body): Body,
-) -> Answer {
+async fn enable_sign_key(State(gw): Gw, Authenticated(p): Authenticated, refresh: Refresh, Body(body): Body) -> Answer {
     let body: types::EnableSignKeyRequest = parse_body(&body)?;
     not_blank("id", &body.id)?;
-    Ok(gw.serve(p, UpstreamCall::EnableSignKey(body), &headers).await)
+    Ok(gw.serve(p, UpstreamCall::EnableSignKey(body), refresh).await)
 }
 
-async fn reset_sign_key(
-    State(gw): Gw,
-    Authenticated(p): Authenticated,
-    headers: HeaderMap,
-    Body(body): Body,
-) -> Answer {
+async fn reset_sign_key(State(gw): Gw, Authenticated(p): Authenticated, refresh: Refresh, Body(body): Body) -> Answer {
     let body: types::ProjectIdRequest = parse_body(&body)?;
     not_blank("id", &body.id)?;
-    Ok(gw.serve(p, UpstreamCall::ResetSignKey(body), &headers).await)
+    Ok(gw.serve(p, UpstreamCall::ResetSignKey(body), refresh).await)
 }
 
 // ---- usage ----
@@ -248,7 +257,7 @@ struct UsageQuery {
 async fn get_usage(
     State(gw): Gw,
     Authenticated(p): Authenticated,
-    headers: HeaderMap,
+    refresh: Refresh,
     RawQuery(query): RawQuery,
 ) -> Answer {
     let query: UsageQuery = parse_query(query)?;
@@ -261,7 +270,7 @@ async fn get_usage(
         .filter(|id| !id.is_empty())
         .map(str::to_string)
         .collect();
-    Ok(gw.serve(p, UpstreamCall::GetUsage { from, to, projects }, &headers).await)
+    Ok(gw.serve(p, UpstreamCall::GetUsage { from, to, projects }, refresh).await)
 }
 
 #[derive(Deserialize)]
@@ -276,7 +285,7 @@ struct UsageV3Query {
 async fn get_usage_v3(
     State(gw): Gw,
     Authenticated(p): Authenticated,
-    headers: HeaderMap,
+    refresh: Refresh,
     RawQuery(query): RawQuery,
 ) -> Answer {
     let query: UsageV3Query = parse_query(query)?;
@@ -284,7 +293,7 @@ async fn get_usage_v3(
     not_blank("project_id", &query.project_id)?;
     let business = query.business.unwrap_or(types::UsageBusiness::Default);
     let call = UpstreamCall::GetUsageV3 { from, to, project_id: query.project_id, business };
-    Ok(gw.serve(p, call, &headers).await)
+    Ok(gw.serve(p, call, refresh).await)
 }
 
 // ---- kicking rules ----
@@ -292,7 +301,7 @@ async fn get_usage_v3(
 async fn create_kicking_rule(
     State(gw): Gw,
     Authenticated(p): Authenticated,
-    headers: HeaderMap,
+    refresh: Refresh,
     Body(body): Body,
 ) -> Answer {
     let mut value = parse_json(&body)?;
@@ -300,7 +309,7 @@ async fn create_kicking_rule(
     let body: types::CreateKickingRuleRequest = from_json(value)?;
     not_blank("appid", &body.appid)?;
     rules::check_kicking_rule(&body).map_err(GatewayError::bad_request)?;
-    Ok(gw.serve(p, UpstreamCall::CreateKickingRule(body), &headers).await)
+    Ok(gw.serve(p, UpstreamCall::CreateKickingRule(body), refresh).await)
 }
 
 #[derive(Deserialize)]
@@ -311,34 +320,34 @@ struct AppIdQuery {
 async fn list_kicking_rules(
     State(gw): Gw,
     Authenticated(p): Authenticated,
-    headers: HeaderMap,
+    refresh: Refresh,
     RawQuery(query): RawQuery,
 ) -> Answer {
     let AppIdQuery { appid } = parse_query(query)?;
     not_blank("appid", &appid)?;
-    Ok(gw.serve(p, UpstreamCall::ListKickingRules { appid }, &headers).await)
+    Ok(gw.serve(p, UpstreamCall::ListKickingRules { appid }, refresh).await)
 }
 
 async fn update_kicking_rule(
     State(gw): Gw,
     Authenticated(p): Authenticated,
-    headers: HeaderMap,
+    refresh: Refresh,
     Body(body): Body,
 ) -> Answer {
     let body: types::UpdateKickingRuleRequest = parse_body(&body)?;
     not_blank("appid", &body.appid)?;
-    Ok(gw.serve(p, UpstreamCall::UpdateKickingRule(body), &headers).await)
+    Ok(gw.serve(p, UpstreamCall::UpdateKickingRule(body), refresh).await)
 }
 
 async fn delete_kicking_rule(
     State(gw): Gw,
     Authenticated(p): Authenticated,
-    headers: HeaderMap,
+    refresh: Refresh,
     Body(body): Body,
 ) -> Answer {
     let body: types::DeleteKickingRuleRequest = parse_body(&body)?;
     not_blank("appid", &body.appid)?;
-    Ok(gw.serve(p, UpstreamCall::DeleteKickingRule(body), &headers).await)
+    Ok(gw.serve(p, UpstreamCall::DeleteKickingRule(body), refresh).await)
 }
 
 // ---- channels ----
@@ -354,20 +363,20 @@ fn uid(text: &str) -> Result<u32, GatewayError> {
 async fn get_user_property(
     State(gw): Gw,
     Authenticated(p): Authenticated,
-    headers: HeaderMap,
+    refresh: Refresh,
     Path((appid, user, cname)): Path<(String, String, String)>,
 ) -> Answer {
     let call = UpstreamCall::GetUserProperty { appid, uid: uid(&user)?, cname };
-    Ok(gw.serve(p, call, &headers).await)
+    Ok(gw.serve(p, call, refresh).await)
 }
 
 async fn list_channel_users(
     State(gw): Gw,
     Authenticated(p): Authenticated,
-    headers: HeaderMap,
+    refresh: Refresh,
     Path((appid, cname)): Path<(String, String)>,
 ) -> Response {
-    gw.serve(p, UpstreamCall::ListChannelUsers { appid, cname }, &headers).await
+    gw.serve(p, UpstreamCall::ListChannelUsers { appid, cname }, refresh).await
 }
 
 #[derive(Deserialize)]
@@ -379,7 +388,7 @@ struct PageQuery {
 async fn list_channels(
     State(gw): Gw,
     Authenticated(p): Authenticated,
-    headers: HeaderMap,
+    refresh: Refresh,
     Path(appid): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Answer {
@@ -388,5 +397,5 @@ async fn list_channels(
     rules::check_page_size(page_size).map_err(GatewayError::bad_request)?;
     let page_size = NonZeroU32::new(page_size).ok_or_else(|| GatewayError::bad_request("page_size must not be 0"))?;
     let call = UpstreamCall::ListChannels { appid, page_no: query.page_no.unwrap_or(0), page_size };
-    Ok(gw.serve(p, call, &headers).await)
+    Ok(gw.serve(p, call, refresh).await)
 }

@@ -329,7 +329,7 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let authenticator = state.authenticator();
         let principal = authenticator.authenticate(parts.headers.get(header::AUTHORIZATION))?;
-        if let Some(slot) = parts.extensions.get::<crate::app::TenantSlot>() {
+        if let Some(slot) = parts.extensions.get::<crate::edge::TenantSlot>() {
             slot.set(principal.tenant.label);
         }
         Ok(Authenticated(principal))

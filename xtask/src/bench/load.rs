@@ -2,7 +2,6 @@
 //! path: as many requests as the target answers), and an open-loop offer of a fixed rate of
 //! distinct requests (the budget: what the throttle lets through).
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,26 +15,31 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 /// What a closed-loop run measured.
-pub struct Closed {
-    pub requests: u64,
-    pub statuses: BTreeMap<u16, u64>,
-    pub elapsed: Duration,
-    /// Latencies in microseconds.
-    pub latency: Histogram<u64>,
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClosedRun {
+    pub requests_per_second: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    /// Answers other than 200, and connection errors.
+    pub errors: u64,
+    /// `wrk` (when installed, as the anchor measures) or `hyper` (this process, one thread).
+    pub generator: &'static str,
 }
 
-impl Closed {
-    pub fn rate(&self) -> f64 {
-        self.requests as f64 / self.elapsed.as_secs_f64()
-    }
-
-    pub fn percentile_ms(&self, p: f64) -> f64 {
-        self.latency.value_at_quantile(p) as f64 / 1000.0
-    }
+/// Counts of one connection's requests.
+struct Counts {
+    requests: u64,
+    errors: u64,
+    latency: Histogram<u64>,
 }
 
-/// `connections` keep-alive connections, each sending the same GET (with `headers`) as fast as it
-/// is answered, for `duration` after a `warmup` that is not measured.
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
+/// A closed loop with `wrk` if it is installed, else with hyper in this process — on one thread
+/// either way, like the anchor's `wrk -t1`, so the server under test keeps the other core.
 pub async fn closed_loop(
     target: SocketAddr,
     path: &str,
@@ -43,41 +47,129 @@ pub async fn closed_loop(
     connections: usize,
     warmup: Duration,
     duration: Duration,
-) -> Result<Closed> {
+    wrk: Option<&std::path::Path>,
+) -> Result<ClosedRun> {
+    if let Some(wrk) = wrk {
+        return with_wrk(wrk, target, path, headers, connections, warmup, duration).await;
+    }
+    let headers: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let path = path.to_string();
+    let run = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(hyper_loop(target, path, headers, connections, warmup, duration))
+    });
+    tokio::task::spawn_blocking(move || run.join()).await?.map_err(|_| anyhow::anyhow!("the load thread panicked"))?
+}
+
+const WRK_REPORT: &str = r#"
+done = function(summary, latency, requests)
+  local errors = summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout + summary.errors.status
+  io.write(string.format("\nREPORT %d %d %d %d %d %d\n", summary.requests, summary.duration, errors,
+    latency:percentile(50), latency:percentile(99), latency:percentile(99.9)))
+end
+"#;
+
+async fn with_wrk(
+    wrk: &std::path::Path,
+    target: SocketAddr,
+    path: &str,
+    headers: &[(&str, String)],
+    connections: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> Result<ClosedRun> {
+    let script = std::env::temp_dir().join(format!("agora-bench-wrk-{}.lua", std::process::id()));
+    std::fs::write(&script, WRK_REPORT)?;
+    let url = format!("http://{target}{path}");
+    let run = |seconds: u64| {
+        let mut command = tokio::process::Command::new(wrk);
+        command.args([
+            "-t1",
+            "-c",
+            &connections.to_string(),
+            "-d",
+            &format!("{seconds}s"),
+            "-s",
+            script.to_str().unwrap_or_default(),
+        ]);
+        for (name, value) in headers {
+            command.args(["-H", &format!("{name}: {value}")]);
+        }
+        command.arg(&url);
+        command.output()
+    };
+    run(warmup.as_secs().max(1)).await?;
+    let output = run(duration.as_secs().max(1)).await?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text
+        .lines()
+        .find_map(|line| line.strip_prefix("REPORT "))
+        .with_context(|| format!("wrk printed no report: {text}"))?;
+    let numbers: Vec<f64> = line.split_whitespace().map(|n| n.parse().unwrap_or(0.0)).collect();
+    let [requests, duration_us, errors, p50, p99, p999] = numbers[..] else {
+        anyhow::bail!("an unexpected wrk report: {line}")
+    };
+    Ok(ClosedRun {
+        requests_per_second: requests / (duration_us / 1e6),
+        p50_ms: p50 / 1000.0,
+        p99_ms: p99 / 1000.0,
+        p999_ms: p999 / 1000.0,
+        errors: errors as u64,
+        generator: "wrk",
+    })
+}
+
+/// `connections` keep-alive connections, each sending the same GET (with `headers`) as fast as it
+/// is answered, for `duration` after a `warmup` that is not measured.
+async fn hyper_loop(
+    target: SocketAddr,
+    path: String,
+    headers: Vec<(String, String)>,
+    connections: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> Result<ClosedRun> {
     let started = Instant::now();
     let measure_from = started + warmup;
     let stop_at = measure_from + duration;
-    let headers: Arc<Vec<(String, String)>> = Arc::new(headers.iter().map(|(k, v)| (k.to_string(), v.clone())).collect());
-    let path = Arc::new(path.to_string());
+    let mut headers_map = hyper::HeaderMap::new();
+    headers_map.insert(hyper::header::HOST, target.to_string().parse()?);
+    for (name, value) in &headers {
+        headers_map.insert(hyper::header::HeaderName::from_bytes(name.as_bytes())?, value.parse()?);
+    }
+    let headers = Arc::new(headers_map);
+    let path = Arc::new(path);
     let mut tasks = Vec::new();
     for _ in 0..connections {
         let (headers, path) = (headers.clone(), path.clone());
         tasks.push(tokio::spawn(async move { connection(target, &path, &headers, measure_from, stop_at).await }));
     }
-    let mut total = Closed {
-        requests: 0,
-        statuses: BTreeMap::new(),
-        elapsed: duration,
-        latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
-    };
+    let mut total = Counts { requests: 0, errors: 0, latency: histogram() };
     for task in tasks {
         let part = task.await.context("a load connection panicked")??;
         total.requests += part.requests;
-        for (status, count) in part.statuses {
-            *total.statuses.entry(status).or_default() += count;
-        }
+        total.errors += part.errors;
         total.latency.add(&part.latency).expect("same bounds");
     }
-    Ok(total)
+    let quantile_ms = |q: f64| total.latency.value_at_quantile(q) as f64 / 1000.0;
+    Ok(ClosedRun {
+        requests_per_second: total.requests as f64 / duration.as_secs_f64(),
+        p50_ms: quantile_ms(0.5),
+        p99_ms: quantile_ms(0.99),
+        p999_ms: quantile_ms(0.999),
+        errors: total.errors,
+        generator: "hyper",
+    })
 }
 
-async fn connection(target: SocketAddr, path: &str, headers: &[(String, String)], measure_from: Instant, stop_at: Instant) -> Result<Closed> {
-    let mut result = Closed {
-        requests: 0,
-        statuses: BTreeMap::new(),
-        elapsed: Duration::ZERO,
-        latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
-    };
+async fn connection(
+    target: SocketAddr,
+    path: &str,
+    headers: &hyper::HeaderMap,
+    measure_from: Instant,
+    stop_at: Instant,
+) -> Result<Counts> {
+    let mut counts = Counts { requests: 0, errors: 0, latency: histogram() };
     'connect: while Instant::now() < stop_at {
         let stream = TcpStream::connect(target).await.with_context(|| format!("connecting to {target}"))?;
         stream.set_nodelay(true)?;
@@ -86,25 +178,26 @@ async fn connection(target: SocketAddr, path: &str, headers: &[(String, String)]
             let _ = driver.await;
         });
         while Instant::now() < stop_at {
-            let mut request = Request::get(path).header("host", target.to_string());
-            for (name, value) in headers {
-                request = request.header(name.as_str(), value.as_str());
-            }
-            let request = request.body(Empty::<Bytes>::new())?;
+            let mut request = Request::get(path).body(Empty::<Bytes>::new())?;
+            *request.headers_mut() = headers.clone();
             let sent = Instant::now();
-            let Ok(response) = sender.send_request(request).await else { continue 'connect };
-            let status = response.status().as_u16();
-            if response.into_body().collect().await.is_err() {
+            let Ok(response) = sender.send_request(request).await else {
+                counts.errors += 1;
                 continue 'connect;
-            }
+            };
+            let ok = response.status() == 200;
+            let read = response.into_body().collect().await.is_ok();
             if sent >= measure_from {
-                result.requests += 1;
-                *result.statuses.entry(status).or_default() += 1;
-                result.latency.record(sent.elapsed().as_micros().max(1) as u64).ok();
+                counts.requests += 1;
+                counts.errors += u64::from(!ok || !read);
+                counts.latency.record(sent.elapsed().as_micros().max(1) as u64).ok();
+            }
+            if !read {
+                continue 'connect;
             }
         }
     }
-    Ok(result)
+    Ok(counts)
 }
 
 /// Where an open-loop offer sends: a URL, with a tenant's token.

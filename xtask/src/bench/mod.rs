@@ -36,31 +36,12 @@ struct Durations {
 
 struct Bench {
     root: PathBuf,
+    /// wrk, when installed: the anchor's load generator.
+    wrk: Option<PathBuf>,
     out: PathBuf,
     logs: PathBuf,
     durations: Durations,
     http: reqwest::Client,
-}
-
-#[derive(Serialize)]
-struct ClosedReport {
-    requests_per_second: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    p999_ms: f64,
-    errors: u64,
-}
-
-impl From<&load::Closed> for ClosedReport {
-    fn from(run: &load::Closed) -> Self {
-        Self {
-            requests_per_second: run.rate(),
-            p50_ms: run.percentile_ms(0.5),
-            p99_ms: run.percentile_ms(0.99),
-            p999_ms: run.percentile_ms(0.999),
-            errors: run.statuses.iter().filter(|(status, _)| **status != 200).map(|(_, n)| n).sum(),
-        }
-    }
 }
 
 #[derive(Serialize)]
@@ -83,7 +64,20 @@ pub fn run(root: &Path, quick: bool) -> Result<()> {
     };
     let out = root.join("target/bench");
     std::fs::create_dir_all(&out)?;
-    let bench = Bench { root: root.to_path_buf(), logs: out.join("logs"), out, durations, http: reqwest::Client::new() };
+    let bench = Bench {
+        root: root.to_path_buf(),
+        wrk: which("wrk"),
+        logs: out.join("logs"),
+        out,
+        durations,
+        http: reqwest::Client::new(),
+    };
+    match &bench.wrk {
+        Some(_) => println!("load generator: wrk -t1 (as the nginx anchor is measured)"),
+        None => {
+            println!("load generator: hyper on one thread of this process (install wrk to measure as the anchor does)")
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(bench.all(quick))
 }
@@ -109,7 +103,16 @@ impl Bench {
         let port = free_port()?;
         let listen = format!("127.0.0.1:{port}");
         let rate = rate_limit.to_string();
-        let args = ["--listen", &listen, "--customer-id", CUSTOMER_ID, "--customer-secret", CUSTOMER_SECRET, "--rate-limit", &rate];
+        let args = [
+            "--listen",
+            &listen,
+            "--customer-id",
+            CUSTOMER_ID,
+            "--customer-secret",
+            CUSTOMER_SECRET,
+            "--rate-limit",
+            &rate,
+        ];
         let mut process = Proc::spawn(&self.logs, name, &self.binary("agora-sandbox"), &args, &[("RUST_LOG", "warn")])?;
         wait_port(port, name, &mut process).await?;
         Ok((process, format!("http://{listen}")))
@@ -137,7 +140,14 @@ impl Bench {
     }
 
     /// The gateway's configuration for a sandbox: three tenants, HS256 keys.
-    fn gateway_config(&self, name: &str, sandbox: &str, port: u16, initech: &str, redis: Option<&str>) -> Result<PathBuf> {
+    fn gateway_config(
+        &self,
+        name: &str,
+        sandbox: &str,
+        port: u16,
+        initech: &str,
+        redis: Option<&str>,
+    ) -> Result<PathBuf> {
         let mut toml = format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[upstream]\nbase_url = \"{sandbox}/dev\"\ncustomer_id = \"{CUSTOMER_ID}\"\ncustomer_secret = \"{CUSTOMER_SECRET}\"\n\n[throttle]\nrate = 10\n"
         );
@@ -159,7 +169,13 @@ impl Bench {
         Ok(path)
     }
 
-    async fn gateway(&self, name: &str, sandbox: &str, initech: &str, redis: Option<&str>) -> Result<(Proc, String, PathBuf)> {
+    async fn gateway(
+        &self,
+        name: &str,
+        sandbox: &str,
+        initech: &str,
+        redis: Option<&str>,
+    ) -> Result<(Proc, String, PathBuf)> {
         let port = free_port()?;
         let config = self.gateway_config(name, sandbox, port, initech, redis)?;
         let args = ["serve", "--config", config.to_str().context("a UTF-8 path")?];
@@ -198,13 +214,31 @@ impl Bench {
         if warm.status() != 200 {
             bail!("the gateway answered {} to the warming read", warm.status());
         }
-        let hit = load::closed_loop(address(&gateway)?, "/dev/v1/projects", &auth, 64, d.warmup, d.closed).await?;
+        let hit = load::closed_loop(
+            address(&gateway)?,
+            "/dev/v1/projects",
+            &auth,
+            64,
+            d.warmup,
+            d.closed,
+            self.wrk.as_deref(),
+        )
+        .await?;
         let peak_rss_mib = gateway_process.peak_rss_kib().unwrap_or(0) as f64 / 1024.0;
 
         // 2. direct
         println!("direct: the same request straight to a sandbox");
         let basic = [("authorization", format!("Basic {}", base64_credentials()))];
-        let direct_run = load::closed_loop(address(&direct)?, "/dev/v1/projects", &basic, 64, d.warmup, d.closed).await?;
+        let direct_run = load::closed_loop(
+            address(&direct)?,
+            "/dev/v1/projects",
+            &basic,
+            64,
+            d.warmup,
+            d.closed,
+            self.wrk.as_deref(),
+        )
+        .await?;
         direct_process.stop();
 
         // 3. nginx
@@ -225,7 +259,11 @@ impl Bench {
             .iter()
             .zip(&tokens)
             .enumerate()
-            .map(|(tenant, (app, token))| load::Target { url: format!("{gateway}/dev/v1/channel/{app}"), token: token.clone(), tenant })
+            .map(|(tenant, (app, token))| load::Target {
+                url: format!("{gateway}/dev/v1/channel/{app}"),
+                token: token.clone(),
+                tenant,
+            })
             .collect();
         for token in &tokens {
             self.http.get(format!("{gateway}/dev/v1/projects")).bearer_auth(token).send().await?;
@@ -241,7 +279,8 @@ impl Bench {
         let answers = futures::future::join_all(reads).await;
         let coalesced_ok = answers.iter().filter(|a| a.as_ref().is_ok_and(|r| r.status() == 200)).count();
         let after = self.stats(&sandbox).await?["by_operation"]["list_channel_users"].as_u64().unwrap_or(0);
-        let coalesce = json!({ "concurrent_reads": 1000, "answered_200": coalesced_ok, "upstream_calls": after - before });
+        let coalesce =
+            json!({ "concurrent_reads": 1000, "answered_200": coalesced_ok, "upstream_calls": after - before });
         gateway_process.stop();
         sandbox_process.stop();
 
@@ -260,12 +299,12 @@ impl Bench {
         let report = json!({
             "machine": machine(),
             "quick": quick,
-            "hit": ClosedReport::from(&hit),
+            "hit": hit,
             "hit_gateway_peak_rss_mib": peak_rss_mib,
-            "direct": ClosedReport::from(&direct_run),
-            "hit_over_direct": hit.rate() / direct_run.rate(),
-            "nginx": nginx.as_ref().map(ClosedReport::from),
-            "hit_over_nginx": nginx.as_ref().map(|n| hit.rate() / n.rate()),
+            "direct": direct_run,
+            "hit_over_direct": hit.requests_per_second / direct_run.requests_per_second,
+            "nginx": nginx,
+            "hit_over_nginx": nginx.as_ref().map(|n| hit.requests_per_second / n.requests_per_second),
             "overload": overload,
             "coalesce": coalesce,
             "cluster": cluster,
@@ -277,7 +316,13 @@ impl Bench {
         Ok(())
     }
 
-    async fn overload(&self, sandbox: &str, targets: &[load::Target], duration: Duration, first_page: usize) -> Result<OverloadReport> {
+    async fn overload(
+        &self,
+        sandbox: &str,
+        targets: &[load::Target],
+        duration: Duration,
+        first_page: usize,
+    ) -> Result<OverloadReport> {
         self.reset(sandbox).await?;
         let offered = 100;
         let offer = load::offer(targets, offered, duration, first_page);
@@ -311,7 +356,7 @@ impl Bench {
         })
     }
 
-    async fn nginx(&self, binary: &Path) -> Result<load::Closed> {
+    async fn nginx(&self, binary: &Path) -> Result<load::ClosedRun> {
         let prefix = std::env::temp_dir().join("agora-bench-nginx");
         let _ = std::fs::remove_dir_all(&prefix);
         std::fs::create_dir_all(prefix.join("cache"))?;
@@ -324,7 +369,8 @@ impl Bench {
         let url = format!("http://127.0.0.1:{NGINX_PORT}/dev/v1/projects");
         self.http.get(&url).send().await?.error_for_status()?;
         let address = format!("127.0.0.1:{NGINX_PORT}").parse()?;
-        let run = load::closed_loop(address, "/dev/v1/projects", &[], 64, self.durations.warmup, self.durations.closed).await;
+        let (warmup, duration) = (self.durations.warmup, self.durations.closed);
+        let run = load::closed_loop(address, "/dev/v1/projects", &[], 64, warmup, duration, self.wrk.as_deref()).await;
         process.stop();
         run
     }
@@ -344,14 +390,24 @@ impl Bench {
         let (sandbox_process, sandbox) = self.sandbox("sandbox-cluster", 10).await?;
         let projects = self.projects(&sandbox).await?;
         let find = |name: &str| -> String {
-            projects.iter().find(|p| p["name"] == name).map(|p| p["vendor_key"].as_str().unwrap_or_default().to_string()).unwrap_or_default()
+            projects
+                .iter()
+                .find(|p| p["name"] == name)
+                .map(|p| p["vendor_key"].as_str().unwrap_or_default().to_string())
+                .unwrap_or_default()
         };
-        let initech = projects.iter().find(|p| p["name"] == "initech-staging").and_then(|p| p["id"].as_str()).unwrap_or_default().to_string();
+        let initech = projects
+            .iter()
+            .find(|p| p["name"] == "initech-staging")
+            .and_then(|p| p["id"].as_str())
+            .unwrap_or_default()
+            .to_string();
         let apps = [find("acme-web"), find("globex-live"), find("initech-staging")];
         let mut replicas = Vec::new();
         let mut targets: Vec<load::Target> = Vec::new();
         for n in 0..3 {
-            let (process, base, config) = self.gateway(&format!("replica-{n}"), &sandbox, &initech, Some(&redis_url)).await?;
+            let (process, base, config) =
+                self.gateway(&format!("replica-{n}"), &sandbox, &initech, Some(&redis_url)).await?;
             for (tenant, app) in apps.iter().enumerate() {
                 let token = self.token(&config, TENANTS[tenant].0)?;
                 self.http.get(format!("{base}/dev/v1/projects")).bearer_auth(&token).send().await?;
@@ -376,7 +432,10 @@ fn base64_credentials() -> String {
 
 fn machine() -> Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).map(|l| l.trim_start_matches([' ', '\t', ':']).to_string());
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string());
     json!({
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "cpu_model": model,
@@ -402,8 +461,12 @@ fn table(report: &Value) -> String {
         if v.is_null() {
             return "skipped".to_string();
         }
-        let shares: Vec<String> =
-            v["share_per_tenant"].as_array().into_iter().flatten().map(|s| format!("{:.0}%", s.as_f64().unwrap_or(0.0) * 100.0)).collect();
+        let shares: Vec<String> = v["share_per_tenant"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| format!("{:.0}%", s.as_f64().unwrap_or(0.0) * 100.0))
+            .collect();
         format!(
             "{:.2} upstream req/s (offered {}/s), most in 1 s: {}, upstream 429s: {}, shares {}",
             v["upstream_per_second"].as_f64().unwrap_or(0.0),
@@ -414,6 +477,8 @@ fn table(report: &Value) -> String {
         )
     };
     let mut out = String::new();
+    let generator = report["hit"]["generator"].as_str().unwrap_or("?");
+    out.push_str(&format!("Load generator: {generator}, 64 connections.\n\n"));
     out.push_str("| scenario | throughput | p50 ms | p99 ms | p99.9 ms |\n|---|---|---|---|---|\n");
     out.push_str(&format!("| hit (gateway, JWT, 64 conns) | {} |\n", closed(&report["hit"])));
     out.push_str(&format!("| direct (sandbox, no gateway) | {} |\n", closed(&report["direct"])));
@@ -424,11 +489,16 @@ fn table(report: &Value) -> String {
         Some(ratio) => out.push_str(&format!("| hit / nginx | {ratio:.2} |\n")),
         None => out.push_str("| hit / nginx | skipped (no nginx) |\n"),
     }
-    out.push_str(&format!("| gateway peak RSS during hit | {:.1} MiB |\n", report["hit_gateway_peak_rss_mib"].as_f64().unwrap_or(0.0)));
+    out.push_str(&format!(
+        "| gateway peak RSS during hit | {:.1} MiB |\n",
+        report["hit_gateway_peak_rss_mib"].as_f64().unwrap_or(0.0)
+    ));
     out.push_str(&format!("| overload (1 gateway) | {} |\n", overload(&report["overload"])));
     out.push_str(&format!(
         "| coalesce | {} concurrent cold reads, {} answered, {} upstream call(s) |\n",
-        report["coalesce"]["concurrent_reads"], report["coalesce"]["answered_200"], report["coalesce"]["upstream_calls"]
+        report["coalesce"]["concurrent_reads"],
+        report["coalesce"]["answered_200"],
+        report["coalesce"]["upstream_calls"]
     ));
     out.push_str(&format!("| cluster (3 replicas + Redis) | {} |\n", overload(&report["cluster"])));
     out
