@@ -36,7 +36,7 @@ use crate::edge::EdgeLayer;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::policy::{CacheClass, Invalidation, Scope};
-use crate::routes::{self, HasBodyLimit, Refresh};
+use crate::routes::{self, Directives, HasBodyLimit};
 use crate::throttle::{ClusterBudget, Throttle};
 use crate::upstream::{Answer, Upstream, UpstreamCall, kicking_rules_key};
 use crate::{docs, egress, ops};
@@ -122,8 +122,13 @@ impl Gateway {
     }
 
     /// Steps 4 to 8 for one validated request; errors become their responses here.
-    pub async fn serve(self: &Arc<Self>, principal: Arc<Principal>, call: UpstreamCall, refresh: Refresh) -> Response {
-        match self.pipeline(&principal, call, refresh.0).await {
+    pub async fn serve(
+        self: &Arc<Self>,
+        principal: Arc<Principal>,
+        call: UpstreamCall,
+        directives: Directives,
+    ) -> Response {
+        match self.pipeline(&principal, call, directives).await {
             Ok(response) => response,
             Err(error) => error.into_response(),
         }
@@ -133,12 +138,14 @@ impl Gateway {
         self: &Arc<Self>,
         principal: &Arc<Principal>,
         call: UpstreamCall,
-        refresh: bool,
+        directives: Directives,
     ) -> Result<Response, GatewayError> {
         let policy = call.operation().policy();
+        let refresh = directives.refresh;
+        let upstream = self.fetcher(&principal.tenant, directives.deadline);
         // 4. authorize
         authorize::require_scope(principal, policy)?;
-        let directory = ProjectDirectory { gateway: self, tenant: &principal.tenant };
+        let directory = ProjectDirectory { gateway: self, upstream: &upstream };
         let call = match authorize::check_ownership(&directory, principal, policy, call).await? {
             Decision::Send(call) => call,
             Decision::Answer(body) => return Ok(json_response(body)),
@@ -149,19 +156,13 @@ impl Gateway {
                 if !refresh && let Some(response) = self.project_from_list(principal, &call).await? {
                     return Ok(response);
                 }
-                let (entry, status) = self.read(&principal.tenant, call, class, refresh).await?;
+                let (entry, status) = self.read(upstream, call, class, refresh).await?;
                 let body = egress::render(principal, policy.ownership, &entry)?;
                 Ok(cached_response(body, status, entry.age()))
             }
             // 6-7, invalidation, 8.
             None => {
-                let result = fetch_upstream(
-                    self.throttle.clone(),
-                    self.upstream.clone(),
-                    principal.tenant.clone(),
-                    call.clone(),
-                )
-                .await;
+                let result = upstream.fetch(call.clone()).await;
                 // A write refused before it was sent changed nothing; any other outcome may have.
                 if !matches!(result, Err(GatewayError::Throttled { .. })) {
                     self.invalidate(&call, policy.invalidates).await;
@@ -172,17 +173,20 @@ impl Gateway {
         }
     }
 
+    /// How this request reaches the upstream: its tenant's turn in the budget, by its deadline.
+    fn fetcher(&self, tenant: &Arc<Tenant>, deadline: Option<Instant>) -> Fetcher {
+        Fetcher { throttle: self.throttle.clone(), upstream: self.upstream.clone(), tenant: tenant.clone(), deadline }
+    }
+
     /// A read through the cache: fresh, or one coalesced upstream call, or stale.
     async fn read(
-        self: &Arc<Self>,
-        tenant: &Arc<Tenant>,
+        &self,
+        upstream: Fetcher,
         call: UpstreamCall,
         class: CacheClass,
         refresh: bool,
     ) -> Result<(Arc<Entry>, CacheStatus), GatewayError> {
-        let key = call.cache_key();
-        let (throttle, upstream, tenant) = (self.throttle.clone(), self.upstream.clone(), tenant.clone());
-        self.cache.read(key, class, refresh, move || fetch_upstream(throttle, upstream, tenant, call)).await
+        self.cache.read(call.cache_key(), class, refresh, move || upstream.fetch(call)).await
     }
 
     /// `get_project` answered from a fresh cached project list, when the project is in it.
@@ -229,38 +233,49 @@ impl Gateway {
 /// The project list through the cache, as the ownership checks see it.
 struct ProjectDirectory<'a> {
     gateway: &'a Arc<Gateway>,
-    tenant: &'a Arc<Tenant>,
+    upstream: &'a Fetcher,
 }
 
 impl Directory for ProjectDirectory<'_> {
     async fn projects(&self, refresh: bool) -> Result<Arc<Entry>, GatewayError> {
-        let read = self.gateway.read(self.tenant, UpstreamCall::ListProjects, CacheClass::Project, refresh);
+        let read = self.gateway.read(self.upstream.clone(), UpstreamCall::ListProjects, CacheClass::Project, refresh);
         read.await.map(|(entry, _)| entry)
     }
 }
 
-/// Steps 6 and 7: a slot, then the call. If Agora answers 429 anyway, the budget pauses and an
-/// idempotent read is tried once more, if a slot comes within its deadline.
-async fn fetch_upstream(
+/// Steps 6 and 7 for one request: its tenant's turn in the budget, then the call.
+#[derive(Clone)]
+struct Fetcher {
     throttle: Throttle,
     upstream: Arc<Upstream>,
     tenant: Arc<Tenant>,
-    call: UpstreamCall,
-) -> Result<Answer, GatewayError> {
-    let policy = call.operation().policy();
-    let deadline = Instant::now() + throttle.max_wait();
-    throttle.acquire(&tenant, policy.priority, deadline).await?.sending();
-    match upstream.execute(&call).await {
-        Err(GatewayError::Upstream(refused)) if refused.status.as_u16() == 429 => {
-            let pause = refused.retry_after.unwrap_or(Duration::from_secs(1));
-            throttle.pause(pause);
-            if !policy.is_idempotent_read() || Instant::now() + pause >= deadline {
-                return Err(GatewayError::Upstream(refused));
+    /// The request's own deadline: it queues only as long as leaves time for the upstream call.
+    deadline: Option<Instant>,
+}
+
+impl Fetcher {
+    /// A slot, then the call. If Agora answers 429 anyway, the budget pauses and an idempotent
+    /// read is tried once more, if a slot comes within its deadline.
+    async fn fetch(self, call: UpstreamCall) -> Result<Answer, GatewayError> {
+        let policy = call.operation().policy();
+        let queue_until = Instant::now() + self.throttle.max_wait();
+        let deadline = match self.deadline.and_then(|d| d.checked_sub(self.upstream.timeout())) {
+            Some(latest) => latest.min(queue_until),
+            None => queue_until,
+        };
+        self.throttle.acquire(&self.tenant, policy.priority, deadline).await?.sending();
+        match self.upstream.execute(&call).await {
+            Err(GatewayError::Upstream(refused)) if refused.status.as_u16() == 429 => {
+                let pause = refused.retry_after.unwrap_or(Duration::from_secs(1));
+                self.throttle.pause(pause);
+                if !policy.is_idempotent_read() || Instant::now() + pause >= deadline {
+                    return Err(GatewayError::Upstream(refused));
+                }
+                self.throttle.acquire(&self.tenant, policy.priority, deadline).await?.sending();
+                self.upstream.execute(&call).await
             }
-            throttle.acquire(&tenant, policy.priority, deadline).await?.sending();
-            upstream.execute(&call).await
+            result => result,
         }
-        result => result,
     }
 }
 

@@ -368,6 +368,17 @@ impl Config {
         if upstream.timeout.is_zero() {
             return Err(ConfigError::new("upstream.timeout", "must be more than 0"));
         }
+        if let Some(timeout) = self.server.request_timeout
+            && timeout <= upstream.timeout
+        {
+            return Err(ConfigError::new(
+                "server.request_timeout",
+                format!(
+                    "must be longer than upstream.timeout ({:?}): it covers the queue and the call",
+                    upstream.timeout
+                ),
+            ));
+        }
 
         let throttle = &self.throttle;
         if throttle.rate == 0 {

@@ -36,6 +36,11 @@ impl TenantSlot {
     }
 }
 
+/// When the edge gives up on the request: handlers pass it down, so that no request queues for an
+/// upstream slot it could not use before then.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestDeadline(pub Instant);
+
 /// The operationId of a Console request, from the policy table's routes; `unknown` for other
 /// paths under `/dev`, `None` outside it.
 pub fn operation_of(method: &Method, path: &str) -> Option<&'static str> {
@@ -95,6 +100,7 @@ where
         let operation = operation_of(request.method(), request.uri().path());
         let slot = TenantSlot::default();
         request.extensions_mut().insert(slot.clone());
+        request.extensions_mut().insert(RequestDeadline(started + self.timeout));
         let request_id = request.headers().get("x-request-id").cloned();
         let (method, uri) = (request.method().clone(), request.uri().clone());
         // The ready service answers this request; a fresh clone waits for the next.

@@ -15,14 +15,14 @@ use crate::app::Gateway;
 use crate::auth::Authenticated;
 use crate::error::GatewayError;
 use crate::policy::{CacheClass, Scope};
-use crate::routes::Body;
+use crate::routes::{Body, method_not_allowed};
 
 pub fn routes() -> Router<Arc<Gateway>> {
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/admin/cache/purge", post(purge_cache))
+        .route("/healthz", get(healthz).fallback(method_not_allowed))
+        .route("/readyz", get(readyz).fallback(method_not_allowed))
+        .route("/metrics", get(metrics).fallback(method_not_allowed))
+        .route("/admin/cache/purge", post(purge_cache).fallback(method_not_allowed))
 }
 
 #[derive(Serialize, ToSchema)]

@@ -22,6 +22,7 @@ use serde::de::DeserializeOwned;
 
 use crate::app::Gateway;
 use crate::auth::Authenticated;
+use crate::edge::RequestDeadline;
 use crate::error::GatewayError;
 use crate::upstream::UpstreamCall;
 
@@ -56,7 +57,7 @@ pub fn console_routes() -> Router<Arc<Gateway>> {
     router
 }
 
-async fn method_not_allowed(request: Request) -> GatewayError {
+pub async fn method_not_allowed(request: Request) -> GatewayError {
     GatewayError::MethodNotAllowed(format!("{} is not allowed on {}", request.method(), request.uri().path()))
 }
 
@@ -90,11 +91,15 @@ impl<S: HasBodyLimit + Send + Sync> FromRequest<S> for Body {
     }
 }
 
-/// Whether the client asked for a fresh answer: `Cache-Control: no-cache` (or `Pragma: no-cache`).
+/// How the client wants its request handled: `refresh` when it sent `Cache-Control: no-cache` (or
+/// `Pragma: no-cache`); `deadline`, the edge's, by when it must be answered.
 #[derive(Clone, Copy)]
-pub struct Refresh(pub bool);
+pub struct Directives {
+    pub refresh: bool,
+    pub deadline: Option<tokio::time::Instant>,
+}
 
-impl<S: Send + Sync> FromRequestParts<S> for Refresh {
+impl<S: Send + Sync> FromRequestParts<S> for Directives {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
@@ -106,7 +111,23 @@ impl<S: Send + Sync> FromRequestParts<S> for Refresh {
                 .filter_map(|value| value.to_str().ok())
                 .any(|value| value.split(',').any(|directive| directive.trim().eq_ignore_ascii_case("no-cache")))
         };
-        Ok(Refresh(says_no_cache(header::CACHE_CONTROL) || says_no_cache(header::PRAGMA)))
+        let refresh = says_no_cache(header::CACHE_CONTROL) || says_no_cache(header::PRAGMA);
+        let deadline = parts.extensions.get::<RequestDeadline>().map(|deadline| deadline.0);
+        Ok(Directives { refresh, deadline })
+    }
+}
+
+/// Path parameters, with a problem document when they cannot be read.
+pub struct PathParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathParams<T> {
+    type Rejection = GatewayError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(params)) => Ok(PathParams(params)),
+            Err(rejection) => Err(GatewayError::bad_request(format!("invalid path: {}", rejection.body_text()))),
+        }
     }
 }
 
@@ -164,14 +185,19 @@ fn date_range(from: &str, to: &str) -> Result<(NaiveDate, NaiveDate), GatewayErr
 
 // ---- projects ----
 
-async fn create_project(State(gw): Gw, Authenticated(p): Authenticated, refresh: Refresh, Body(body): Body) -> Answer {
+async fn create_project(
+    State(gw): Gw,
+    Authenticated(p): Authenticated,
+    directives: Directives,
+    Body(body): Body,
+) -> Answer {
     let body: types::CreateProjectRequest = parse_body(&body)?;
     not_blank("name", &body.name)?;
-    Ok(gw.serve(p, UpstreamCall::CreateProject(body), refresh).await)
+    Ok(gw.serve(p, UpstreamCall::CreateProject(body), directives).await)
 }
 
-async fn list_projects(State(gw): Gw, Authenticated(p): Authenticated, refresh: Refresh) -> Response {
-    gw.serve(p, UpstreamCall::ListProjects, refresh).await
+async fn list_projects(State(gw): Gw, Authenticated(p): Authenticated, directives: Directives) -> Response {
+    gw.serve(p, UpstreamCall::ListProjects, directives).await
 }
 
 #[derive(Deserialize)]
@@ -183,7 +209,7 @@ struct GetProjectQuery {
 async fn get_project(
     State(gw): Gw,
     Authenticated(p): Authenticated,
-    refresh: Refresh,
+    directives: Directives,
     RawQuery(query): RawQuery,
 ) -> Answer {
     let GetProjectQuery { id, name } = parse_query(query)?;
@@ -192,7 +218,7 @@ async fn get_project(
     if id.is_none() && name.is_none() {
         return Err(GatewayError::bad_request("id or name is required"));
     }
-    Ok(gw.serve(p, UpstreamCall::GetProject { id, name }, refresh).await)
+    Ok(gw.serve(p, UpstreamCall::GetProject { id, name }, directives).await)
 }
 
 /// The status body, read by hand for a clearer message than the generated enum's.
@@ -205,44 +231,59 @@ struct StatusBody {
 async fn set_project_status(
     State(gw): Gw,
     Authenticated(p): Authenticated,
-    refresh: Refresh,
+    directives: Directives,
     Body(body): Body,
 ) -> Answer {
     let StatusBody { id, status } = parse_body(&body)?;
     not_blank("id", &id)?;
     let status = types::ProjectStatus::try_from(status)
         .map_err(|_| GatewayError::bad_request(format!("status must be 0 (disable) or 1 (enable), not {status}")))?;
-    Ok(gw.serve(p, UpstreamCall::SetProjectStatus(types::SetProjectStatusRequest { id, status }), refresh).await)
+    Ok(gw.serve(p, UpstreamCall::SetProjectStatus(types::SetProjectStatusRequest { id, status }), directives).await)
 }
 
-async fn delete_project(State(gw): Gw, Authenticated(p): Authenticated, refresh: Refresh, Body(body): Body) -> Answer {
+async fn delete_project(
+    State(gw): Gw,
+    Authenticated(p): Authenticated,
+    directives: Directives,
+    Body(body): Body,
+) -> Answer {
     let body: types::ProjectIdRequest = parse_body(&body)?;
     not_blank("id", &body.id)?;
-    Ok(gw.serve(p, UpstreamCall::DeleteProject(body), refresh).await)
+    Ok(gw.serve(p, UpstreamCall::DeleteProject(body), directives).await)
 }
 
 async fn set_recording_config(
     State(gw): Gw,
     Authenticated(p): Authenticated,
-    refresh: Refresh,
+    directives: Directives,
     Body(body): Body,
 ) -> Answer {
     let body: types::SetRecordingConfigRequest = parse_body(&body)?;
     not_blank("id", &body.id)?;
     not_blank("recording_server", &body.recording_server)?;
-    Ok(gw.serve(p, UpstreamCall::SetRecordingConfig(body), refresh).await)
+    Ok(gw.serve(p, UpstreamCall::SetRecordingConfig(body), directives).await)
 }
 
-async fn enable_sign_key(State(gw): Gw, Authenticated(p): Authenticated, refresh: Refresh, Body(body): Body) -> Answer {
+async fn enable_sign_key(
+    State(gw): Gw,
+    Authenticated(p): Authenticated,
+    directives: Directives,
+    Body(body): Body,
+) -> Answer {
     let body: types::EnableSignKeyRequest = parse_body(&body)?;
     not_blank("id", &body.id)?;
-    Ok(gw.serve(p, UpstreamCall::EnableSignKey(body), refresh).await)
+    Ok(gw.serve(p, UpstreamCall::EnableSignKey(body), directives).await)
 }
 
-async fn reset_sign_key(State(gw): Gw, Authenticated(p): Authenticated, refresh: Refresh, Body(body): Body) -> Answer {
+async fn reset_sign_key(
+    State(gw): Gw,
+    Authenticated(p): Authenticated,
+    directives: Directives,
+    Body(body): Body,
+) -> Answer {
     let body: types::ProjectIdRequest = parse_body(&body)?;
     not_blank("id", &body.id)?;
-    Ok(gw.serve(p, UpstreamCall::ResetSignKey(body), refresh).await)
+    Ok(gw.serve(p, UpstreamCall::ResetSignKey(body), directives).await)
 }
 
 // ---- usage ----
@@ -257,7 +298,7 @@ struct UsageQuery {
 async fn get_usage(
     State(gw): Gw,
     Authenticated(p): Authenticated,
-    refresh: Refresh,
+    directives: Directives,
     RawQuery(query): RawQuery,
 ) -> Answer {
     let query: UsageQuery = parse_query(query)?;
@@ -270,7 +311,7 @@ async fn get_usage(
         .filter(|id| !id.is_empty())
         .map(str::to_string)
         .collect();
-    Ok(gw.serve(p, UpstreamCall::GetUsage { from, to, projects }, refresh).await)
+    Ok(gw.serve(p, UpstreamCall::GetUsage { from, to, projects }, directives).await)
 }
 
 #[derive(Deserialize)]
@@ -285,7 +326,7 @@ struct UsageV3Query {
 async fn get_usage_v3(
     State(gw): Gw,
     Authenticated(p): Authenticated,
-    refresh: Refresh,
+    directives: Directives,
     RawQuery(query): RawQuery,
 ) -> Answer {
     let query: UsageV3Query = parse_query(query)?;
@@ -293,7 +334,7 @@ async fn get_usage_v3(
     not_blank("project_id", &query.project_id)?;
     let business = query.business.unwrap_or(types::UsageBusiness::Default);
     let call = UpstreamCall::GetUsageV3 { from, to, project_id: query.project_id, business };
-    Ok(gw.serve(p, call, refresh).await)
+    Ok(gw.serve(p, call, directives).await)
 }
 
 // ---- kicking rules ----
@@ -301,7 +342,7 @@ async fn get_usage_v3(
 async fn create_kicking_rule(
     State(gw): Gw,
     Authenticated(p): Authenticated,
-    refresh: Refresh,
+    directives: Directives,
     Body(body): Body,
 ) -> Answer {
     let mut value = parse_json(&body)?;
@@ -309,7 +350,7 @@ async fn create_kicking_rule(
     let body: types::CreateKickingRuleRequest = from_json(value)?;
     not_blank("appid", &body.appid)?;
     rules::check_kicking_rule(&body).map_err(GatewayError::bad_request)?;
-    Ok(gw.serve(p, UpstreamCall::CreateKickingRule(body), refresh).await)
+    Ok(gw.serve(p, UpstreamCall::CreateKickingRule(body), directives).await)
 }
 
 #[derive(Deserialize)]
@@ -320,34 +361,34 @@ struct AppIdQuery {
 async fn list_kicking_rules(
     State(gw): Gw,
     Authenticated(p): Authenticated,
-    refresh: Refresh,
+    directives: Directives,
     RawQuery(query): RawQuery,
 ) -> Answer {
     let AppIdQuery { appid } = parse_query(query)?;
     not_blank("appid", &appid)?;
-    Ok(gw.serve(p, UpstreamCall::ListKickingRules { appid }, refresh).await)
+    Ok(gw.serve(p, UpstreamCall::ListKickingRules { appid }, directives).await)
 }
 
 async fn update_kicking_rule(
     State(gw): Gw,
     Authenticated(p): Authenticated,
-    refresh: Refresh,
+    directives: Directives,
     Body(body): Body,
 ) -> Answer {
     let body: types::UpdateKickingRuleRequest = parse_body(&body)?;
     not_blank("appid", &body.appid)?;
-    Ok(gw.serve(p, UpstreamCall::UpdateKickingRule(body), refresh).await)
+    Ok(gw.serve(p, UpstreamCall::UpdateKickingRule(body), directives).await)
 }
 
 async fn delete_kicking_rule(
     State(gw): Gw,
     Authenticated(p): Authenticated,
-    refresh: Refresh,
+    directives: Directives,
     Body(body): Body,
 ) -> Answer {
     let body: types::DeleteKickingRuleRequest = parse_body(&body)?;
     not_blank("appid", &body.appid)?;
-    Ok(gw.serve(p, UpstreamCall::DeleteKickingRule(body), refresh).await)
+    Ok(gw.serve(p, UpstreamCall::DeleteKickingRule(body), directives).await)
 }
 
 // ---- channels ----
@@ -363,20 +404,20 @@ fn uid(text: &str) -> Result<u32, GatewayError> {
 async fn get_user_property(
     State(gw): Gw,
     Authenticated(p): Authenticated,
-    refresh: Refresh,
-    Path((appid, user, cname)): Path<(String, String, String)>,
+    directives: Directives,
+    PathParams((appid, user, cname)): PathParams<(String, String, String)>,
 ) -> Answer {
     let call = UpstreamCall::GetUserProperty { appid, uid: uid(&user)?, cname };
-    Ok(gw.serve(p, call, refresh).await)
+    Ok(gw.serve(p, call, directives).await)
 }
 
 async fn list_channel_users(
     State(gw): Gw,
     Authenticated(p): Authenticated,
-    refresh: Refresh,
-    Path((appid, cname)): Path<(String, String)>,
+    directives: Directives,
+    PathParams((appid, cname)): PathParams<(String, String)>,
 ) -> Response {
-    gw.serve(p, UpstreamCall::ListChannelUsers { appid, cname }, refresh).await
+    gw.serve(p, UpstreamCall::ListChannelUsers { appid, cname }, directives).await
 }
 
 #[derive(Deserialize)]
@@ -388,8 +429,8 @@ struct PageQuery {
 async fn list_channels(
     State(gw): Gw,
     Authenticated(p): Authenticated,
-    refresh: Refresh,
-    Path(appid): Path<String>,
+    directives: Directives,
+    PathParams(appid): PathParams<String>,
     RawQuery(query): RawQuery,
 ) -> Answer {
     let query: PageQuery = parse_query(query)?;
@@ -397,5 +438,5 @@ async fn list_channels(
     rules::check_page_size(page_size).map_err(GatewayError::bad_request)?;
     let page_size = NonZeroU32::new(page_size).ok_or_else(|| GatewayError::bad_request("page_size must not be 0"))?;
     let call = UpstreamCall::ListChannels { appid, page_no: query.page_no.unwrap_or(0), page_size };
-    Ok(gw.serve(p, call, refresh).await)
+    Ok(gw.serve(p, call, directives).await)
 }

@@ -211,6 +211,11 @@ impl Upstream {
         Ok(Self { client, timeout, metrics })
     }
 
+    /// Timeout of one call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Sends the call; times and counts it.
     pub async fn execute(&self, call: &UpstreamCall) -> Result<Answer, GatewayError> {
         let operation = call.operation().id();

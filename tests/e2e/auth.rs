@@ -468,3 +468,18 @@ async fn the_token_command_mints_accepted_tokens_and_tokens_never_reach_the_logs
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test]
+async fn a_key_given_as_a_jwk_verifies_its_tokens() {
+    let jwk = format!(
+        "{{ kid = \"acme-jwk\", alg = \"RS256\", jwk = \"file:{}\" }}",
+        key_file("acme-rsa-2.jwk.json").display()
+    );
+    let stack = Stack::start(Options { acme_keys: vec![acme_hs_key(), jwk], ..Options::default() }).await;
+    let private = EncodingKey::from_rsa_pem(&std::fs::read(key_file("acme-rsa-2.pem")).unwrap()).unwrap();
+    let good = sign(Algorithm::RS256, Some("acme-jwk"), &claims("acme", TENANT_SCOPES), &private);
+    assert_eq!(call(&stack, Method::GET, "/dev/v1/projects", Some(&good), None).await.0, 200);
+    let other = EncodingKey::from_rsa_pem(&std::fs::read(key_file("acme-rsa.pem")).unwrap()).unwrap();
+    let wrong = sign(Algorithm::RS256, Some("acme-jwk"), &claims("acme", TENANT_SCOPES), &other);
+    assert_eq!(call(&stack, Method::GET, "/dev/v1/projects", Some(&wrong), None).await.0, 401);
+}

@@ -94,6 +94,8 @@ pub struct Options {
     pub max_wait: &'static str,
     pub upstream_timeout: &'static str,
     pub max_body: &'static str,
+    /// `server.request_timeout`, when not the default.
+    pub request_timeout: Option<&'static str>,
     pub redis_url: Option<String>,
     /// The acme tenant's keys, as TOML inline tables (rotation tests change them).
     pub acme_keys: Vec<String>,
@@ -121,6 +123,7 @@ impl Default for Options {
             max_wait: "5s",
             upstream_timeout: "3s",
             max_body: "64KiB",
+            request_timeout: None,
             redis_url: None,
             acme_keys: vec![acme_hs_key(), acme_rsa_key()],
             acme_weight: 1,
@@ -131,12 +134,14 @@ impl Default for Options {
 /// The test configuration: four tenants in front of `upstream`.
 pub fn gateway_toml(upstream: &str, initech_project: &str, options: &Options) -> String {
     let redis = options.redis_url.as_ref().map(|url| format!("redis_url = \"{url}\"\n")).unwrap_or_default();
+    let request_timeout =
+        options.request_timeout.map(|timeout| format!("request_timeout = \"{timeout}\"\n")).unwrap_or_default();
     format!(
         r#"
 [server]
 listen = "127.0.0.1:0"
 max_body = "{max_body}"
-
+{request_timeout}
 [upstream]
 base_url = "{upstream}"
 customer_id = "{CUSTOMER_ID}"

@@ -431,3 +431,47 @@ async fn the_example_configuration_is_valid() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("upstream.customer_id"), "the error names the field");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test]
+async fn sigterm_lets_the_request_in_flight_finish() {
+    let sandbox = start_sandbox(agora_sandbox::Seed::Demo, 0).await;
+    let projects = console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects;
+    let initech = projects.iter().find(|p| p.name == "initech-staging").unwrap().id.clone();
+    let dir = std::env::temp_dir().join(format!("agora-e2e-shutdown-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = dir.join("gateway.toml");
+    let text = gateway_toml(&sandbox.base_url(), &initech, &Options::default())
+        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
+    std::fs::write(&config, text).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gateway-under-test"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut up = false;
+    for _ in 0..100 {
+        if http().get(format!("{base}/healthz")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up);
+    set_faults(&sandbox, Faults { latency_ms: 1_000, ..Default::default() }).await;
+    let in_flight = tokio::spawn({
+        let url = format!("{base}/dev/v1/projects");
+        async move { http().get(url).bearer_auth(token("ops", ALL_SCOPES)).send().await.map(|r| r.status().as_u16()) }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert_eq!(in_flight.await.unwrap().unwrap(), 200, "the request in flight was answered");
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait()).await.expect("the process exits").unwrap();
+    assert!(status.success(), "a clean exit: {status:?}");
+    assert!(http().get(format!("{base}/healthz")).send().await.is_err(), "no longer listening");
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -183,3 +183,23 @@ async fn when_someone_else_spends_the_account_the_gateway_pauses_and_retries_rea
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_request_queues_only_as_long_as_its_own_deadline_allows() {
+    let _load = LOAD.lock().await;
+    // 1.5 s for the whole request, 1 s of it for the upstream call: at most 0.5 s in the queue.
+    let options = Options { request_timeout: Some("1500ms"), upstream_timeout: "1s", ..Options::default() };
+    let stack = Stack::start(options).await;
+    let acme = token("acme", TENANT_SCOPES);
+    call(&stack, Method::GET, "/dev/v1/projects", Some(&acme), None).await;
+    let url = stack.url(&format!("/dev/v1/channel/{}", stack.app("acme-web")));
+    let outcomes = offer(vec![(url, acme)], 40, Duration::from_secs(2)).await;
+    let served = outcomes.iter().filter(|o| o.status == 200).count();
+    assert!(served >= 5, "some were served: {served}");
+    for outcome in &outcomes {
+        assert!(matches!(outcome.status, 200 | 429), "no request timed out in the queue: {}", outcome.status);
+        if outcome.status == 200 {
+            assert!(outcome.latency < Duration::from_millis(1500), "{:?}", outcome.latency);
+        }
+    }
+}
