@@ -427,29 +427,9 @@ async fn the_token_command_mints_accepted_tokens_and_tokens_never_reach_the_logs
     let rs_token = mint(&["--kid", "acme-rsa", "--key", key_file("acme-rsa.pem").to_str().unwrap()]);
 
     // A gateway process with debug logs, fed good and bad tokens.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
-    std::fs::write(&config, text).unwrap();
-    let child = tokio::process::Command::new(binary)
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .env("RUST_LOG", "debug")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut up = false;
-    for _ in 0..100 {
-        if http().get(format!("{base}/healthz")).send().await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(up, "the gateway process answers");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let gateway = GatewayProcess::start(&text, &dir, "logged", Output::CaptureDebug).await;
+    let base = gateway.base.clone();
     for token in [&hs_token, &rs_token] {
         let response = http().get(format!("{base}/dev/v1/projects")).bearer_auth(token).send().await.unwrap();
         assert_eq!(response.status(), 200);
@@ -458,7 +438,7 @@ async fn the_token_command_mints_accepted_tokens_and_tokens_never_reach_the_logs
     let response = http().get(format!("{base}/dev/v1/projects")).bearer_auth(&forged).send().await.unwrap();
     assert_eq!(response.status(), 401);
 
-    let mut child = child;
+    let mut child = gateway.child;
     child.start_kill().unwrap();
     let output = child.wait_with_output().await.unwrap();
     let logs = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));

@@ -2,7 +2,6 @@
 //! any second at the sandbox, also while Redis is down (each replica falls back to its share) and
 //! after it comes back (the shared budget resumes).
 
-use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -11,18 +10,6 @@ use tokio::process::{Child, Command};
 
 use crate::common::*;
 use crate::throttle::offer;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-async fn wait_for(what: &str, mut ready: impl AsyncFnMut() -> bool) {
-    let started = Instant::now();
-    while !ready().await {
-        assert!(started.elapsed() < Duration::from_secs(30), "{what} did not come up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// A redis-server of our own on a free port; `None` (test skipped) when the binary is missing,
 /// unless `REQUIRE_REDIS=1` (CI).
@@ -69,37 +56,6 @@ impl RedisServer {
     }
 }
 
-/// A gateway process serving `config`.
-struct GatewayProcess {
-    base: String,
-    _child: Child,
-}
-
-impl GatewayProcess {
-    async fn start(toml: &str, dir: &Path, name: &str) -> Self {
-        let port = free_port();
-        let config = dir.join(format!("{name}.toml"));
-        std::fs::write(&config, toml.replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\"")))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_gateway-under-test"))
-            .args(["serve", "--config", config.to_str().unwrap()])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the gateway binary starts");
-        let base = format!("http://127.0.0.1:{port}");
-        let health = format!("{base}/healthz");
-        wait_for(name, async || http().get(&health).send().await.is_ok()).await;
-        GatewayProcess { base, _child: child }
-    }
-
-    async fn ready(&self) -> u16 {
-        http().get(format!("{}/readyz", self.base)).send().await.unwrap().status().as_u16()
-    }
-}
-
 #[tokio::test]
 async fn three_replicas_share_one_budget_through_redis_and_stay_within_it_while_redis_is_down() {
     let _load = LOAD.lock().await;
@@ -115,7 +71,7 @@ async fn three_replicas_share_one_budget_through_redis_and_stay_within_it_while_
     std::fs::create_dir_all(&dir).unwrap();
     let mut replicas = Vec::new();
     for n in 0..3 {
-        replicas.push(GatewayProcess::start(&toml, &dir, &format!("replica-{n}")).await);
+        replicas.push(GatewayProcess::start(&toml, &dir, &format!("replica-{n}"), Output::Discard).await);
     }
     for replica in &replicas {
         assert_eq!(replica.ready().await, 200, "Redis is reachable");

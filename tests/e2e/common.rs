@@ -2,8 +2,9 @@
 //! of the test configuration, tokens, and the clients that call them.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use agora_console_client::{Client, ClientOptions, types};
 use agora_gateway::{Config, Running};
@@ -343,4 +344,56 @@ pub fn spec_operations() -> Vec<(String, String, String)> {
         }
     }
     operations
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits (up to 30 s) until `ready` says so.
+pub async fn wait_for(what: &str, mut ready: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !ready().await {
+        assert!(started.elapsed() < Duration::from_secs(30), "{what} did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What a gateway process does with its logs.
+pub enum Output {
+    Discard,
+    /// Debug logs, kept for the test to read (`child.wait_with_output()`).
+    CaptureDebug,
+}
+
+/// A real gateway process (`gateway-under-test serve`) on a free port.
+pub struct GatewayProcess {
+    pub base: String,
+    pub child: tokio::process::Child,
+}
+
+impl GatewayProcess {
+    /// Writes `toml` (its `listen` replaced by a free port) to `dir/name.toml`, starts the gateway
+    /// on it and waits until it answers.
+    pub async fn start(toml: &str, dir: &Path, name: &str, output: Output) -> Self {
+        let port = free_port();
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(&config, toml.replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\"")))
+            .unwrap();
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_gateway-under-test"));
+        command.args(["serve", "--config", config.to_str().unwrap()]).kill_on_drop(true);
+        match output {
+            Output::Discard => command.env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::null()),
+            Output::CaptureDebug => command.env("RUST_LOG", "debug").stdout(Stdio::piped()).stderr(Stdio::piped()),
+        };
+        let child = command.spawn().expect("the gateway binary starts");
+        let base = format!("http://127.0.0.1:{port}");
+        let health = format!("{base}/healthz");
+        wait_for(name, async || http().get(&health).send().await.is_ok()).await;
+        GatewayProcess { base, child }
+    }
+
+    pub async fn ready(&self) -> u16 {
+        http().get(format!("{}/readyz", self.base)).send().await.unwrap().status().as_u16()
+    }
 }

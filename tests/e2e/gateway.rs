@@ -439,28 +439,8 @@ async fn sigterm_lets_the_request_in_flight_finish() {
     let initech = projects.iter().find(|p| p.name == "initech-staging").unwrap().id.clone();
     let dir = std::env::temp_dir().join(format!("agora-e2e-shutdown-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let config = dir.join("gateway.toml");
-    let text = gateway_toml(&sandbox.base_url(), &initech, &Options::default())
-        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
-    std::fs::write(&config, text).unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gateway-under-test"))
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut up = false;
-    for _ in 0..100 {
-        if http().get(format!("{base}/healthz")).send().await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(up);
+    let toml = gateway_toml(&sandbox.base_url(), &initech, &Options::default());
+    let GatewayProcess { base, mut child } = GatewayProcess::start(&toml, &dir, "shutdown", Output::Discard).await;
     set_faults(&sandbox, Faults { latency_ms: 1_000, ..Default::default() }).await;
     let in_flight = tokio::spawn({
         let url = format!("{base}/dev/v1/projects");
