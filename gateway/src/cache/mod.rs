@@ -9,9 +9,8 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 
@@ -20,6 +19,10 @@ use crate::error::GatewayError;
 use crate::metrics::{CacheLabels, Metrics};
 use crate::policy::CacheClass;
 use crate::upstream::Answer;
+
+mod entry;
+
+pub use entry::{Entry, ProjectItem, View};
 
 /// How a read was answered (the `X-Cache` header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,84 +50,6 @@ impl CacheStatus {
             CacheStatus::Miss => "miss",
             CacheStatus::Stale => "stale",
             CacheStatus::Bypass => "bypass",
-        }
-    }
-}
-
-/// One project of a project answer, pre-rendered both ways so that answering a tenant is
-/// concatenating bytes, not serializing.
-pub struct ProjectItem {
-    pub id: String,
-    pub name: String,
-    pub vendor_key: String,
-    /// The project as Agora sent it.
-    pub full: Bytes,
-    /// The same with `sign_key: null`.
-    pub redacted: Bytes,
-}
-
-/// What egress needs to cut an answer down to a tenant.
-pub enum View {
-    /// Passed through as is.
-    Raw,
-    /// `{"projects": [...]}` or `{"project": [...]}`.
-    Projects { field: &'static str, items: Vec<ProjectItem> },
-}
-
-/// An upstream answer, ready to be served to any tenant.
-pub struct Entry {
-    pub class: Option<CacheClass>,
-    /// The answer's JSON.
-    pub body: Bytes,
-    pub view: View,
-    pub fetched_at: Instant,
-    weight: u32,
-}
-
-impl Entry {
-    pub fn new(class: Option<CacheClass>, answer: Answer) -> Self {
-        let body = answer.to_json();
-        let view = match answer {
-            Answer::Projects(list) => Self::projects("projects", list.projects),
-            Answer::Project(response) => Self::projects("project", response.project),
-            _ => View::Raw,
-        };
-        let items_weight: usize = match &view {
-            View::Raw => 0,
-            View::Projects { items, .. } => items
-                .iter()
-                .map(|item| {
-                    item.full.len() + item.redacted.len() + item.id.len() + item.name.len() + item.vendor_key.len() + 96
-                })
-                .sum(),
-        };
-        let weight = u32::try_from(body.len() + items_weight + 256).unwrap_or(u32::MAX);
-        Self { class, body, view, fetched_at: Instant::now(), weight }
-    }
-
-    fn projects(field: &'static str, projects: Vec<agora_console_client::types::Project>) -> View {
-        let items = projects
-            .into_iter()
-            .map(|mut project| {
-                let full = Bytes::from(serde_json::to_vec(&project).expect("projects serialize"));
-                project.sign_key = None;
-                let redacted = Bytes::from(serde_json::to_vec(&project).expect("projects serialize"));
-                ProjectItem { id: project.id, name: project.name, vendor_key: project.vendor_key, full, redacted }
-            })
-            .collect();
-        View::Projects { field, items }
-    }
-
-    pub fn age(&self) -> Duration {
-        self.fetched_at.elapsed()
-    }
-
-    /// Whether this answer is about the project (for invalidation).
-    fn mentions_project(&self, project_id: &str) -> bool {
-        match &self.view {
-            View::Projects { field: "projects", .. } => true,
-            View::Projects { items, .. } => items.iter().any(|item| item.id == project_id),
-            View::Raw => false,
         }
     }
 }
@@ -346,145 +271,4 @@ fn may_serve_stale(error: &GatewayError) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::atomic::AtomicUsize;
-
-    use agora_console_client::types;
-    use bytesize::ByteSize;
-
-    use super::*;
-
-    fn config(ttl: Duration) -> CacheConfig {
-        CacheConfig {
-            project_ttl: ttl,
-            channel_ttl: ttl,
-            usage_ttl: ttl,
-            stale_for: Duration::from_secs(60),
-            max_bytes: ByteSize::kib(256),
-        }
-    }
-
-    fn projects(names: &[&str]) -> Answer {
-        let projects = names
-            .iter()
-            .map(|name| types::Project {
-                id: format!("id-{name}"),
-                name: name.to_string(),
-                vendor_key: "f".repeat(32),
-                sign_key: Some("e".repeat(32)),
-                recording_server: Some(String::new()),
-                status: types::ProjectStatus::try_from(1).unwrap(),
-                created: 1,
-            })
-            .collect();
-        Answer::Projects(types::ProjectList { projects })
-    }
-
-    #[tokio::test]
-    async fn concurrent_identical_misses_make_one_call() {
-        let cache = ResponseCache::new(&config(Duration::from_secs(60)), Arc::new(Metrics::new()));
-        let calls = Arc::new(AtomicUsize::new(0));
-        let mut readers = Vec::new();
-        for _ in 0..50 {
-            let cache = cache.clone();
-            let calls = calls.clone();
-            readers.push(tokio::spawn(async move {
-                cache
-                    .read("list_projects".into(), CacheClass::Project, false, move || async move {
-                        calls.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        Ok(projects(&["a"]))
-                    })
-                    .await
-                    .map(|(_, status)| status)
-            }));
-        }
-        for reader in readers {
-            assert_eq!(reader.await.unwrap().unwrap(), CacheStatus::Miss);
-        }
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-        let (_, status) =
-            cache.read("list_projects".into(), CacheClass::Project, false, || async { unreachable!() }).await.unwrap();
-        assert_eq!(status, CacheStatus::Hit);
-    }
-
-    #[tokio::test]
-    async fn a_failed_refresh_serves_the_stale_entry_and_client_errors_pass() {
-        let cache = ResponseCache::new(&config(Duration::from_millis(20)), Arc::new(Metrics::new()));
-        let key = || "list_projects".to_string();
-        cache.read(key(), CacheClass::Project, false, || async { Ok(projects(&["a"])) }).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        let down = || async { Err(GatewayError::BadGateway("down".into())) };
-        let (entry, status) = cache.read(key(), CacheClass::Project, false, down).await.unwrap();
-        assert_eq!(status, CacheStatus::Stale);
-        assert!(entry.age() >= Duration::from_millis(20));
-        let missing = || async { Err(GatewayError::not_found("gone")) };
-        assert!(cache.read(key(), CacheClass::Project, false, missing).await.is_err(), "a 4xx is not covered by stale");
-    }
-
-    #[tokio::test]
-    async fn a_write_during_a_fill_keeps_the_old_answer_out_of_the_cache() {
-        let cache = ResponseCache::new(&config(Duration::from_secs(60)), Arc::new(Metrics::new()));
-        let (release, wait) = tokio::sync::oneshot::channel::<()>();
-        let reader = {
-            let cache = cache.clone();
-            tokio::spawn(async move {
-                cache
-                    .read("list_projects".into(), CacheClass::Project, false, move || async move {
-                        let _ = wait.await;
-                        Ok(projects(&["old"]))
-                    })
-                    .await
-            })
-        };
-        tokio::task::yield_now().await;
-        cache.invalidate_project("id-new");
-        release.send(()).unwrap();
-        reader.await.unwrap().unwrap();
-        assert!(
-            cache.fresh("list_projects", CacheClass::Project).await.is_none(),
-            "the pre-write answer was not stored"
-        );
-    }
-
-    #[tokio::test]
-    async fn invalidation_drops_the_list_and_that_project_only() {
-        let cache = ResponseCache::new(&config(Duration::from_secs(60)), Arc::new(Metrics::new()));
-        cache
-            .read("list_projects".into(), CacheClass::Project, false, || async { Ok(projects(&["a", "b"])) })
-            .await
-            .unwrap();
-        for name in ["a", "b"] {
-            let answer = match projects(&[name]) {
-                Answer::Projects(list) => Answer::Project(types::ProjectResponse { project: list.projects }),
-                _ => unreachable!(),
-            };
-            cache
-                .read(format!("get_project {name}"), CacheClass::Project, false, move || async move { Ok(answer) })
-                .await
-                .unwrap();
-        }
-        cache.invalidate_project("id-a");
-        assert!(cache.fresh("list_projects", CacheClass::Project).await.is_none());
-        assert!(cache.fresh("get_project a", CacheClass::Project).await.is_none());
-        assert!(cache.fresh("get_project b", CacheClass::Project).await.is_some());
-    }
-
-    #[tokio::test]
-    async fn the_cache_stays_within_its_byte_bound() {
-        let cache = ResponseCache::new(&config(Duration::from_secs(60)), Arc::new(Metrics::new()));
-        let names: Vec<String> = (0..20).map(|n| format!("project-with-a-long-name-{n}")).collect();
-        for key in 0..500 {
-            let names = names.clone();
-            cache
-                .read(format!("key-{key}"), CacheClass::Channel, false, move || async move {
-                    Ok(projects(&names.iter().map(String::as_str).collect::<Vec<_>>()))
-                })
-                .await
-                .unwrap();
-        }
-        let size = cache.weighted_size().await;
-        assert!(size <= cache.max_bytes(), "{size} > {}", cache.max_bytes());
-        assert!(size > cache.max_bytes() / 2, "the cache is used: {size}");
-    }
-}
+mod tests;

@@ -1,0 +1,78 @@
+//! The configuration: defaults, field-naming errors, secrets, uniqueness.
+
+use super::*;
+
+const MINIMAL: &str = r#"
+    [upstream]
+    base_url = "sandbox"
+
+    [[tenants]]
+    id = "acme"
+    issuer = "https://auth.acme.example"
+    audience = "agora-gateway"
+    scopes = ["projects:read"]
+    project_name_prefix = "acme-"
+    keys = [{ kid = "k1", alg = "HS256", secret = "0123456789abcdef0123456789abcdef" }]
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("."))
+}
+
+#[test]
+fn defaults_fill_what_is_left_out() {
+    let config = parse(MINIMAL).unwrap();
+    assert_eq!(config.throttle.rate, 10);
+    assert_eq!(config.throttle.burst, 1);
+    assert_eq!(config.throttle.max_wait, Duration::from_secs(5));
+    assert_eq!(config.cache.project_ttl, Duration::from_secs(60));
+    assert_eq!(config.cache.max_bytes, ByteSize::mib(64));
+    assert_eq!(config.server.listen, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(config.request_timeout(), Duration::from_secs(16));
+    assert_eq!(config.tenants[0].weight, 1);
+}
+
+#[test]
+fn errors_name_the_field() {
+    let cases = [
+        (MINIMAL.replace("alg = \"HS256\"", "alg = \"XS256\""), "tenants[0].keys[0]"),
+        (MINIMAL.replace("scopes = [\"projects:read\"]", "scopes = [\"projects:raed\"]"), "tenants[0].scopes[0]"),
+        (format!("{MINIMAL}\n[throttle]\nrate = 0\n"), "throttle.rate"),
+        (format!("{MINIMAL}\n[throttle]\nmax_wait = \"soon\"\n"), "throttle.max_wait"),
+        (format!("{MINIMAL}\n[cache]\nmax_bytes = \"lots\"\n"), "cache.max_bytes"),
+        (format!("{MINIMAL}\n[cache]\nproject_tll = \"5s\"\n"), "cache"),
+        (MINIMAL.replace("\"sandbox\"", "\"https://api.agora.io/dev\""), "upstream.customer_id"),
+        (MINIMAL.replace("0123456789abcdef0123456789abcdef", "short"), "tenants[0].keys[0]"),
+        (
+            MINIMAL
+                .replace("secret = \"0123456789abcdef0123456789abcdef\"", "secret = \"env:AGORA_GATEWAY_TEST_UNSET\""),
+            "tenants[0].keys[0].secret",
+        ),
+    ];
+    for (text, field) in cases {
+        let error = parse(&text).expect_err(field);
+        assert!(error.field.starts_with(field), "expected an error about {field}, got {error}");
+    }
+}
+
+#[test]
+fn secrets_come_from_the_environment_and_files_and_never_show_in_debug() {
+    let dir = std::env::temp_dir().join(format!("agora-gateway-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("hs.key"), "fedcba9876543210fedcba9876543210\n").unwrap();
+    let text = MINIMAL.replace("\"0123456789abcdef0123456789abcdef\"", "\"file:hs.key\"");
+    let config = Config::parse(&text, &dir).unwrap();
+    let secret = config.tenants[0].keys[0].secret.as_ref().unwrap();
+    assert_eq!(secret.expose(), "fedcba9876543210fedcba9876543210");
+    assert!(!format!("{config:?}").contains("fedcba98"), "Debug shows the reference, not the value");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn tenants_are_unique_by_id_and_issuer() {
+    let twice = format!("{MINIMAL}{}", &MINIMAL[MINIMAL.find("[[tenants]]").unwrap()..]);
+    assert_eq!(parse(&twice).unwrap_err().field, "tenants[1].id");
+    let other_id =
+        format!("{MINIMAL}{}", MINIMAL[MINIMAL.find("[[tenants]]").unwrap()..].replace("\"acme\"", "\"globex\""));
+    assert_eq!(parse(&other_id).unwrap_err().field, "tenants[1].issuer");
+}

@@ -1,0 +1,77 @@
+//! The bench's report: the machine it ran on, and the Markdown table the README shows.
+
+use serde_json::{Value, json};
+
+pub fn machine() -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string());
+    json!({
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "cpu_model": model,
+        "os": std::env::consts::OS,
+    })
+}
+
+/// The Markdown table of a report (what the README shows).
+pub fn table(report: &Value) -> String {
+    let closed = |v: &Value| {
+        if v.is_null() {
+            return "skipped | | | ".to_string();
+        }
+        format!(
+            "{:.0} req/s | {:.2} | {:.2} | {:.2}",
+            v["requests_per_second"].as_f64().unwrap_or(0.0),
+            v["p50_ms"].as_f64().unwrap_or(0.0),
+            v["p99_ms"].as_f64().unwrap_or(0.0),
+            v["p999_ms"].as_f64().unwrap_or(0.0)
+        )
+    };
+    let overload = |v: &Value| {
+        if v.is_null() {
+            return "skipped".to_string();
+        }
+        let shares: Vec<String> = v["share_per_tenant"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| format!("{:.0}%", s.as_f64().unwrap_or(0.0) * 100.0))
+            .collect();
+        format!(
+            "{:.2} upstream req/s (offered {}/s), most in 1 s: {}, upstream 429s: {}, shares {}",
+            v["upstream_per_second"].as_f64().unwrap_or(0.0),
+            v["offered_per_second"],
+            v["max_in_1s"],
+            v["upstream_429"],
+            shares.join(" / ")
+        )
+    };
+    let mut out = String::new();
+    let generator = report["hit"]["generator"].as_str().unwrap_or("?");
+    out.push_str(&format!("Load generator: {generator}, 64 connections.\n\n"));
+    out.push_str("| scenario | throughput | p50 ms | p99 ms | p99.9 ms |\n|---|---|---|---|---|\n");
+    out.push_str(&format!("| hit (gateway, JWT, 64 conns) | {} |\n", closed(&report["hit"])));
+    out.push_str(&format!("| direct (sandbox, no gateway) | {} |\n", closed(&report["direct"])));
+    out.push_str(&format!("| nginx cache + throttle anchor | {} |\n", closed(&report["nginx"])));
+    out.push_str("\n| figure | value |\n|---|---|\n");
+    out.push_str(&format!("| hit / direct | {:.2} |\n", report["hit_over_direct"].as_f64().unwrap_or(0.0)));
+    match report["hit_over_nginx"].as_f64() {
+        Some(ratio) => out.push_str(&format!("| hit / nginx | {ratio:.2} |\n")),
+        None => out.push_str("| hit / nginx | skipped (no nginx) |\n"),
+    }
+    out.push_str(&format!(
+        "| gateway peak RSS during hit | {:.1} MiB |\n",
+        report["hit_gateway_peak_rss_mib"].as_f64().unwrap_or(0.0)
+    ));
+    out.push_str(&format!("| overload (1 gateway) | {} |\n", overload(&report["overload"])));
+    out.push_str(&format!(
+        "| coalesce | {} concurrent cold reads, {} answered, {} upstream call(s) |\n",
+        report["coalesce"]["concurrent_reads"],
+        report["coalesce"]["answered_200"],
+        report["coalesce"]["upstream_calls"]
+    ));
+    out.push_str(&format!("| cluster (3 replicas + Redis) | {} |\n", overload(&report["cluster"])));
+    out
+}
