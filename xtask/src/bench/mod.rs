@@ -30,6 +30,11 @@ const TENANTS: [(&str, &str); 3] = [("t1", "acme-"), ("t2", "globex-"), ("t3", "
 const NGINX_ANCHOR: &str = include_str!("../../anchors/nginx-cache-throttle.conf");
 const NGINX_PORT: u16 = 19100;
 
+struct DemoAccount {
+    initech: String,
+    apps: [String; 3],
+}
+
 struct Durations {
     warmup: Duration,
     closed: Duration,
@@ -129,7 +134,9 @@ impl Bench {
         Ok(())
     }
 
-    async fn projects(&self, sandbox: &str) -> Result<Vec<Value>> {
+    /// The demo projects the bench's tenants use: initech's project ID (t3 owns it by ID) and the
+    /// app ID of one project of each tenant, in `TENANTS` order.
+    async fn demo_account(&self, sandbox: &str) -> Result<DemoAccount> {
         let list: Value = self
             .http
             .get(format!("{sandbox}/dev/v1/projects"))
@@ -138,7 +145,20 @@ impl Bench {
             .await?
             .json()
             .await?;
-        Ok(list["projects"].as_array().context("a project list")?.clone())
+        let projects = list["projects"].as_array().context("a project list")?;
+        let field = |name: &str, field: &str| -> Result<String> {
+            let project =
+                projects.iter().find(|p| p["name"] == name).with_context(|| format!("no demo project {name}"))?;
+            Ok(project[field].as_str().unwrap_or_default().to_string())
+        };
+        Ok(DemoAccount {
+            initech: field("initech-staging", "id")?,
+            apps: [
+                field("acme-web", "vendor_key")?,
+                field("globex-live", "vendor_key")?,
+                field("initech-staging", "vendor_key")?,
+            ],
+        })
     }
 
     /// The gateway's configuration for a sandbox: three tenants, HS256 keys.
@@ -200,11 +220,7 @@ impl Bench {
         let d = &self.durations;
         let (sandbox_process, sandbox) = self.sandbox("sandbox", 10).await?;
         let (direct_process, direct) = self.sandbox("sandbox-direct", 0).await?;
-        let projects = self.projects(&sandbox).await?;
-        let find = |name: &str| projects.iter().find(|p| p["name"] == name).cloned().context("a demo project");
-        let initech = find("initech-staging")?["id"].as_str().unwrap_or_default().to_string();
-        let apps = [find("acme-web")?, find("globex-live")?, find("initech-staging")?]
-            .map(|p| p["vendor_key"].as_str().unwrap_or_default().to_string());
+        let DemoAccount { initech, apps } = self.demo_account(&sandbox).await?;
         let (gateway_process, gateway, config) = self.gateway("gateway", &sandbox, &initech, None).await?;
         let tokens: Vec<String> = TENANTS.iter().map(|(id, _)| self.token(&config, id)).collect::<Result<_>>()?;
         let address = |url: &str| -> Result<std::net::SocketAddr> { Ok(url.trim_start_matches("http://").parse()?) };

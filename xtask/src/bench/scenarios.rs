@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 use super::procs::{Proc, free_port, wait_port};
-use super::{Bench, NGINX_ANCHOR, NGINX_PORT, OverloadReport, TENANTS, load};
+use super::{Bench, DemoAccount, NGINX_ANCHOR, NGINX_PORT, OverloadReport, TENANTS, load};
 
 impl Bench {
     pub(super) async fn overload(
@@ -84,21 +84,7 @@ impl Bench {
         wait_port(redis_port, "redis-server", &mut redis).await?;
         let redis_url = format!("redis://127.0.0.1:{redis_port}/");
         let (sandbox_process, sandbox) = self.sandbox("sandbox-cluster", 10).await?;
-        let projects = self.projects(&sandbox).await?;
-        let find = |name: &str| -> String {
-            projects
-                .iter()
-                .find(|p| p["name"] == name)
-                .map(|p| p["vendor_key"].as_str().unwrap_or_default().to_string())
-                .unwrap_or_default()
-        };
-        let initech = projects
-            .iter()
-            .find(|p| p["name"] == "initech-staging")
-            .and_then(|p| p["id"].as_str())
-            .unwrap_or_default()
-            .to_string();
-        let apps = [find("acme-web"), find("globex-live"), find("initech-staging")];
+        let DemoAccount { initech, apps } = self.demo_account(&sandbox).await?;
         let mut replicas = Vec::new();
         let mut targets: Vec<load::Target> = Vec::new();
         for n in 0..3 {
