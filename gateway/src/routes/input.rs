@@ -96,27 +96,26 @@ pub fn parse_json(body: &[u8]) -> Result<serde_json::Value, GatewayError> {
 }
 
 pub fn from_json<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, GatewayError> {
-    serde_path_to_error::deserialize(value).map_err(|error| {
-        let path = error.path().to_string();
-        if path == "." {
-            GatewayError::bad_request(format!("invalid body: {}", error.inner()))
-        } else {
-            GatewayError::bad_request(format!("invalid body field {path}: {}", error.inner()))
-        }
-    })
+    serde_path_to_error::deserialize(value).map_err(|error| naming_the_field(error, "body", "body field"))
 }
 
 pub fn parse_query<T: DeserializeOwned>(raw: Option<String>) -> Result<T, GatewayError> {
     let raw = raw.unwrap_or_default();
     let deserializer = serde_urlencoded::Deserializer::new(form_urlencoded::parse(raw.as_bytes()));
-    serde_path_to_error::deserialize(deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        if path == "." {
-            GatewayError::bad_request(format!("invalid query: {}", error.inner()))
-        } else {
-            GatewayError::bad_request(format!("invalid query parameter {path}: {}", error.inner()))
-        }
-    })
+    serde_path_to_error::deserialize(deserializer).map_err(|error| naming_the_field(error, "query", "query parameter"))
+}
+
+/// A 400 that names the offending field (`invalid body field status: ...`), or the whole input
+/// when the error is not about one field (`invalid query: missing field ...`).
+fn naming_the_field<E: std::fmt::Display>(
+    error: serde_path_to_error::Error<E>,
+    whole: &str,
+    field: &str,
+) -> GatewayError {
+    match error.path().to_string().as_str() {
+        "." => GatewayError::bad_request(format!("invalid {whole}: {}", error.inner())),
+        path => GatewayError::bad_request(format!("invalid {field} {path}: {}", error.inner())),
+    }
 }
 
 pub fn not_blank(field: &str, value: &str) -> Result<(), GatewayError> {
