@@ -17,7 +17,6 @@ use axum::extract::Request;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tower::Layer;
 use tower_http::normalize_path::NormalizePathLayer;
 
@@ -72,38 +71,51 @@ pub fn app(config: &SandboxConfig) -> Router {
     routes::router(Arc::new(state))
 }
 
-/// A running sandbox. Dropping it stops it; [`Sandbox::stop`] also waits until it has stopped.
+/// A running sandbox, on a thread and runtime of its own: however busy the process that started
+/// it is, requests are taken (and their arrival stamped) as they come, so the sandbox's counters
+/// are a ruler independent of what it measures. Dropping it stops it; [`Sandbox::stop`] also
+/// waits until it has stopped.
 pub struct Sandbox {
     addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Sandbox {
-    /// Binds `listen` (port 0 picks a free port) and serves in the background.
+    /// Binds `listen` (port 0 picks a free port) and serves on its own thread.
     pub async fn start(config: SandboxConfig, listen: SocketAddr) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(listen).await?;
+        let listener = std::net::TcpListener::bind(listen)?;
         Self::serve(config, listener)
     }
 
-    pub fn serve(config: SandboxConfig, listener: TcpListener) -> std::io::Result<Self> {
+    /// Serves on `listener` from a new thread with its own single-threaded runtime.
+    pub fn serve(config: SandboxConfig, listener: std::net::TcpListener) -> std::io::Result<Self> {
+        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let app = NormalizePathLayer::trim_trailing_slash().layer(app(&config));
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let (shutdown, signal) = oneshot::channel::<()>();
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let server = axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(app)).with_graceful_shutdown(
-            async move {
-                let _ = signal.await;
-            },
-        );
-        let task = tokio::spawn(async move {
-            if let Err(error) = server.await {
-                tracing::error!(%error, "the sandbox stopped with an error");
-            }
-        });
-        Ok(Self { addr, shutdown: Some(shutdown), task: Some(task) })
+        let thread = std::thread::Builder::new().name(format!("agora-sandbox-{}", addr.port())).spawn(move || {
+            runtime.block_on(async move {
+                let listener = match TcpListener::from_std(listener) {
+                    Ok(listener) => listener,
+                    Err(error) => return tracing::error!(%error, "the sandbox cannot listen"),
+                };
+                let app = NormalizePathLayer::trim_trailing_slash().layer(app(&config));
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                let server = axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(app))
+                    .with_graceful_shutdown(async move {
+                        let _ = signal.await;
+                    });
+                if let Err(error) = server.await {
+                    tracing::error!(%error, "the sandbox stopped with an error");
+                }
+            });
+            // In-flight requests get two seconds after shutdown; the runtime drops what is left.
+            runtime.shutdown_timeout(Duration::from_secs(2));
+        })?;
+        Ok(Self { addr, shutdown: Some(shutdown), thread: Some(thread) })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -125,10 +137,8 @@ impl Sandbox {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
-        if let Some(mut task) = self.task.take()
-            && tokio::time::timeout(Duration::from_secs(2), &mut task).await.is_err()
-        {
-            task.abort();
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
     }
 }

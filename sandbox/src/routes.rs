@@ -86,12 +86,26 @@ pub fn router(state: Arc<SandboxState>) -> Router {
         .route("/faults", post(set_faults))
         .route("/reset", post(reset))
         .route("/channels", post(join_channel));
-    Router::new().nest("/dev", console).nest("/__sandbox", hooks).with_state(state)
+    Router::new()
+        .nest("/dev", console)
+        .nest("/__sandbox", hooks)
+        .with_state(state)
+        .layer(middleware::map_request(stamp_arrival))
+}
+
+/// When a request arrived: stamped before routing, as the first thing the sandbox does with it.
+#[derive(Clone, Copy)]
+struct Arrived(Instant);
+
+async fn stamp_arrival(mut request: Request) -> Request {
+    request.extensions_mut().insert(Arrived(Instant::now()));
+    request
 }
 
 /// Rate limit, then faults, then Basic auth: Agora counts every request it receives.
 async fn gatekeeper(State(state): AppState, request: Request, next: Next) -> Response {
-    let admission = state.traffic().arrive(Instant::now());
+    let arrived = request.extensions().get::<Arrived>().map_or_else(Instant::now, |arrived| arrived.0);
+    let admission = state.traffic().arrive(arrived);
     let (delay, fail_with) = match admission {
         Admission::Throttled => {
             return (StatusCode::TOO_MANY_REQUESTS, Json(json!({ "error_msg": "Too many requests" }))).into_response();

@@ -56,10 +56,82 @@ impl RedisServer {
     }
 }
 
+/// How hostile the scenario is to the replicas.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scheduling {
+    /// The machine as it is.
+    AsIs,
+    /// The replicas are paused in turn (SIGSTOP for 45 ms every 170 ms), as on a machine too busy
+    /// to run them: a replica stalls between its slot and its call.
+    Pausing,
+}
+
+/// What one run of the kill/restart scenario measured.
+struct Run {
+    max_in_1s: u64,
+    upstream: u64,
+    served: usize,
+    offered: usize,
+}
+
 #[tokio::test]
 async fn three_replicas_share_one_budget_through_redis_and_stay_within_it_while_redis_is_down() {
     let _load = LOAD.lock().await;
     let Some(mut redis) = RedisServer::start().await else { return };
+    kill_and_restart_redis_under_load(&mut redis, Scheduling::AsIs).await;
+}
+
+/// The stress mode: the scenario again and again (`STRESS_RUNS`, default 20), every other run with
+/// the replicas paused in turn; prints the worst second over all runs. CI runs it too.
+///
+///     STRESS_RUNS=20 cargo test -p integration-tests --test e2e -- --ignored --nocapture cluster::stress
+#[tokio::test]
+#[ignore = "the stress mode: minutes long; run it by name"]
+async fn stress_kill_and_restart_redis_under_load_again_and_again() {
+    let _load = LOAD.lock().await;
+    let Some(mut redis) = RedisServer::start().await else { return };
+    let runs: usize = std::env::var("STRESS_RUNS").ok().and_then(|n| n.parse().ok()).unwrap_or(20);
+    let mut worst = 0;
+    for n in 0..runs {
+        let scheduling = if n % 2 == 1 { Scheduling::Pausing } else { Scheduling::AsIs };
+        let run = kill_and_restart_redis_under_load(&mut redis, scheduling).await;
+        worst = worst.max(run.max_in_1s);
+        eprintln!(
+            "stress run {}/{runs}{}: most in one second {}, {} upstream, {} of {} served",
+            n + 1,
+            if scheduling == Scheduling::Pausing { " (replicas paused in turn)" } else { "" },
+            run.max_in_1s,
+            run.upstream,
+            run.served,
+            run.offered
+        );
+    }
+    eprintln!("stress: {runs} kill/restart runs, worst second at the upstream: {worst} requests");
+    assert!(worst <= 10);
+}
+
+/// Pauses each replica in turn until `until`: SIGSTOP for 45 ms, then SIGCONT, every 170 ms.
+fn pause_in_turn(pids: Vec<u32>, until: Instant) {
+    std::thread::spawn(move || {
+        let signal = |name: &str, pid: u32| {
+            let _ = std::process::Command::new("kill").args([name, &pid.to_string()]).status();
+        };
+        for pid in pids.iter().cycle() {
+            if Instant::now() >= until {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(170));
+            signal("-STOP", *pid);
+            std::thread::sleep(Duration::from_millis(45));
+            signal("-CONT", *pid);
+        }
+    });
+}
+
+/// Three gateway processes share the budget through `redis` under 6x the budget for 16 s; Redis
+/// dies at 5 s and comes back (empty) at 10 s. Asserts the budget's invariant and the readiness
+/// transitions; answers the figures.
+async fn kill_and_restart_redis_under_load(redis: &mut RedisServer, scheduling: Scheduling) -> Run {
     let sandbox = start_sandbox(agora_sandbox::Seed::Demo, 10).await;
     let projects = DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
     let toml = gateway_toml(
@@ -67,7 +139,7 @@ async fn three_replicas_share_one_budget_through_redis_and_stay_within_it_while_
         &projects.named("initech-staging").id,
         &Options { redis_url: Some(redis.url()), ..Options::default() },
     );
-    let dir = std::env::temp_dir().join(format!("agora-e2e-cluster-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("agora-e2e-cluster-{}-{}", std::process::id(), free_port()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut replicas = Vec::new();
     for n in 0..3 {
@@ -103,6 +175,10 @@ async fn three_replicas_share_one_budget_through_redis_and_stay_within_it_while_
     // 60 requests per second for 16 s; Redis dies at 5 s and comes back at 10 s.
     let started = Instant::now();
     let load = tokio::spawn(offer(targets, 60, Duration::from_secs(16)));
+    if scheduling == Scheduling::Pausing {
+        let pids = replicas.iter().filter_map(|replica| replica.child.id()).collect();
+        pause_in_turn(pids, started + Duration::from_secs(16));
+    }
     tokio::time::sleep(Duration::from_secs(5)).await;
     let shared = sandbox_stats(&sandbox).await;
     redis.kill().await;
@@ -142,6 +218,17 @@ async fn three_replicas_share_one_budget_through_redis_and_stay_within_it_while_
     assert_eq!(degraded, [503, 503, 503], "readyz reports Redis down");
     assert_eq!(recovered, [200, 200, 200], "readyz reports Redis back");
     assert_eq!(active, "3", "all three replicas take slots from Redis again");
+    for (i, outcome) in outcomes.iter().enumerate() {
+        if !matches!(outcome.status, 200 | 429) {
+            eprintln!(
+                "#{i} t={:?} tenant {} status {} latency {:?}",
+                Duration::from_secs(16) * i as u32 / outcomes.len() as u32,
+                outcome.tenant,
+                outcome.status,
+                outcome.latency
+            );
+        }
+    }
     for outcome in &outcomes {
         assert!(matches!(outcome.status, 200 | 429), "unexpected status {}", outcome.status);
     }
@@ -150,4 +237,6 @@ async fn three_replicas_share_one_budget_through_redis_and_stay_within_it_while_
         assert!(metrics.contains("agora_gateway_throttle_redis_up 1"), "the shared budget resumed");
     }
     std::fs::remove_dir_all(dir).unwrap();
+    let served = outcomes.iter().filter(|o| o.status == 200).count();
+    Run { max_in_1s: stats.max_in_1s, upstream: stats.requests, served, offered: outcomes.len() }
 }

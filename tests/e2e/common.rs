@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use agora_console_client::{Client, ClientOptions, types};
-use agora_gateway::{Config, Running};
+use agora_gateway::Config;
 use agora_sandbox::{Faults, Sandbox, SandboxConfig, Seed, Stats};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
@@ -217,10 +217,53 @@ impl DemoProjects {
     }
 }
 
+/// A gateway serving on a thread and runtime of its own (two workers, as on a small machine), so
+/// that what the test itself does on its runtime — load generation, starting processes — cannot
+/// hold up the gateway's upstream calls. Dropping it stops it.
+pub struct GatewayThread {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl GatewayThread {
+    pub async fn start(config: Config) -> Self {
+        let (ready, started) = tokio::sync::oneshot::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("gateway-under-test".into())
+            .spawn(move || {
+                let runtime =
+                    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+                runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::bind(any_port()).await.unwrap();
+                    let running = agora_gateway::start(&config, listener).await.expect("the gateway starts");
+                    let _ = ready.send(running.addr);
+                    let _ = stopped.await;
+                    running.stop(Duration::from_secs(2)).await;
+                });
+            })
+            .unwrap();
+        let addr = started.await.expect("the gateway thread started");
+        GatewayThread { addr, stop: Some(stop) }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for GatewayThread {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
 /// A sandbox (the demo account, Agora's 10 req/s) and a gateway in front of it.
 pub struct Stack {
     pub sandbox: Sandbox,
-    pub gateway: Running,
+    pub gateway: GatewayThread,
     pub projects: DemoProjects,
 }
 
@@ -232,8 +275,7 @@ impl Stack {
         let initech = projects.named("initech-staging").id.clone();
         let config = Config::parse(&gateway_toml(&sandbox.base_url(), &initech, &options), &fixtures())
             .unwrap_or_else(|error| panic!("the test config is valid: {error}"));
-        let listener = tokio::net::TcpListener::bind(any_port()).await.unwrap();
-        let gateway = agora_gateway::start(&config, listener).await.expect("the gateway starts");
+        let gateway = GatewayThread::start(config).await;
         reset_sandbox(&sandbox).await;
         Stack { sandbox, gateway, projects }
     }

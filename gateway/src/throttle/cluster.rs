@@ -1,6 +1,14 @@
 //! The budget shared by every replica: one GCRA in Redis, advanced atomically by a Lua script that
 //! reads the time from Redis itself (so replica clocks do not matter) and answers how long to wait
-//! for the reserved slot. Each replica reserves one slot at a time.
+//! for the reserved slot. Replicas reserve in turn, each one slot at a time.
+//!
+//! Slots are counted from real departures, across the cluster as within a replica: every
+//! reservation names the one before it, whoever made it, and its call leaves no earlier than one
+//! interval after that one's call really left (each replica reports its departures to Redis,
+//! stamped by Redis's clock, which is no earlier than the departure). A replica that stalls
+//! between its slot and its call (a busy machine, a paused process) therefore delays the calls
+//! after it instead of crowding a second with them. A predecessor that never reports counts as
+//! having left at the end of its report window.
 //!
 //! Fail safe, never open: when Redis cannot be reached, a replica waits one second (so nothing it
 //! sends shares a one-second window with what the shared budget granted), then spends
@@ -10,7 +18,7 @@
 //! shared budget, so the replicas that have not noticed yet and the ones that have never crowd
 //! a second between them.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -22,9 +30,11 @@ use super::gcra::{Gcra, interval_for};
 use crate::config::ThrottleConfig;
 use crate::metrics::Metrics;
 
-/// Reserve the next slot: `KEYS[1]` the GCRA's theoretical arrival time (µs), `KEYS[2]` the set of
-/// replicas that reserved lately. `ARGV`: interval µs, tolerance µs, earliest slot µs from now,
-/// replica id. Answers µs from now until the reserved slot.
+/// Reserve the next slot. `KEYS`: the GCRA's theoretical arrival time (µs), the set of replicas
+/// that reserved lately, the last reservation (`"<slot µs> <token>"`). `ARGV`: interval µs,
+/// tolerance µs, earliest slot µs from now, replica id, token.
+/// Answers `{µs from now until the slot, the previous reservation's token or "", µs from now
+/// until its slot}`.
 const RESERVE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -35,9 +45,44 @@ local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 local slot = math.max(earliest, tat - tolerance)
 local next_tat = math.max(tat, slot) + interval
 local ttl_ms = math.floor((next_tat - now) / 1000) + 60000
+local previous = redis.call('GET', KEYS[3])
+local previous_token = ''
+local previous_slot = now
+if previous then
+  local space = string.find(previous, ' ', 1, true)
+  previous_slot = tonumber(string.sub(previous, 1, space - 1))
+  previous_token = string.sub(previous, space + 1)
+end
 redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', ttl_ms)
+redis.call('SET', KEYS[3], string.format('%.0f', slot) .. ' ' .. ARGV[5], 'PX', ttl_ms)
 redis.call('ZADD', KEYS[2], math.floor(now / 1000), ARGV[4])
-return math.floor(slot - now)
+return {math.floor(slot - now), previous_token, math.floor(previous_slot - now)}
+"#;
+
+/// A reserved slot's call left (or was given up): Redis's now, no earlier than the departure, is
+/// recorded for the next reservation to count from, and no new slot is reserved before one
+/// interval after it. `KEYS`: tat, the departure record. `ARGV`: interval µs.
+const DEPARTED: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('SET', KEYS[2], string.format('%.0f', now), 'PX', 10000)
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local next_tat = math.max(tat, now + tonumber(ARGV[1]))
+redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', math.floor((next_tat - now) / 1000) + 60000)
+return 1
+"#;
+
+/// When may the call after a departure leave? `KEYS`: the predecessor's departure record.
+/// `ARGV`: interval µs. Answers µs from now until one interval after the departure (0 when
+/// passed), or -1 when the predecessor has not reported yet.
+const AFTER: &str = r#"
+local departed = redis.call('GET', KEYS[1])
+if not departed then
+  return -1
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+return math.max(math.floor(tonumber(departed) + tonumber(ARGV[1]) - now), 0)
 "#;
 
 /// Pause the budget: no slot before `ARGV[1]` µs from now.
@@ -66,6 +111,11 @@ return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2])}
 "#;
 
 const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
+/// How long after its slot a replica may take to report its call sent; past it, the next one
+/// goes on as if the call had left then.
+const REPORT_WINDOW: Duration = Duration::from_secs(1);
+/// While the predecessor has not reported, ask again this often.
+const REPORT_POLL: Duration = Duration::from_millis(2);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 const ALIVE_WINDOW_MS: u64 = 5_000;
 const ACTIVE_WINDOW_MS: u64 = 2_000;
@@ -94,12 +144,27 @@ struct State {
     paused_until: Instant,
 }
 
+/// A slot, and how to report its call sent.
+pub struct Reservation {
+    pub due: Instant,
+    /// This reservation in Redis, when the slot came from there.
+    token: Option<String>,
+    /// The reservation before it (its token and slot), whose departure this one waits for.
+    after: Option<(String, Instant)>,
+}
+
 pub struct ClusterBudget {
     connection: ConnectionManager,
     reserve_script: Script,
+    departed_script: Script,
+    after_script: Script,
     pause_script: Script,
     heartbeat_script: Script,
     tat_key: String,
+    last_key: String,
+    /// Prefix of the departure records, one key per reservation token.
+    departed_prefix: String,
+    reservations: AtomicU64,
     alive_key: String,
     active_key: String,
     replica_id: String,
@@ -114,7 +179,12 @@ pub struct ClusterBudget {
 }
 
 fn micros(duration: Duration) -> u64 {
-    duration.as_micros() as u64
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// A duration from now that Redis gave in µs (negative: already passed).
+fn signed_micros(us: i64) -> Duration {
+    Duration::from_micros(u64::try_from(us).unwrap_or(0))
 }
 
 impl ClusterBudget {
@@ -140,9 +210,14 @@ impl ClusterBudget {
         let budget = Arc::new(Self {
             connection,
             reserve_script: Script::new(RESERVE),
+            departed_script: Script::new(DEPARTED),
+            after_script: Script::new(AFTER),
             pause_script: Script::new(PAUSE),
             heartbeat_script: Script::new(HEARTBEAT),
             tat_key: format!("{prefix}:tat"),
+            last_key: format!("{prefix}:last"),
+            departed_prefix: format!("{prefix}:departed:"),
+            reservations: AtomicU64::new(0),
             alive_key: format!("{prefix}:replicas"),
             active_key: format!("{prefix}:active"),
             replica_id: format!("{}-{:016x}", std::process::id(), fastrand::u64(..)),
@@ -188,7 +263,7 @@ impl ClusterBudget {
     }
 
     /// Reserves the next slot and answers when it is due.
-    pub async fn reserve(&self) -> Instant {
+    pub async fn reserve(&self) -> Reservation {
         let now = Instant::now();
         let floor = {
             let mut state = self.state();
@@ -203,19 +278,22 @@ impl ClusterBudget {
             }
         };
         let earliest = floor.saturating_duration_since(now);
+        let token = format!("{}-{}", self.replica_id, self.reservations.fetch_add(1, Ordering::Relaxed));
         let mut connection = self.connection.clone();
         let mut invocation = self.reserve_script.key(&self.tat_key);
         invocation
             .key(&self.active_key)
+            .key(&self.last_key)
             .arg(micros(self.interval))
             .arg(micros(self.tolerance))
             .arg(micros(earliest))
-            .arg(&self.replica_id);
-        let invocation = invocation.invoke_async::<i64>(&mut connection);
+            .arg(&self.replica_id)
+            .arg(&token);
+        let invocation = invocation.invoke_async::<(i64, String, i64)>(&mut connection);
         let answer = tokio::time::timeout(REDIS_TIMEOUT, invocation).await;
         let mut state = self.state();
         match answer {
-            Ok(Ok(wait_us)) => {
+            Ok(Ok((wait_us, previous, previous_us))) => {
                 if state.mode == Mode::Fallback {
                     tracing::info!("Redis answers again: rejoining the shared upstream budget");
                     state.mode = Mode::Recovering { until: Instant::now() + RECOVERY_FLOOR };
@@ -223,14 +301,39 @@ impl ClusterBudget {
                 }
                 state.last_error = None;
                 // Counted from after the answer: late, never early.
-                Instant::now() + Duration::from_micros(wait_us.max(0) as u64)
+                let answered = Instant::now();
+                let after = (!previous.is_empty()).then(|| (previous, answered + signed_micros(previous_us)));
+                Reservation { due: answered + signed_micros(wait_us), token: Some(token), after }
             }
             Ok(Err(error)) => self.fall_back(&mut state, error.to_string()),
             Err(_) => self.fall_back(&mut state, format!("no answer within {REDIS_TIMEOUT:?}")),
         }
     }
 
-    fn fall_back(&self, state: &mut State, error: String) -> Instant {
+    /// Waits until one interval after the previous reservation's call left (at most until the end
+    /// of its report window, plus one interval, when it never reports or Redis cannot say).
+    pub async fn after_predecessor(&self, reservation: &Reservation) {
+        let Some((previous, previous_due)) = &reservation.after else { return };
+        let give_up = *previous_due + REPORT_WINDOW + self.interval;
+        let key = format!("{}{previous}", self.departed_prefix);
+        loop {
+            let mut connection = self.connection.clone();
+            let mut invocation = self.after_script.key(&key);
+            invocation.arg(micros(self.interval));
+            let invocation = invocation.invoke_async::<i64>(&mut connection);
+            match tokio::time::timeout(REDIS_TIMEOUT, invocation).await {
+                Ok(Ok(wait_us)) if wait_us >= 0 => {
+                    let ready = Instant::now() + Duration::from_micros(wait_us as u64);
+                    return tokio::time::sleep_until(ready.min(give_up)).await;
+                }
+                Ok(Ok(_)) if Instant::now() + REPORT_POLL < give_up => tokio::time::sleep(REPORT_POLL).await,
+                // No report in time, or no answer: count the predecessor as gone at its window's end.
+                _ => return tokio::time::sleep_until(give_up).await,
+            }
+        }
+    }
+
+    fn fall_back(&self, state: &mut State, error: String) -> Reservation {
         let now = Instant::now();
         if state.mode != Mode::Fallback {
             let replicas = state.replicas_seen.max(self.configured_replicas).max(1);
@@ -245,14 +348,28 @@ impl ClusterBudget {
             self.metrics.redis_up.set(0);
         }
         state.last_error = Some(error);
-        Instant::from_std(state.local.next_slot(now.into_std()))
+        Reservation { due: Instant::from_std(state.local.next_slot(now.into_std())), token: None, after: None }
     }
 
-    /// A slot was granted at `at`: the local pace follows it while it matters.
-    pub fn commit(&self, at: Instant) {
-        let mut state = self.state();
-        if state.mode != Mode::Shared {
-            state.local.commit(at.into_std());
+    /// The call of `reservation` left at `at` (or was given up then): the local pace follows it
+    /// while it matters, and the departure is reported to Redis for the next reservation.
+    pub async fn commit(&self, reservation: Reservation, at: Instant) {
+        {
+            let mut state = self.state();
+            if state.mode != Mode::Shared {
+                state.local.commit(at.into_std());
+            }
+        }
+        let Some(token) = reservation.token else { return };
+        let mut connection = self.connection.clone();
+        let mut invocation = self.departed_script.key(&self.tat_key);
+        invocation.key(format!("{}{token}", self.departed_prefix)).arg(micros(self.interval));
+        let invocation = invocation.invoke_async::<i64>(&mut connection);
+        match tokio::time::timeout(REDIS_TIMEOUT, invocation).await {
+            Ok(Ok(_)) => {}
+            // The next reservation waits out the report window instead.
+            Ok(Err(error)) => tracing::debug!(%error, "could not report a departure to Redis"),
+            Err(_) => tracing::debug!("could not report a departure to Redis: no answer"),
         }
     }
 

@@ -3,9 +3,9 @@
 //! takes slots — from the local GCRA, or from the shared GCRA in Redis when replicas share the
 //! budget — and gives each to the request the fair queue picks. Cache hits never come here.
 //!
-//! The request reports when it actually leaves ([`Permit::sending`]); the next local slot is
-//! counted from then, so a request that was scheduled late cannot end up closer than one interval
-//! to the next one.
+//! The request reports when it actually leaves ([`Permit::sending`]); the next slot is counted
+//! from then — locally, and across replicas through Redis — so a request that was scheduled late
+//! cannot end up closer than one interval to the next one.
 
 mod cluster;
 mod fair;
@@ -225,21 +225,25 @@ async fn dispatch(shared: std::sync::Weak<Shared>, work: Arc<Notify>) {
 }
 
 async fn grant_one_slot(shared: &Shared) {
-    let slot = match &shared.slots {
+    let reservation = match &shared.slots {
         Slots::Local(_) => None,
         Slots::Cluster(cluster) => Some(cluster.reserve().await),
     };
     // Sleep until the slot; a pause that arrives meanwhile moves it.
     loop {
         let now = Instant::now();
-        let due = match &shared.slots {
-            Slots::Local(gcra) => Instant::from_std(lock(gcra).next_slot(now.into_std())),
-            Slots::Cluster(cluster) => slot.unwrap_or(now).max(cluster.paused_until()),
+        let due = match (&shared.slots, &reservation) {
+            (Slots::Local(gcra), _) => Instant::from_std(lock(gcra).next_slot(now.into_std())),
+            (Slots::Cluster(cluster), Some(reservation)) => reservation.due.max(cluster.paused_until()),
+            (Slots::Cluster(_), None) => now,
         };
         if due <= now {
             break;
         }
         tokio::time::sleep_until(due).await;
+    }
+    if let (Slots::Cluster(cluster), Some(reservation)) = (&shared.slots, &reservation) {
+        cluster.after_predecessor(reservation).await;
     }
     let now = Instant::now();
     let interval = shared.pace(now).interval;
@@ -256,15 +260,23 @@ async fn grant_one_slot(shared: &Shared) {
         shared.metrics.throttle_queue_depth.set(queue.len() as i64);
         departure
     };
-    let Some(report) = departure else { return };
+    let Some(report) = departure else {
+        // Nobody took the slot: nothing was spent locally; a shared slot counts as spent now, so the
+        // reservation after it need not wait out its report window.
+        if let (Slots::Cluster(cluster), Some(reservation)) = (&shared.slots, reservation) {
+            cluster.commit(reservation, now).await;
+        }
+        return;
+    };
     // Count the next slot from the real departure (a request dropped unsent departs at its grant).
     let departed = match tokio::time::timeout(DEPARTURE_REPORT_WAIT, report).await {
         Ok(Ok(at)) => at.max(now),
         _ => now,
     };
-    match &shared.slots {
-        Slots::Local(gcra) => lock(gcra).commit(departed.into_std()),
-        Slots::Cluster(cluster) => cluster.commit(departed),
+    match (&shared.slots, reservation) {
+        (Slots::Local(gcra), _) => lock(gcra).commit(departed.into_std()),
+        (Slots::Cluster(cluster), Some(reservation)) => cluster.commit(reservation, departed).await,
+        (Slots::Cluster(_), None) => {}
     }
 }
 
