@@ -30,7 +30,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::{Authenticator, HasAuthenticator, Principal, Tenant};
 use crate::authorize::{self, Decision, Directory};
-use crate::cache::{CacheStatus, Entry, ResponseCache, View};
+use crate::cache::{CacheStatus, Entry, ResponseCache};
 use crate::config::Config;
 use crate::edge::EdgeLayer;
 use crate::error::GatewayError;
@@ -91,15 +91,8 @@ impl Gateway {
         } else {
             (None, upstream_config.base_url.clone())
         };
-        let upstream = Upstream::new(
-            &base_url,
-            &customer_id,
-            &customer_secret,
-            upstream_config.timeout,
-            upstream_config.connect_timeout,
-            metrics.clone(),
-        )
-        .map_err(anyhow::Error::msg)?;
+        let upstream = Upstream::new(&base_url, &customer_id, &customer_secret, upstream_config, metrics.clone())
+            .map_err(anyhow::Error::msg)?;
         let throttle = match &config.throttle.redis_url {
             None => Throttle::local(&config.throttle, auth.tenants(), metrics.clone()),
             Some(url) => {
@@ -148,7 +141,11 @@ impl Gateway {
         let directory = ProjectDirectory { gateway: self, upstream: &upstream };
         let call = match authorize::check_ownership(&directory, principal, policy, call).await? {
             Decision::Send(call) => call,
-            Decision::Answer(body) => return Ok(json_response(body)),
+            Decision::Answer(body) => {
+                let mut response = Response::new(Body::from(body));
+                response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                return Ok(response);
+            }
         };
         match policy.cache {
             // 5. cache, 6-7 on a miss, 8. egress
@@ -158,17 +155,19 @@ impl Gateway {
                 }
                 let (entry, status) = self.read(upstream, call, class, refresh).await?;
                 let body = egress::render(principal, policy.ownership, &entry)?;
-                Ok(cached_response(body, status, entry.age()))
+                Ok(answer_response(&entry.answer, body, Some((status, entry.age()))))
             }
             // 6-7, invalidation, 8.
             None => {
+                let operation = call.operation();
                 let result = upstream.fetch(call.clone()).await;
                 // A write refused before it was sent changed nothing; any other outcome may have.
                 if !matches!(result, Err(GatewayError::Throttled { .. })) {
                     self.invalidate(&call, policy.invalidates).await;
                 }
-                let entry = Entry::new(None, result?);
-                Ok(json_response(egress::render(principal, policy.ownership, &entry)?))
+                let entry = Entry::new(operation, result?)?;
+                let body = egress::render(principal, policy.ownership, &entry)?;
+                Ok(answer_response(&entry.answer, body, None))
             }
         }
     }
@@ -186,10 +185,13 @@ impl Gateway {
         class: CacheClass,
         refresh: bool,
     ) -> Result<(Arc<Entry>, CacheStatus), GatewayError> {
-        self.cache.read(call.cache_key(), class, refresh, move || upstream.fetch(call)).await
+        let (operation, key) = (call.operation(), call.cache_key());
+        let fill = move || async move { Entry::new(operation, upstream.fetch(call).await?) };
+        self.cache.read(key, class, refresh, fill).await
     }
 
-    /// `get_project` answered from a fresh cached project list, when the project is in it.
+    /// `get_project` answered from a fresh cached project list, when the project is in it (in the
+    /// document's shape, `{"project": [...]}`, with the list's status).
     async fn project_from_list(
         &self,
         principal: &Principal,
@@ -201,21 +203,18 @@ impl Gateway {
         let Some(list) = self.cache.fresh(&UpstreamCall::ListProjects.cache_key(), CacheClass::Project).await else {
             return Ok(None);
         };
-        let View::Projects { items, .. } = &list.view else {
-            return Ok(None);
-        };
-        let matches = |item: &&crate::cache::ProjectItem| {
+        let matches = |item: &&egress::ProjectItem| {
             id.as_ref().is_none_or(|id| *id == item.id) && name.as_ref().is_none_or(|name| *name == item.name)
         };
-        let Some(item) = items.iter().find(matches) else {
+        let Some(item) = list.projects().iter().find(matches) else {
             return Ok(None);
         };
         if !principal.owns(&item.id, &item.name) {
             return Err(GatewayError::not_found("project not found"));
         }
         self.cache.record(CacheClass::Project, CacheStatus::Hit);
-        let body = egress::join("project", &[item], principal.has(Scope::ProjectsSecrets));
-        Ok(Some(cached_response(body, CacheStatus::Hit, list.age())))
+        let body = egress::projects::single(item, principal.has(Scope::ProjectsSecrets));
+        Ok(Some(answer_response(&list.answer, body, Some((CacheStatus::Hit, list.age())))))
     }
 
     async fn invalidate(&self, call: &UpstreamCall, invalidation: Invalidation) {
@@ -254,8 +253,9 @@ struct Fetcher {
 }
 
 impl Fetcher {
-    /// A slot, then the call. If Agora answers 429 anyway, the budget pauses and an idempotent
-    /// read is tried once more, if a slot comes within its deadline.
+    /// A slot, then the call. If Agora answers 429 anyway, the budget pauses (for its
+    /// `Retry-After`, at most `upstream.max_retry_after`) and an idempotent read is tried once
+    /// more, if a slot comes within its deadline.
     async fn fetch(self, call: UpstreamCall) -> Result<Answer, GatewayError> {
         let policy = call.operation().policy();
         let queue_until = Instant::now() + self.throttle.max_wait();
@@ -266,7 +266,8 @@ impl Fetcher {
         self.throttle.acquire(&self.tenant, policy.priority, deadline).await?.sending();
         match self.upstream.execute(&call).await {
             Err(GatewayError::Upstream(refused)) if refused.status.as_u16() == 429 => {
-                let pause = refused.retry_after.unwrap_or(Duration::from_secs(1));
+                let pause =
+                    refused.retry_after().unwrap_or(Duration::from_secs(1)).min(self.upstream.max_retry_after());
                 self.throttle.pause(pause);
                 if !policy.is_idempotent_read() || Instant::now() + pause >= deadline {
                     return Err(GatewayError::Upstream(refused));
@@ -279,18 +280,29 @@ impl Fetcher {
     }
 }
 
-fn json_response(body: Bytes) -> Response {
+/// An upstream answer with the body for this caller: Agora's status and `Content-Type`; its other
+/// headers (`Retry-After`, `RateLimit-*`, its request ID) only when the answer is this request's
+/// own, not a cache hit. `cache`: how the cache answered, and the answer's age.
+fn answer_response(answer: &Answer, body: Bytes, cache: Option<(CacheStatus, Duration)>) -> Response {
     let mut response = Response::new(Body::from(body));
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
-}
-
-fn cached_response(body: Bytes, status: CacheStatus, age: Duration) -> Response {
-    let mut response = json_response(body);
+    *response.status_mut() = answer.status;
     let headers = response.headers_mut();
-    headers.insert("x-cache", HeaderValue::from_static(status.as_str()));
-    let age = if status == CacheStatus::Hit || status == CacheStatus::Stale { age.as_secs() } else { 0 };
-    headers.insert(header::AGE, HeaderValue::from(age));
+    let replayed = matches!(cache, Some((CacheStatus::Hit | CacheStatus::Stale, _)));
+    if replayed {
+        if let Some(content_type) = answer.headers.get(header::CONTENT_TYPE) {
+            headers.insert(header::CONTENT_TYPE, content_type.clone());
+        }
+    } else {
+        headers.extend(answer.headers.clone());
+    }
+    if !headers.contains_key(header::CONTENT_TYPE) {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    if let Some((status, age)) = cache {
+        headers.insert("x-cache", HeaderValue::from_static(status.as_str()));
+        let age = if replayed { age.as_secs() } else { 0 };
+        headers.insert(header::AGE, HeaderValue::from(age));
+    }
     response
 }
 

@@ -9,7 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::auth::Principal;
-use crate::cache::{Entry, ProjectItem, View};
+use crate::cache::Entry;
+use crate::egress::ProjectItem;
 use crate::error::GatewayError;
 use crate::policy::{OperationPolicy, Ownership};
 use crate::upstream::UpstreamCall;
@@ -35,10 +36,7 @@ pub trait Directory {
 }
 
 fn items(entry: &Entry) -> &[ProjectItem] {
-    match &entry.view {
-        View::Projects { items, .. } => items,
-        View::Raw => &[],
-    }
+    entry.projects()
 }
 
 /// The caller's project matching `matches`, looking upstream once more if the directory is old.

@@ -41,6 +41,7 @@ pub fn config() -> Config {
             customer_secret: None,
             timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(3),
+            max_retry_after: Duration::from_secs(60),
         },
         throttle: Default::default(),
         cache: Default::default(),

@@ -1,12 +1,12 @@
 //! The gateway's errors. One enum, `GatewayError`; each variant knows its status and renders as RFC 9457
 //! `application/problem+json` (`type`, `title`, `status`, `detail`, `request_id`). What the client reads
 //! (`detail`) is kept apart from what is logged (`log_detail`): internal causes are logged, not sent.
-//! Upstream error answers are not the gateway's own: they pass through with Agora's status and body.
-//! The `request_id` is added by the `problem` middleware in `app.rs`, which also logs.
+//! Upstream error answers are not the gateway's own: they pass through with Agora's status, body and
+//! headers, whatever their shape. The `request_id` is added by the edge (`edge.rs`), which also logs.
 
 use std::time::Duration;
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Serialize;
@@ -15,13 +15,21 @@ use crate::policy::Scope;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-/// Agora's own error answer, passed through unchanged.
+/// Agora's own error answer, passed through unchanged: status, body bytes, and the headers a
+/// caller needs (`Content-Type`, `Retry-After`, `RateLimit-*`, Agora's request ID).
 #[derive(Debug, Clone)]
 pub struct UpstreamStatus {
     pub status: StatusCode,
+    pub headers: HeaderMap,
     pub body: Bytes,
-    /// Agora's `Retry-After`, on a 429.
-    pub retry_after: Option<Duration>,
+}
+
+impl UpstreamStatus {
+    /// Agora's `Retry-After`, in seconds, when it gave one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        let seconds: u64 = self.headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+        Some(Duration::from_secs(seconds))
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -50,7 +58,10 @@ pub enum GatewayError {
     Throttled { retry_after: Duration },
     /// Agora answered an error: passed through.
     #[error("the upstream answered {}", .0.status)]
-    Upstream(UpstreamStatus),
+    Upstream(Box<UpstreamStatus>),
+    /// Agora refused the gateway's own credentials (the caller's token was fine).
+    #[error("{detail}; the gateway's operator must check upstream.customer_id and upstream.customer_secret")]
+    UpstreamCredentials { status: u16, detail: String },
     /// The upstream could not be reached or answered something that is not the Console API.
     #[error("the upstream could not be used: {0}")]
     BadGateway(String),
@@ -116,7 +127,7 @@ impl GatewayError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Upstream(upstream) => upstream.status,
-            Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            Self::UpstreamCredentials { .. } | Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::GatewayTimeout(_) | Self::RequestTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -134,6 +145,7 @@ impl GatewayError {
             Self::MethodNotAllowed(_) => ("method-not-allowed", "Method not allowed"),
             Self::Throttled { .. } => ("throttled", "Upstream budget exhausted"),
             Self::Upstream(_) => ("upstream-error", "Upstream error"),
+            Self::UpstreamCredentials { .. } => ("upstream-credentials", "Agora refused the gateway's credentials"),
             Self::BadGateway(_) => ("bad-gateway", "Upstream unavailable"),
             Self::GatewayTimeout(_) => ("upstream-timeout", "Upstream timeout"),
             Self::RequestTimeout(_) => ("request-timeout", "Gateway timeout"),
@@ -165,11 +177,10 @@ impl GatewayError {
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         if let Self::Upstream(upstream) = self {
-            let mut response = (upstream.status, upstream.body).into_response();
-            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            if let Some(retry_after) = upstream.retry_after {
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds(retry_after)));
-            }
+            let UpstreamStatus { status, headers, body } = *upstream;
+            let mut response = (status, body).into_response();
+            response.headers_mut().remove(header::CONTENT_TYPE);
+            response.headers_mut().extend(headers);
             return response;
         }
         let problem = self.problem();

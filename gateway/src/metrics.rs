@@ -57,6 +57,7 @@ pub struct Metrics {
     pub throttle_queue_depth: Gauge,
     pub cache_bytes: Gauge,
     pub redis_up: Gauge,
+    pub upstream_credentials_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -112,6 +113,12 @@ impl Metrics {
             "1 while the shared budget in Redis is in use, 0 while falling back to a local share",
             redis_up.clone(),
         );
+        let upstream_credentials_refused = Counter::default();
+        registry.register(
+            "upstream_credentials_refused",
+            "Answers in which Agora refused the gateway's own credentials (401/403)",
+            upstream_credentials_refused.clone(),
+        );
         Self {
             registry,
             requests,
@@ -124,6 +131,7 @@ impl Metrics {
             throttle_queue_depth,
             cache_bytes,
             redis_up,
+            upstream_credentials_refused,
         }
     }
 

@@ -39,23 +39,24 @@ pub async fn healthz() -> Json<Health> {
 
 #[derive(Serialize, ToSchema)]
 pub struct Readiness {
-    /// `ready`, or `degraded` while the shared budget's Redis is unreachable.
+    /// `ready`, or `degraded` while the shared budget's Redis is unreachable or Agora refuses the gateway's credentials.
     status: &'static str,
     /// Why not ready.
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
 }
 
-/// Ready: configuration loaded, and Redis reachable when the budget is shared through it.
+/// Ready: configuration loaded, Redis reachable when the budget is shared through it, and Agora not
+/// refusing the gateway's credentials.
 #[utoipa::path(
     get, path = "/readyz", tag = "gateway", security(()),
     responses(
         (status = 200, description = "Ready", body = Readiness),
-        (status = 503, description = "Redis unreachable: this replica spends a local share of the budget", body = Readiness)
+        (status = 503, description = "Redis unreachable (this replica spends a local share of the budget), or Agora refuses the gateway's credentials", body = Readiness)
     )
 )]
 pub async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
-    match gateway.throttle.not_ready() {
+    match gateway.throttle.not_ready().or_else(|| gateway.upstream.not_ready()) {
         None => Json(Readiness { status: "ready", reason: None }).into_response(),
         Some(reason) => {
             let mut response =

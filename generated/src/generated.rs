@@ -12,48 +12,17 @@ pub mod types {
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct ChannelListResponse {
         pub data: ChannelPage,
+        ///Agora's ID of the request, for support (live answers only).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub request_id: ::std::option::Option<::std::string::String>,
         ///Whether the query succeeded.
         pub success: bool,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl ChannelListResponse {
         pub fn builder() -> builder::ChannelListResponse {
             Default::default()
-        }
-    }
-    ///Channel profile: 1 communication, 2 live broadcasting.
-    #[derive(::serde::Serialize, Clone, Debug, PartialEq)]
-    #[serde(transparent)]
-    pub struct ChannelMode(i64);
-    impl ::std::ops::Deref for ChannelMode {
-        type Target = i64;
-        fn deref(&self) -> &i64 {
-            &self.0
-        }
-    }
-    impl ::std::convert::From<ChannelMode> for i64 {
-        fn from(value: ChannelMode) -> Self {
-            value.0
-        }
-    }
-    impl ::std::convert::TryFrom<i64> for ChannelMode {
-        type Error = self::error::ConversionError;
-        fn try_from(
-            value: i64,
-        ) -> ::std::result::Result<Self, self::error::ConversionError> {
-            if ![1_i64, 2_i64].contains(&value) {
-                Err("invalid value".into())
-            } else {
-                Ok(Self(value))
-            }
-        }
-    }
-    impl<'de> ::serde::Deserialize<'de> for ChannelMode {
-        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
-        where
-            D: ::serde::Deserializer<'de>,
-        {
-            Self::try_from(<i64>::deserialize(deserializer)?)
-                .map_err(|e| { <D::Error as ::serde::de::Error>::custom(e.to_string()) })
         }
     }
     ///`ChannelPage`
@@ -61,7 +30,10 @@ pub mod types {
     pub struct ChannelPage {
         pub channels: ::std::vec::Vec<ChannelSummary>,
         ///Number of channels in all pages.
-        pub total_size: i64,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub total_size: ::std::option::Option<i64>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl ChannelPage {
         pub fn builder() -> builder::ChannelPage {
@@ -74,7 +46,10 @@ pub mod types {
         ///Channel name.
         pub channel_name: ::std::string::String,
         ///Number of users in the channel.
-        pub user_count: i64,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub user_count: ::std::option::Option<i64>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl ChannelSummary {
         pub fn builder() -> builder::ChannelSummary {
@@ -83,6 +58,8 @@ pub mod types {
     }
     /**The users of a channel. Communication mode fills `total` and `users`;
 live mode fills `broadcasters`, `audience` and `audience_total`.
+A channel that does not exist — or, live, an unknown App ID — answers
+`channel_exist: false` alone.
 */
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct ChannelUsers {
@@ -97,14 +74,17 @@ live mode fills `broadcasters`, `audience` and `audience_total`.
         pub broadcasters: ::std::vec::Vec<u32>,
         ///Whether the channel exists.
         pub channel_exist: bool,
+        ///Channel profile: 1 communication, 2 live broadcasting.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        pub mode: ::std::option::Option<ChannelMode>,
+        pub mode: ::std::option::Option<i64>,
         ///Number of users (communication mode).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub total: ::std::option::Option<i64>,
         ///User IDs (communication mode).
         #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
         pub users: ::std::vec::Vec<u32>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl ChannelUsers {
         pub fn builder() -> builder::ChannelUsers {
@@ -115,8 +95,13 @@ live mode fills `broadcasters`, `audience` and `audience_total`.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct ChannelUsersResponse {
         pub data: ChannelUsers,
+        ///Agora's ID of the request (32 hex characters), for support (live answers only).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub request_id: ::std::option::Option<::std::string::String>,
         ///Whether the query succeeded.
         pub success: bool,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl ChannelUsersResponse {
         pub fn builder() -> builder::ChannelUsersResponse {
@@ -137,15 +122,13 @@ live mode fills `broadcasters`, `audience` and `audience_total`.
         ///The privileges taken away; always `["join_channel"]`.
         #[serde(default = "defaults::create_kicking_rule_request_privileges")]
         pub privileges: ::std::vec::Vec<::std::string::String>,
-        /**Length of the ban in minutes, default 60. Below 1 is raised to 1,
-above 1440 lowered to 1440; 0 kicks the matching users out once
-without banning them.
-*/
-        #[serde(default = "defaults::default_u64::<i32, 60>")]
-        pub time: i32,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub time: ::std::option::Option<::serde_json::Number>,
         ///User ID; must not be 0.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub uid: ::std::option::Option<u32>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl CreateKickingRuleRequest {
         pub fn builder() -> builder::CreateKickingRuleRequest {
@@ -160,6 +143,8 @@ without banning them.
         pub enable_sign_key: bool,
         ///Project name.
         pub name: ::std::string::String,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl CreateProjectRequest {
         pub fn builder() -> builder::CreateProjectRequest {
@@ -170,15 +155,21 @@ without banning them.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct DailyUsage {
         ///Audio minutes.
-        pub audio: i64,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub audio: ::std::option::Option<i64>,
         ///The day as the number YYYYMMDD.
         pub date: i32,
         ///HD video minutes.
-        pub hd: i64,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub hd: ::std::option::Option<i64>,
         ///HDP video minutes.
-        pub hdp: i64,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub hdp: ::std::option::Option<i64>,
         ///SD video minutes.
-        pub sd: i64,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub sd: ::std::option::Option<i64>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl DailyUsage {
         pub fn builder() -> builder::DailyUsage {
@@ -192,6 +183,8 @@ without banning them.
         pub date: ::std::string::String,
         ///Figures of the day by metric name (see `meta`).
         pub usage: ::std::collections::BTreeMap<::std::string::String, i64>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl DayUsageV3 {
         pub fn builder() -> builder::DayUsageV3 {
@@ -205,6 +198,8 @@ without banning them.
         pub appid: ::std::string::String,
         ///Rule ID.
         pub id: i64,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl DeleteKickingRuleRequest {
         pub fn builder() -> builder::DeleteKickingRuleRequest {
@@ -218,20 +213,31 @@ without banning them.
         pub enable: bool,
         ///Project ID.
         pub id: ::std::string::String,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl EnableSignKeyRequest {
         pub fn builder() -> builder::EnableSignKeyRequest {
             Default::default()
         }
     }
-    ///Every error of the Console API.
+    /**Every error of the Console API: `{"error_msg": ...}` as the document
+shows, or `{"message": ...}` as the live service's edge (Kong) answers.
+Either or both may be present; other fields are kept.
+*/
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
-    pub struct ErrorMsg {
-        ///What went wrong.
-        pub error_msg: ::std::string::String,
+    pub struct ErrorBody {
+        ///What went wrong (the document's shape).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub error_msg: ::std::option::Option<::std::string::String>,
+        ///What went wrong (the live edge's shape).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub message: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
-    impl ErrorMsg {
-        pub fn builder() -> builder::ErrorMsg {
+    impl ErrorBody {
+        pub fn builder() -> builder::ErrorBody {
             Default::default()
         }
     }
@@ -239,28 +245,39 @@ without banning them.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct KickingRule {
         ///App ID of the project.
-        pub appid: ::std::string::String,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub appid: ::std::option::Option<::std::string::String>,
         ///Channel name the rule bans from, if any.
-        #[serde(deserialize_with = "::std::option::Option::deserialize")]
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub cname: ::std::option::Option<::std::string::String>,
         ///When the rule was created (ISO 8601, UTC).
-        #[serde(rename = "createAt")]
-        pub create_at: ::std::string::String,
+        #[serde(
+            rename = "createAt",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub create_at: ::std::option::Option<::std::string::String>,
         ///Rule ID.
         pub id: i64,
         ///IP address the rule bans, if any.
-        #[serde(deserialize_with = "::std::option::Option::deserialize")]
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub ip: ::std::option::Option<::std::string::String>,
         ///Operation ID, to match the operation log when troubleshooting.
-        pub opid: i64,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub opid: ::std::option::Option<i64>,
         ///When the rule expires (ISO 8601, UTC).
-        pub ts: ::std::string::String,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub ts: ::std::option::Option<::std::string::String>,
         ///User ID the rule bans, if any.
-        #[serde(deserialize_with = "::std::option::Option::deserialize")]
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub uid: ::std::option::Option<u32>,
         ///When the rule was last updated (ISO 8601, UTC).
-        #[serde(rename = "updateAt")]
-        pub update_at: ::std::string::String,
+        #[serde(
+            rename = "updateAt",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub update_at: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl KickingRule {
         pub fn builder() -> builder::KickingRule {
@@ -270,10 +287,13 @@ without banning them.
     ///`KickingRuleCreated`
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct KickingRuleCreated {
-        ///Rule ID, needed to update or delete the rule.
+        ///Rule ID, needed to update or delete the rule (live, 0 for a kick-once rule, `time` 0).
         pub id: i64,
         ///`success`.
-        pub status: ::std::string::String,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub status: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl KickingRuleCreated {
         pub fn builder() -> builder::KickingRuleCreated {
@@ -286,7 +306,10 @@ without banning them.
         ///ID of the deleted rule.
         pub id: i64,
         ///`success`.
-        pub status: ::std::string::String,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub status: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl KickingRuleDeleted {
         pub fn builder() -> builder::KickingRuleDeleted {
@@ -299,7 +322,10 @@ without banning them.
         ///Rule ID.
         pub id: i64,
         ///When the rule now expires (ISO 8601, UTC).
-        pub ts: ::std::string::String,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub ts: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl KickingRuleExpiry {
         pub fn builder() -> builder::KickingRuleExpiry {
@@ -311,7 +337,10 @@ without banning them.
     pub struct KickingRuleList {
         pub rules: ::std::vec::Vec<KickingRule>,
         ///`success`.
-        pub status: ::std::string::String,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub status: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl KickingRuleList {
         pub fn builder() -> builder::KickingRuleList {
@@ -323,39 +352,54 @@ without banning them.
     pub struct KickingRuleUpdated {
         pub result: KickingRuleExpiry,
         ///`success`.
-        pub status: ::std::string::String,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub status: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl KickingRuleUpdated {
         pub fn builder() -> builder::KickingRuleUpdated {
             Default::default()
         }
     }
-    ///An Agora project.
+    /**An Agora project. Only `id`, `name` and `vendor_key` are required:
+live answers leave out fields the document lists (a create answer
+has no `recording_server`) and carry fields it does not
+(`company_id`); every field is kept.
+*/
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct Project {
-        /**Creation time, Unix timestamp. Documented in milliseconds; the
-documentation's example is in seconds. The sandbox sends
-milliseconds.
+        ///The account's company ID (live answers only).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub company_id: ::std::option::Option<i64>,
+        /**Creation time, Unix timestamp. Documented in milliseconds (and
+13 digits live); the documentation's example is in seconds.
 */
-        pub created: i64,
-        ///Project ID.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub created: ::std::option::Option<i64>,
+        ///Project ID (live, short strings such as `Hk12QqzrB`).
         pub id: ::std::string::String,
         ///Project name.
         pub name: ::std::string::String,
         /**IP address and port of the recording server (on-premise Recording
-SDK v1.9.0 and earlier only; later versions ignore it).
+SDK v1.9.0 and earlier only; later versions ignore it). Live,
+`null` when not set.
 */
-        #[serde(deserialize_with = "::std::option::Option::deserialize")]
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub recording_server: ::std::option::Option<::std::string::String>,
         /**The primary App certificate; `""` when it is not enabled.
 agora-gateway answers `null` to callers without the
 `projects:secrets` scope.
 */
-        #[serde(deserialize_with = "::std::option::Option::deserialize")]
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub sign_key: ::std::option::Option<::std::string::String>,
-        pub status: ProjectStatus,
+        ///Project status: 1 enabled, 0 disabled.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub status: ::std::option::Option<i64>,
         ///The project's App ID (32 hexadecimal characters).
         pub vendor_key: ::std::string::String,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl Project {
         pub fn builder() -> builder::Project {
@@ -367,6 +411,8 @@ agora-gateway answers `null` to callers without the
     pub struct ProjectIdRequest {
         ///Project ID.
         pub id: ::std::string::String,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl ProjectIdRequest {
         pub fn builder() -> builder::ProjectIdRequest {
@@ -377,23 +423,46 @@ agora-gateway answers `null` to callers without the
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct ProjectList {
         pub projects: ::std::vec::Vec<Project>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl ProjectList {
         pub fn builder() -> builder::ProjectList {
             Default::default()
         }
     }
-    ///One project, as the only element of `project`.
+    /**One project: an object as the live service answers, or a
+one-element array as the document shows.
+*/
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(untagged)]
+    pub enum ProjectOrList {
+        Project(Project),
+        Array(::std::vec::Vec<Project>),
+    }
+    impl ::std::convert::From<Project> for ProjectOrList {
+        fn from(value: Project) -> Self {
+            Self::Project(value)
+        }
+    }
+    impl ::std::convert::From<::std::vec::Vec<Project>> for ProjectOrList {
+        fn from(value: ::std::vec::Vec<Project>) -> Self {
+            Self::Array(value)
+        }
+    }
+    ///One project, in `project` (an object live, a one-element array in the document).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct ProjectResponse {
-        pub project: ::std::vec::Vec<Project>,
+        pub project: ProjectOrList,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl ProjectResponse {
         pub fn builder() -> builder::ProjectResponse {
             Default::default()
         }
     }
-    ///Project status: 1 enabled, 0 disabled.
+    ///Project status to set: 1 enable, 0 disable.
     #[derive(::serde::Serialize, Clone, Debug, PartialEq)]
     #[serde(transparent)]
     pub struct ProjectStatus(i64);
@@ -435,9 +504,28 @@ agora-gateway answers `null` to callers without the
         pub daily: ::std::vec::Vec<DailyUsage>,
         ///Project ID.
         pub project: ::std::string::String,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl ProjectUsage {
         pub fn builder() -> builder::ProjectUsage {
+            Default::default()
+        }
+    }
+    /**Answer of the recording-server and App-certificate writes:
+`{"success": true}` in the document, the project in `project` live.
+*/
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct ProjectWriteResponse {
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub project: ::std::option::Option<ProjectOrList>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub success: ::std::option::Option<bool>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+    }
+    impl ProjectWriteResponse {
+        pub fn builder() -> builder::ProjectWriteResponse {
             Default::default()
         }
     }
@@ -447,6 +535,8 @@ agora-gateway answers `null` to callers without the
         ///Project ID.
         pub id: ::std::string::String,
         pub status: ProjectStatus,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl SetProjectStatusRequest {
         pub fn builder() -> builder::SetProjectStatusRequest {
@@ -460,16 +550,20 @@ agora-gateway answers `null` to callers without the
         pub id: ::std::string::String,
         ///IP address and port of the recording server.
         pub recording_server: ::std::string::String,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl SetRecordingConfigRequest {
         pub fn builder() -> builder::SetRecordingConfigRequest {
             Default::default()
         }
     }
-    ///Answer of the project writes that return no project.
+    ///Answer of a project deletion.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct SuccessResponse {
         pub success: bool,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl SuccessResponse {
         pub fn builder() -> builder::SuccessResponse {
@@ -483,8 +577,10 @@ agora-gateway answers `null` to callers without the
         pub appid: ::std::string::String,
         ///Rule ID.
         pub id: i64,
-        ///New length in minutes from now, clamped to [1, 1440]; 0 kicks once.
-        pub time: i32,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub time: ::std::option::Option<::serde_json::Number>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl UpdateKickingRuleRequest {
         pub fn builder() -> builder::UpdateKickingRuleRequest {
@@ -567,11 +663,16 @@ agora-gateway answers `null` to callers without the
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct UsageMetric {
         ///Name in Chinese.
-        pub cn: ::std::string::String,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub cn: ::std::option::Option<::std::string::String>,
         ///Name in English.
-        pub en: ::std::string::String,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub en: ::std::option::Option<::std::string::String>,
         ///Unit of the figures, e.g. `second`.
-        pub unit: ::std::string::String,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub unit: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl UsageMetric {
         pub fn builder() -> builder::UsageMetric {
@@ -582,6 +683,8 @@ agora-gateway answers `null` to callers without the
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct UsageV1Response {
         pub usages: ::std::vec::Vec<ProjectUsage>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl UsageV1Response {
         pub fn builder() -> builder::UsageV1Response {
@@ -594,20 +697,39 @@ agora-gateway answers `null` to callers without the
         ///Description of each metric reported in `usages[].usage`, by metric name.
         pub meta: ::std::collections::BTreeMap<::std::string::String, UsageMetric>,
         pub usages: ::std::vec::Vec<DayUsageV3>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl UsageV3Response {
         pub fn builder() -> builder::UsageV3Response {
             Default::default()
         }
     }
-    ///`UserProperty`
+    /**A user's state in a channel. Live, a user who is not in the channel
+answers `in_channel: false` alone.
+*/
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct UserProperty {
         ///Whether the user is in the channel.
         pub in_channel: bool,
-        ///When the user joined the channel (Unix timestamp, seconds); 0 when not in it.
-        pub join: i64,
-        pub role: UserRole,
+        ///When the user joined the channel (Unix timestamp, seconds).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub join: ::std::option::Option<i64>,
+        /**The user's platform (Agora's English reference): 1 Android,
+2 iOS, 5 Windows, 6 Linux, 7 Web, 8 macOS, 0 other.
+*/
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub platform: ::std::option::Option<i64>,
+        /**Role in the channel: 0 unknown, 1 communication user,
+2 live broadcaster, 3 live audience.
+*/
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub role: ::std::option::Option<i64>,
+        ///The user ID (Agora's English reference).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub uid: ::std::option::Option<u32>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl UserProperty {
         pub fn builder() -> builder::UserProperty {
@@ -618,50 +740,17 @@ agora-gateway answers `null` to callers without the
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct UserPropertyResponse {
         pub data: UserProperty,
+        ///Agora's ID of the request, for support (live answers only).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub request_id: ::std::option::Option<::std::string::String>,
         ///Whether the query succeeded.
         pub success: bool,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl UserPropertyResponse {
         pub fn builder() -> builder::UserPropertyResponse {
             Default::default()
-        }
-    }
-    /**Role of a user in a channel: 0 unknown, 1 communication user,
-2 live broadcaster, 3 live audience.
-*/
-    #[derive(::serde::Serialize, Clone, Debug, PartialEq)]
-    #[serde(transparent)]
-    pub struct UserRole(i64);
-    impl ::std::ops::Deref for UserRole {
-        type Target = i64;
-        fn deref(&self) -> &i64 {
-            &self.0
-        }
-    }
-    impl ::std::convert::From<UserRole> for i64 {
-        fn from(value: UserRole) -> Self {
-            value.0
-        }
-    }
-    impl ::std::convert::TryFrom<i64> for UserRole {
-        type Error = self::error::ConversionError;
-        fn try_from(
-            value: i64,
-        ) -> ::std::result::Result<Self, self::error::ConversionError> {
-            if ![0_i64, 1_i64, 2_i64, 3_i64].contains(&value) {
-                Err("invalid value".into())
-            } else {
-                Ok(Self(value))
-            }
-        }
-    }
-    impl<'de> ::serde::Deserialize<'de> for UserRole {
-        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
-        where
-            D: ::serde::Deserializer<'de>,
-        {
-            Self::try_from(<i64>::deserialize(deserializer)?)
-                .map_err(|e| { <D::Error as ::serde::de::Error>::custom(e.to_string()) })
         }
     }
     /// Types for composing complex structures.
@@ -669,13 +758,23 @@ agora-gateway answers `null` to callers without the
         #[derive(Clone, Debug)]
         pub struct ChannelListResponse {
             data: ::std::result::Result<super::ChannelPage, ::std::string::String>,
+            request_id: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
             success: ::std::result::Result<bool, ::std::string::String>,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for ChannelListResponse {
             fn default() -> Self {
                 Self {
                     data: Err("no value supplied for data".to_string()),
+                    request_id: Ok(Default::default()),
                     success: Err("no value supplied for success".to_string()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -692,6 +791,18 @@ agora-gateway answers `null` to callers without the
                     });
                 self
             }
+            pub fn request_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.request_id = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for request_id: {e}")
+                    });
+                self
+            }
             pub fn success<T>(mut self, value: T) -> Self
             where
                 T: ::std::convert::TryInto<bool>,
@@ -704,6 +815,20 @@ agora-gateway answers `null` to callers without the
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<ChannelListResponse>
         for super::ChannelListResponse {
@@ -713,7 +838,9 @@ agora-gateway answers `null` to callers without the
             ) -> ::std::result::Result<Self, super::error::ConversionError> {
                 Ok(Self {
                     data: value.data?,
+                    request_id: value.request_id?,
                     success: value.success?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -721,7 +848,9 @@ agora-gateway answers `null` to callers without the
             fn from(value: super::ChannelListResponse) -> Self {
                 Self {
                     data: Ok(value.data),
+                    request_id: Ok(value.request_id),
                     success: Ok(value.success),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -731,13 +860,21 @@ agora-gateway answers `null` to callers without the
                 ::std::vec::Vec<super::ChannelSummary>,
                 ::std::string::String,
             >,
-            total_size: ::std::result::Result<i64, ::std::string::String>,
+            total_size: ::std::result::Result<
+                ::std::option::Option<i64>,
+                ::std::string::String,
+            >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for ChannelPage {
             fn default() -> Self {
                 Self {
                     channels: Err("no value supplied for channels".to_string()),
-                    total_size: Err("no value supplied for total_size".to_string()),
+                    total_size: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -756,13 +893,27 @@ agora-gateway answers `null` to callers without the
             }
             pub fn total_size<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<i64>,
+                T: ::std::convert::TryInto<::std::option::Option<i64>>,
                 T::Error: ::std::fmt::Display,
             {
                 self.total_size = value
                     .try_into()
                     .map_err(|e| {
                         format!("error converting supplied value for total_size: {e}")
+                    });
+                self
+            }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
                     });
                 self
             }
@@ -775,6 +926,7 @@ agora-gateway answers `null` to callers without the
                 Ok(Self {
                     channels: value.channels?,
                     total_size: value.total_size?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -783,6 +935,7 @@ agora-gateway answers `null` to callers without the
                 Self {
                     channels: Ok(value.channels),
                     total_size: Ok(value.total_size),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -792,13 +945,21 @@ agora-gateway answers `null` to callers without the
                 ::std::string::String,
                 ::std::string::String,
             >,
-            user_count: ::std::result::Result<i64, ::std::string::String>,
+            user_count: ::std::result::Result<
+                ::std::option::Option<i64>,
+                ::std::string::String,
+            >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for ChannelSummary {
             fn default() -> Self {
                 Self {
                     channel_name: Err("no value supplied for channel_name".to_string()),
-                    user_count: Err("no value supplied for user_count".to_string()),
+                    user_count: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -817,13 +978,27 @@ agora-gateway answers `null` to callers without the
             }
             pub fn user_count<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<i64>,
+                T: ::std::convert::TryInto<::std::option::Option<i64>>,
                 T::Error: ::std::fmt::Display,
             {
                 self.user_count = value
                     .try_into()
                     .map_err(|e| {
                         format!("error converting supplied value for user_count: {e}")
+                    });
+                self
+            }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
                     });
                 self
             }
@@ -836,6 +1011,7 @@ agora-gateway answers `null` to callers without the
                 Ok(Self {
                     channel_name: value.channel_name?,
                     user_count: value.user_count?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -844,6 +1020,7 @@ agora-gateway answers `null` to callers without the
                 Self {
                     channel_name: Ok(value.channel_name),
                     user_count: Ok(value.user_count),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -860,7 +1037,7 @@ agora-gateway answers `null` to callers without the
             >,
             channel_exist: ::std::result::Result<bool, ::std::string::String>,
             mode: ::std::result::Result<
-                ::std::option::Option<super::ChannelMode>,
+                ::std::option::Option<i64>,
                 ::std::string::String,
             >,
             total: ::std::result::Result<
@@ -868,6 +1045,10 @@ agora-gateway answers `null` to callers without the
                 ::std::string::String,
             >,
             users: ::std::result::Result<::std::vec::Vec<u32>, ::std::string::String>,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for ChannelUsers {
             fn default() -> Self {
@@ -881,6 +1062,7 @@ agora-gateway answers `null` to callers without the
                     mode: Ok(Default::default()),
                     total: Ok(Default::default()),
                     users: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -937,7 +1119,7 @@ agora-gateway answers `null` to callers without the
             }
             pub fn mode<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<::std::option::Option<super::ChannelMode>>,
+                T: ::std::convert::TryInto<::std::option::Option<i64>>,
                 T::Error: ::std::fmt::Display,
             {
                 self.mode = value
@@ -971,6 +1153,20 @@ agora-gateway answers `null` to callers without the
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<ChannelUsers> for super::ChannelUsers {
             type Error = super::error::ConversionError;
@@ -985,6 +1181,7 @@ agora-gateway answers `null` to callers without the
                     mode: value.mode?,
                     total: value.total?,
                     users: value.users?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -998,19 +1195,30 @@ agora-gateway answers `null` to callers without the
                     mode: Ok(value.mode),
                     total: Ok(value.total),
                     users: Ok(value.users),
+                    extra: Ok(value.extra),
                 }
             }
         }
         #[derive(Clone, Debug)]
         pub struct ChannelUsersResponse {
             data: ::std::result::Result<super::ChannelUsers, ::std::string::String>,
+            request_id: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
             success: ::std::result::Result<bool, ::std::string::String>,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for ChannelUsersResponse {
             fn default() -> Self {
                 Self {
                     data: Err("no value supplied for data".to_string()),
+                    request_id: Ok(Default::default()),
                     success: Err("no value supplied for success".to_string()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -1027,6 +1235,18 @@ agora-gateway answers `null` to callers without the
                     });
                 self
             }
+            pub fn request_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.request_id = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for request_id: {e}")
+                    });
+                self
+            }
             pub fn success<T>(mut self, value: T) -> Self
             where
                 T: ::std::convert::TryInto<bool>,
@@ -1039,6 +1259,20 @@ agora-gateway answers `null` to callers without the
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<ChannelUsersResponse>
         for super::ChannelUsersResponse {
@@ -1048,7 +1282,9 @@ agora-gateway answers `null` to callers without the
             ) -> ::std::result::Result<Self, super::error::ConversionError> {
                 Ok(Self {
                     data: value.data?,
+                    request_id: value.request_id?,
                     success: value.success?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -1056,7 +1292,9 @@ agora-gateway answers `null` to callers without the
             fn from(value: super::ChannelUsersResponse) -> Self {
                 Self {
                     data: Ok(value.data),
+                    request_id: Ok(value.request_id),
                     success: Ok(value.success),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -1075,9 +1313,16 @@ agora-gateway answers `null` to callers without the
                 ::std::vec::Vec<::std::string::String>,
                 ::std::string::String,
             >,
-            time: ::std::result::Result<i32, ::std::string::String>,
+            time: ::std::result::Result<
+                ::std::option::Option<::serde_json::Number>,
+                ::std::string::String,
+            >,
             uid: ::std::result::Result<
                 ::std::option::Option<u32>,
+                ::std::string::String,
+            >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
                 ::std::string::String,
             >,
         }
@@ -1090,8 +1335,9 @@ agora-gateway answers `null` to callers without the
                     privileges: Ok(
                         super::defaults::create_kicking_rule_request_privileges(),
                     ),
-                    time: Ok(super::defaults::default_u64::<i32, 60>()),
+                    time: Ok(Default::default()),
                     uid: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -1144,7 +1390,7 @@ agora-gateway answers `null` to callers without the
             }
             pub fn time<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<i32>,
+                T: ::std::convert::TryInto<::std::option::Option<::serde_json::Number>>,
                 T::Error: ::std::fmt::Display,
             {
                 self.time = value
@@ -1166,6 +1412,20 @@ agora-gateway answers `null` to callers without the
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<CreateKickingRuleRequest>
         for super::CreateKickingRuleRequest {
@@ -1180,6 +1440,7 @@ agora-gateway answers `null` to callers without the
                     privileges: value.privileges?,
                     time: value.time?,
                     uid: value.uid?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -1193,6 +1454,7 @@ agora-gateway answers `null` to callers without the
                     privileges: Ok(value.privileges),
                     time: Ok(value.time),
                     uid: Ok(value.uid),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -1200,12 +1462,17 @@ agora-gateway answers `null` to callers without the
         pub struct CreateProjectRequest {
             enable_sign_key: ::std::result::Result<bool, ::std::string::String>,
             name: ::std::result::Result<::std::string::String, ::std::string::String>,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for CreateProjectRequest {
             fn default() -> Self {
                 Self {
                     enable_sign_key: Ok(Default::default()),
                     name: Err("no value supplied for name".to_string()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -1236,6 +1503,20 @@ agora-gateway answers `null` to callers without the
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<CreateProjectRequest>
         for super::CreateProjectRequest {
@@ -1246,6 +1527,7 @@ agora-gateway answers `null` to callers without the
                 Ok(Self {
                     enable_sign_key: value.enable_sign_key?,
                     name: value.name?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -1254,32 +1536,44 @@ agora-gateway answers `null` to callers without the
                 Self {
                     enable_sign_key: Ok(value.enable_sign_key),
                     name: Ok(value.name),
+                    extra: Ok(value.extra),
                 }
             }
         }
         #[derive(Clone, Debug)]
         pub struct DailyUsage {
-            audio: ::std::result::Result<i64, ::std::string::String>,
+            audio: ::std::result::Result<
+                ::std::option::Option<i64>,
+                ::std::string::String,
+            >,
             date: ::std::result::Result<i32, ::std::string::String>,
-            hd: ::std::result::Result<i64, ::std::string::String>,
-            hdp: ::std::result::Result<i64, ::std::string::String>,
-            sd: ::std::result::Result<i64, ::std::string::String>,
+            hd: ::std::result::Result<::std::option::Option<i64>, ::std::string::String>,
+            hdp: ::std::result::Result<
+                ::std::option::Option<i64>,
+                ::std::string::String,
+            >,
+            sd: ::std::result::Result<::std::option::Option<i64>, ::std::string::String>,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for DailyUsage {
             fn default() -> Self {
                 Self {
-                    audio: Err("no value supplied for audio".to_string()),
+                    audio: Ok(Default::default()),
                     date: Err("no value supplied for date".to_string()),
-                    hd: Err("no value supplied for hd".to_string()),
-                    hdp: Err("no value supplied for hdp".to_string()),
-                    sd: Err("no value supplied for sd".to_string()),
+                    hd: Ok(Default::default()),
+                    hdp: Ok(Default::default()),
+                    sd: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
         impl DailyUsage {
             pub fn audio<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<i64>,
+                T: ::std::convert::TryInto<::std::option::Option<i64>>,
                 T::Error: ::std::fmt::Display,
             {
                 self.audio = value
@@ -1303,7 +1597,7 @@ agora-gateway answers `null` to callers without the
             }
             pub fn hd<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<i64>,
+                T: ::std::convert::TryInto<::std::option::Option<i64>>,
                 T::Error: ::std::fmt::Display,
             {
                 self.hd = value
@@ -1313,7 +1607,7 @@ agora-gateway answers `null` to callers without the
             }
             pub fn hdp<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<i64>,
+                T: ::std::convert::TryInto<::std::option::Option<i64>>,
                 T::Error: ::std::fmt::Display,
             {
                 self.hdp = value
@@ -1325,12 +1619,26 @@ agora-gateway answers `null` to callers without the
             }
             pub fn sd<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<i64>,
+                T: ::std::convert::TryInto<::std::option::Option<i64>>,
                 T::Error: ::std::fmt::Display,
             {
                 self.sd = value
                     .try_into()
                     .map_err(|e| format!("error converting supplied value for sd: {e}"));
+                self
+            }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
                 self
             }
         }
@@ -1345,6 +1653,7 @@ agora-gateway answers `null` to callers without the
                     hd: value.hd?,
                     hdp: value.hdp?,
                     sd: value.sd?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -1356,6 +1665,7 @@ agora-gateway answers `null` to callers without the
                     hd: Ok(value.hd),
                     hdp: Ok(value.hdp),
                     sd: Ok(value.sd),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -1366,12 +1676,17 @@ agora-gateway answers `null` to callers without the
                 ::std::collections::BTreeMap<::std::string::String, i64>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for DayUsageV3 {
             fn default() -> Self {
                 Self {
                     date: Err("no value supplied for date".to_string()),
                     usage: Err("no value supplied for usage".to_string()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -1402,6 +1717,20 @@ agora-gateway answers `null` to callers without the
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<DayUsageV3> for super::DayUsageV3 {
             type Error = super::error::ConversionError;
@@ -1411,6 +1740,7 @@ agora-gateway answers `null` to callers without the
                 Ok(Self {
                     date: value.date?,
                     usage: value.usage?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -1419,6 +1749,7 @@ agora-gateway answers `null` to callers without the
                 Self {
                     date: Ok(value.date),
                     usage: Ok(value.usage),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -1426,12 +1757,17 @@ agora-gateway answers `null` to callers without the
         pub struct DeleteKickingRuleRequest {
             appid: ::std::result::Result<::std::string::String, ::std::string::String>,
             id: ::std::result::Result<i64, ::std::string::String>,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for DeleteKickingRuleRequest {
             fn default() -> Self {
                 Self {
                     appid: Err("no value supplied for appid".to_string()),
                     id: Err("no value supplied for id".to_string()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -1458,6 +1794,20 @@ agora-gateway answers `null` to callers without the
                     .map_err(|e| format!("error converting supplied value for id: {e}"));
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<DeleteKickingRuleRequest>
         for super::DeleteKickingRuleRequest {
@@ -1468,6 +1818,7 @@ agora-gateway answers `null` to callers without the
                 Ok(Self {
                     appid: value.appid?,
                     id: value.id?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -1477,6 +1828,7 @@ agora-gateway answers `null` to callers without the
                 Self {
                     appid: Ok(value.appid),
                     id: Ok(value.id),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -1484,12 +1836,17 @@ agora-gateway answers `null` to callers without the
         pub struct EnableSignKeyRequest {
             enable: ::std::result::Result<bool, ::std::string::String>,
             id: ::std::result::Result<::std::string::String, ::std::string::String>,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for EnableSignKeyRequest {
             fn default() -> Self {
                 Self {
                     enable: Err("no value supplied for enable".to_string()),
                     id: Err("no value supplied for id".to_string()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -1516,6 +1873,20 @@ agora-gateway answers `null` to callers without the
                     .map_err(|e| format!("error converting supplied value for id: {e}"));
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<EnableSignKeyRequest>
         for super::EnableSignKeyRequest {
@@ -1526,6 +1897,7 @@ agora-gateway answers `null` to callers without the
                 Ok(Self {
                     enable: value.enable?,
                     id: value.id?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -1534,27 +1906,38 @@ agora-gateway answers `null` to callers without the
                 Self {
                     enable: Ok(value.enable),
                     id: Ok(value.id),
+                    extra: Ok(value.extra),
                 }
             }
         }
         #[derive(Clone, Debug)]
-        pub struct ErrorMsg {
+        pub struct ErrorBody {
             error_msg: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
                 ::std::string::String,
+            >,
+            message: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
                 ::std::string::String,
             >,
         }
-        impl ::std::default::Default for ErrorMsg {
+        impl ::std::default::Default for ErrorBody {
             fn default() -> Self {
                 Self {
-                    error_msg: Err("no value supplied for error_msg".to_string()),
+                    error_msg: Ok(Default::default()),
+                    message: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
-        impl ErrorMsg {
+        impl ErrorBody {
             pub fn error_msg<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<::std::string::String>,
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
                 T::Error: ::std::fmt::Display,
             {
                 self.error_msg = value
@@ -1564,33 +1947,66 @@ agora-gateway answers `null` to callers without the
                     });
                 self
             }
+            pub fn message<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.message = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for message: {e}")
+                    });
+                self
+            }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
-        impl ::std::convert::TryFrom<ErrorMsg> for super::ErrorMsg {
+        impl ::std::convert::TryFrom<ErrorBody> for super::ErrorBody {
             type Error = super::error::ConversionError;
             fn try_from(
-                value: ErrorMsg,
+                value: ErrorBody,
             ) -> ::std::result::Result<Self, super::error::ConversionError> {
                 Ok(Self {
                     error_msg: value.error_msg?,
+                    message: value.message?,
+                    extra: value.extra?,
                 })
             }
         }
-        impl ::std::convert::From<super::ErrorMsg> for ErrorMsg {
-            fn from(value: super::ErrorMsg) -> Self {
+        impl ::std::convert::From<super::ErrorBody> for ErrorBody {
+            fn from(value: super::ErrorBody) -> Self {
                 Self {
                     error_msg: Ok(value.error_msg),
+                    message: Ok(value.message),
+                    extra: Ok(value.extra),
                 }
             }
         }
         #[derive(Clone, Debug)]
         pub struct KickingRule {
-            appid: ::std::result::Result<::std::string::String, ::std::string::String>,
+            appid: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
             cname: ::std::result::Result<
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
             create_at: ::std::result::Result<
-                ::std::string::String,
+                ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
             id: ::std::result::Result<i64, ::std::string::String>,
@@ -1598,36 +2014,47 @@ agora-gateway answers `null` to callers without the
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
-            opid: ::std::result::Result<i64, ::std::string::String>,
-            ts: ::std::result::Result<::std::string::String, ::std::string::String>,
+            opid: ::std::result::Result<
+                ::std::option::Option<i64>,
+                ::std::string::String,
+            >,
+            ts: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
             uid: ::std::result::Result<
                 ::std::option::Option<u32>,
                 ::std::string::String,
             >,
             update_at: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
                 ::std::string::String,
+            >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
                 ::std::string::String,
             >,
         }
         impl ::std::default::Default for KickingRule {
             fn default() -> Self {
                 Self {
-                    appid: Err("no value supplied for appid".to_string()),
-                    cname: Err("no value supplied for cname".to_string()),
-                    create_at: Err("no value supplied for create_at".to_string()),
+                    appid: Ok(Default::default()),
+                    cname: Ok(Default::default()),
+                    create_at: Ok(Default::default()),
                     id: Err("no value supplied for id".to_string()),
-                    ip: Err("no value supplied for ip".to_string()),
-                    opid: Err("no value supplied for opid".to_string()),
-                    ts: Err("no value supplied for ts".to_string()),
-                    uid: Err("no value supplied for uid".to_string()),
-                    update_at: Err("no value supplied for update_at".to_string()),
+                    ip: Ok(Default::default()),
+                    opid: Ok(Default::default()),
+                    ts: Ok(Default::default()),
+                    uid: Ok(Default::default()),
+                    update_at: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
         impl KickingRule {
             pub fn appid<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<::std::string::String>,
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
                 T::Error: ::std::fmt::Display,
             {
                 self.appid = value
@@ -1651,7 +2078,7 @@ agora-gateway answers `null` to callers without the
             }
             pub fn create_at<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<::std::string::String>,
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
                 T::Error: ::std::fmt::Display,
             {
                 self.create_at = value
@@ -1683,7 +2110,7 @@ agora-gateway answers `null` to callers without the
             }
             pub fn opid<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<i64>,
+                T: ::std::convert::TryInto<::std::option::Option<i64>>,
                 T::Error: ::std::fmt::Display,
             {
                 self.opid = value
@@ -1695,7 +2122,7 @@ agora-gateway answers `null` to callers without the
             }
             pub fn ts<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<::std::string::String>,
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
                 T::Error: ::std::fmt::Display,
             {
                 self.ts = value
@@ -1717,13 +2144,27 @@ agora-gateway answers `null` to callers without the
             }
             pub fn update_at<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<::std::string::String>,
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
                 T::Error: ::std::fmt::Display,
             {
                 self.update_at = value
                     .try_into()
                     .map_err(|e| {
                         format!("error converting supplied value for update_at: {e}")
+                    });
+                self
+            }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
                     });
                 self
             }
@@ -1743,6 +2184,7 @@ agora-gateway answers `null` to callers without the
                     ts: value.ts?,
                     uid: value.uid?,
                     update_at: value.update_at?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -1758,19 +2200,28 @@ agora-gateway answers `null` to callers without the
                     ts: Ok(value.ts),
                     uid: Ok(value.uid),
                     update_at: Ok(value.update_at),
+                    extra: Ok(value.extra),
                 }
             }
         }
         #[derive(Clone, Debug)]
         pub struct KickingRuleCreated {
             id: ::std::result::Result<i64, ::std::string::String>,
-            status: ::std::result::Result<::std::string::String, ::std::string::String>,
+            status: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for KickingRuleCreated {
             fn default() -> Self {
                 Self {
                     id: Err("no value supplied for id".to_string()),
-                    status: Err("no value supplied for status".to_string()),
+                    status: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -1787,13 +2238,27 @@ agora-gateway answers `null` to callers without the
             }
             pub fn status<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<::std::string::String>,
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
                 T::Error: ::std::fmt::Display,
             {
                 self.status = value
                     .try_into()
                     .map_err(|e| {
                         format!("error converting supplied value for status: {e}")
+                    });
+                self
+            }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
                     });
                 self
             }
@@ -1806,6 +2271,7 @@ agora-gateway answers `null` to callers without the
                 Ok(Self {
                     id: value.id?,
                     status: value.status?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -1814,19 +2280,28 @@ agora-gateway answers `null` to callers without the
                 Self {
                     id: Ok(value.id),
                     status: Ok(value.status),
+                    extra: Ok(value.extra),
                 }
             }
         }
         #[derive(Clone, Debug)]
         pub struct KickingRuleDeleted {
             id: ::std::result::Result<i64, ::std::string::String>,
-            status: ::std::result::Result<::std::string::String, ::std::string::String>,
+            status: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for KickingRuleDeleted {
             fn default() -> Self {
                 Self {
                     id: Err("no value supplied for id".to_string()),
-                    status: Err("no value supplied for status".to_string()),
+                    status: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -1843,13 +2318,27 @@ agora-gateway answers `null` to callers without the
             }
             pub fn status<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<::std::string::String>,
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
                 T::Error: ::std::fmt::Display,
             {
                 self.status = value
                     .try_into()
                     .map_err(|e| {
                         format!("error converting supplied value for status: {e}")
+                    });
+                self
+            }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
                     });
                 self
             }
@@ -1862,6 +2351,7 @@ agora-gateway answers `null` to callers without the
                 Ok(Self {
                     id: value.id?,
                     status: value.status?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -1870,19 +2360,28 @@ agora-gateway answers `null` to callers without the
                 Self {
                     id: Ok(value.id),
                     status: Ok(value.status),
+                    extra: Ok(value.extra),
                 }
             }
         }
         #[derive(Clone, Debug)]
         pub struct KickingRuleExpiry {
             id: ::std::result::Result<i64, ::std::string::String>,
-            ts: ::std::result::Result<::std::string::String, ::std::string::String>,
+            ts: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for KickingRuleExpiry {
             fn default() -> Self {
                 Self {
                     id: Err("no value supplied for id".to_string()),
-                    ts: Err("no value supplied for ts".to_string()),
+                    ts: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -1899,12 +2398,26 @@ agora-gateway answers `null` to callers without the
             }
             pub fn ts<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<::std::string::String>,
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
                 T::Error: ::std::fmt::Display,
             {
                 self.ts = value
                     .try_into()
                     .map_err(|e| format!("error converting supplied value for ts: {e}"));
+                self
+            }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
                 self
             }
         }
@@ -1916,6 +2429,7 @@ agora-gateway answers `null` to callers without the
                 Ok(Self {
                     id: value.id?,
                     ts: value.ts?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -1924,6 +2438,7 @@ agora-gateway answers `null` to callers without the
                 Self {
                     id: Ok(value.id),
                     ts: Ok(value.ts),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -1933,13 +2448,21 @@ agora-gateway answers `null` to callers without the
                 ::std::vec::Vec<super::KickingRule>,
                 ::std::string::String,
             >,
-            status: ::std::result::Result<::std::string::String, ::std::string::String>,
+            status: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for KickingRuleList {
             fn default() -> Self {
                 Self {
                     rules: Err("no value supplied for rules".to_string()),
-                    status: Err("no value supplied for status".to_string()),
+                    status: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -1958,13 +2481,27 @@ agora-gateway answers `null` to callers without the
             }
             pub fn status<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<::std::string::String>,
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
                 T::Error: ::std::fmt::Display,
             {
                 self.status = value
                     .try_into()
                     .map_err(|e| {
                         format!("error converting supplied value for status: {e}")
+                    });
+                self
+            }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
                     });
                 self
             }
@@ -1977,6 +2514,7 @@ agora-gateway answers `null` to callers without the
                 Ok(Self {
                     rules: value.rules?,
                     status: value.status?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -1985,6 +2523,7 @@ agora-gateway answers `null` to callers without the
                 Self {
                     rules: Ok(value.rules),
                     status: Ok(value.status),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -1994,13 +2533,21 @@ agora-gateway answers `null` to callers without the
                 super::KickingRuleExpiry,
                 ::std::string::String,
             >,
-            status: ::std::result::Result<::std::string::String, ::std::string::String>,
+            status: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for KickingRuleUpdated {
             fn default() -> Self {
                 Self {
                     result: Err("no value supplied for result".to_string()),
-                    status: Err("no value supplied for status".to_string()),
+                    status: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -2019,13 +2566,27 @@ agora-gateway answers `null` to callers without the
             }
             pub fn status<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<::std::string::String>,
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
                 T::Error: ::std::fmt::Display,
             {
                 self.status = value
                     .try_into()
                     .map_err(|e| {
                         format!("error converting supplied value for status: {e}")
+                    });
+                self
+            }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
                     });
                 self
             }
@@ -2038,6 +2599,7 @@ agora-gateway answers `null` to callers without the
                 Ok(Self {
                     result: value.result?,
                     status: value.status?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -2046,12 +2608,20 @@ agora-gateway answers `null` to callers without the
                 Self {
                     result: Ok(value.result),
                     status: Ok(value.status),
+                    extra: Ok(value.extra),
                 }
             }
         }
         #[derive(Clone, Debug)]
         pub struct Project {
-            created: ::std::result::Result<i64, ::std::string::String>,
+            company_id: ::std::result::Result<
+                ::std::option::Option<i64>,
+                ::std::string::String,
+            >,
+            created: ::std::result::Result<
+                ::std::option::Option<i64>,
+                ::std::string::String,
+            >,
             id: ::std::result::Result<::std::string::String, ::std::string::String>,
             name: ::std::result::Result<::std::string::String, ::std::string::String>,
             recording_server: ::std::result::Result<
@@ -2062,31 +2632,50 @@ agora-gateway answers `null` to callers without the
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
-            status: ::std::result::Result<super::ProjectStatus, ::std::string::String>,
+            status: ::std::result::Result<
+                ::std::option::Option<i64>,
+                ::std::string::String,
+            >,
             vendor_key: ::std::result::Result<
                 ::std::string::String,
+                ::std::string::String,
+            >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
                 ::std::string::String,
             >,
         }
         impl ::std::default::Default for Project {
             fn default() -> Self {
                 Self {
-                    created: Err("no value supplied for created".to_string()),
+                    company_id: Ok(Default::default()),
+                    created: Ok(Default::default()),
                     id: Err("no value supplied for id".to_string()),
                     name: Err("no value supplied for name".to_string()),
-                    recording_server: Err(
-                        "no value supplied for recording_server".to_string(),
-                    ),
-                    sign_key: Err("no value supplied for sign_key".to_string()),
-                    status: Err("no value supplied for status".to_string()),
+                    recording_server: Ok(Default::default()),
+                    sign_key: Ok(Default::default()),
+                    status: Ok(Default::default()),
                     vendor_key: Err("no value supplied for vendor_key".to_string()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
         impl Project {
+            pub fn company_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<i64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.company_id = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for company_id: {e}")
+                    });
+                self
+            }
             pub fn created<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<i64>,
+                T: ::std::convert::TryInto<::std::option::Option<i64>>,
                 T::Error: ::std::fmt::Display,
             {
                 self.created = value
@@ -2146,7 +2735,7 @@ agora-gateway answers `null` to callers without the
             }
             pub fn status<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<super::ProjectStatus>,
+                T: ::std::convert::TryInto<::std::option::Option<i64>>,
                 T::Error: ::std::fmt::Display,
             {
                 self.status = value
@@ -2168,6 +2757,20 @@ agora-gateway answers `null` to callers without the
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<Project> for super::Project {
             type Error = super::error::ConversionError;
@@ -2175,6 +2778,7 @@ agora-gateway answers `null` to callers without the
                 value: Project,
             ) -> ::std::result::Result<Self, super::error::ConversionError> {
                 Ok(Self {
+                    company_id: value.company_id?,
                     created: value.created?,
                     id: value.id?,
                     name: value.name?,
@@ -2182,12 +2786,14 @@ agora-gateway answers `null` to callers without the
                     sign_key: value.sign_key?,
                     status: value.status?,
                     vendor_key: value.vendor_key?,
+                    extra: value.extra?,
                 })
             }
         }
         impl ::std::convert::From<super::Project> for Project {
             fn from(value: super::Project) -> Self {
                 Self {
+                    company_id: Ok(value.company_id),
                     created: Ok(value.created),
                     id: Ok(value.id),
                     name: Ok(value.name),
@@ -2195,17 +2801,23 @@ agora-gateway answers `null` to callers without the
                     sign_key: Ok(value.sign_key),
                     status: Ok(value.status),
                     vendor_key: Ok(value.vendor_key),
+                    extra: Ok(value.extra),
                 }
             }
         }
         #[derive(Clone, Debug)]
         pub struct ProjectIdRequest {
             id: ::std::result::Result<::std::string::String, ::std::string::String>,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for ProjectIdRequest {
             fn default() -> Self {
                 Self {
                     id: Err("no value supplied for id".to_string()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -2220,18 +2832,38 @@ agora-gateway answers `null` to callers without the
                     .map_err(|e| format!("error converting supplied value for id: {e}"));
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<ProjectIdRequest> for super::ProjectIdRequest {
             type Error = super::error::ConversionError;
             fn try_from(
                 value: ProjectIdRequest,
             ) -> ::std::result::Result<Self, super::error::ConversionError> {
-                Ok(Self { id: value.id? })
+                Ok(Self {
+                    id: value.id?,
+                    extra: value.extra?,
+                })
             }
         }
         impl ::std::convert::From<super::ProjectIdRequest> for ProjectIdRequest {
             fn from(value: super::ProjectIdRequest) -> Self {
-                Self { id: Ok(value.id) }
+                Self {
+                    id: Ok(value.id),
+                    extra: Ok(value.extra),
+                }
             }
         }
         #[derive(Clone, Debug)]
@@ -2240,11 +2872,16 @@ agora-gateway answers `null` to callers without the
                 ::std::vec::Vec<super::Project>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for ProjectList {
             fn default() -> Self {
                 Self {
                     projects: Err("no value supplied for projects".to_string()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -2261,26 +2898,45 @@ agora-gateway answers `null` to callers without the
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<ProjectList> for super::ProjectList {
             type Error = super::error::ConversionError;
             fn try_from(
                 value: ProjectList,
             ) -> ::std::result::Result<Self, super::error::ConversionError> {
-                Ok(Self { projects: value.projects? })
+                Ok(Self {
+                    projects: value.projects?,
+                    extra: value.extra?,
+                })
             }
         }
         impl ::std::convert::From<super::ProjectList> for ProjectList {
             fn from(value: super::ProjectList) -> Self {
                 Self {
                     projects: Ok(value.projects),
+                    extra: Ok(value.extra),
                 }
             }
         }
         #[derive(Clone, Debug)]
         pub struct ProjectResponse {
-            project: ::std::result::Result<
-                ::std::vec::Vec<super::Project>,
+            project: ::std::result::Result<super::ProjectOrList, ::std::string::String>,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
                 ::std::string::String,
             >,
         }
@@ -2288,13 +2944,14 @@ agora-gateway answers `null` to callers without the
             fn default() -> Self {
                 Self {
                     project: Err("no value supplied for project".to_string()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
         impl ProjectResponse {
             pub fn project<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<::std::vec::Vec<super::Project>>,
+                T: ::std::convert::TryInto<super::ProjectOrList>,
                 T::Error: ::std::fmt::Display,
             {
                 self.project = value
@@ -2304,18 +2961,38 @@ agora-gateway answers `null` to callers without the
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<ProjectResponse> for super::ProjectResponse {
             type Error = super::error::ConversionError;
             fn try_from(
                 value: ProjectResponse,
             ) -> ::std::result::Result<Self, super::error::ConversionError> {
-                Ok(Self { project: value.project? })
+                Ok(Self {
+                    project: value.project?,
+                    extra: value.extra?,
+                })
             }
         }
         impl ::std::convert::From<super::ProjectResponse> for ProjectResponse {
             fn from(value: super::ProjectResponse) -> Self {
-                Self { project: Ok(value.project) }
+                Self {
+                    project: Ok(value.project),
+                    extra: Ok(value.extra),
+                }
             }
         }
         #[derive(Clone, Debug)]
@@ -2325,12 +3002,17 @@ agora-gateway answers `null` to callers without the
                 ::std::string::String,
             >,
             project: ::std::result::Result<::std::string::String, ::std::string::String>,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for ProjectUsage {
             fn default() -> Self {
                 Self {
                     daily: Err("no value supplied for daily".to_string()),
                     project: Err("no value supplied for project".to_string()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -2359,6 +3041,20 @@ agora-gateway answers `null` to callers without the
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<ProjectUsage> for super::ProjectUsage {
             type Error = super::error::ConversionError;
@@ -2368,6 +3064,7 @@ agora-gateway answers `null` to callers without the
                 Ok(Self {
                     daily: value.daily?,
                     project: value.project?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -2376,6 +3073,93 @@ agora-gateway answers `null` to callers without the
                 Self {
                     daily: Ok(value.daily),
                     project: Ok(value.project),
+                    extra: Ok(value.extra),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct ProjectWriteResponse {
+            project: ::std::result::Result<
+                ::std::option::Option<super::ProjectOrList>,
+                ::std::string::String,
+            >,
+            success: ::std::result::Result<
+                ::std::option::Option<bool>,
+                ::std::string::String,
+            >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for ProjectWriteResponse {
+            fn default() -> Self {
+                Self {
+                    project: Ok(Default::default()),
+                    success: Ok(Default::default()),
+                    extra: Ok(Default::default()),
+                }
+            }
+        }
+        impl ProjectWriteResponse {
+            pub fn project<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<super::ProjectOrList>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.project = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for project: {e}")
+                    });
+                self
+            }
+            pub fn success<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<bool>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.success = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for success: {e}")
+                    });
+                self
+            }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<ProjectWriteResponse>
+        for super::ProjectWriteResponse {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: ProjectWriteResponse,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    project: value.project?,
+                    success: value.success?,
+                    extra: value.extra?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::ProjectWriteResponse> for ProjectWriteResponse {
+            fn from(value: super::ProjectWriteResponse) -> Self {
+                Self {
+                    project: Ok(value.project),
+                    success: Ok(value.success),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -2383,12 +3167,17 @@ agora-gateway answers `null` to callers without the
         pub struct SetProjectStatusRequest {
             id: ::std::result::Result<::std::string::String, ::std::string::String>,
             status: ::std::result::Result<super::ProjectStatus, ::std::string::String>,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for SetProjectStatusRequest {
             fn default() -> Self {
                 Self {
                     id: Err("no value supplied for id".to_string()),
                     status: Err("no value supplied for status".to_string()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -2415,6 +3204,20 @@ agora-gateway answers `null` to callers without the
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<SetProjectStatusRequest>
         for super::SetProjectStatusRequest {
@@ -2425,6 +3228,7 @@ agora-gateway answers `null` to callers without the
                 Ok(Self {
                     id: value.id?,
                     status: value.status?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -2434,6 +3238,7 @@ agora-gateway answers `null` to callers without the
                 Self {
                     id: Ok(value.id),
                     status: Ok(value.status),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -2444,6 +3249,10 @@ agora-gateway answers `null` to callers without the
                 ::std::string::String,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for SetRecordingConfigRequest {
             fn default() -> Self {
@@ -2452,6 +3261,7 @@ agora-gateway answers `null` to callers without the
                     recording_server: Err(
                         "no value supplied for recording_server".to_string(),
                     ),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -2480,6 +3290,20 @@ agora-gateway answers `null` to callers without the
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<SetRecordingConfigRequest>
         for super::SetRecordingConfigRequest {
@@ -2490,6 +3314,7 @@ agora-gateway answers `null` to callers without the
                 Ok(Self {
                     id: value.id?,
                     recording_server: value.recording_server?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -2499,17 +3324,23 @@ agora-gateway answers `null` to callers without the
                 Self {
                     id: Ok(value.id),
                     recording_server: Ok(value.recording_server),
+                    extra: Ok(value.extra),
                 }
             }
         }
         #[derive(Clone, Debug)]
         pub struct SuccessResponse {
             success: ::std::result::Result<bool, ::std::string::String>,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for SuccessResponse {
             fn default() -> Self {
                 Self {
                     success: Err("no value supplied for success".to_string()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -2526,32 +3357,60 @@ agora-gateway answers `null` to callers without the
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<SuccessResponse> for super::SuccessResponse {
             type Error = super::error::ConversionError;
             fn try_from(
                 value: SuccessResponse,
             ) -> ::std::result::Result<Self, super::error::ConversionError> {
-                Ok(Self { success: value.success? })
+                Ok(Self {
+                    success: value.success?,
+                    extra: value.extra?,
+                })
             }
         }
         impl ::std::convert::From<super::SuccessResponse> for SuccessResponse {
             fn from(value: super::SuccessResponse) -> Self {
-                Self { success: Ok(value.success) }
+                Self {
+                    success: Ok(value.success),
+                    extra: Ok(value.extra),
+                }
             }
         }
         #[derive(Clone, Debug)]
         pub struct UpdateKickingRuleRequest {
             appid: ::std::result::Result<::std::string::String, ::std::string::String>,
             id: ::std::result::Result<i64, ::std::string::String>,
-            time: ::std::result::Result<i32, ::std::string::String>,
+            time: ::std::result::Result<
+                ::std::option::Option<::serde_json::Number>,
+                ::std::string::String,
+            >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for UpdateKickingRuleRequest {
             fn default() -> Self {
                 Self {
                     appid: Err("no value supplied for appid".to_string()),
                     id: Err("no value supplied for id".to_string()),
-                    time: Err("no value supplied for time".to_string()),
+                    time: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -2580,13 +3439,27 @@ agora-gateway answers `null` to callers without the
             }
             pub fn time<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<i32>,
+                T: ::std::convert::TryInto<::std::option::Option<::serde_json::Number>>,
                 T::Error: ::std::fmt::Display,
             {
                 self.time = value
                     .try_into()
                     .map_err(|e| {
                         format!("error converting supplied value for time: {e}")
+                    });
+                self
+            }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
                     });
                 self
             }
@@ -2601,6 +3474,7 @@ agora-gateway answers `null` to callers without the
                     appid: value.appid?,
                     id: value.id?,
                     time: value.time?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -2611,28 +3485,43 @@ agora-gateway answers `null` to callers without the
                     appid: Ok(value.appid),
                     id: Ok(value.id),
                     time: Ok(value.time),
+                    extra: Ok(value.extra),
                 }
             }
         }
         #[derive(Clone, Debug)]
         pub struct UsageMetric {
-            cn: ::std::result::Result<::std::string::String, ::std::string::String>,
-            en: ::std::result::Result<::std::string::String, ::std::string::String>,
-            unit: ::std::result::Result<::std::string::String, ::std::string::String>,
+            cn: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            en: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            unit: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for UsageMetric {
             fn default() -> Self {
                 Self {
-                    cn: Err("no value supplied for cn".to_string()),
-                    en: Err("no value supplied for en".to_string()),
-                    unit: Err("no value supplied for unit".to_string()),
+                    cn: Ok(Default::default()),
+                    en: Ok(Default::default()),
+                    unit: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
         impl UsageMetric {
             pub fn cn<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<::std::string::String>,
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
                 T::Error: ::std::fmt::Display,
             {
                 self.cn = value
@@ -2642,7 +3531,7 @@ agora-gateway answers `null` to callers without the
             }
             pub fn en<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<::std::string::String>,
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
                 T::Error: ::std::fmt::Display,
             {
                 self.en = value
@@ -2652,13 +3541,27 @@ agora-gateway answers `null` to callers without the
             }
             pub fn unit<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<::std::string::String>,
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
                 T::Error: ::std::fmt::Display,
             {
                 self.unit = value
                     .try_into()
                     .map_err(|e| {
                         format!("error converting supplied value for unit: {e}")
+                    });
+                self
+            }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
                     });
                 self
             }
@@ -2672,6 +3575,7 @@ agora-gateway answers `null` to callers without the
                     cn: value.cn?,
                     en: value.en?,
                     unit: value.unit?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -2681,6 +3585,7 @@ agora-gateway answers `null` to callers without the
                     cn: Ok(value.cn),
                     en: Ok(value.en),
                     unit: Ok(value.unit),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -2690,11 +3595,16 @@ agora-gateway answers `null` to callers without the
                 ::std::vec::Vec<super::ProjectUsage>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for UsageV1Response {
             fn default() -> Self {
                 Self {
                     usages: Err("no value supplied for usages".to_string()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -2711,18 +3621,38 @@ agora-gateway answers `null` to callers without the
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<UsageV1Response> for super::UsageV1Response {
             type Error = super::error::ConversionError;
             fn try_from(
                 value: UsageV1Response,
             ) -> ::std::result::Result<Self, super::error::ConversionError> {
-                Ok(Self { usages: value.usages? })
+                Ok(Self {
+                    usages: value.usages?,
+                    extra: value.extra?,
+                })
             }
         }
         impl ::std::convert::From<super::UsageV1Response> for UsageV1Response {
             fn from(value: super::UsageV1Response) -> Self {
-                Self { usages: Ok(value.usages) }
+                Self {
+                    usages: Ok(value.usages),
+                    extra: Ok(value.extra),
+                }
             }
         }
         #[derive(Clone, Debug)]
@@ -2735,12 +3665,17 @@ agora-gateway answers `null` to callers without the
                 ::std::vec::Vec<super::DayUsageV3>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for UsageV3Response {
             fn default() -> Self {
                 Self {
                     meta: Err("no value supplied for meta".to_string()),
                     usages: Err("no value supplied for usages".to_string()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -2774,6 +3709,20 @@ agora-gateway answers `null` to callers without the
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<UsageV3Response> for super::UsageV3Response {
             type Error = super::error::ConversionError;
@@ -2783,6 +3732,7 @@ agora-gateway answers `null` to callers without the
                 Ok(Self {
                     meta: value.meta?,
                     usages: value.usages?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -2791,21 +3741,43 @@ agora-gateway answers `null` to callers without the
                 Self {
                     meta: Ok(value.meta),
                     usages: Ok(value.usages),
+                    extra: Ok(value.extra),
                 }
             }
         }
         #[derive(Clone, Debug)]
         pub struct UserProperty {
             in_channel: ::std::result::Result<bool, ::std::string::String>,
-            join: ::std::result::Result<i64, ::std::string::String>,
-            role: ::std::result::Result<super::UserRole, ::std::string::String>,
+            join: ::std::result::Result<
+                ::std::option::Option<i64>,
+                ::std::string::String,
+            >,
+            platform: ::std::result::Result<
+                ::std::option::Option<i64>,
+                ::std::string::String,
+            >,
+            role: ::std::result::Result<
+                ::std::option::Option<i64>,
+                ::std::string::String,
+            >,
+            uid: ::std::result::Result<
+                ::std::option::Option<u32>,
+                ::std::string::String,
+            >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for UserProperty {
             fn default() -> Self {
                 Self {
                     in_channel: Err("no value supplied for in_channel".to_string()),
-                    join: Err("no value supplied for join".to_string()),
-                    role: Err("no value supplied for role".to_string()),
+                    join: Ok(Default::default()),
+                    platform: Ok(Default::default()),
+                    role: Ok(Default::default()),
+                    uid: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -2824,7 +3796,7 @@ agora-gateway answers `null` to callers without the
             }
             pub fn join<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<i64>,
+                T: ::std::convert::TryInto<::std::option::Option<i64>>,
                 T::Error: ::std::fmt::Display,
             {
                 self.join = value
@@ -2834,15 +3806,53 @@ agora-gateway answers `null` to callers without the
                     });
                 self
             }
+            pub fn platform<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<i64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.platform = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for platform: {e}")
+                    });
+                self
+            }
             pub fn role<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<super::UserRole>,
+                T: ::std::convert::TryInto<::std::option::Option<i64>>,
                 T::Error: ::std::fmt::Display,
             {
                 self.role = value
                     .try_into()
                     .map_err(|e| {
                         format!("error converting supplied value for role: {e}")
+                    });
+                self
+            }
+            pub fn uid<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<u32>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.uid = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for uid: {e}")
+                    });
+                self
+            }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
                     });
                 self
             }
@@ -2855,7 +3865,10 @@ agora-gateway answers `null` to callers without the
                 Ok(Self {
                     in_channel: value.in_channel?,
                     join: value.join?,
+                    platform: value.platform?,
                     role: value.role?,
+                    uid: value.uid?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -2864,20 +3877,33 @@ agora-gateway answers `null` to callers without the
                 Self {
                     in_channel: Ok(value.in_channel),
                     join: Ok(value.join),
+                    platform: Ok(value.platform),
                     role: Ok(value.role),
+                    uid: Ok(value.uid),
+                    extra: Ok(value.extra),
                 }
             }
         }
         #[derive(Clone, Debug)]
         pub struct UserPropertyResponse {
             data: ::std::result::Result<super::UserProperty, ::std::string::String>,
+            request_id: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
             success: ::std::result::Result<bool, ::std::string::String>,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for UserPropertyResponse {
             fn default() -> Self {
                 Self {
                     data: Err("no value supplied for data".to_string()),
+                    request_id: Ok(Default::default()),
                     success: Err("no value supplied for success".to_string()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -2894,6 +3920,18 @@ agora-gateway answers `null` to callers without the
                     });
                 self
             }
+            pub fn request_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.request_id = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for request_id: {e}")
+                    });
+                self
+            }
             pub fn success<T>(mut self, value: T) -> Self
             where
                 T: ::std::convert::TryInto<bool>,
@@ -2906,6 +3944,20 @@ agora-gateway answers `null` to callers without the
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<UserPropertyResponse>
         for super::UserPropertyResponse {
@@ -2915,7 +3967,9 @@ agora-gateway answers `null` to callers without the
             ) -> ::std::result::Result<Self, super::error::ConversionError> {
                 Ok(Self {
                     data: value.data?,
+                    request_id: value.request_id?,
                     success: value.success?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -2923,20 +3977,15 @@ agora-gateway answers `null` to callers without the
             fn from(value: super::UserPropertyResponse) -> Self {
                 Self {
                     data: Ok(value.data),
+                    request_id: Ok(value.request_id),
                     success: Ok(value.success),
+                    extra: Ok(value.extra),
                 }
             }
         }
     }
     /// Generation of default values for serde.
     pub mod defaults {
-        pub(super) fn default_u64<T, const V: u64>() -> T
-        where
-            T: ::std::convert::TryFrom<u64>,
-            <T as ::std::convert::TryFrom<u64>>::Error: ::std::fmt::Debug,
-        {
-            T::try_from(V).unwrap()
-        }
         pub(super) fn create_kicking_rule_request_privileges() -> ::std::vec::Vec<
             ::std::string::String,
         > {
@@ -2992,36 +4041,75 @@ credentials answer 401.
 operations of this document together; more answer 429.
 
 **Format.** Request bodies are JSON (`Content-Type: application/json`);
-every response is JSON. Errors carry `{"error_msg": "..."}`. Every path is
-also accepted with a trailing slash, as the documentation writes them both
-ways.
+every response is JSON. Every path is also accepted with a trailing
+slash, as the documentation writes them both ways.
 
-**Decisions where the documentation is inconsistent:**
+**The document and the live service.** Agora's live service answers
+differently from its Chinese document in places. This spec describes
+both, so the generated client decodes either: every object keeps the
+fields it does not name (`additionalProperties`), and only the fields a
+reader cannot do without are required. Each choice and its source:
 
-- *Kicking-rule `uid` and `ip`.* The request example sends `"uid": ""` and
-  `"ip": ""` for "not set", while the rule list returns `"uid": 1`. Here
-  `uid` is an unsigned 32-bit integer and `ip` a string, and "not set" is
-  written by leaving the field out (or `null`). The sandbox and the
-  gateway also read `""` as "not set", so requests copied from Agora's
-  example still work.
-- *Project `created`.* Documented as a Unix timestamp in milliseconds, but
-  the example (`1464165672`) is in seconds. It is typed as a 64-bit
-  integer, which holds both; the sandbox sends milliseconds, as documented.
-- *`success` of the channel user list.* The documentation's parameter table
-  writes `sucess`; its response examples, which show the wire format,
-  write `success`. This document follows the examples.
-- *Project responses.* Create, get and status change answer
-  `{"project": [ ... ]}` — an array holding the one project — exactly as
-  every example of the documentation shows.
-- *Project `sign_key`.* Always present; `""` when the primary App
-  certificate is not enabled. It is nullable because agora-gateway answers
-  `null` to callers that may not see App certificates.
-- *Kicking-rule timestamps and usage v3 dates* are ISO 8601 strings in UTC
-  (`2018-01-09T07:23:06.000Z`), kept as strings so they pass through
+- *Success is any 2xx* (`2XX`). The document gives 200; Agora's English
+  reference gives 201 for the project operations (200 for usage v3 and
+  the channel queries); older captured calls show 200.
+- *Errors come in two shapes* (`ErrorBody`): the document's
+  `{"error_msg": ...}` (e.g. 404 `project not exit`), and, from the live
+  service's edge (Kong), `{"message": ...}`: 401 `Unauthorized` without
+  credentials (with `WWW-Authenticate: Basic realm="kong"`), 401
+  `Invalid authentication credentials` with wrong ones, 404 `no Route
+  matched with those values` for an unknown path or method (no 405),
+  400 `invalid appid` from the channel queries (observed). A 429's body
+  is not documented (Kong's default is `{"message": "API rate limit
+  exceeded"}`) and may come with `Retry-After` and `RateLimit-*`.
+- *Project answers* (`ProjectOrList`): create, get and status change
+  answer `{"project": [ ... ]}`, a one-element array, in every example
+  of the document; the live service answers create, status change,
+  recording config, signkey and reset with `{"project": {...}}`, an
+  object (observed); the document's `{"success": true}` for recording
+  config, signkey and reset is kept as the other shape of
+  `ProjectWriteResponse`.
+- *Projects* (`Project`): only `id`, `name` and `vendor_key` are
+  required. Live: `sign_key` is `""` when the certificate is off,
+  `recording_server` is `null` (and absent from a create answer),
+  `created` is 13-digit milliseconds, ids are short strings
+  (`Hk12QqzrB`), and `company_id` appears (observed). The document's
+  `created` example is in seconds; it is a 64-bit integer either way.
+  `sign_key` is nullable because agora-gateway answers `null` to
+  callers that may not see App certificates. `status` is a plain
+  integer in answers (an enum only where it is input).
+- *Channel answers* may carry a top-level `request_id` (32 hex
+  characters, what Agora support asks for). An unknown or mismatched App
+  ID answers 200 `{"success": true, "data": {"channel_exist": false}}`
+  (observed). uids go above 2^31: they are unsigned 32-bit integers.
+- *User state* (`UserProperty`): Agora's English reference adds `uid`
+  and `platform` (1 Android, 2 iOS, 5 Windows, 6 Linux, 7 Web, 8 macOS,
+  0 other), and answers only `in_channel` when it is false; only
+  `in_channel` is required. Roles, modes and platforms are plain
+  integers in answers, so a value the document does not list decodes.
+- *Kicking-rule `time`* (`BanMinutes`) is optional with a default of 60
+  on both create and update (document lines 534 and 640, "默认值为 60"),
+  and a number: values between 0 and 1 become 1 (line 534). A create
+  with `time: 0` answers `{"status": "success", "id": 0}` live
+  (observed).
+- *Kicking-rule `uid` and `ip`.* The request example sends `"uid": ""`
+  and `"ip": ""` for "not set", while the rule list returns `"uid": 1`.
+  Here `uid` is an unsigned 32-bit integer and `ip` a string, and "not
+  set" is written by leaving the field out (or `null`). The sandbox and
+  the gateway also read `""` as "not set", so requests copied from
+  Agora's example still work.
+- *`success` of the channel user list.* The documentation's parameter
+  table writes `sucess`; its response examples, which show the wire
+  format, write `success`. This document follows the examples.
+- *Kicking-rule timestamps and usage v3 dates* are ISO 8601 strings in
+  UTC (`2018-01-09T07:23:06.000Z`), kept as strings so they pass through
   unchanged.
 - *Usage v3 for an unknown `project_id`* answers 404
   `{"error_msg": "project not exit"}` (the documentation says only that
   no usage can be had).
+- *`page_size`* is at most 500 (document: "最大值为 500"); the document
+  sets no minimum.
+- Both `api.agora.io` and `api.sd-rtn.com` serve the API (observed).
 
 
 Version: 1.0.0*/
@@ -3303,9 +4391,9 @@ let response = client.list_kicking_rules()
     }
     /**Update a kicking rule's length
 
-Sets a new length, in minutes from now, for a rule. `time` is clamped
-to [1, 1440] as on creation, and 0 ends the ban after kicking the
-matching users out once.
+Sets a new length, in minutes from now, for a rule. `time` defaults
+to 60 and is clamped to [1, 1440] as on creation, and 0 ends the ban
+after kicking the matching users out once.
 
 
 Sends a `PUT` request to `/v1/kicking-rule`
@@ -3331,10 +4419,11 @@ whom the rule bans; at least one is needed:
 
 `cname` must not be `""`, `uid` must not be 0, and `ip` must not be
 `"0"`. `time` is the ban's length in minutes, default 60; values
-below 1 are raised to 1 and values above 1440 lowered to 1440, except
-0, which bans nobody but kicks the matching users out once (they may
-join again). Kicked users get the "connection banned by the server"
-callback. Rule IDs increase.
+below 1 (including fractions between 0 and 1) are raised to 1 and
+values above 1440 lowered to 1440, except 0, which bans nobody but
+kicks the matching users out once (they may join again; live, the
+answer's `id` is then 0). Kicked users get the "connection banned by
+the server" callback. Rule IDs increase.
 
 
 Sends a `POST` request to `/v1/kicking-rule`
@@ -3366,8 +4455,9 @@ let response = client.delete_kicking_rule()
     /**Get a user's state in a channel
 
 Whether a user is in a channel, since when, and in which role
-(communication user, live broadcaster or live audience). A user who is
-not in the channel answers `in_channel: false`.
+(communication user, live broadcaster or live audience); live, also
+the user's `uid` and `platform`. A user who is not in the channel
+answers `in_channel: false` (live, alone).
 
 
 Sends a `GET` request to `/v1/channel/user/property/{appid}/{uid}/{cname}`
@@ -3392,8 +4482,9 @@ let response = client.get_user_property()
 In communication mode (`mode: 1`) the users of the channel (`users`,
 `total`); in live mode (`mode: 2`) its broadcasters and its audience —
 at most the first 10,000 audience members in `audience`, and the
-whole count in `audience_total`. A channel that does not exist answers
-`channel_exist: false` and nothing else.
+whole count in `audience_total`. A channel that does not exist — or,
+live, an unknown App ID — answers `channel_exist: false` and nothing
+else. Live answers carry Agora's `request_id`.
 
 
 Sends a `GET` request to `/v1/channel/user/{appid}/{cname}`
@@ -3423,7 +4514,7 @@ Sends a `GET` request to `/v1/channel/{appid}`
 Arguments:
 - `appid`: App ID of the project (its `vendor_key`).
 - `page_no`: Page to answer, from 0. Default 0.
-- `page_size`: Channels per page, 1 to 500. Default 100.
+- `page_size`: Channels per page, at most 500. Default 100.
 ```ignore
 let response = client.list_channels()
     .appid(appid)
@@ -3491,7 +4582,7 @@ pub mod builder {
         ///Sends a `GET` request to `/v1/project`
         pub async fn send(
             self,
-        ) -> Result<ResponseValue<types::ProjectResponse>, Error<types::ErrorMsg>> {
+        ) -> Result<ResponseValue<types::ProjectResponse>, Error<types::ErrorBody>> {
             let Self { client, id, name } = self;
             let id = id.map_err(Error::InvalidRequest)?;
             let name = name.map_err(Error::InvalidRequest)?;
@@ -3524,8 +4615,15 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200u16 => ResponseValue::from_response(response).await,
+                200..=299 => ResponseValue::from_response(response).await,
                 400u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -3554,6 +4652,13 @@ pub mod builder {
                     )
                 }
                 500u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -3608,7 +4713,7 @@ pub mod builder {
         ///Sends a `POST` request to `/v1/project`
         pub async fn send(
             self,
-        ) -> Result<ResponseValue<types::ProjectResponse>, Error<types::ErrorMsg>> {
+        ) -> Result<ResponseValue<types::ProjectResponse>, Error<types::ErrorBody>> {
             let Self { client, body } = self;
             let body = body
                 .and_then(|v| {
@@ -3643,8 +4748,15 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200u16 => ResponseValue::from_response(response).await,
+                200..=299 => ResponseValue::from_response(response).await,
                 400u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -3673,6 +4785,13 @@ pub mod builder {
                     )
                 }
                 500u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -3725,7 +4844,7 @@ pub mod builder {
         ///Sends a `DELETE` request to `/v1/project`
         pub async fn send(
             self,
-        ) -> Result<ResponseValue<types::SuccessResponse>, Error<types::ErrorMsg>> {
+        ) -> Result<ResponseValue<types::SuccessResponse>, Error<types::ErrorBody>> {
             let Self { client, body } = self;
             let body = body
                 .and_then(|v| {
@@ -3760,8 +4879,15 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200u16 => ResponseValue::from_response(response).await,
+                200..=299 => ResponseValue::from_response(response).await,
                 400u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -3796,6 +4922,13 @@ pub mod builder {
                         ),
                     )
                 }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
@@ -3814,7 +4947,7 @@ pub mod builder {
         ///Sends a `GET` request to `/v1/projects`
         pub async fn send(
             self,
-        ) -> Result<ResponseValue<types::ProjectList>, Error<types::ErrorMsg>> {
+        ) -> Result<ResponseValue<types::ProjectList>, Error<types::ErrorBody>> {
             let Self { client } = self;
             let url = format!("{}/v1/projects", client.baseurl,);
             let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
@@ -3843,8 +4976,15 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200u16 => ResponseValue::from_response(response).await,
+                200..=299 => ResponseValue::from_response(response).await,
                 400u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -3873,6 +5013,13 @@ pub mod builder {
                     )
                 }
                 500u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -3927,7 +5074,7 @@ pub mod builder {
         ///Sends a `POST` request to `/v1/project_status`
         pub async fn send(
             self,
-        ) -> Result<ResponseValue<types::ProjectResponse>, Error<types::ErrorMsg>> {
+        ) -> Result<ResponseValue<types::ProjectResponse>, Error<types::ErrorBody>> {
             let Self { client, body } = self;
             let body = body
                 .and_then(|v| {
@@ -3963,8 +5110,15 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200u16 => ResponseValue::from_response(response).await,
+                200..=299 => ResponseValue::from_response(response).await,
                 400u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -3993,6 +5147,13 @@ pub mod builder {
                     )
                 }
                 500u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -4048,7 +5209,10 @@ pub mod builder {
         ///Sends a `POST` request to `/v1/recording_config`
         pub async fn send(
             self,
-        ) -> Result<ResponseValue<types::SuccessResponse>, Error<types::ErrorMsg>> {
+        ) -> Result<
+            ResponseValue<types::ProjectWriteResponse>,
+            Error<types::ErrorBody>,
+        > {
             let Self { client, body } = self;
             let body = body
                 .and_then(|v| {
@@ -4084,8 +5248,15 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200u16 => ResponseValue::from_response(response).await,
+                200..=299 => ResponseValue::from_response(response).await,
                 400u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -4114,6 +5285,13 @@ pub mod builder {
                     )
                 }
                 500u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -4168,7 +5346,10 @@ pub mod builder {
         ///Sends a `POST` request to `/v1/signkey`
         pub async fn send(
             self,
-        ) -> Result<ResponseValue<types::SuccessResponse>, Error<types::ErrorMsg>> {
+        ) -> Result<
+            ResponseValue<types::ProjectWriteResponse>,
+            Error<types::ErrorBody>,
+        > {
             let Self { client, body } = self;
             let body = body
                 .and_then(|v| {
@@ -4203,8 +5384,15 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200u16 => ResponseValue::from_response(response).await,
+                200..=299 => ResponseValue::from_response(response).await,
                 400u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -4233,6 +5421,13 @@ pub mod builder {
                     )
                 }
                 500u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -4285,7 +5480,10 @@ pub mod builder {
         ///Sends a `POST` request to `/v1/reset_signkey`
         pub async fn send(
             self,
-        ) -> Result<ResponseValue<types::SuccessResponse>, Error<types::ErrorMsg>> {
+        ) -> Result<
+            ResponseValue<types::ProjectWriteResponse>,
+            Error<types::ErrorBody>,
+        > {
             let Self { client, body } = self;
             let body = body
                 .and_then(|v| {
@@ -4320,8 +5518,15 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200u16 => ResponseValue::from_response(response).await,
+                200..=299 => ResponseValue::from_response(response).await,
                 400u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -4350,6 +5555,13 @@ pub mod builder {
                     )
                 }
                 500u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -4419,7 +5631,7 @@ pub mod builder {
         ///Sends a `GET` request to `/v1/usage`
         pub async fn send(
             self,
-        ) -> Result<ResponseValue<types::UsageV1Response>, Error<types::ErrorMsg>> {
+        ) -> Result<ResponseValue<types::UsageV1Response>, Error<types::ErrorBody>> {
             let Self { client, from_date, projects, to_date } = self;
             let from_date = from_date.map_err(Error::InvalidRequest)?;
             let projects = projects.map_err(Error::InvalidRequest)?;
@@ -4454,8 +5666,15 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200u16 => ResponseValue::from_response(response).await,
+                200..=299 => ResponseValue::from_response(response).await,
                 400u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -4484,6 +5703,13 @@ pub mod builder {
                     )
                 }
                 500u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -4566,7 +5792,7 @@ pub mod builder {
         ///Sends a `GET` request to `/v3/usage`
         pub async fn send(
             self,
-        ) -> Result<ResponseValue<types::UsageV3Response>, Error<types::ErrorMsg>> {
+        ) -> Result<ResponseValue<types::UsageV3Response>, Error<types::ErrorBody>> {
             let Self { client, business, from_date, project_id, to_date } = self;
             let business = business.map_err(Error::InvalidRequest)?;
             let from_date = from_date.map_err(Error::InvalidRequest)?;
@@ -4603,8 +5829,15 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200u16 => ResponseValue::from_response(response).await,
+                200..=299 => ResponseValue::from_response(response).await,
                 400u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -4633,6 +5866,13 @@ pub mod builder {
                     )
                 }
                 500u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -4673,7 +5913,7 @@ pub mod builder {
         ///Sends a `GET` request to `/v1/kicking-rule`
         pub async fn send(
             self,
-        ) -> Result<ResponseValue<types::KickingRuleList>, Error<types::ErrorMsg>> {
+        ) -> Result<ResponseValue<types::KickingRuleList>, Error<types::ErrorBody>> {
             let Self { client, appid } = self;
             let appid = appid.map_err(Error::InvalidRequest)?;
             let url = format!("{}/v1/kicking-rule", client.baseurl,);
@@ -4704,8 +5944,15 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200u16 => ResponseValue::from_response(response).await,
+                200..=299 => ResponseValue::from_response(response).await,
                 400u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -4734,6 +5981,13 @@ pub mod builder {
                     )
                 }
                 500u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -4788,7 +6042,7 @@ pub mod builder {
         ///Sends a `PUT` request to `/v1/kicking-rule`
         pub async fn send(
             self,
-        ) -> Result<ResponseValue<types::KickingRuleUpdated>, Error<types::ErrorMsg>> {
+        ) -> Result<ResponseValue<types::KickingRuleUpdated>, Error<types::ErrorBody>> {
             let Self { client, body } = self;
             let body = body
                 .and_then(|v| {
@@ -4824,8 +6078,15 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200u16 => ResponseValue::from_response(response).await,
+                200..=299 => ResponseValue::from_response(response).await,
                 400u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -4854,6 +6115,13 @@ pub mod builder {
                     )
                 }
                 500u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -4908,7 +6176,7 @@ pub mod builder {
         ///Sends a `POST` request to `/v1/kicking-rule`
         pub async fn send(
             self,
-        ) -> Result<ResponseValue<types::KickingRuleCreated>, Error<types::ErrorMsg>> {
+        ) -> Result<ResponseValue<types::KickingRuleCreated>, Error<types::ErrorBody>> {
             let Self { client, body } = self;
             let body = body
                 .and_then(|v| {
@@ -4944,8 +6212,15 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200u16 => ResponseValue::from_response(response).await,
+                200..=299 => ResponseValue::from_response(response).await,
                 400u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -4974,6 +6249,13 @@ pub mod builder {
                     )
                 }
                 500u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -5028,7 +6310,7 @@ pub mod builder {
         ///Sends a `DELETE` request to `/v1/kicking-rule`
         pub async fn send(
             self,
-        ) -> Result<ResponseValue<types::KickingRuleDeleted>, Error<types::ErrorMsg>> {
+        ) -> Result<ResponseValue<types::KickingRuleDeleted>, Error<types::ErrorBody>> {
             let Self { client, body } = self;
             let body = body
                 .and_then(|v| {
@@ -5064,8 +6346,15 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200u16 => ResponseValue::from_response(response).await,
+                200..=299 => ResponseValue::from_response(response).await,
                 400u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -5094,6 +6383,13 @@ pub mod builder {
                     )
                 }
                 500u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -5159,7 +6455,10 @@ pub mod builder {
         ///Sends a `GET` request to `/v1/channel/user/property/{appid}/{uid}/{cname}`
         pub async fn send(
             self,
-        ) -> Result<ResponseValue<types::UserPropertyResponse>, Error<types::ErrorMsg>> {
+        ) -> Result<
+            ResponseValue<types::UserPropertyResponse>,
+            Error<types::ErrorBody>,
+        > {
             let Self { client, appid, uid, cname } = self;
             let appid = appid.map_err(Error::InvalidRequest)?;
             let uid = uid.map_err(Error::InvalidRequest)?;
@@ -5195,8 +6494,15 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200u16 => ResponseValue::from_response(response).await,
+                200..=299 => ResponseValue::from_response(response).await,
                 400u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -5225,6 +6531,13 @@ pub mod builder {
                     )
                 }
                 500u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -5279,7 +6592,10 @@ pub mod builder {
         ///Sends a `GET` request to `/v1/channel/user/{appid}/{cname}`
         pub async fn send(
             self,
-        ) -> Result<ResponseValue<types::ChannelUsersResponse>, Error<types::ErrorMsg>> {
+        ) -> Result<
+            ResponseValue<types::ChannelUsersResponse>,
+            Error<types::ErrorBody>,
+        > {
             let Self { client, appid, cname } = self;
             let appid = appid.map_err(Error::InvalidRequest)?;
             let cname = cname.map_err(Error::InvalidRequest)?;
@@ -5313,8 +6629,15 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200u16 => ResponseValue::from_response(response).await,
+                200..=299 => ResponseValue::from_response(response).await,
                 400u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -5349,6 +6672,13 @@ pub mod builder {
                         ),
                     )
                 }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
@@ -5361,7 +6691,7 @@ pub mod builder {
         client: &'a super::Client,
         appid: Result<::std::string::String, String>,
         page_no: Result<Option<u32>, String>,
-        page_size: Result<Option<::std::num::NonZeroU32>, String>,
+        page_size: Result<Option<u32>, String>,
     }
     impl<'a> ListChannels<'a> {
         pub fn new(client: &'a super::Client) -> Self {
@@ -5396,21 +6726,18 @@ pub mod builder {
         }
         pub fn page_size<V>(mut self, value: V) -> Self
         where
-            V: std::convert::TryInto<::std::num::NonZeroU32>,
+            V: std::convert::TryInto<u32>,
         {
             self.page_size = value
                 .try_into()
                 .map(Some)
-                .map_err(|_| {
-                    "conversion to `:: std :: num :: NonZeroU32` for page_size failed"
-                        .to_string()
-                });
+                .map_err(|_| "conversion to `u32` for page_size failed".to_string());
             self
         }
         ///Sends a `GET` request to `/v1/channel/{appid}`
         pub async fn send(
             self,
-        ) -> Result<ResponseValue<types::ChannelListResponse>, Error<types::ErrorMsg>> {
+        ) -> Result<ResponseValue<types::ChannelListResponse>, Error<types::ErrorBody>> {
             let Self { client, appid, page_no, page_size } = self;
             let appid = appid.map_err(Error::InvalidRequest)?;
             let page_no = page_no.map_err(Error::InvalidRequest)?;
@@ -5446,8 +6773,15 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200u16 => ResponseValue::from_response(response).await,
+                200..=299 => ResponseValue::from_response(response).await,
                 400u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
@@ -5476,6 +6810,13 @@ pub mod builder {
                     )
                 }
                 500u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,

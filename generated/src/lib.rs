@@ -14,13 +14,18 @@
 //! # Ok(()) }
 //! ```
 
+use std::cell::RefCell;
+use std::future::Future;
 use std::time::Duration;
 
 use base64::Engine as _;
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use bytes::{Bytes, BytesMut};
+use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, HeaderMap, HeaderValue};
 
-/// The progenitor output. Lint allowances live here, not in the generated text.
-#[allow(clippy::all, clippy::pedantic, unused_imports, dead_code, missing_docs, unreachable_pub)]
+/// The progenitor output. Lint allowances live here, not in the generated text. (Documented
+/// error statuses and the `4XX` range that covers them decode alike: the later arms never match.)
+#[allow(clippy::all, clippy::pedantic, unused_imports, dead_code, missing_docs, unreachable_pub, unreachable_patterns)]
 mod generated {
     include!("generated.rs");
 }
@@ -28,6 +33,63 @@ mod generated {
 pub use generated::*;
 
 pub mod rules;
+
+impl types::ProjectOrList {
+    /// The project(s), whichever shape the answer had.
+    pub fn projects(&self) -> &[types::Project] {
+        match self {
+            types::ProjectOrList::Project(project) => std::slice::from_ref(project),
+            types::ProjectOrList::Array(projects) => projects,
+        }
+    }
+}
+
+/// An answer as it came off the wire: status, headers and body bytes, before any decoding.
+#[derive(Clone, Debug)]
+pub struct RawAnswer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// The body was longer than the capture's limit; `body` holds its first bytes only.
+    pub truncated: bool,
+}
+
+struct Capture {
+    limit: usize,
+    answer: Option<RawAnswer>,
+}
+
+tokio::task_local! {
+    static CAPTURE: RefCell<Capture>;
+}
+
+/// Runs `call` — one call of a [`Client`] — and answers, beside its typed result, the answer as it
+/// came (`None` if no answer came). Bodies are read up to `limit` bytes. A proxy uses this to pass
+/// an answer on exactly as it came, unknown fields and all, while the client still checks it
+/// against the spec.
+pub async fn capture_answer<F: Future>(limit: usize, call: F) -> (F::Output, Option<RawAnswer>) {
+    let capture = RefCell::new(Capture { limit, answer: None });
+    CAPTURE
+        .scope(capture, async move {
+            let output = call.await;
+            let answer = CAPTURE.with(|capture| capture.borrow_mut().answer.take());
+            (output, answer)
+        })
+        .await
+}
+
+/// Reads the body of `response`, stopping after `limit` bytes.
+async fn read_at_most(mut response: reqwest::Response, limit: usize) -> reqwest::Result<(Bytes, bool)> {
+    let mut body = BytesMut::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            body.extend_from_slice(&chunk[..limit - body.len()]);
+            return Ok((body.freeze(), true));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body.freeze(), false))
+}
 
 /// How the underlying `reqwest::Client` is built: progenitor's own constructor
 /// hard-codes a 15 s timeout, so every constructor here builds its own client.
@@ -127,6 +189,8 @@ fn build_http_client(headers: HeaderMap, options: &ClientOptions) -> Result<reqw
 }
 
 /// progenitor adds an `api-version` header to every request; Agora does not know it. Drop it.
+/// Inside [`capture_answer`], read the answer whole, keep a copy, and hand the generated code the
+/// same bytes to decode.
 impl progenitor_client::ClientHooks for Client {
     async fn pre<E>(
         &self,
@@ -135,6 +199,29 @@ impl progenitor_client::ClientHooks for Client {
     ) -> Result<(), progenitor_client::Error<E>> {
         request.headers_mut().remove("api-version");
         Ok(())
+    }
+
+    async fn exec(
+        &self,
+        request: reqwest::Request,
+        _info: &progenitor_client::OperationInfo,
+    ) -> reqwest::Result<reqwest::Response> {
+        let response = self.client.execute(request).await?;
+        let Ok(limit) = CAPTURE.try_with(|capture| capture.borrow().limit) else {
+            return Ok(response);
+        };
+        let (status, version, mut headers) = (response.status(), response.version(), response.headers().clone());
+        let (body, truncated) = read_at_most(response, limit).await?;
+        if truncated {
+            headers.remove(CONTENT_LENGTH);
+        }
+        let answer = RawAnswer { status, headers: headers.clone(), body: body.clone(), truncated };
+        CAPTURE.with(|capture| capture.borrow_mut().answer = Some(answer));
+        let mut rebuilt = http::Response::new(body);
+        *rebuilt.status_mut() = status;
+        *rebuilt.version_mut() = version;
+        *rebuilt.headers_mut() = headers;
+        Ok(reqwest::Response::from(rebuilt))
     }
 }
 

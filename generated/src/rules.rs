@@ -14,12 +14,27 @@ pub const MAX_PAGE_SIZE: u32 = 500;
 /// The live-mode user list names at most this many audience members.
 pub const MAX_AUDIENCE_LISTED: usize = 10_000;
 
-/// A kicking rule's length: `time` minutes clamped to [1, 1440], except 0 (kick once).
-pub fn clamp_ban_minutes(time: i32) -> i32 {
-    match time {
-        0 => 0,
-        t if t < 1 => 1,
-        t => t.min(1440),
+/// A ban's length when `time` is left out (document lines 534 and 640: "默认值为 60").
+pub const DEFAULT_BAN_MINUTES: i64 = 60;
+/// The longest ban, in minutes.
+pub const MAX_BAN_MINUTES: i64 = 1440;
+
+/// A kicking rule's length in minutes, as the document describes it: default 60; 0 kicks once
+/// (0 stays 0); between 0 and 1 becomes 1, as does anything below 1; above 1440 becomes 1440.
+/// Other fractions are rounded down to whole minutes (the document does not say; the sandbox's
+/// choice).
+pub fn ban_minutes(time: Option<&serde_json::Number>) -> i64 {
+    let Some(time) = time.and_then(serde_json::Number::as_f64) else {
+        return DEFAULT_BAN_MINUTES;
+    };
+    if time == 0.0 {
+        0
+    } else if time < 1.0 {
+        1
+    } else if time >= MAX_BAN_MINUTES as f64 {
+        MAX_BAN_MINUTES
+    } else {
+        time.floor() as i64
     }
 }
 
@@ -34,21 +49,18 @@ pub fn drop_empty_uid_and_ip(body: &mut serde_json::Value) {
     }
 }
 
-/// `cname` not `""`, `uid` not 0, `ip` an address and not `"0"`, and at least one of the three.
+/// What the document says a kicking rule must not be (document lines 531-533): `cname` not `""`
+/// ("不能设为空字符串"), `uid` not 0 and `ip` not 0 ("不能设为 0"). Nothing stricter: an `ip` that
+/// is not a bare address, or a rule with no filter, is Agora's to judge.
 pub fn check_kicking_rule(rule: &types::CreateKickingRuleRequest) -> Result<(), String> {
     if rule.cname.as_deref() == Some("") {
-        return Err("cname must not be an empty string".into());
+        return Err("cname must not be an empty string (document: 不能设为空字符串)".into());
     }
     if rule.uid == Some(0) {
-        return Err("uid must not be 0".into());
+        return Err("uid must not be 0 (document: 不能设为 0)".into());
     }
-    if let Some(ip) = &rule.ip
-        && (ip == "0" || ip.parse::<std::net::IpAddr>().is_err())
-    {
-        return Err(format!("ip {ip:?} is not an IP address"));
-    }
-    if rule.cname.is_none() && rule.uid.is_none() && rule.ip.is_none() {
-        return Err("at least one of cname, uid and ip is needed".into());
+    if rule.ip.as_deref().is_some_and(|ip| ip.trim() == "0") {
+        return Err("ip must not be 0 (document: 不能设为 0)".into());
     }
     Ok(())
 }
@@ -64,9 +76,10 @@ pub fn check_usage_range(from: NaiveDate, to: NaiveDate) -> Result<(), String> {
     Ok(())
 }
 
+/// `page_size` at most 500 (document: "最大值为 500").
 pub fn check_page_size(page_size: u32) -> Result<(), String> {
-    if page_size == 0 || page_size > MAX_PAGE_SIZE {
-        return Err(format!("page_size must be between 1 and {MAX_PAGE_SIZE}"));
+    if page_size > MAX_PAGE_SIZE {
+        return Err(format!("page_size must be at most {MAX_PAGE_SIZE}"));
     }
     Ok(())
 }
@@ -76,12 +89,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ban_length_is_clamped_and_zero_kicks_once() {
-        assert_eq!(clamp_ban_minutes(0), 0);
-        assert_eq!(clamp_ban_minutes(-5), 1);
-        assert_eq!(clamp_ban_minutes(60), 60);
-        assert_eq!(clamp_ban_minutes(1440), 1440);
-        assert_eq!(clamp_ban_minutes(100_000), 1440);
+    fn ban_length_defaults_to_60_is_clamped_and_zero_kicks_once() {
+        let minutes = |value: serde_json::Value| ban_minutes(serde_json::from_value(value).ok().as_ref());
+        assert_eq!(ban_minutes(None), 60);
+        assert_eq!(minutes(serde_json::json!(0)), 0);
+        assert_eq!(minutes(serde_json::json!(0.5)), 1);
+        assert_eq!(minutes(serde_json::json!(-5)), 1);
+        assert_eq!(minutes(serde_json::json!(60)), 60);
+        assert_eq!(minutes(serde_json::json!(90.7)), 90);
+        assert_eq!(minutes(serde_json::json!(1440)), 1440);
+        assert_eq!(minutes(serde_json::json!(100_000)), 1440);
+    }
+
+    #[test]
+    fn only_what_the_document_forbids_is_refused() {
+        let rule =
+            |value: serde_json::Value| -> types::CreateKickingRuleRequest { serde_json::from_value(value).unwrap() };
+        assert!(check_kicking_rule(&rule(serde_json::json!({"appid": "a", "cname": ""}))).is_err());
+        assert!(check_kicking_rule(&rule(serde_json::json!({"appid": "a", "uid": 0}))).is_err());
+        assert!(check_kicking_rule(&rule(serde_json::json!({"appid": "a", "ip": "0"}))).is_err());
+        assert!(check_kicking_rule(&rule(serde_json::json!({"appid": "a", "ip": "10.0.0.0/8"}))).is_ok());
+        assert!(check_kicking_rule(&rule(serde_json::json!({"appid": "a"}))).is_ok());
     }
 
     #[test]
@@ -97,7 +125,7 @@ mod tests {
         assert!(check_usage_range(day("2026-01-01"), day("2026-12-31")).is_ok());
         assert!(check_usage_range(day("2025-01-01"), day("2026-01-02")).is_err());
         assert!(check_usage_range(day("2026-01-02"), day("2026-01-01")).is_err());
-        assert!(check_page_size(500).is_ok());
-        assert!(check_page_size(501).is_err() && check_page_size(0).is_err());
+        assert!(check_page_size(500).is_ok() && check_page_size(0).is_ok());
+        assert!(check_page_size(501).is_err());
     }
 }

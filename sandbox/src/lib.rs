@@ -2,6 +2,7 @@
 //! embedded default upstream and the upstream of every test and benchmark, and it counts what
 //! reaches it (`GET /__sandbox/stats`), so it is also the ruler of the gateway's throttle.
 
+mod answer;
 mod routes;
 mod seed;
 mod traffic;
@@ -22,6 +23,16 @@ use tower_http::normalize_path::NormalizePathLayer;
 
 pub use traffic::{Faults, Stats};
 
+/// How the sandbox answers: as the live service is observed to, or as the document shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Flavor {
+    /// The live service: 201s, `project` objects, extra fields, Kong's `{"message"}` errors.
+    #[default]
+    Agora,
+    /// The Chinese document's shapes: 200s, `{"project": [...]}`, `{"error_msg"}` errors.
+    Document,
+}
+
 /// Which account the sandbox starts with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Seed {
@@ -41,10 +52,11 @@ pub struct SandboxConfig {
     /// Latency added to every `/dev` answer.
     pub latency: Duration,
     pub seed: Seed,
+    pub flavor: Flavor,
 }
 
 impl SandboxConfig {
-    /// Agora's defaults: 10 requests per second, no added latency, the demo account.
+    /// Agora's defaults: 10 requests per second, no added latency, the demo account, live answers.
     pub fn new(customer_id: impl Into<String>, customer_secret: impl Into<String>) -> Self {
         Self {
             customer_id: customer_id.into(),
@@ -52,6 +64,7 @@ impl SandboxConfig {
             rate_limit: 10,
             latency: Duration::ZERO,
             seed: Seed::Demo,
+            flavor: Flavor::Agora,
         }
     }
 }
@@ -65,6 +78,7 @@ pub fn app(config: &SandboxConfig) -> Router {
     let state = routes::SandboxState::new(
         &config.customer_id,
         &config.customer_secret,
+        config.flavor,
         world,
         traffic::Traffic::new(config.rate_limit, config.latency),
     );

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use agora_sandbox::{Sandbox, SandboxConfig, Seed};
+use agora_sandbox::{Flavor, Sandbox, SandboxConfig, Seed};
 use clap::Parser;
 
 /// An in-memory simulator of Agora's Console RESTful API.
@@ -28,6 +28,9 @@ struct Args {
     /// The account to start with.
     #[arg(long, value_enum, default_value_t = Seed::Demo)]
     seed: Seed,
+    /// How to answer: as the live service does (agora), or as the document shows (document).
+    #[arg(long, value_enum, default_value_t = Flavor::Agora)]
+    flavor: Flavor,
 }
 
 #[tokio::main]
@@ -40,6 +43,7 @@ async fn main() -> anyhow::Result<()> {
         rate_limit: args.rate_limit,
         latency: args.latency,
         seed: args.seed,
+        flavor: args.flavor,
     };
     let sandbox = Sandbox::start(config, args.listen).await?;
     println!("agora-sandbox listening: base URL {}", sandbox.base_url());

@@ -1,17 +1,23 @@
 //! The sandbox's HTTP surface: the 17 Console operations under `/dev` (behind the rate limit,
 //! injected faults and Basic auth, in that order) and the test hooks under `/__sandbox/`.
+//! Answers are shaped by the flavor (`answer.rs`): the live service's, or the document's.
+
+// Handlers and their input helpers answer a `Response` either way (the flavor words the refusal);
+// boxing the error side would only add an allocation to a simulator's error path.
+#![allow(clippy::result_large_err)]
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use agora_console_client::rules::DEFAULT_PAGE_SIZE;
 use agora_console_client::types;
+use axum::Router;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::routing::{MethodRouter, get, post};
 use base64::Engine as _;
 use bytes::Bytes;
 use chrono::{NaiveDate, Utc};
@@ -19,12 +25,13 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use crate::Flavor;
+use crate::answer::{EdgeError, Shaper};
 use crate::traffic::{Admission, Faults, Traffic};
-use agora_console_client::rules::DEFAULT_PAGE_SIZE;
-
-use crate::world::{ApiError, ApiResult, ChannelMembers, Mode, World};
+use crate::world::{ApiError, ApiResult, ChannelMembers, Mode, World, missing_channel};
 
 pub struct SandboxState {
+    shaper: Shaper,
     /// `Basic base64(customer_id:customer_secret)`, the only accepted `Authorization`.
     expected_authorization: String,
     world: Mutex<World>,
@@ -32,9 +39,10 @@ pub struct SandboxState {
 }
 
 impl SandboxState {
-    pub fn new(customer_id: &str, customer_secret: &str, world: World, traffic: Traffic) -> Self {
+    pub fn new(customer_id: &str, customer_secret: &str, flavor: Flavor, world: World, traffic: Traffic) -> Self {
         let credentials = base64::engine::general_purpose::STANDARD.encode(format!("{customer_id}:{customer_secret}"));
         Self {
+            shaper: Shaper::new(flavor),
             expected_authorization: format!("Basic {credentials}"),
             world: Mutex::new(world),
             traffic: Mutex::new(traffic),
@@ -52,34 +60,47 @@ impl SandboxState {
     fn count(&self, operation: &str) {
         self.traffic().count_operation(operation);
     }
-}
 
-type AppState = State<Arc<SandboxState>>;
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error_msg": self.message }))).into_response()
+    fn flavor(&self) -> Flavor {
+        self.shaper.flavor
     }
 }
 
+type AppState = State<Arc<SandboxState>>;
+type Answer = Result<Response, Response>;
+
 pub fn router(state: Arc<SandboxState>) -> Router {
+    let no_method = state.clone();
+    let method_fallback = move |route: MethodRouter<Arc<SandboxState>>| {
+        let state = no_method.clone();
+        route.fallback(move || {
+            let state = state.clone();
+            async move { state.shaper.edge_error(EdgeError::NoMethod) }
+        })
+    };
+    let no_route = state.clone();
     let console = Router::new()
-        .route("/v1/project", post(create_project).get(get_project).delete(delete_project))
-        .route("/v1/projects", get(list_projects))
-        .route("/v1/project_status", post(set_project_status))
-        .route("/v1/recording_config", post(set_recording_config))
-        .route("/v1/signkey", post(enable_sign_key))
-        .route("/v1/reset_signkey", post(reset_sign_key))
-        .route("/v1/usage", get(get_usage))
-        .route("/v3/usage", get(get_usage_v3))
+        .route("/v1/project", method_fallback(post(create_project).get(get_project).delete(delete_project)))
+        .route("/v1/projects", method_fallback(get(list_projects)))
+        .route("/v1/project_status", method_fallback(post(set_project_status)))
+        .route("/v1/recording_config", method_fallback(post(set_recording_config)))
+        .route("/v1/signkey", method_fallback(post(enable_sign_key)))
+        .route("/v1/reset_signkey", method_fallback(post(reset_sign_key)))
+        .route("/v1/usage", method_fallback(get(get_usage)))
+        .route("/v3/usage", method_fallback(get(get_usage_v3)))
         .route(
             "/v1/kicking-rule",
-            post(create_kicking_rule).get(list_kicking_rules).put(update_kicking_rule).delete(delete_kicking_rule),
+            method_fallback(
+                post(create_kicking_rule).get(list_kicking_rules).put(update_kicking_rule).delete(delete_kicking_rule),
+            ),
         )
-        .route("/v1/channel/user/property/{appid}/{uid}/{cname}", get(get_user_property))
-        .route("/v1/channel/user/{appid}/{cname}", get(list_channel_users))
-        .route("/v1/channel/{appid}", get(list_channels))
-        .fallback(|| async { ApiError { status: StatusCode::NOT_FOUND, message: "no such API".into() } })
+        .route("/v1/channel/user/property/{appid}/{uid}/{cname}", method_fallback(get(get_user_property)))
+        .route("/v1/channel/user/{appid}/{cname}", method_fallback(get(list_channel_users)))
+        .route("/v1/channel/{appid}", method_fallback(get(list_channels)))
+        .fallback(move || {
+            let state = no_route.clone();
+            async move { state.shaper.edge_error(EdgeError::NoRoute) }
+        })
         .route_layer(middleware::from_fn_with_state(state.clone(), gatekeeper));
     let hooks = Router::new()
         .route("/stats", get(stats))
@@ -105,53 +126,62 @@ async fn stamp_arrival(mut request: Request) -> Request {
 /// Rate limit, then faults, then Basic auth: Agora counts every request it receives.
 async fn gatekeeper(State(state): AppState, request: Request, next: Next) -> Response {
     let arrived = request.extensions().get::<Arrived>().map_or_else(Instant::now, |arrived| arrived.0);
-    let admission = state.traffic().arrive(arrived);
+    // Inside `nest("/dev")` the path has lost its prefix; faults name the whole path.
+    let path = format!("/dev{}", request.uri().path());
+    let admission = state.traffic().arrive(arrived, &path);
     let (delay, fail_with) = match admission {
-        Admission::Throttled => {
-            return (StatusCode::TOO_MANY_REQUESTS, Json(json!({ "error_msg": "Too many requests" }))).into_response();
-        }
+        Admission::Throttled => return state.shaper.edge_error(EdgeError::RateLimited),
         Admission::Admitted { delay, fail_with } => (delay, fail_with),
     };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    if let Some(status) = fail_with {
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return (status, Json(json!({ "error_msg": "fault injected by the sandbox" }))).into_response();
+    if let Some(fault) = fail_with {
+        return state.shaper.fault(&fault);
     }
-    let authorized = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .is_some_and(|value| value.as_bytes() == state.expected_authorization.as_bytes());
-    if !authorized {
-        state.traffic().count_unauthorized();
-        let mut response =
-            (StatusCode::UNAUTHORIZED, Json(json!({ "error_msg": "Invalid authentication credentials" })))
-                .into_response();
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"agora\""));
-        return response;
+    let authorization = request.headers().get(header::AUTHORIZATION).cloned();
+    match authorization {
+        Some(value) if value.as_bytes() == state.expected_authorization.as_bytes() => {}
+        Some(_) => {
+            state.traffic().count_unauthorized();
+            return state.shaper.edge_error(EdgeError::WrongCredentials);
+        }
+        None => {
+            state.traffic().count_unauthorized();
+            return state.shaper.edge_error(EdgeError::NoCredentials);
+        }
     }
-    next.run(request).await
+    let mut response = next.run(request).await;
+    let (limit, used) = {
+        let traffic = state.traffic();
+        (traffic.rate_limit(), traffic.admitted_in_window())
+    };
+    state.shaper.rate_limit_headers(response.headers_mut(), limit, used);
+    response
 }
 
 // ---- input helpers ----
 
-fn parse_json<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|error| ApiError::bad_request(format!("the body is not valid JSON: {error}")))?;
-    from_value(value)
+fn bad_request(state: &SandboxState, message: impl Into<String>) -> Response {
+    state.shaper.error(ApiError::bad_request(message))
 }
 
-fn from_value<T: DeserializeOwned>(value: Value) -> ApiResult<T> {
-    serde_json::from_value(value).map_err(|error| ApiError::bad_request(format!("invalid body: {error}")))
+fn parse_json<T: DeserializeOwned>(state: &SandboxState, body: &[u8]) -> Result<T, Response> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|error| bad_request(state, format!("the body is not valid JSON: {error}")))?;
+    from_value(state, value)
+}
+
+fn from_value<T: DeserializeOwned>(state: &SandboxState, value: Value) -> Result<T, Response> {
+    serde_json::from_value(value).map_err(|error| bad_request(state, format!("invalid body: {error}")))
 }
 
 struct Query(BTreeMap<String, String>);
 
 impl Query {
-    fn parse(raw: Option<String>) -> ApiResult<Self> {
+    fn parse(state: &SandboxState, raw: Option<String>) -> Result<Self, Response> {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
-            .map_err(|error| ApiError::bad_request(format!("invalid query string: {error}")))?;
+            .map_err(|error| bad_request(state, format!("invalid query string: {error}")))?;
         Ok(Self(pairs.into_iter().collect()))
     }
 
@@ -183,182 +213,243 @@ fn today() -> NaiveDate {
     Utc::now().date_naive()
 }
 
+/// A world error as the flavor writes it.
+fn fail(state: &SandboxState) -> impl Fn(ApiError) -> Response + '_ {
+    |error| state.shaper.error(error)
+}
+
 // ---- projects ----
 
-async fn create_project(State(state): AppState, body: Bytes) -> ApiResult<Json<types::ProjectResponse>> {
+async fn create_project(State(state): AppState, body: Bytes) -> Answer {
     state.count("create_project");
-    let request: types::CreateProjectRequest = parse_json(&body)?;
-    let project = state.world().create_project(&request.name, request.enable_sign_key, Utc::now())?;
-    Ok(Json(types::ProjectResponse { project: vec![project] }))
+    let request: types::CreateProjectRequest = parse_json(&state, &body)?;
+    let enable = request.enable_sign_key;
+    let project = state.world().create_project(&request.name, enable, Utc::now()).map_err(fail(&state))?;
+    Ok(state.shaper.created_project(&project))
 }
 
-async fn list_projects(State(state): AppState) -> Json<types::ProjectList> {
+async fn list_projects(State(state): AppState) -> Response {
     state.count("list_projects");
-    Json(types::ProjectList { projects: state.world().list_projects() })
+    let projects = state.world().list_projects();
+    state.shaper.project_list(&projects)
 }
 
-async fn get_project(State(state): AppState, RawQuery(query): RawQuery) -> ApiResult<Json<types::ProjectResponse>> {
+async fn get_project(State(state): AppState, RawQuery(query): RawQuery) -> Answer {
     state.count("get_project");
-    let query = Query::parse(query)?;
-    let project = state.world().get_project(query.optional("id"), query.optional("name"))?;
-    Ok(Json(types::ProjectResponse { project: vec![project] }))
+    let query = Query::parse(&state, query)?;
+    let project = state.world().get_project(query.optional("id"), query.optional("name")).map_err(fail(&state))?;
+    Ok(state.shaper.project(&project, false))
 }
 
-async fn set_project_status(State(state): AppState, body: Bytes) -> ApiResult<Json<types::ProjectResponse>> {
+async fn set_project_status(State(state): AppState, body: Bytes) -> Answer {
     state.count("set_project_status");
-    let request: types::SetProjectStatusRequest = parse_json(&body)?;
-    let project = state.world().set_project_status(&request.id, *request.status == 1)?;
-    Ok(Json(types::ProjectResponse { project: vec![project] }))
+    let request: types::SetProjectStatusRequest = parse_json(&state, &body)?;
+    let project = state.world().set_project_status(&request.id, *request.status == 1).map_err(fail(&state))?;
+    Ok(state.shaper.project(&project, true))
 }
 
-fn success() -> Json<types::SuccessResponse> {
-    Json(types::SuccessResponse { success: true })
-}
-
-async fn delete_project(State(state): AppState, body: Bytes) -> ApiResult<Json<types::SuccessResponse>> {
+async fn delete_project(State(state): AppState, body: Bytes) -> Answer {
     state.count("delete_project");
-    let request: types::ProjectIdRequest = parse_json(&body)?;
-    state.world().delete_project(&request.id)?;
-    Ok(success())
+    let request: types::ProjectIdRequest = parse_json(&state, &body)?;
+    state.world().delete_project(&request.id).map_err(fail(&state))?;
+    Ok(state.shaper.project_success())
 }
 
-async fn set_recording_config(State(state): AppState, body: Bytes) -> ApiResult<Json<types::SuccessResponse>> {
+/// The recording-server and App-certificate writes: `{"success": true}` in the document, the
+/// project live.
+fn project_write(state: &SandboxState, id: &str) -> Response {
+    match state.flavor() {
+        Flavor::Document => state.shaper.project_success(),
+        Flavor::Agora => match state.world().get_project(Some(id), None) {
+            Ok(project) => state.shaper.project(&project, true),
+            Err(error) => state.shaper.error(error),
+        },
+    }
+}
+
+async fn set_recording_config(State(state): AppState, body: Bytes) -> Answer {
     state.count("set_recording_config");
-    let request: types::SetRecordingConfigRequest = parse_json(&body)?;
-    state.world().set_recording_config(&request.id, &request.recording_server)?;
-    Ok(success())
+    let request: types::SetRecordingConfigRequest = parse_json(&state, &body)?;
+    state.world().set_recording_config(&request.id, &request.recording_server).map_err(fail(&state))?;
+    Ok(project_write(&state, &request.id))
 }
 
-async fn enable_sign_key(State(state): AppState, body: Bytes) -> ApiResult<Json<types::SuccessResponse>> {
+async fn enable_sign_key(State(state): AppState, body: Bytes) -> Answer {
     state.count("enable_sign_key");
-    let request: types::EnableSignKeyRequest = parse_json(&body)?;
-    state.world().enable_sign_key(&request.id, request.enable)?;
-    Ok(success())
+    let request: types::EnableSignKeyRequest = parse_json(&state, &body)?;
+    state.world().enable_sign_key(&request.id, request.enable).map_err(fail(&state))?;
+    Ok(project_write(&state, &request.id))
 }
 
-async fn reset_sign_key(State(state): AppState, body: Bytes) -> ApiResult<Json<types::SuccessResponse>> {
+async fn reset_sign_key(State(state): AppState, body: Bytes) -> Answer {
     state.count("reset_sign_key");
-    let request: types::ProjectIdRequest = parse_json(&body)?;
-    state.world().reset_sign_key(&request.id)?;
-    Ok(success())
+    let request: types::ProjectIdRequest = parse_json(&state, &body)?;
+    state.world().reset_sign_key(&request.id).map_err(fail(&state))?;
+    Ok(project_write(&state, &request.id))
 }
 
 // ---- usage ----
 
-async fn get_usage(State(state): AppState, RawQuery(query): RawQuery) -> ApiResult<Json<types::UsageV1Response>> {
+async fn get_usage(State(state): AppState, RawQuery(query): RawQuery) -> Answer {
     state.count("get_usage");
-    let query = Query::parse(query)?;
-    let (from, to) = (query.date("from_date")?, query.date("to_date")?);
+    let query = Query::parse(&state, query)?;
+    let (from, to) = (query.date("from_date").map_err(fail(&state))?, query.date("to_date").map_err(fail(&state))?);
     let projects: Option<Vec<String>> = query
         .optional("projects")
         .filter(|list| !list.is_empty())
         .map(|list| list.split(',').map(|id| id.trim().to_string()).collect());
-    Ok(Json(state.world().usage_v1(from, to, projects.as_deref(), today())?))
+    let usage = state.world().usage_v1(from, to, projects.as_deref(), today()).map_err(fail(&state))?;
+    Ok(state.shaper.ok(&usage))
 }
 
-async fn get_usage_v3(State(state): AppState, RawQuery(query): RawQuery) -> ApiResult<Json<types::UsageV3Response>> {
+async fn get_usage_v3(State(state): AppState, RawQuery(query): RawQuery) -> Answer {
     state.count("get_usage_v3");
-    let query = Query::parse(query)?;
-    let (from, to) = (query.date("from_date")?, query.date("to_date")?);
-    let project_id = query.required("project_id")?;
+    let query = Query::parse(&state, query)?;
+    let (from, to) = (query.date("from_date").map_err(fail(&state))?, query.date("to_date").map_err(fail(&state))?);
+    let project_id = query.required("project_id").map_err(fail(&state))?;
     let business = match query.optional("business") {
         None => types::UsageBusiness::Default,
         Some(text) => text.parse().map_err(|_| {
-            ApiError::bad_request(format!(
-                "business must be one of default, transcodeDuration, recording, cloudRecording, miniapp, not {text:?}"
-            ))
+            bad_request(
+                &state,
+                format!(
+                    "business must be one of default, transcodeDuration, recording, cloudRecording, miniapp, not {text:?}"
+                ),
+            )
         })?,
     };
-    Ok(Json(state.world().usage_v3(from, to, project_id, business, today())?))
+    let usage = state.world().usage_v3(from, to, project_id, business, today()).map_err(fail(&state))?;
+    Ok(state.shaper.ok(&usage))
 }
 
 // ---- kicking rules ----
 
-async fn create_kicking_rule(State(state): AppState, body: Bytes) -> ApiResult<Json<types::KickingRuleCreated>> {
+async fn create_kicking_rule(State(state): AppState, body: Bytes) -> Answer {
     state.count("create_kicking_rule");
-    let mut value: Value = parse_json(&body)?;
+    let mut value: Value = parse_json(&state, &body)?;
     agora_console_client::rules::drop_empty_uid_and_ip(&mut value);
-    let request: types::CreateKickingRuleRequest = from_value(value)?;
-    let id = state.world().create_rule(&request, Utc::now())?;
-    Ok(Json(types::KickingRuleCreated { status: "success".into(), id }))
+    let request: types::CreateKickingRuleRequest = from_value(&state, value)?;
+    let created = state.world().create_rule(&request, Utc::now()).map_err(fail(&state))?;
+    Ok(state.shaper.rule_created(created))
 }
 
-async fn list_kicking_rules(
-    State(state): AppState,
-    RawQuery(query): RawQuery,
-) -> ApiResult<Json<types::KickingRuleList>> {
+async fn list_kicking_rules(State(state): AppState, RawQuery(query): RawQuery) -> Answer {
     state.count("list_kicking_rules");
-    let query = Query::parse(query)?;
-    let rules = state.world().list_rules(query.required("appid")?, Utc::now())?;
-    Ok(Json(types::KickingRuleList { status: "success".into(), rules }))
+    let query = Query::parse(&state, query)?;
+    let appid = query.required("appid").map_err(fail(&state))?;
+    let rules = state.world().list_rules(appid, Utc::now()).map_err(fail(&state))?;
+    Ok(state.shaper.ok(&types::KickingRuleList { status: Some("success".into()), rules, extra: Default::default() }))
 }
 
-async fn update_kicking_rule(State(state): AppState, body: Bytes) -> ApiResult<Json<types::KickingRuleUpdated>> {
+async fn update_kicking_rule(State(state): AppState, body: Bytes) -> Answer {
     state.count("update_kicking_rule");
-    let request: types::UpdateKickingRuleRequest = parse_json(&body)?;
-    let result = state.world().update_rule(&request.appid, request.id, request.time, Utc::now())?;
-    Ok(Json(types::KickingRuleUpdated { status: "success".into(), result }))
+    let request: types::UpdateKickingRuleRequest = parse_json(&state, &body)?;
+    let result = state
+        .world()
+        .update_rule(&request.appid, request.id, request.time.as_ref(), Utc::now())
+        .map_err(fail(&state))?;
+    Ok(state.shaper.ok(&types::KickingRuleUpdated {
+        status: Some("success".into()),
+        result,
+        extra: Default::default(),
+    }))
 }
 
-async fn delete_kicking_rule(State(state): AppState, body: Bytes) -> ApiResult<Json<types::KickingRuleDeleted>> {
+async fn delete_kicking_rule(State(state): AppState, body: Bytes) -> Answer {
     state.count("delete_kicking_rule");
-    let request: types::DeleteKickingRuleRequest = parse_json(&body)?;
-    let id = state.world().delete_rule(&request.appid, request.id, Utc::now())?;
-    Ok(Json(types::KickingRuleDeleted { status: "success".into(), id }))
+    let request: types::DeleteKickingRuleRequest = parse_json(&state, &body)?;
+    let id = state.world().delete_rule(&request.appid, request.id, Utc::now()).map_err(fail(&state))?;
+    Ok(state.shaper.ok(&types::KickingRuleDeleted { status: Some("success".into()), id, extra: Default::default() }))
 }
 
 // ---- channels ----
 
-fn parse_uid(text: &str) -> ApiResult<u32> {
-    match text.parse::<u32>() {
-        Ok(0) => Err(ApiError::bad_request("uid must not be 0")),
-        Ok(uid) => Ok(uid),
-        Err(_) => Err(ApiError::bad_request(format!("uid must be an unsigned 32-bit integer, not {text:?}"))),
+fn parse_uid(state: &SandboxState, text: &str) -> Result<u32, Response> {
+    text.parse::<u32>().map_err(|_| bad_request(state, format!("uid must be an unsigned 32-bit integer, not {text:?}")))
+}
+
+/// The live service checks an App ID's form first ("invalid appid"), and answers an unknown one
+/// as a channel nobody is in; the document's sandbox answers 404 for an unknown one.
+enum AppCheck {
+    Known,
+    Unknown,
+}
+
+fn check_app(state: &SandboxState, appid: &str) -> Result<AppCheck, Response> {
+    if state.world().has_app(appid) {
+        return Ok(AppCheck::Known);
+    }
+    match state.flavor() {
+        Flavor::Document => Err(state.shaper.error(ApiError::project_not_found())),
+        Flavor::Agora if appid.len() == 32 && appid.bytes().all(|b| b.is_ascii_hexdigit()) => Ok(AppCheck::Unknown),
+        Flavor::Agora => Err(state.shaper.edge_error(EdgeError::InvalidAppId)),
     }
 }
 
 async fn get_user_property(
     State(state): AppState,
     Path((appid, uid, cname)): Path<(String, String, String)>,
-) -> ApiResult<Json<types::UserPropertyResponse>> {
+) -> Answer {
     state.count("get_user_property");
-    let data = state.world().user_property(&appid, parse_uid(&uid)?, &cname)?;
-    Ok(Json(types::UserPropertyResponse { success: true, data }))
+    let uid = parse_uid(&state, &uid)?;
+    let user = match check_app(&state, &appid)? {
+        AppCheck::Known => state.world().user_state(&appid, uid, &cname).map_err(fail(&state))?,
+        AppCheck::Unknown => None,
+    };
+    Ok(state.shaper.user_state(user))
 }
 
-async fn list_channel_users(
-    State(state): AppState,
-    Path((appid, cname)): Path<(String, String)>,
-) -> ApiResult<Json<types::ChannelUsersResponse>> {
+async fn list_channel_users(State(state): AppState, Path((appid, cname)): Path<(String, String)>) -> Answer {
     state.count("list_channel_users");
-    let data = state.world().channel_users(&appid, &cname)?;
-    Ok(Json(types::ChannelUsersResponse { success: true, data }))
+    let users = match check_app(&state, &appid)? {
+        AppCheck::Known => state.world().channel_users(&appid, &cname).map_err(fail(&state))?,
+        AppCheck::Unknown => missing_channel(),
+    };
+    Ok(state.shaper.channel_answer(&types::ChannelUsersResponse {
+        success: true,
+        data: users,
+        request_id: None,
+        extra: Default::default(),
+    }))
 }
 
-async fn list_channels(
-    State(state): AppState,
-    Path(appid): Path<String>,
-    RawQuery(query): RawQuery,
-) -> ApiResult<Json<types::ChannelListResponse>> {
+async fn list_channels(State(state): AppState, Path(appid): Path<String>, RawQuery(query): RawQuery) -> Answer {
     state.count("list_channels");
-    let query = Query::parse(query)?;
-    let page_no = query.number("page_no", 0)?;
-    let page_size = query.number("page_size", DEFAULT_PAGE_SIZE)?;
-    let data = state.world().list_channels(&appid, page_no, page_size)?;
-    Ok(Json(types::ChannelListResponse { success: true, data }))
+    let query = Query::parse(&state, query)?;
+    let page_no = query.number("page_no", 0).map_err(fail(&state))?;
+    let page_size = query.number("page_size", DEFAULT_PAGE_SIZE).map_err(fail(&state))?;
+    let data = match check_app(&state, &appid)? {
+        AppCheck::Known => state.world().list_channels(&appid, page_no, page_size).map_err(fail(&state))?,
+        AppCheck::Unknown => types::ChannelPage { channels: vec![], total_size: Some(0), extra: Default::default() },
+    };
+    Ok(state.shaper.channel_answer(&types::ChannelListResponse {
+        success: true,
+        data,
+        request_id: None,
+        extra: Default::default(),
+    }))
 }
 
 // ---- test hooks ----
 
-async fn stats(State(state): AppState) -> Json<crate::Stats> {
-    Json(state.traffic().stats())
+async fn stats(State(state): AppState) -> axum::Json<crate::Stats> {
+    axum::Json(state.traffic().stats())
 }
 
-async fn set_faults(State(state): AppState, body: Bytes) -> ApiResult<StatusCode> {
-    let faults: Faults = parse_json(&body)?;
-    faults.validate().map_err(ApiError::bad_request)?;
+fn hook_error(message: impl Into<String>) -> Response {
+    (StatusCode::BAD_REQUEST, axum::Json(json!({ "error_msg": message.into() }))).into_response()
+}
+
+async fn set_faults(State(state): AppState, body: Bytes) -> Response {
+    let faults: Faults = match serde_json::from_slice(&body) {
+        Ok(faults) => faults,
+        Err(error) => return hook_error(format!("invalid faults: {error}")),
+    };
+    if let Err(message) = faults.validate() {
+        return hook_error(message);
+    }
     state.traffic().set_faults(faults);
-    Ok(StatusCode::NO_CONTENT)
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn reset(State(state): AppState) -> StatusCode {
@@ -385,8 +476,11 @@ struct JoinChannel {
     extra_audience: u32,
 }
 
-async fn join_channel(State(state): AppState, body: Bytes) -> ApiResult<StatusCode> {
-    let request: JoinChannel = parse_json(&body)?;
+async fn join_channel(State(state): AppState, body: Bytes) -> Response {
+    let request: JoinChannel = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(error) => return hook_error(format!("invalid body: {error}")),
+    };
     let members = ChannelMembers {
         users: request.users,
         broadcasters: request.broadcasters,
@@ -396,10 +490,15 @@ async fn join_channel(State(state): AppState, body: Bytes) -> ApiResult<StatusCo
     let mode = match request.mode {
         1 => Mode::Communication,
         2 => Mode::Live,
-        other => {
-            return Err(ApiError::bad_request(format!("mode must be 1 or 2, not {other}")));
-        }
+        other => return hook_error(format!("mode must be 1 or 2, not {other}")),
     };
-    state.world().join_channel(&request.appid, &request.cname, mode, &members, Utc::now())?;
-    Ok(StatusCode::NO_CONTENT)
+    match state.world().join_channel(&request.appid, &request.cname, mode, &members, Utc::now()) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(error) => hook_error(error.message),
+    }
+}
+
+/// `Content-Type` of every JSON answer.
+pub(crate) fn json_content_type() -> HeaderValue {
+    HeaderValue::from_static("application/json; charset=utf-8")
 }

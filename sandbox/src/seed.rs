@@ -32,7 +32,8 @@ pub fn demo(world: &mut World, now: DateTime<Utc>) {
         Mode::Live,
         ChannelMembers { broadcasters: vec![2001], audience: (3001..3250).collect(), ..Default::default() },
     );
-    join(world, &acme_mobile, "support", Mode::Communication, users(&[5001, 5002]));
+    // uids go above 2^31 (a real client's random uids do).
+    join(world, &acme_mobile, "support", Mode::Communication, users(&[5001, 2_206_227_541]));
     join(
         world,
         &globex_live,
@@ -49,8 +50,9 @@ pub fn demo(world: &mut World, now: DateTime<Utc>) {
         cname: Some("lobby".into()),
         uid: Some(4242),
         ip: None,
-        time: 1440,
+        time: Some(1440.into()),
         privileges: vec!["join_channel".into()],
+        extra: Default::default(),
     };
     world.create_rule(&ban, now).expect("the seed rule is valid");
 }

@@ -30,12 +30,25 @@ pub struct Faults {
     /// Extra latency before every `/dev` answer, in milliseconds.
     #[serde(default)]
     pub latency_ms: u64,
-    /// Share of `/dev` requests (0.0 to 1.0) answered with `status` instead.
+    /// Share of `/dev` requests (0.0 to 1.0) answered with the fault's answer instead.
     #[serde(default)]
     pub fail_rate: f64,
-    /// Status of the failed answers (default 500).
+    /// Status of the fault's answer (default 500); any status from 200 to 599, so a test can
+    /// also play an upstream whose successes are not what the document says.
     #[serde(default)]
     pub status: Option<u16>,
+    /// Body of the fault's answer, byte for byte (default `{"error_msg": "fault injected by the sandbox"}`).
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Headers of the fault's answer (e.g. `Retry-After`, `Content-Type`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Only requests whose path starts with this (e.g. `/dev/v1/projects`).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Only the next this many matching requests (then the faults are off).
+    #[serde(default)]
+    pub times: Option<u64>,
 }
 
 impl Faults {
@@ -44,12 +57,29 @@ impl Faults {
             return Err("fail_rate must be between 0.0 and 1.0".into());
         }
         if let Some(status) = self.status
-            && !(400..=599).contains(&status)
+            && !(200..=599).contains(&status)
         {
-            return Err("status must be an error status (400 to 599)".into());
+            return Err("status must be between 200 and 599".into());
+        }
+        for (name, value) in &self.headers {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() || http::HeaderValue::from_str(value).is_err() {
+                return Err(format!("header {name:?} is not a valid header"));
+            }
         }
         Ok(())
     }
+
+    fn matches(&self, path: &str) -> bool {
+        self.path.as_deref().is_none_or(|prefix| path.starts_with(prefix)) && self.times != Some(0)
+    }
+}
+
+/// The answer a fault gives instead of the operation's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaultAnswer {
+    pub status: u16,
+    pub body: Option<String>,
+    pub headers: BTreeMap<String, String>,
 }
 
 /// What to do with an arriving request.
@@ -58,7 +88,7 @@ pub enum Admission {
     /// Over the rate limit: 429.
     Throttled,
     /// Go on after `delay`; answer `fail_with` instead if set.
-    Admitted { delay: Duration, fail_with: Option<u16> },
+    Admitted { delay: Duration, fail_with: Option<FaultAnswer> },
 }
 
 pub struct Traffic {
@@ -91,7 +121,16 @@ impl Traffic {
         }
     }
 
-    pub fn arrive(&mut self, now: Instant) -> Admission {
+    /// Requests admitted in the last second (for `RateLimit-Remaining`).
+    pub fn admitted_in_window(&self) -> u32 {
+        u32::try_from(self.admitted.len()).unwrap_or(u32::MAX)
+    }
+
+    pub fn rate_limit(&self) -> u32 {
+        self.rate_limit
+    }
+
+    pub fn arrive(&mut self, now: Instant, path: &str) -> Admission {
         self.stats.requests += 1;
         expire(&mut self.arrivals, now);
         self.arrivals.push_back(now);
@@ -103,9 +142,19 @@ impl Traffic {
             return Admission::Throttled;
         }
         self.admitted.push_back(now);
-        let fail_with = (self.faults.fail_rate > 0.0 && fastrand::f64() < self.faults.fail_rate)
-            .then(|| self.faults.status.unwrap_or(500));
-        Admission::Admitted { delay: self.base_latency + Duration::from_millis(self.faults.latency_ms), fail_with }
+        let faults = &mut self.faults;
+        if !faults.matches(path) {
+            return Admission::Admitted { delay: self.base_latency, fail_with: None };
+        }
+        if let Some(times) = &mut faults.times {
+            *times -= 1;
+        }
+        let fail_with = (faults.fail_rate > 0.0 && fastrand::f64() < faults.fail_rate).then(|| FaultAnswer {
+            status: faults.status.unwrap_or(500),
+            body: faults.body.clone(),
+            headers: faults.headers.clone(),
+        });
+        Admission::Admitted { delay: self.base_latency + Duration::from_millis(faults.latency_ms), fail_with }
     }
 
     pub fn count_unauthorized(&mut self) {
@@ -143,11 +192,14 @@ mod tests {
         let start = Instant::now();
         for n in 0..10 {
             let at = start + Duration::from_millis(n * 90);
-            assert!(matches!(traffic.arrive(at), Admission::Admitted { .. }), "request {n}");
+            assert!(matches!(traffic.arrive(at, "/dev/v1/projects"), Admission::Admitted { .. }), "request {n}");
         }
-        assert_eq!(traffic.arrive(start + Duration::from_millis(950)), Admission::Throttled);
+        assert_eq!(traffic.arrive(start + Duration::from_millis(950), "/dev/v1/projects"), Admission::Throttled);
         // The first admitted request leaves the window one second after it came.
-        assert!(matches!(traffic.arrive(start + Duration::from_millis(1000)), Admission::Admitted { .. }));
+        assert!(matches!(
+            traffic.arrive(start + Duration::from_millis(1000), "/dev/v1/projects"),
+            Admission::Admitted { .. }
+        ));
         let stats = traffic.stats();
         assert_eq!((stats.requests, stats.throttled, stats.max_in_1s), (12, 1, 11));
     }
@@ -157,7 +209,8 @@ mod tests {
         let mut traffic = Traffic::new(10, Duration::ZERO);
         let start = Instant::now();
         for n in 0..100 {
-            assert!(matches!(traffic.arrive(start + Duration::from_millis(n * 100)), Admission::Admitted { .. }));
+            let at = start + Duration::from_millis(n * 100);
+            assert!(matches!(traffic.arrive(at, "/dev/v1/projects"), Admission::Admitted { .. }));
         }
         assert_eq!(traffic.stats().max_in_1s, 10);
         assert_eq!(traffic.stats().throttled, 0);
@@ -166,12 +219,36 @@ mod tests {
     #[test]
     fn faults_fail_everything_at_rate_one_and_reset_clears_them() {
         let mut traffic = Traffic::new(0, Duration::from_millis(5));
-        traffic.set_faults(Faults { latency_ms: 20, fail_rate: 1.0, status: Some(503) });
+        traffic.set_faults(Faults { latency_ms: 20, fail_rate: 1.0, status: Some(503), ..Default::default() });
         let now = Instant::now();
-        assert_eq!(traffic.arrive(now), Admission::Admitted { delay: Duration::from_millis(25), fail_with: Some(503) });
+        let failed = FaultAnswer { status: 503, body: None, headers: BTreeMap::new() };
+        assert_eq!(
+            traffic.arrive(now, "/dev/v1/projects"),
+            Admission::Admitted { delay: Duration::from_millis(25), fail_with: Some(failed) }
+        );
         traffic.reset();
-        assert_eq!(traffic.arrive(now), Admission::Admitted { delay: Duration::from_millis(5), fail_with: None });
+        assert_eq!(
+            traffic.arrive(now, "/dev/v1/projects"),
+            Admission::Admitted { delay: Duration::from_millis(5), fail_with: None }
+        );
         assert_eq!(traffic.stats().requests, 1);
         assert!(Faults { fail_rate: 1.5, ..Default::default() }.validate().is_err());
+    }
+
+    #[test]
+    fn faults_can_target_a_path_a_number_of_times() {
+        let mut traffic = Traffic::new(0, Duration::ZERO);
+        traffic.set_faults(Faults {
+            fail_rate: 1.0,
+            status: Some(429),
+            path: Some("/dev/v1/channel".into()),
+            times: Some(1),
+            ..Default::default()
+        });
+        let now = Instant::now();
+        let failed = |admission: Admission| matches!(admission, Admission::Admitted { fail_with: Some(_), .. });
+        assert!(!failed(traffic.arrive(now, "/dev/v1/projects")), "another path");
+        assert!(failed(traffic.arrive(now, "/dev/v1/channel/abc")));
+        assert!(!failed(traffic.arrive(now, "/dev/v1/channel/abc")), "only once");
     }
 }

@@ -29,10 +29,11 @@ fn day_number(day: NaiveDate) -> i32 {
 pub fn daily_v1(project: &str, day: NaiveDate) -> types::DailyUsage {
     types::DailyUsage {
         date: day_number(day),
-        audio: figure(project, day, "audio", 5_000),
-        sd: figure(project, day, "sd", 3_000),
-        hd: figure(project, day, "hd", 2_000),
-        hdp: figure(project, day, "hdp", 1_000),
+        audio: Some(figure(project, day, "audio", 5_000)),
+        sd: Some(figure(project, day, "sd", 3_000)),
+        hd: Some(figure(project, day, "hd", 2_000)),
+        hdp: Some(figure(project, day, "hdp", 1_000)),
+        extra: Default::default(),
     }
 }
 
@@ -77,7 +78,12 @@ pub fn v3(
     let meta = metrics
         .iter()
         .map(|(name, cn, en)| {
-            let metric = types::UsageMetric { cn: cn.to_string(), en: en.to_string(), unit: "second".into() };
+            let metric = types::UsageMetric {
+                cn: Some(cn.to_string()),
+                en: Some(en.to_string()),
+                unit: Some("second".into()),
+                extra: Default::default(),
+            };
             (name.to_string(), metric)
         })
         .collect();
@@ -90,8 +96,9 @@ pub fn v3(
                     .iter()
                     .map(|(name, _, _)| (name.to_string(), figure(&project.id, day, name, 300_000)))
                     .collect(),
+                extra: Default::default(),
             }
         })
         .collect();
-    types::UsageV3Response { meta, usages }
+    types::UsageV3Response { meta, usages, extra: Default::default() }
 }

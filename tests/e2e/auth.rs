@@ -179,7 +179,7 @@ async fn every_bad_token_gets_401_with_a_challenge_and_no_echo() {
         ),
     ] {
         let (status, _, body) = call(&stack, Method::GET, "/dev/v1/projects", Some(&token), None).await;
-        assert_eq!(status, 200, "{case}: {body}");
+        assert_eq!(status, PROJECTS_OK, "{case}: {body}");
     }
 }
 
@@ -267,7 +267,7 @@ async fn a_tenant_sees_and_touches_only_its_own_projects() {
     assert!(problem_detail(status, &headers, &body, 403).contains("acme-"));
     let (status, _, created) =
         call(&stack, Method::POST, "/dev/v1/project", Some(&acme), Some(json!({"name": "acme-new"}))).await;
-    assert_eq!(status, 200, "{created}");
+    assert_eq!(status, PROJECTS_OK, "{created}");
 
     // Nothing of globex's changed upstream.
     let stats = stack.stats().await;
@@ -282,7 +282,7 @@ async fn a_tenant_sees_and_touches_only_its_own_projects() {
         assert_eq!(stats.by_operation.get(write), None, "{write} reached the sandbox");
     }
     let still = console_client(&stack.sandbox).get_project().id(&globex.id).send().await.unwrap().into_inner();
-    assert_eq!(still.project[0], globex);
+    assert_eq!(still.project.projects()[0], globex);
 }
 
 #[tokio::test]
@@ -328,26 +328,36 @@ async fn app_certificates_are_null_without_projects_secrets() {
     let listed = plain_client.list_projects().send().await.unwrap().into_inner();
     assert!(listed.projects.iter().all(|p| p.sign_key.is_none()), "redacted in lists");
     let got = plain_client.get_project().id(&web.id).send().await.unwrap().into_inner();
-    assert_eq!(got.project[0].sign_key, None);
-    let status =
-        types::SetProjectStatusRequest { id: web.id.clone(), status: types::ProjectStatus::try_from(1).unwrap() };
+    assert_eq!(got.project.projects()[0].sign_key, None);
+    let status: types::SetProjectStatusRequest = typed(json!({"id": web.id, "status": 1}));
     let changed = plain_client.set_project_status().body(status).send().await.unwrap().into_inner();
-    assert_eq!(changed.project[0].sign_key, None, "redacted in write answers");
+    assert_eq!(changed.project.projects()[0].sign_key, None, "redacted in write answers");
     let created = plain_client
         .create_project()
-        .body(types::CreateProjectRequest { name: "acme-certified".into(), enable_sign_key: true })
+        .body(typed::<types::CreateProjectRequest>(json!({"name": "acme-certified", "enable_sign_key": true})))
         .send()
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(created.project[0].sign_key, None);
+    assert_eq!(created.project.projects()[0].sign_key, None);
 
     let secret_client = stack.client(&secrets);
     let listed = secret_client.list_projects().send().await.unwrap().into_inner();
     let web_listed = listed.projects.iter().find(|p| p.id == web.id).unwrap();
     assert_eq!(web_listed.sign_key.as_deref(), Some(certificate.as_str()));
     let got = secret_client.get_project().name("acme-web").send().await.unwrap().into_inner();
-    assert_eq!(got.project[0].sign_key.as_deref(), Some(certificate.as_str()));
+    assert_eq!(got.project.projects()[0].sign_key.as_deref(), Some(certificate.as_str()));
+
+    // A reset answers the new certificate (live): redacted without the scope, then seen with it.
+    let reset = || -> types::ProjectIdRequest { typed(json!({"id": web.id})) };
+    let answer = plain_client.reset_sign_key().body(reset()).send().await.unwrap().into_inner();
+    assert_eq!(answer.project.expect("live, the project").projects()[0].sign_key, None, "a new certificate, redacted");
+    let got = secret_client.get_project().name("acme-web").send().await.unwrap().into_inner();
+    let reset_certificate = got.project.projects()[0].sign_key.clone().unwrap();
+    assert_eq!(reset_certificate.len(), 32);
+    assert_ne!(reset_certificate, certificate, "the reset made a new one");
+    let listed_again = secret_client.list_projects().send().await.unwrap().into_inner();
+    assert_eq!(listed_again.projects.iter().find(|p| p.id == web.id).unwrap().sign_key, Some(reset_certificate));
 
     // globex's tenant may never see certificates, whatever its token asks for.
     let greedy = stack.client(&token("globex", ALL_SCOPES));
@@ -363,10 +373,10 @@ async fn rotation_accepts_every_configured_key_and_rejects_removed_ones() {
 
     let both = Stack::start(Options::default()).await;
     for token in [&hs_token, &rsa_token] {
-        assert_eq!(call(&both, Method::GET, "/dev/v1/projects", Some(token), None).await.0, 200);
+        assert_eq!(call(&both, Method::GET, "/dev/v1/projects", Some(token), None).await.0, PROJECTS_OK);
     }
     let rotated = Stack::start(Options { acme_keys: vec![acme_rsa_key()], ..Options::default() }).await;
-    assert_eq!(call(&rotated, Method::GET, "/dev/v1/projects", Some(&rsa_token), None).await.0, 200);
+    assert_eq!(call(&rotated, Method::GET, "/dev/v1/projects", Some(&rsa_token), None).await.0, PROJECTS_OK);
     let (status, headers, body) = call(&rotated, Method::GET, "/dev/v1/projects", Some(&hs_token), None).await;
     assert!(problem_detail(status, &headers, &body, 401).contains("kid"));
 }
@@ -398,7 +408,7 @@ async fn tokens_minted_by_pyjwt_are_accepted() {
     for script in [hs, rs] {
         let Some(token) = pyjwt(&script) else { return };
         let (status, _, body) = call(&stack, Method::GET, "/dev/v1/projects", Some(&token), None).await;
-        assert_eq!(status, 200, "{body}");
+        assert_eq!(status, PROJECTS_OK, "{body}");
         assert_eq!(names(&body, "projects"), ["acme-mobile", "acme-web"]);
     }
 }
@@ -432,7 +442,7 @@ async fn the_token_command_mints_accepted_tokens_and_tokens_never_reach_the_logs
     let base = gateway.base.clone();
     for token in [&hs_token, &rs_token] {
         let response = http().get(format!("{base}/dev/v1/projects")).bearer_auth(token).send().await.unwrap();
-        assert_eq!(response.status(), 200);
+        assert_eq!(response.status(), PROJECTS_OK);
     }
     let forged = format!("{}x", &hs_token[..hs_token.len() - 1]);
     let response = http().get(format!("{base}/dev/v1/projects")).bearer_auth(&forged).send().await.unwrap();
@@ -458,7 +468,7 @@ async fn a_key_given_as_a_jwk_verifies_its_tokens() {
     let stack = Stack::start(Options { acme_keys: vec![acme_hs_key(), jwk], ..Options::default() }).await;
     let private = EncodingKey::from_rsa_pem(&std::fs::read(key_file("acme-rsa-2.pem")).unwrap()).unwrap();
     let good = sign(Algorithm::RS256, Some("acme-jwk"), &claims("acme", TENANT_SCOPES), &private);
-    assert_eq!(call(&stack, Method::GET, "/dev/v1/projects", Some(&good), None).await.0, 200);
+    assert_eq!(call(&stack, Method::GET, "/dev/v1/projects", Some(&good), None).await.0, PROJECTS_OK);
     let other = EncodingKey::from_rsa_pem(&std::fs::read(key_file("acme-rsa.pem")).unwrap()).unwrap();
     let wrong = sign(Algorithm::RS256, Some("acme-jwk"), &claims("acme", TENANT_SCOPES), &other);
     assert_eq!(call(&stack, Method::GET, "/dev/v1/projects", Some(&wrong), None).await.0, 401);

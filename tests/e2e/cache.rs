@@ -100,7 +100,7 @@ async fn a_write_through_the_gateway_is_seen_by_the_next_reads() {
     let (status, _, _) =
         call(&stack, Method::POST, "/dev/v1/project_status", Some(&acme), Some(json!({"id": mobile, "status": 0})))
             .await;
-    assert_eq!(status, 200);
+    assert_eq!(status, PROJECTS_OK);
     let (_, _, got) = call(&stack, Method::GET, &get, Some(&acme), None).await;
     assert_eq!(status_of(&got, "project"), json!(0), "no stale get_project after the write");
     let (_, _, list) = call(&stack, Method::GET, "/dev/v1/projects", Some(&acme), None).await;
@@ -134,9 +134,9 @@ async fn a_failing_upstream_is_covered_by_stale_answers_and_uncached_reads_get_i
     let (_, _, page) = call(&stack, Method::GET, &channels, Some(&acme), None).await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
 
-    set_faults(&stack.sandbox, Faults { fail_rate: 1.0, status: Some(500), latency_ms: 0 }).await;
+    set_faults(&stack.sandbox, Faults { fail_rate: 1.0, status: Some(500), ..Default::default() }).await;
     let (status, headers, stale_list) = call(&stack, Method::GET, "/dev/v1/projects", Some(&acme), None).await;
-    assert_eq!((status, x_cache(&headers)), (200, "STALE"));
+    assert_eq!((status, x_cache(&headers)), (PROJECTS_OK, "STALE"));
     assert_eq!(stale_list, list);
     assert!(headers["age"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
     let (status, headers, stale_page) = call(&stack, Method::GET, &channels, Some(&acme), None).await;
@@ -147,7 +147,7 @@ async fn a_failing_upstream_is_covered_by_stale_answers_and_uncached_reads_get_i
     let users = format!("/dev/v1/channel/user/{}/lobby", stack.app("acme-web"));
     let (status, headers, body) = call(&stack, Method::GET, &users, Some(&acme), None).await;
     assert_eq!((status, &body), (500, &json!({"error_msg": "fault injected by the sandbox"})));
-    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(headers["content-type"], "application/json; charset=utf-8", "as Agora sent it");
 }
 
 #[tokio::test]

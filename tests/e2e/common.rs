@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use agora_console_client::{Client, ClientOptions, types};
 use agora_gateway::Config;
-use agora_sandbox::{Faults, Sandbox, SandboxConfig, Seed, Stats};
+use agora_sandbox::{Faults, Flavor, Sandbox, SandboxConfig, Seed, Stats};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
@@ -25,6 +25,10 @@ pub const TENANT_SCOPES: &str =
 pub const ALL_SCOPES: &str =
     "projects:read projects:write projects:secrets usage:read kicking:read kicking:write channels:read admin";
 
+/// The status of project operations from the live service (and the default sandbox), which the
+/// gateway passes on: Agora's English reference gives 201 for them (the document 200).
+pub const PROJECTS_OK: u16 = 201;
+
 /// Load-heavy tests take this, so they never run at the same time as each other.
 pub static LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -40,10 +44,21 @@ pub fn key_file(name: &str) -> PathBuf {
     fixtures().join("keys").join(name)
 }
 
-/// A sandbox with the given seed and rate limit (0: unlimited, for tests that are not about it).
+/// A sandbox with the given seed and rate limit (0: unlimited, for tests that are not about it),
+/// answering as the live service does.
 pub async fn start_sandbox(seed: Seed, rate_limit: u32) -> Sandbox {
-    let config = SandboxConfig { seed, rate_limit, ..SandboxConfig::new(CUSTOMER_ID, CUSTOMER_SECRET) };
+    start_flavored_sandbox(seed, rate_limit, Flavor::Agora).await
+}
+
+pub async fn start_flavored_sandbox(seed: Seed, rate_limit: u32, flavor: Flavor) -> Sandbox {
+    let config = SandboxConfig { seed, rate_limit, flavor, ..SandboxConfig::new(CUSTOMER_ID, CUSTOMER_SECRET) };
     Sandbox::start(config, any_port()).await.expect("the sandbox starts")
+}
+
+/// A value of a generated type, from JSON (the types keep unknown fields, so struct literals
+/// would need an `extra` map).
+pub fn typed<T: serde::de::DeserializeOwned>(value: Value) -> T {
+    serde_json::from_value(value).expect("the JSON fits the generated type")
 }
 
 /// The generated client, as the gateway uses it: Basic auth with the account's credentials.
@@ -75,11 +90,13 @@ pub async fn join_channel(sandbox: &Sandbox, body: Value) {
     assert!(response.status().is_success(), "join: {}", response.text().await.unwrap());
 }
 
-/// The status and `error_msg` of an error answer of the generated client.
-pub fn error_of<T: std::fmt::Debug>(result: Result<T, agora_console_client::Error<types::ErrorMsg>>) -> (u16, String) {
+/// The status and message (`error_msg` or `message`) of an error answer of the generated client.
+pub fn error_of<T: std::fmt::Debug>(result: Result<T, agora_console_client::Error<types::ErrorBody>>) -> (u16, String) {
     match result {
         Err(agora_console_client::Error::ErrorResponse(response)) => {
-            (response.status().as_u16(), response.into_inner().error_msg)
+            let status = response.status().as_u16();
+            let body = response.into_inner();
+            (status, body.error_msg.or(body.message).unwrap_or_default())
         }
         other => panic!("expected an error answer, got {other:?}"),
     }
@@ -98,6 +115,8 @@ pub struct Options {
     /// `server.request_timeout`, when not the default.
     pub request_timeout: Option<&'static str>,
     pub redis_url: Option<String>,
+    /// How the sandbox answers.
+    pub flavor: Flavor,
     /// The acme tenant's keys, as TOML inline tables (rotation tests change them).
     pub acme_keys: Vec<String>,
     pub acme_weight: u32,
@@ -126,6 +145,7 @@ impl Default for Options {
             max_body: "64KiB",
             request_timeout: None,
             redis_url: None,
+            flavor: Flavor::Agora,
             acme_keys: vec![acme_hs_key(), acme_rsa_key()],
             acme_weight: 1,
         }
@@ -269,7 +289,7 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start(options: Options) -> Stack {
-        let sandbox = start_sandbox(Seed::Demo, 10).await;
+        let sandbox = start_flavored_sandbox(Seed::Demo, 10, options.flavor).await;
         let projects =
             DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
         let initech = projects.named("initech-staging").id.clone();

@@ -5,5 +5,6 @@ mod cache;
 mod cluster;
 mod common;
 mod gateway;
+mod live;
 mod sandbox;
 mod throttle;

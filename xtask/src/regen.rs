@@ -54,7 +54,10 @@ pub fn generate(spec_text: &str) -> Result<String> {
         .with_hooks(HooksMode::Expected)
         // Ordered maps keep serialized output stable.
         .with_map_type("::std::collections::BTreeMap")
-        .with_derive("PartialEq");
+        .with_derive("PartialEq")
+        // A ban's length is sent on as the caller wrote it (60 stays 60, 0.5 stays 0.5): an f64
+        // would turn 60 into 60.0 on the way to Agora.
+        .with_replacement("BanMinutes", "::serde_json::Number", std::iter::empty());
     let mut generator = Generator::new(&settings);
 
     // progenitor panics on some spec shapes (e.g. two success schemas); turn that into an error naming it.
@@ -69,5 +72,14 @@ pub fn generate(spec_text: &str) -> Result<String> {
         })?
         .context("progenitor could not generate the client")?;
     let file: syn::File = syn::parse2(tokens).context("progenitor produced code that does not parse")?;
-    Ok(format!("{HEADER}{}", prettyplease::unparse(&file)))
+    let code = prettyplease::unparse(&file);
+    // Every object keeps the fields the spec does not name in a flattened `extra` map; typify's
+    // builders treat it as required, so a builder without it fails at `send()`. Unknown fields
+    // are optional by nature: the builders start with an empty map.
+    let missing_extra = r#"extra: Err("no value supplied for extra".to_string()),"#;
+    if !code.contains(missing_extra) {
+        bail!("typify no longer writes {missing_extra:?}: check how its builders treat `extra`");
+    }
+    let code = code.replace(missing_extra, "extra: Ok(Default::default()),");
+    Ok(format!("{HEADER}{code}"))
 }

@@ -28,9 +28,18 @@ use keys::VerifyingKey;
 /// Clock skew tolerated on `exp` and `nbf`.
 pub const LEEWAY_SECONDS: u64 = 30;
 
+/// Source of [`Tenant::uid`].
+static NEXT_TENANT_UID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_tenant_uid() -> u64 {
+    NEXT_TENANT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A tenant: an internal service (or group of them) with its keys, scopes and projects.
 pub struct Tenant {
     pub id: String,
+    /// Unique to this tenant object in this process (cached views of answers are kept by it).
+    pub uid: u64,
     /// The id as a metrics label (tenants live as long as the process).
     pub label: &'static str,
     /// Position in the config; the throttle's index of the tenant.
@@ -54,6 +63,7 @@ impl Tenant {
         }
         Ok(Self {
             id: config.id.clone(),
+            uid: next_tenant_uid(),
             label: Box::leak(config.id.clone().into_boxed_str()),
             index,
             issuer: config.issuer.clone(),
@@ -71,6 +81,7 @@ impl Tenant {
     pub fn for_tests(index: usize, id: &str, weight: u32) -> Self {
         Self {
             id: id.to_string(),
+            uid: next_tenant_uid(),
             label: Box::leak(id.to_string().into_boxed_str()),
             index,
             issuer: format!("https://{id}.example"),

@@ -1,87 +1,91 @@
-//! What the cache holds: an upstream answer as JSON, and for project answers each project
-//! pre-rendered with and without its App certificate, so egress joins bytes instead of serializing.
+//! What the cache holds: an upstream answer as it came (status, headers, body bytes), for project
+//! answers the same split for egress (`egress/projects.rs`), and the tenants' views rendered so
+//! far — computed once per entry, dropped with it.
 
+use std::collections::HashMap;
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::policy::CacheClass;
+use crate::egress::{self, ProjectsView};
+use crate::error::GatewayError;
+use crate::policy::{CacheClass, Operation};
 use crate::upstream::Answer;
-
-/// One project of a project answer, pre-rendered both ways so that answering a tenant is
-/// concatenating bytes, not serializing.
-pub struct ProjectItem {
-    pub id: String,
-    pub name: String,
-    pub vendor_key: String,
-    /// The project as Agora sent it.
-    pub full: Bytes,
-    /// The same with `sign_key: null`.
-    pub redacted: Bytes,
-}
 
 /// What egress needs to cut an answer down to a tenant.
 pub enum View {
     /// Passed through as is.
     Raw,
-    /// `{"projects": [...]}` or `{"project": [...]}`.
-    Projects { field: &'static str, items: Vec<ProjectItem> },
+    /// A project list, or one project.
+    Projects(ProjectsView),
+}
+
+/// One rendering of an entry: for whom (the tenant, whether its projects are filtered out of the
+/// answer, whether it may see App certificates).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ViewKey {
+    pub tenant: u64,
+    pub filtered: bool,
+    pub secrets: bool,
 }
 
 /// An upstream answer, ready to be served to any tenant.
 pub struct Entry {
     pub class: Option<CacheClass>,
-    /// The answer's JSON.
-    pub body: Bytes,
+    pub answer: Answer,
     pub view: View,
     pub fetched_at: Instant,
     pub(super) weight: u32,
+    /// Tenants' views rendered so far (`None`: nothing to show, answered 404).
+    views: RwLock<HashMap<ViewKey, Option<Bytes>>>,
 }
 
 impl Entry {
-    pub fn new(class: Option<CacheClass>, answer: Answer) -> Self {
-        let body = answer.to_json();
-        let view = match answer {
-            Answer::Projects(list) => Self::projects("projects", list.projects),
-            Answer::Project(response) => Self::projects("project", response.project),
-            _ => View::Raw,
+    /// An answer of `operation`, split for egress when egress must edit it; a 502 naming what is
+    /// missing when it cannot be.
+    pub fn new(operation: Operation, answer: Answer) -> Result<Self, GatewayError> {
+        let view = match egress::project_field(operation.policy().ownership) {
+            Some((field, required)) => match ProjectsView::parse(&answer.body, field, required) {
+                Ok(Some(view)) => View::Projects(view),
+                Ok(None) => View::Raw,
+                Err(detail) => return Err(GatewayError::BadGateway(detail)),
+            },
+            None => View::Raw,
         };
-        let items_weight: usize = match &view {
+        let view_weight = match &view {
             View::Raw => 0,
-            View::Projects { items, .. } => items
-                .iter()
-                .map(|item| {
-                    item.full.len() + item.redacted.len() + item.id.len() + item.name.len() + item.vendor_key.len() + 96
-                })
-                .sum(),
+            View::Projects(view) => view.weight(),
         };
-        let weight = u32::try_from(body.len() + items_weight + 256).unwrap_or(u32::MAX);
-        Self { class, body, view, fetched_at: Instant::now(), weight }
-    }
-
-    fn projects(field: &'static str, projects: Vec<agora_console_client::types::Project>) -> View {
-        let items = projects
-            .into_iter()
-            .map(|mut project| {
-                let full = Bytes::from(serde_json::to_vec(&project).expect("projects serialize"));
-                project.sign_key = None;
-                let redacted = Bytes::from(serde_json::to_vec(&project).expect("projects serialize"));
-                ProjectItem { id: project.id, name: project.name, vendor_key: project.vendor_key, full, redacted }
-            })
-            .collect();
-        View::Projects { field, items }
+        let weight = answer.body.len() + view_weight + 256;
+        let weight = u32::try_from(weight).unwrap_or(u32::MAX);
+        Ok(Self { class: None, answer, view, fetched_at: Instant::now(), weight, views: RwLock::default() })
     }
 
     pub fn age(&self) -> Duration {
         self.fetched_at.elapsed()
     }
 
+    /// This entry rendered for `key`: kept from an earlier request, or rendered now and kept.
+    pub fn view_for(&self, key: ViewKey, render: impl FnOnce() -> Option<Bytes>) -> Option<Bytes> {
+        if let Some(rendered) = self.views.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&key) {
+            return rendered.clone();
+        }
+        let rendered = render();
+        self.views.write().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(key, rendered.clone());
+        rendered
+    }
+
+    /// The projects of a project answer (none for other answers).
+    pub fn projects(&self) -> &[egress::ProjectItem] {
+        match &self.view {
+            View::Projects(view) => &view.items,
+            View::Raw => &[],
+        }
+    }
+
     /// Whether this answer is about the project (for invalidation).
     pub(super) fn mentions_project(&self, project_id: &str) -> bool {
-        match &self.view {
-            View::Projects { field: "projects", .. } => true,
-            View::Projects { items, .. } => items.iter().any(|item| item.id == project_id),
-            View::Raw => false,
-        }
+        self.projects().iter().any(|item| item.id == project_id)
     }
 }

@@ -18,11 +18,11 @@ use crate::config::CacheConfig;
 use crate::error::GatewayError;
 use crate::metrics::{CacheLabels, Metrics};
 use crate::policy::CacheClass;
-use crate::upstream::Answer;
+use crate::upstream::UpstreamCall;
 
 mod entry;
 
-pub use entry::{Entry, ProjectItem, View};
+pub use entry::{Entry, View, ViewKey};
 
 /// How a read was answered (the `X-Cache` header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,7 +140,7 @@ impl ResponseCache {
     ) -> Result<(Arc<Entry>, CacheStatus), GatewayError>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Answer, GatewayError>> + Send + 'static,
+        Fut: Future<Output = Result<Entry, GatewayError>> + Send + 'static,
     {
         let existing = self.inner.entries.get(&key).await;
         if !refresh && let Some(entry) = existing.as_ref().filter(|entry| self.is_fresh(entry, class)) {
@@ -172,7 +172,7 @@ impl ResponseCache {
     async fn fill<F, Fut>(&self, key: String, class: CacheClass, fill: F) -> Result<Arc<Entry>, GatewayError>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Answer, GatewayError>> + Send + 'static,
+        Fut: Future<Output = Result<Entry, GatewayError>> + Send + 'static,
     {
         let shared = {
             let mut filling = self.inner.filling.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -185,7 +185,10 @@ impl ResponseCache {
                     let upstream = fill();
                     // Its own task: a caller that goes away does not cancel the others' answer.
                     let task = tokio::spawn(async move {
-                        let result = upstream.await.map(|answer| Arc::new(Entry::new(Some(class), answer)));
+                        let result = upstream.await.map(|mut entry| {
+                            entry.class = Some(class);
+                            Arc::new(entry)
+                        });
                         if let Ok(entry) = &result
                             && inner.generations[class as usize].load(Ordering::SeqCst) == generation
                         {
@@ -217,8 +220,9 @@ impl ResponseCache {
     pub fn invalidate_project(&self, project_id: &str) {
         self.bump(CacheClass::Project);
         let project_id = project_id.to_string();
-        let result = self.inner.entries.invalidate_entries_if(move |_, entry| {
-            entry.class == Some(CacheClass::Project) && entry.mentions_project(&project_id)
+        let list = UpstreamCall::ListProjects.cache_key();
+        let result = self.inner.entries.invalidate_entries_if(move |key, entry| {
+            entry.class == Some(CacheClass::Project) && (*key == list || entry.mentions_project(&project_id))
         });
         if let Err(error) = result {
             tracing::error!(%error, "could not invalidate project entries; purging the class");
@@ -264,7 +268,10 @@ impl ResponseCache {
 /// Failures a stale answer may cover: the upstream is down, slow, overloaded, or no slot is free.
 fn may_serve_stale(error: &GatewayError) -> bool {
     match error {
-        GatewayError::Throttled { .. } | GatewayError::BadGateway(_) | GatewayError::GatewayTimeout(_) => true,
+        GatewayError::Throttled { .. }
+        | GatewayError::BadGateway(_)
+        | GatewayError::UpstreamCredentials { .. }
+        | GatewayError::GatewayTimeout(_) => true,
         GatewayError::Upstream(upstream) => upstream.status.is_server_error() || upstream.status.as_u16() == 429,
         _ => false,
     }

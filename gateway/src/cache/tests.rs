@@ -2,10 +2,13 @@
 
 use std::sync::atomic::AtomicUsize;
 
-use agora_console_client::types;
+use axum::http::{HeaderMap, StatusCode};
 use bytesize::ByteSize;
+use serde_json::json;
 
 use super::*;
+use crate::policy::Operation;
+use crate::upstream::Answer;
 
 fn config(ttl: Duration) -> CacheConfig {
     CacheConfig {
@@ -17,20 +20,18 @@ fn config(ttl: Duration) -> CacheConfig {
     }
 }
 
-fn projects(names: &[&str]) -> Answer {
-    let projects = names
-        .iter()
-        .map(|name| types::Project {
-            id: format!("id-{name}"),
-            name: name.to_string(),
-            vendor_key: "f".repeat(32),
-            sign_key: Some("e".repeat(32)),
-            recording_server: Some(String::new()),
-            status: types::ProjectStatus::try_from(1).unwrap(),
-            created: 1,
-        })
-        .collect();
-    Answer::Projects(types::ProjectList { projects })
+fn answer(body: serde_json::Value) -> Answer {
+    Answer { status: StatusCode::OK, headers: HeaderMap::new(), body: body.to_string().into() }
+}
+
+fn project(name: &str) -> serde_json::Value {
+    json!({"id": format!("id-{name}"), "name": name, "vendor_key": "f".repeat(32), "sign_key": "e".repeat(32)})
+}
+
+/// A project list of these projects, as an entry.
+fn projects(names: &[&str]) -> Entry {
+    let list: Vec<_> = names.iter().map(|name| project(name)).collect();
+    Entry::new(Operation::ListProjects, answer(json!({ "projects": list }))).unwrap()
 }
 
 #[tokio::test]
@@ -105,12 +106,9 @@ async fn invalidation_drops_the_list_and_that_project_only() {
         .await
         .unwrap();
     for name in ["a", "b"] {
-        let answer = match projects(&[name]) {
-            Answer::Projects(list) => Answer::Project(types::ProjectResponse { project: list.projects }),
-            _ => unreachable!(),
-        };
+        let entry = Entry::new(Operation::GetProject, answer(json!({ "project": project(name) }))).unwrap();
         cache
-            .read(format!("get_project {name}"), CacheClass::Project, false, move || async move { Ok(answer) })
+            .read(format!("get_project {name}"), CacheClass::Project, false, move || async move { Ok(entry) })
             .await
             .unwrap();
     }

@@ -112,6 +112,9 @@ pub struct UpstreamConfig {
     /// Timeout of connecting to the upstream.
     #[serde(default = "defaults::connect_timeout", deserialize_with = "human::duration")]
     pub connect_timeout: Duration,
+    /// Longest the budget pauses when Agora answers 429 with a `Retry-After`; a longer one is cut to this.
+    #[serde(default = "defaults::max_retry_after", deserialize_with = "human::duration")]
+    pub max_retry_after: Duration,
 }
 
 impl UpstreamConfig {
@@ -238,6 +241,10 @@ mod defaults {
 
     pub fn connect_timeout() -> Duration {
         Duration::from_secs(3)
+    }
+
+    pub fn max_retry_after() -> Duration {
+        Duration::from_secs(60)
     }
 
     pub fn weight() -> u32 {

@@ -118,10 +118,6 @@ fn naming_the_field<E: std::fmt::Display>(
     }
 }
 
-pub fn not_blank(field: &str, value: &str) -> Result<(), GatewayError> {
-    if value.trim().is_empty() { Err(GatewayError::bad_request(format!("{field} must not be empty"))) } else { Ok(()) }
-}
-
 fn date(field: &str, value: &str) -> Result<NaiveDate, GatewayError> {
     NaiveDate::parse_from_str(value, "%Y-%m-%d")
         .map_err(|_| GatewayError::bad_request(format!("{field} must be a date as YYYY-MM-DD, not {value:?}")))

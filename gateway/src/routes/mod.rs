@@ -5,7 +5,6 @@
 
 mod input;
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use agora_console_client::rules;
@@ -21,7 +20,7 @@ use crate::auth::Authenticated;
 use crate::error::GatewayError;
 use crate::upstream::UpstreamCall;
 pub use input::{Body, Directives, HasBodyLimit, PathParams};
-use input::{date_range, from_json, not_blank, parse_body, parse_json, parse_query};
+use input::{date_range, from_json, parse_body, parse_json, parse_query};
 
 type Gw = State<Arc<Gateway>>;
 type Answer = Result<Response, GatewayError>;
@@ -67,7 +66,6 @@ async fn create_project(
     Body(body): Body,
 ) -> Answer {
     let body: types::CreateProjectRequest = parse_body(&body)?;
-    not_blank("name", &body.name)?;
     Ok(gw.serve(p, UpstreamCall::CreateProject(body), directives).await)
 }
 
@@ -96,24 +94,21 @@ async fn get_project(
     Ok(gw.serve(p, UpstreamCall::GetProject { id, name }, directives).await)
 }
 
-/// The status body, read by hand for a clearer message than the generated enum's.
-#[derive(Deserialize)]
-struct StatusBody {
-    id: String,
-    status: i64,
-}
-
 async fn set_project_status(
     State(gw): Gw,
     Authenticated(p): Authenticated,
     directives: Directives,
     Body(body): Body,
 ) -> Answer {
-    let StatusBody { id, status } = parse_body(&body)?;
-    not_blank("id", &id)?;
-    let status = types::ProjectStatus::try_from(status)
-        .map_err(|_| GatewayError::bad_request(format!("status must be 0 (disable) or 1 (enable), not {status}")))?;
-    Ok(gw.serve(p, UpstreamCall::SetProjectStatus(types::SetProjectStatusRequest { id, status }), directives).await)
+    let value = parse_json(&body)?;
+    // Checked by hand for a clearer message than the generated enum's.
+    if let Some(status) = value.get("status")
+        && !matches!(status.as_i64(), Some(0 | 1))
+    {
+        return Err(GatewayError::bad_request(format!("status must be 0 (disable) or 1 (enable), not {status}")));
+    }
+    let body: types::SetProjectStatusRequest = from_json(value)?;
+    Ok(gw.serve(p, UpstreamCall::SetProjectStatus(body), directives).await)
 }
 
 async fn delete_project(
@@ -123,7 +118,6 @@ async fn delete_project(
     Body(body): Body,
 ) -> Answer {
     let body: types::ProjectIdRequest = parse_body(&body)?;
-    not_blank("id", &body.id)?;
     Ok(gw.serve(p, UpstreamCall::DeleteProject(body), directives).await)
 }
 
@@ -134,8 +128,6 @@ async fn set_recording_config(
     Body(body): Body,
 ) -> Answer {
     let body: types::SetRecordingConfigRequest = parse_body(&body)?;
-    not_blank("id", &body.id)?;
-    not_blank("recording_server", &body.recording_server)?;
     Ok(gw.serve(p, UpstreamCall::SetRecordingConfig(body), directives).await)
 }
 
@@ -146,7 +138,6 @@ async fn enable_sign_key(
     Body(body): Body,
 ) -> Answer {
     let body: types::EnableSignKeyRequest = parse_body(&body)?;
-    not_blank("id", &body.id)?;
     Ok(gw.serve(p, UpstreamCall::EnableSignKey(body), directives).await)
 }
 
@@ -157,7 +148,6 @@ async fn reset_sign_key(
     Body(body): Body,
 ) -> Answer {
     let body: types::ProjectIdRequest = parse_body(&body)?;
-    not_blank("id", &body.id)?;
     Ok(gw.serve(p, UpstreamCall::ResetSignKey(body), directives).await)
 }
 
@@ -206,7 +196,6 @@ async fn get_usage_v3(
 ) -> Answer {
     let query: UsageV3Query = parse_query(query)?;
     let (from, to) = date_range(&query.from_date, &query.to_date)?;
-    not_blank("project_id", &query.project_id)?;
     let business = query.business.unwrap_or(types::UsageBusiness::Default);
     let call = UpstreamCall::GetUsageV3 { from, to, project_id: query.project_id, business };
     Ok(gw.serve(p, call, directives).await)
@@ -223,7 +212,6 @@ async fn create_kicking_rule(
     let mut value = parse_json(&body)?;
     rules::drop_empty_uid_and_ip(&mut value);
     let body: types::CreateKickingRuleRequest = from_json(value)?;
-    not_blank("appid", &body.appid)?;
     rules::check_kicking_rule(&body).map_err(GatewayError::bad_request)?;
     Ok(gw.serve(p, UpstreamCall::CreateKickingRule(body), directives).await)
 }
@@ -240,7 +228,6 @@ async fn list_kicking_rules(
     RawQuery(query): RawQuery,
 ) -> Answer {
     let AppIdQuery { appid } = parse_query(query)?;
-    not_blank("appid", &appid)?;
     Ok(gw.serve(p, UpstreamCall::ListKickingRules { appid }, directives).await)
 }
 
@@ -251,7 +238,6 @@ async fn update_kicking_rule(
     Body(body): Body,
 ) -> Answer {
     let body: types::UpdateKickingRuleRequest = parse_body(&body)?;
-    not_blank("appid", &body.appid)?;
     Ok(gw.serve(p, UpstreamCall::UpdateKickingRule(body), directives).await)
 }
 
@@ -262,18 +248,15 @@ async fn delete_kicking_rule(
     Body(body): Body,
 ) -> Answer {
     let body: types::DeleteKickingRuleRequest = parse_body(&body)?;
-    not_blank("appid", &body.appid)?;
     Ok(gw.serve(p, UpstreamCall::DeleteKickingRule(body), directives).await)
 }
 
 // ---- channels ----
 
+/// A user ID: Agora's are unsigned 32-bit integers (the spec's `uint32`).
 fn uid(text: &str) -> Result<u32, GatewayError> {
-    match text.parse::<u32>() {
-        Ok(0) => Err(GatewayError::bad_request("uid must not be 0")),
-        Ok(uid) => Ok(uid),
-        Err(_) => Err(GatewayError::bad_request(format!("uid must be an unsigned 32-bit integer, not {text:?}"))),
-    }
+    text.parse::<u32>()
+        .map_err(|_| GatewayError::bad_request(format!("uid must be an unsigned 32-bit integer, not {text:?}")))
 }
 
 async fn get_user_property(
@@ -311,7 +294,6 @@ async fn list_channels(
     let query: PageQuery = parse_query(query)?;
     let page_size = query.page_size.unwrap_or(rules::DEFAULT_PAGE_SIZE);
     rules::check_page_size(page_size).map_err(GatewayError::bad_request)?;
-    let page_size = NonZeroU32::new(page_size).ok_or_else(|| GatewayError::bad_request("page_size must not be 0"))?;
     let call = UpstreamCall::ListChannels { appid, page_no: query.page_no.unwrap_or(0), page_size };
     Ok(gw.serve(p, call, directives).await)
 }

@@ -1,8 +1,6 @@
 //! A validated request for one Console operation, in the generated types: what the routes build,
 //! what authorize checks, what the cache keys, what the upstream sends.
 
-use std::num::NonZeroU32;
-
 use agora_console_client::types;
 use chrono::NaiveDate;
 
@@ -52,7 +50,7 @@ pub enum UpstreamCall {
     ListChannels {
         appid: String,
         page_no: u32,
-        page_size: NonZeroU32,
+        page_size: u32,
     },
 }
 

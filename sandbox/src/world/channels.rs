@@ -59,66 +59,63 @@ pub struct ChannelMembers {
     pub extra_audience: u32,
 }
 
+/// A user in a channel: since when, in which role, from which platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserState {
+    pub uid: u32,
+    /// Unix seconds.
+    pub joined: i64,
+    pub role: i64,
+    /// Agora's platform code: 1 Android, 2 iOS, 5 Windows, 6 Linux, 7 Web, 8 macOS.
+    pub platform: i64,
+}
+
+/// The made-up platform of a user (the same uid always on the same platform).
+fn platform_of(uid: u32) -> i64 {
+    [1, 2, 5, 6, 7, 8][(uid % 6) as usize]
+}
+
 impl World {
-    pub fn user_property(&self, appid: &str, uid: u32, cname: &str) -> ApiResult<types::UserProperty> {
+    /// The user's state in the channel, or `None` when not in it.
+    pub fn user_state(&self, appid: &str, uid: u32, cname: &str) -> ApiResult<Option<UserState>> {
         self.require_app(appid)?;
         let member = self
             .channels
             .get(appid)
             .and_then(|channels| channels.get(cname))
             .and_then(|channel| channel.members.iter().find(|m| m.uid == uid));
-        Ok(match member {
-            Some(member) => types::UserProperty {
-                join: member.joined,
-                in_channel: true,
-                role: types::UserRole::try_from(member.role as i64).expect("roles are 1 to 3"),
-            },
-            None => types::UserProperty {
-                join: 0,
-                in_channel: false,
-                role: types::UserRole::try_from(0).expect("0 is the unknown role"),
-            },
-        })
+        Ok(member.map(|member| UserState {
+            uid,
+            joined: member.joined,
+            role: member.role as i64,
+            platform: platform_of(uid),
+        }))
     }
 
     pub fn channel_users(&self, appid: &str, cname: &str) -> ApiResult<types::ChannelUsers> {
         self.require_app(appid)?;
         let Some(channel) = self.channels.get(appid).and_then(|channels| channels.get(cname)) else {
-            return Ok(types::ChannelUsers {
-                channel_exist: false,
-                mode: None,
-                total: None,
-                users: vec![],
-                broadcasters: vec![],
-                audience: vec![],
-                audience_total: None,
-            });
+            return Ok(missing_channel());
         };
         let uids = |role: Role| channel.members.iter().filter(move |m| m.role == role).map(|m| m.uid);
-        let mode = Some(types::ChannelMode::try_from(channel.mode.code()).expect("1 and 2 are modes"));
+        let mode = Some(channel.mode.code());
         Ok(match channel.mode {
             Mode::Communication => {
                 let users: Vec<u32> = uids(Role::Communication).collect();
-                types::ChannelUsers {
-                    channel_exist: true,
-                    mode,
-                    total: Some(users.len() as i64),
-                    users,
-                    broadcasters: vec![],
-                    audience: vec![],
-                    audience_total: None,
-                }
+                types::ChannelUsers { mode, total: Some(users.len() as i64), users, ..missing_channel_that_exists() }
             }
             Mode::Live => types::ChannelUsers {
-                channel_exist: true,
                 mode,
-                total: None,
-                users: vec![],
                 broadcasters: uids(Role::Broadcaster).collect(),
                 audience: uids(Role::Audience).take(MAX_AUDIENCE_LISTED).collect(),
                 audience_total: Some(uids(Role::Audience).count() as i64),
+                ..missing_channel_that_exists()
             },
         })
+    }
+
+    pub fn has_app(&self, appid: &str) -> bool {
+        self.require_app(appid).is_ok()
     }
 
     pub fn list_channels(&self, appid: &str, page_no: u32, page_size: u32) -> ApiResult<types::ChannelPage> {
@@ -134,10 +131,12 @@ impl World {
                 .take(page_size as usize)
                 .map(|(name, channel)| types::ChannelSummary {
                     channel_name: name.clone(),
-                    user_count: channel.members.len() as i64,
+                    user_count: Some(channel.members.len() as i64),
+                    extra: Default::default(),
                 })
                 .collect(),
-            total_size: channels.len() as i64,
+            total_size: Some(channels.len() as i64),
+            extra: Default::default(),
         })
     }
 
@@ -206,4 +205,22 @@ impl World {
         }
         channels.retain(|_, channel| !channel.members.is_empty());
     }
+}
+
+/// The answer about a channel that does not exist: `channel_exist: false` and nothing else.
+pub fn missing_channel() -> types::ChannelUsers {
+    types::ChannelUsers {
+        channel_exist: false,
+        mode: None,
+        total: None,
+        users: vec![],
+        broadcasters: vec![],
+        audience: vec![],
+        audience_total: None,
+        extra: Default::default(),
+    }
+}
+
+fn missing_channel_that_exists() -> types::ChannelUsers {
+    types::ChannelUsers { channel_exist: true, ..missing_channel() }
 }

@@ -23,23 +23,39 @@ impl RuleRecord {
     fn to_api(&self) -> types::KickingRule {
         types::KickingRule {
             id: self.id,
-            appid: self.appid.clone(),
+            appid: Some(self.appid.clone()),
             uid: self.uid,
-            opid: self.opid,
+            opid: Some(self.opid),
             cname: self.cname.clone(),
             ip: self.ip.clone(),
-            ts: timestamp(self.expires),
-            create_at: timestamp(self.created),
-            update_at: timestamp(self.updated),
+            ts: Some(timestamp(self.expires)),
+            create_at: Some(timestamp(self.created)),
+            update_at: Some(timestamp(self.updated)),
+            extra: Default::default(),
         }
     }
 }
 
+/// A rule just created: its ID, and its length in minutes (0: kick once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreatedRule {
+    pub id: i64,
+    pub minutes: i64,
+}
+
 impl World {
-    pub fn create_rule(&mut self, request: &types::CreateKickingRuleRequest, now: DateTime<Utc>) -> ApiResult<i64> {
+    pub fn create_rule(
+        &mut self,
+        request: &types::CreateKickingRuleRequest,
+        now: DateTime<Utc>,
+    ) -> ApiResult<CreatedRule> {
         self.require_app(&request.appid)?;
         rules::check_kicking_rule(request).map_err(ApiError::bad_request)?;
-        let minutes = rules::clamp_ban_minutes(request.time);
+        // The document lists no rule without a filter; the sandbox refuses one (its own choice).
+        if request.cname.is_none() && request.uid.is_none() && request.ip.is_none() {
+            return Err(ApiError::bad_request("at least one of cname, uid and ip is needed"));
+        }
+        let minutes = rules::ban_minutes(request.time.as_ref());
         let id = self.next_rule_id;
         self.next_rule_id += 1;
         let opid = self.next_opid;
@@ -51,13 +67,13 @@ impl World {
             uid: request.uid,
             ip: request.ip.clone(),
             opid,
-            expires: now + Duration::minutes(minutes.into()),
+            expires: now + Duration::minutes(minutes),
             created: now,
             updated: now,
         };
         self.kick(&rule.appid, rule.cname.as_deref(), rule.uid);
         self.rules.insert(id, rule);
-        Ok(id)
+        Ok(CreatedRule { id, minutes })
     }
 
     /// Rules still in force (a kick-once rule never is).
@@ -83,15 +99,15 @@ impl World {
         &mut self,
         appid: &str,
         id: i64,
-        time: i32,
+        time: Option<&serde_json::Number>,
         now: DateTime<Utc>,
     ) -> ApiResult<types::KickingRuleExpiry> {
         let opid = self.next_opid;
         let rule = self.live_rule_mut(appid, id, now)?;
-        rule.expires = now + Duration::minutes(rules::clamp_ban_minutes(time).into());
+        rule.expires = now + Duration::minutes(rules::ban_minutes(time));
         rule.updated = now;
         rule.opid = opid;
-        let expiry = types::KickingRuleExpiry { id, ts: timestamp(rule.expires) };
+        let expiry = types::KickingRuleExpiry { id, ts: Some(timestamp(rule.expires)), extra: Default::default() };
         self.next_opid += 1;
         Ok(expiry)
     }

@@ -6,7 +6,8 @@ mod channels;
 mod kicking;
 
 use channels::Channel;
-pub use channels::{ChannelMembers, Mode};
+pub use channels::{ChannelMembers, Mode, UserState, missing_channel};
+pub use kicking::CreatedRule;
 use kicking::RuleRecord;
 
 use std::collections::BTreeMap;
@@ -67,14 +68,12 @@ impl ProjectRecord {
             vendor_key: self.vendor_key.clone(),
             sign_key: Some(sign_key),
             recording_server: Some(self.recording_server.clone()),
-            status: project_status(self.enabled),
-            created: self.created_ms,
+            status: Some(i64::from(self.enabled)),
+            created: Some(self.created_ms),
+            company_id: None,
+            extra: Default::default(),
         }
     }
-}
-
-fn project_status(enabled: bool) -> types::ProjectStatus {
-    types::ProjectStatus::try_from(i64::from(enabled)).expect("0 and 1 are project statuses")
 }
 
 /// Agora's timestamp format: `2018-01-09T07:23:06.000Z`.
@@ -233,9 +232,10 @@ impl World {
             .map(|p| types::ProjectUsage {
                 project: p.id.clone(),
                 daily: usage::days(from, to, p.created_ms, today).map(|day| usage::daily_v1(&p.id, day)).collect(),
+                extra: Default::default(),
             })
             .collect();
-        Ok(types::UsageV1Response { usages })
+        Ok(types::UsageV1Response { usages, extra: Default::default() })
     }
 
     pub fn usage_v3(

@@ -21,7 +21,7 @@ pub struct ClosedRun {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub p999_ms: f64,
-    /// Answers other than 200, and connection errors.
+    /// Answers other than 2xx, and connection errors.
     pub errors: u64,
     /// `wrk` (when installed, as the anchor measures) or `hyper` (this process, one thread).
     pub generator: &'static str,
@@ -185,7 +185,7 @@ async fn connection(
                 counts.errors += 1;
                 continue 'connect;
             };
-            let ok = response.status() == 200;
+            let ok = response.status().is_success();
             let read = response.into_body().collect().await.is_ok();
             if sent >= measure_from {
                 counts.requests += 1;

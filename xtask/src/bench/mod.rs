@@ -229,7 +229,7 @@ impl Bench {
         println!("hit: cached list_projects through the gateway, JWT per request, 64 connections");
         let auth = [("authorization", format!("Bearer {}", tokens[0]))];
         let warm = self.http.get(format!("{gateway}/dev/v1/projects")).bearer_auth(&tokens[0]).send().await?;
-        if warm.status() != 200 {
+        if !warm.status().is_success() {
             bail!("the gateway answered {} to the warming read", warm.status());
         }
         let hit = load::closed_loop(
