@@ -161,7 +161,17 @@ fn gateway_operation(operation: &mut Value) {
     if operation.get("requestBody").is_some() {
         operation["responses"]["413"] = json!({ "$ref": "#/components/responses/PayloadTooLarge" });
     }
-    if operation["operationId"].as_str().is_some_and(|id| id.starts_with("get") || id.starts_with("list")) {
+    // Cached operations (their `x-gateway.cache`) say how the cache answered.
+    let cached = operation["x-gateway"]["cache"].is_string();
+    if let Some(policy) = operation.as_object_mut().and_then(|o| o.remove("x-gateway")) {
+        operation["description"] = json!(format!(
+            "{}\n\n**Gateway policy:** scope `{}`{}.",
+            operation["description"].as_str().unwrap_or_default(),
+            policy["scope"].as_str().unwrap_or_default(),
+            policy["cache"].as_str().map(|class| format!(", cached ({class} class)")).unwrap_or_default()
+        ));
+    }
+    if cached {
         let ok = operation["responses"]["2XX"].as_object_mut().expect("a 2XX");
         ok.insert(
             "headers".into(),

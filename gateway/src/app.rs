@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use agora_sandbox::{Sandbox, SandboxConfig, Seed};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
@@ -31,29 +30,32 @@ use tower_http::trace::TraceLayer;
 use crate::auth::{Authenticator, HasAuthenticator, Principal, Tenant};
 use crate::authorize::{self, Decision, Directory};
 use crate::cache::{CacheStatus, Entry, ResponseCache};
+use crate::call::Call;
 use crate::config::Config;
 use crate::edge::EdgeLayer;
+use crate::embedded::{self, EmbeddedSandbox};
 use crate::error::GatewayError;
+use crate::generated::Operation;
 use crate::metrics::Metrics;
 use crate::policy::{CacheClass, Invalidation, Scope};
 use crate::routes::{self, Directives, HasBodyLimit};
 use crate::throttle::{ClusterBudget, Throttle};
-use crate::upstream::{Answer, Upstream, UpstreamCall, kicking_rules_key};
+use crate::upstream::{Answer, Upstream};
 use crate::{docs, egress, ops};
 
 /// Everything a request needs; one per process.
-pub struct Gateway {
-    pub auth: Arc<Authenticator>,
-    pub cache: ResponseCache,
-    pub throttle: Throttle,
-    pub upstream: Arc<Upstream>,
-    pub metrics: Arc<Metrics>,
-    pub request_timeout: Duration,
-    pub max_body: usize,
+pub(crate) struct Gateway {
+    pub(crate) auth: Arc<Authenticator>,
+    pub(crate) cache: ResponseCache,
+    pub(crate) throttle: Throttle,
+    pub(crate) upstream: Arc<Upstream>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) request_timeout: Duration,
+    pub(crate) max_body: usize,
     /// The served OpenAPI document.
-    pub openapi: serde_json::Value,
+    pub(crate) openapi: serde_json::Value,
     /// The embedded sandbox, when `upstream.base_url = "sandbox"`; kept alive with the gateway.
-    pub sandbox: Option<Sandbox>,
+    _sandbox: Option<EmbeddedSandbox>,
 }
 
 impl HasAuthenticator for Arc<Gateway> {
@@ -70,37 +72,19 @@ impl HasBodyLimit for Arc<Gateway> {
 
 impl Gateway {
     /// Builds the gateway from a validated config (starting the embedded sandbox if asked to).
-    pub async fn new(config: &Config) -> anyhow::Result<Arc<Self>> {
+    pub(crate) async fn new(config: &Config) -> anyhow::Result<Arc<Self>> {
         let metrics = Arc::new(Metrics::new());
         let auth = Arc::new(Authenticator::new(config).map_err(anyhow::Error::msg)?);
-        let upstream_config = &config.upstream;
-        let secret = |value: &Option<crate::config::Secret>| value.as_ref().map(|s| s.expose().to_string());
-        let (customer_id, customer_secret) =
-            match (secret(&upstream_config.customer_id), secret(&upstream_config.customer_secret)) {
-                (Some(id), Some(secret)) => (id, secret),
-                // Only the embedded sandbox gets here (validation requires both otherwise).
-                _ => ("sandbox".to_string(), format!("{:032x}", fastrand::u128(..))),
-            };
-        let (sandbox, base_url) = if upstream_config.is_embedded_sandbox() {
-            let sandbox_config =
-                SandboxConfig { seed: Seed::Demo, ..SandboxConfig::new(&customer_id, &customer_secret) };
-            let sandbox = Sandbox::start(sandbox_config, "127.0.0.1:0".parse().expect("an address")).await?;
-            let base_url = sandbox.base_url();
-            tracing::info!(%base_url, "embedded sandbox started (the Console API simulator)");
+        let (customer_id, customer_secret) = account_credentials(config);
+        let (sandbox, base_url) = if config.upstream.is_embedded_sandbox() {
+            let (sandbox, base_url) = embedded::start(&customer_id, &customer_secret).await?;
             (Some(sandbox), base_url)
         } else {
-            (None, upstream_config.base_url.clone())
+            (None, config.upstream.base_url.clone())
         };
-        let upstream = Upstream::new(&base_url, &customer_id, &customer_secret, upstream_config, metrics.clone())
+        let upstream = Upstream::new(&base_url, &customer_id, &customer_secret, &config.upstream, metrics.clone())
             .map_err(anyhow::Error::msg)?;
-        let throttle = match &config.throttle.redis_url {
-            None => Throttle::local(&config.throttle, auth.tenants(), metrics.clone()),
-            Some(url) => {
-                let cluster = ClusterBudget::new(&config.throttle, url.expose(), &customer_id, metrics.clone())
-                    .map_err(anyhow::Error::msg)?;
-                Throttle::cluster(&config.throttle, cluster, auth.tenants(), metrics.clone())
-            }
-        };
+        let throttle = budget(config, &auth, &customer_id, &metrics)?;
         Ok(Arc::new(Self {
             auth,
             cache: ResponseCache::new(&config.cache, metrics.clone()),
@@ -110,15 +94,15 @@ impl Gateway {
             request_timeout: config.request_timeout(),
             max_body: usize::try_from(config.server.max_body.as_u64()).unwrap_or(usize::MAX),
             openapi: docs::document(),
-            sandbox,
+            _sandbox: sandbox,
         }))
     }
 
     /// Steps 4 to 8 for one validated request; errors become their responses here.
-    pub async fn serve(
+    pub(crate) async fn serve(
         self: &Arc<Self>,
         principal: Arc<Principal>,
-        call: UpstreamCall,
+        call: Call,
         directives: Directives,
     ) -> Response {
         match self.pipeline(&principal, call, directives).await {
@@ -130,10 +114,10 @@ impl Gateway {
     async fn pipeline(
         self: &Arc<Self>,
         principal: &Arc<Principal>,
-        call: UpstreamCall,
+        call: Call,
         directives: Directives,
     ) -> Result<Response, GatewayError> {
-        let policy = call.operation().policy();
+        let policy = call.operation.policy();
         let refresh = directives.refresh;
         let upstream = self.fetcher(&principal.tenant, directives.deadline);
         // 4. authorize
@@ -159,7 +143,7 @@ impl Gateway {
             }
             // 6-7, invalidation, 8.
             None => {
-                let operation = call.operation();
+                let operation = call.operation;
                 let result = upstream.fetch(call.clone()).await;
                 // A write refused before it was sent changed nothing; any other outcome may have.
                 if !matches!(result, Err(GatewayError::Throttled { .. })) {
@@ -181,30 +165,28 @@ impl Gateway {
     async fn read(
         &self,
         upstream: Fetcher,
-        call: UpstreamCall,
+        call: Call,
         class: CacheClass,
         refresh: bool,
     ) -> Result<(Arc<Entry>, CacheStatus), GatewayError> {
-        let (operation, key) = (call.operation(), call.cache_key());
+        let (operation, key) = (call.operation, call.cache_key());
         let fill = move || async move { Entry::new(operation, upstream.fetch(call).await?) };
         self.cache.read(key, class, refresh, fill).await
     }
 
     /// `get_project` answered from a fresh cached project list, when the project is in it (in the
     /// document's shape, `{"project": [...]}`, with the list's status).
-    async fn project_from_list(
-        &self,
-        principal: &Principal,
-        call: &UpstreamCall,
-    ) -> Result<Option<Response>, GatewayError> {
-        let UpstreamCall::GetProject { id, name } = call else {
+    async fn project_from_list(&self, principal: &Principal, call: &Call) -> Result<Option<Response>, GatewayError> {
+        if call.operation != Operation::GetProject {
             return Ok(None);
-        };
-        let Some(list) = self.cache.fresh(&UpstreamCall::ListProjects.cache_key(), CacheClass::Project).await else {
+        }
+        let (id, name) = (call.get("id"), call.get("name"));
+        let Some(list) = self.cache.fresh(&Call::new(Operation::ListProjects).cache_key(), CacheClass::Project).await
+        else {
             return Ok(None);
         };
         let matches = |item: &&egress::ProjectItem| {
-            id.as_ref().is_none_or(|id| *id == item.id) && name.as_ref().is_none_or(|name| *name == item.name)
+            id.is_none_or(|id| id == item.id) && name.is_none_or(|name| name == item.name)
         };
         let Some(item) = list.projects().iter().find(matches) else {
             return Ok(None);
@@ -217,16 +199,39 @@ impl Gateway {
         Ok(Some(answer_response(&list.answer, body, Some((CacheStatus::Hit, list.age())))))
     }
 
-    async fn invalidate(&self, call: &UpstreamCall, invalidation: Invalidation) {
+    async fn invalidate(&self, call: &Call, invalidation: Invalidation) {
         match invalidation {
             Invalidation::Nothing => {}
-            Invalidation::Project => self.cache.invalidate_project(call.project_id().unwrap_or_default()),
+            Invalidation::Project => self.cache.invalidate_project(call.value("id").unwrap_or_default()),
             Invalidation::KickingRules => {
-                let appid = call.appid().unwrap_or_default();
-                self.cache.invalidate_key(&kicking_rules_key(appid), CacheClass::Channel).await;
+                let appid = call.value("appid").unwrap_or_default();
+                let rules = Call::with(Operation::ListKickingRules, &[("appid", appid)]);
+                self.cache.invalidate_key(&rules.cache_key(), CacheClass::Channel).await;
             }
         }
     }
+}
+
+/// The account's Basic credentials; made up for the embedded sandbox when the config has none
+/// (validation requires both otherwise).
+fn account_credentials(config: &Config) -> (String, String) {
+    let secret = |value: &Option<crate::config::Secret>| value.as_ref().map(|s| s.expose().to_string());
+    match (secret(&config.upstream.customer_id), secret(&config.upstream.customer_secret)) {
+        (Some(id), Some(secret)) => (id, secret),
+        _ => ("sandbox".to_string(), format!("{:032x}", fastrand::u128(..))),
+    }
+}
+
+/// The upstream budget: this process's own, or shared through Redis.
+fn budget(config: &Config, auth: &Authenticator, account: &str, metrics: &Arc<Metrics>) -> anyhow::Result<Throttle> {
+    Ok(match &config.throttle.redis_url {
+        None => Throttle::local(&config.throttle, auth.tenants(), metrics.clone()),
+        Some(url) => {
+            let cluster = ClusterBudget::new(&config.throttle, url.expose(), account, metrics.clone())
+                .map_err(anyhow::Error::msg)?;
+            Throttle::cluster(&config.throttle, cluster, auth.tenants(), metrics.clone())
+        }
+    })
 }
 
 /// The project list through the cache, as the ownership checks see it.
@@ -237,7 +242,8 @@ struct ProjectDirectory<'a> {
 
 impl Directory for ProjectDirectory<'_> {
     async fn projects(&self, refresh: bool) -> Result<Arc<Entry>, GatewayError> {
-        let read = self.gateway.read(self.upstream.clone(), UpstreamCall::ListProjects, CacheClass::Project, refresh);
+        let read =
+            self.gateway.read(self.upstream.clone(), Call::new(Operation::ListProjects), CacheClass::Project, refresh);
         read.await.map(|(entry, _)| entry)
     }
 }
@@ -256,8 +262,8 @@ impl Fetcher {
     /// A slot, then the call. If Agora answers 429 anyway, the budget pauses (for its
     /// `Retry-After`, at most `upstream.max_retry_after`) and an idempotent read is tried once
     /// more, if a slot comes within its deadline.
-    async fn fetch(self, call: UpstreamCall) -> Result<Answer, GatewayError> {
-        let policy = call.operation().policy();
+    async fn fetch(self, call: Call) -> Result<Answer, GatewayError> {
+        let policy = call.operation.policy();
         let queue_until = Instant::now() + self.throttle.max_wait();
         let deadline = match self.deadline.and_then(|d| d.checked_sub(self.upstream.timeout())) {
             Some(latest) => latest.min(queue_until),
@@ -325,7 +331,7 @@ impl MakeRequestId for MakeRequestHex {
 }
 
 /// The whole HTTP surface, with its layers (outermost first).
-pub fn router(gateway: Arc<Gateway>) -> Router {
+pub(crate) fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .merge(routes::console_routes())
         .merge(ops::routes())

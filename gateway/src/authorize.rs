@@ -10,28 +10,28 @@ use bytes::Bytes;
 
 use crate::auth::Principal;
 use crate::cache::Entry;
+use crate::call::Call;
 use crate::egress::ProjectItem;
 use crate::error::GatewayError;
 use crate::policy::{OperationPolicy, Ownership};
-use crate::upstream::UpstreamCall;
 
 /// A project missing from a directory at least this old is looked for once more, upstream.
-pub const DIRECTORY_RECHECK_AGE: Duration = Duration::from_secs(5);
+pub(crate) const DIRECTORY_RECHECK_AGE: Duration = Duration::from_secs(5);
 
-pub fn require_scope(principal: &Principal, policy: &OperationPolicy) -> Result<(), GatewayError> {
+pub(crate) fn require_scope(principal: &Principal, policy: &OperationPolicy) -> Result<(), GatewayError> {
     if principal.has(policy.scope) { Ok(()) } else { Err(GatewayError::InsufficientScope { scope: policy.scope }) }
 }
 
 /// What to do after the ownership check.
-pub enum Decision {
+pub(crate) enum Decision {
     /// Send this (possibly narrowed) call.
-    Send(UpstreamCall),
+    Send(Call),
     /// Answer this body without calling upstream.
     Answer(Bytes),
 }
 
 /// Access to the project directory: `refresh` asks for a fresh list from upstream.
-pub trait Directory {
+pub(crate) trait Directory {
     fn projects(&self, refresh: bool) -> impl Future<Output = Result<Arc<Entry>, GatewayError>> + Send;
 }
 
@@ -56,80 +56,85 @@ async fn find_owned(
     Ok(items(&entry).iter().any(|item| matches(item) && principal.owns(&item.id, &item.name)))
 }
 
-pub async fn check_ownership(
+pub(crate) async fn check_ownership(
     directory: &impl Directory,
     principal: &Principal,
     policy: &OperationPolicy,
-    call: UpstreamCall,
+    mut call: Call,
 ) -> Result<Decision, GatewayError> {
+    // The input the rule reads; a call without it owns nothing.
+    let input = policy.owner_param.and_then(|name| call.value(name)).unwrap_or_default().to_string();
     if principal.is_admin() {
+        if policy.ownership == Ownership::UsageProjects {
+            call.set("projects", id_list(&input).join(","));
+        }
         return Ok(Decision::Send(call));
     }
     let tenant = &principal.tenant;
     match policy.ownership {
-        Ownership::NamePrefix => {
-            let UpstreamCall::CreateProject(body) = &call else {
-                return Ok(Decision::Send(call));
-            };
-            match &tenant.project_name_prefix {
-                Some(prefix) if body.name.starts_with(prefix.as_str()) => Ok(Decision::Send(call)),
-                Some(prefix) => Err(GatewayError::Forbidden(format!(
-                    "tenant {} may create only projects whose name starts with {prefix:?}",
-                    tenant.id
-                ))),
-                None => Err(GatewayError::Forbidden(format!(
-                    "tenant {} has no project_name_prefix, so it may not create projects",
-                    tenant.id
-                ))),
-            }
-        }
+        Ownership::NamePrefix => match &tenant.project_name_prefix {
+            Some(prefix) if input.starts_with(prefix.as_str()) => Ok(Decision::Send(call)),
+            Some(prefix) => Err(GatewayError::Forbidden(format!(
+                "tenant {} may create only projects whose name starts with {prefix:?}",
+                tenant.id
+            ))),
+            None => Err(GatewayError::Forbidden(format!(
+                "tenant {} has no project_name_prefix, so it may not create projects",
+                tenant.id
+            ))),
+        },
         // Filtered on the way out.
         Ownership::FilterProjects => Ok(Decision::Send(call)),
         // Decided before asking, so that another tenant's project and a missing one answer alike.
         Ownership::ResultProject => {
-            let UpstreamCall::GetProject { id, name } = &call else { return Ok(Decision::Send(call)) };
-            let matches = |item: &ProjectItem| {
-                id.as_ref().is_none_or(|id| *id == item.id) && name.as_ref().is_none_or(|name| *name == item.name)
-            };
-            if find_owned(directory, principal, matches).await? {
+            let (id, name) = (call.get("id"), call.get("name"));
+            let matches =
+                |item: &ProjectItem| id.is_none_or(|id| id == item.id) && name.is_none_or(|name| name == item.name);
+            if (id.is_some() || name.is_some()) && find_owned(directory, principal, matches).await? {
                 Ok(Decision::Send(call))
             } else {
                 Err(GatewayError::not_found("project not found"))
             }
         }
-        Ownership::BodyProjectId | Ownership::QueryProjectId => {
-            let id = call.project_id().unwrap_or_default().to_string();
-            if find_owned(directory, principal, |item| item.id == id).await? {
+        Ownership::ProjectId => {
+            if find_owned(directory, principal, |item| item.id == input).await? {
                 Ok(Decision::Send(call))
             } else {
-                Err(GatewayError::not_found(format!("project {id:?} not found")))
+                Err(GatewayError::not_found(format!("project {input:?} not found")))
             }
         }
         Ownership::AppId => {
-            let appid = call.appid().unwrap_or_default().to_string();
-            if find_owned(directory, principal, |item| item.vendor_key == appid).await? {
+            if find_owned(directory, principal, |item| item.vendor_key == input).await? {
                 Ok(Decision::Send(call))
             } else {
-                Err(GatewayError::not_found(format!("app {appid:?} not found")))
+                Err(GatewayError::not_found(format!("app {input:?} not found")))
             }
         }
         Ownership::UsageProjects => {
-            let UpstreamCall::GetUsage { from, to, projects } = call else {
-                return Ok(Decision::Send(call));
-            };
             let entry = directory.projects(false).await?;
+            let wanted = id_list(&input);
             let owned = items(&entry).iter().filter(|item| principal.owns(&item.id, &item.name));
             // Unknown or foreign IDs are dropped, as Agora ignores unknown ones.
-            let projects: Vec<String> = if projects.is_empty() {
+            let mut projects: Vec<String> = if wanted.is_empty() {
                 owned.map(|item| item.id.clone()).collect()
             } else {
-                owned.filter(|item| projects.contains(&item.id)).map(|item| item.id.clone()).collect()
+                owned.filter(|item| wanted.contains(&item.id)).map(|item| item.id.clone()).collect()
             };
             if projects.is_empty() {
                 // An empty `projects` would mean "every project of the account" upstream.
                 return Ok(Decision::Answer(Bytes::from_static(b"{\"usages\":[]}")));
             }
-            Ok(Decision::Send(UpstreamCall::GetUsage { from, to, projects }))
+            projects.sort();
+            call.set("projects", projects.join(","));
+            Ok(Decision::Send(call))
         }
     }
+}
+
+/// A comma-separated list of IDs, trimmed, sorted, without repeats (one cache key for one set).
+fn id_list(text: &str) -> Vec<String> {
+    let mut ids: Vec<String> = text.split(',').map(str::trim).filter(|id| !id.is_empty()).map(str::to_string).collect();
+    ids.sort();
+    ids.dedup();
+    ids
 }

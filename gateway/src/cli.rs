@@ -8,7 +8,12 @@ use std::time::Duration;
 
 use crate::auth::mint::{MintRequest, mint};
 use crate::config::{Config, LogFormat};
-use crate::{Gateway, demo, docs, serve};
+#[cfg(feature = "demo")]
+use crate::demo;
+use crate::{Gateway, docs, serve};
+
+/// Where the demo listens unless told otherwise.
+const DEMO_LISTEN: &str = "127.0.0.1:8080";
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
@@ -60,7 +65,7 @@ enum Command {
     Openapi,
     /// Run the demo: the embedded sandbox, three demo tenants, and a token for each.
     Demo {
-        #[arg(long, default_value = demo::DEMO_LISTEN)]
+        #[arg(long, default_value = DEMO_LISTEN)]
         listen: SocketAddr,
     },
 }
@@ -68,7 +73,7 @@ enum Command {
 /// Runs the command line of `std::env::args()`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command.unwrap_or(Command::Demo { listen: demo::DEMO_LISTEN.parse().expect("an address") }) {
+    let result = match cli.command.unwrap_or(Command::Demo { listen: DEMO_LISTEN.parse().expect("an address") }) {
         Command::CheckConfig { config } => check_config(&config),
         Command::Token { config, tenant, scope, ttl, key, kid, sub } => {
             token(&config, &tenant, scope.as_deref(), ttl, key.as_deref(), kid.as_deref(), &sub)
@@ -151,6 +156,14 @@ async fn run_serve(path: &std::path::Path) -> anyhow::Result<()> {
     serve_until_signal(gateway, listener, config.server.shutdown_grace).await
 }
 
+#[cfg(not(feature = "demo"))]
+async fn run_demo(_listen: SocketAddr) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "this build has no demo (it was built without the `demo` feature): use `agora-gateway serve --config FILE`"
+    )
+}
+
+#[cfg(feature = "demo")]
 async fn run_demo(listen: SocketAddr) -> anyhow::Result<()> {
     init_logging(LogFormat::Text);
     let config = demo::config();

@@ -7,8 +7,7 @@ use crate::auth::mint::{MintRequest, mint};
 use crate::config::{Config, KeyConfig, Secret, TenantConfig, UpstreamConfig};
 use crate::policy::Scope;
 
-pub const DEMO_LISTEN: &str = "127.0.0.1:8080";
-pub const DEMO_AUDIENCE: &str = "agora-gateway";
+pub(crate) const DEMO_AUDIENCE: &str = "agora-gateway";
 const TOKEN_TTL: Duration = Duration::from_secs(12 * 3600);
 
 fn tenant(id: &str, prefix: &str, scopes: &[Scope], weight: u32) -> TenantConfig {
@@ -31,10 +30,13 @@ fn tenant(id: &str, prefix: &str, scopes: &[Scope], weight: u32) -> TenantConfig
 }
 
 /// The demo's configuration (validated like any other).
-pub fn config() -> Config {
+pub(crate) fn config() -> Config {
     use Scope::*;
     let config = Config {
-        server: crate::config::ServerConfig { listen: DEMO_LISTEN.parse().expect("an address"), ..Default::default() },
+        server: crate::config::ServerConfig {
+            listen: "127.0.0.1:8080".parse().expect("an address"),
+            ..Default::default()
+        },
         upstream: UpstreamConfig {
             base_url: crate::config::EMBEDDED_SANDBOX.into(),
             customer_id: None,
@@ -61,7 +63,7 @@ pub fn config() -> Config {
 }
 
 /// A token for each demo tenant, with all of its scopes.
-pub fn tokens(config: &Config) -> Vec<(String, String)> {
+pub(crate) fn tokens(config: &Config) -> Vec<(String, String)> {
     config
         .tenants
         .iter()

@@ -21,7 +21,7 @@ const CONSOLE: &str = include_str!(concat!(env!("OUT_DIR"), "/console-openapi.js
 struct GatewayEndpoints;
 
 /// The merged document.
-pub fn document() -> Value {
+pub(crate) fn document() -> Value {
     let mut document: Value = serde_json::from_str(CONSOLE).expect("build.rs writes valid JSON");
     let own = serde_json::to_value(GatewayEndpoints::openapi()).expect("utoipa's document serializes");
     for (path, item) in own["paths"].as_object().into_iter().flatten() {
@@ -36,6 +36,6 @@ pub fn document() -> Value {
 }
 
 /// `/docs` and `/openapi.json`.
-pub fn router<S: Clone + Send + Sync + 'static>(document: Value) -> Router<S> {
+pub(crate) fn router<S: Clone + Send + Sync + 'static>(document: Value) -> Router<S> {
     SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", document).into()
 }

@@ -19,52 +19,49 @@ use tower::{Layer, Service};
 
 use crate::error::{GatewayError, ProblemReport};
 use crate::metrics::{ANONYMOUS, Metrics, OperationLabels, RequestLabels};
-use crate::policy::POLICIES;
 
-/// The tenant of a request, once authenticated: filled by the `Authenticated` extractor, read by
-/// the edge for the metrics after the response.
+/// Where the handler leaves the labels of the request's metrics — its operation, then its tenant
+/// once authenticated — for the edge to read after the response.
 #[derive(Clone, Default)]
-pub struct TenantSlot(Arc<OnceLock<&'static str>>);
+pub(crate) struct RequestSlot(Arc<Labels>);
 
-impl TenantSlot {
-    pub fn set(&self, tenant: &'static str) {
-        let _ = self.0.set(tenant);
+#[derive(Default)]
+struct Labels {
+    operation: OnceLock<&'static str>,
+    tenant: OnceLock<&'static str>,
+}
+
+impl RequestSlot {
+    pub(crate) fn set_operation(&self, operation: &'static str) {
+        let _ = self.0.operation.set(operation);
     }
 
-    fn get(&self) -> &'static str {
-        self.0.get().copied().unwrap_or(ANONYMOUS)
+    pub(crate) fn set_tenant(&self, tenant: &'static str) {
+        let _ = self.0.tenant.set(tenant);
+    }
+
+    fn tenant(&self) -> &'static str {
+        self.0.tenant.get().copied().unwrap_or(ANONYMOUS)
+    }
+
+    /// The operation the route named; `unknown` for other paths under `/dev`, `None` outside it.
+    fn operation(&self, path: &str) -> Option<&'static str> {
+        match self.0.operation.get() {
+            Some(operation) => Some(operation),
+            None => path.starts_with("/dev/").then_some("unknown"),
+        }
     }
 }
 
 /// When the edge gives up on the request: handlers pass it down, so that no request queues for an
 /// upstream slot it could not use before then.
 #[derive(Clone, Copy, Debug)]
-pub struct RequestDeadline(pub Instant);
-
-/// The operationId of a Console request, from the policy table's routes; `unknown` for other
-/// paths under `/dev`, `None` outside it.
-pub fn operation_of(method: &Method, path: &str) -> Option<&'static str> {
-    let path = path.strip_prefix("/dev")?;
-    let path = path.strip_suffix('/').unwrap_or(path);
-    let matches = |template: &str| {
-        let mut wanted = template.split('/');
-        let mut given = path.split('/');
-        loop {
-            match (wanted.next(), given.next()) {
-                (None, None) => return true,
-                (Some(w), Some(g)) if w.starts_with('{') && !g.is_empty() => {}
-                (Some(w), Some(g)) if w == g => {}
-                _ => return false,
-            }
-        }
-    };
-    Some(POLICIES.iter().find(|p| p.method == method && matches(p.path)).map_or("unknown", |p| p.id))
-}
+pub(crate) struct RequestDeadline(pub(crate) Instant);
 
 #[derive(Clone)]
-pub struct EdgeLayer {
-    pub metrics: Arc<Metrics>,
-    pub timeout: Duration,
+pub(crate) struct EdgeLayer {
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) timeout: Duration,
 }
 
 impl<S> Layer<S> for EdgeLayer {
@@ -76,7 +73,7 @@ impl<S> Layer<S> for EdgeLayer {
 }
 
 #[derive(Clone)]
-pub struct Edge<S> {
+pub(crate) struct Edge<S> {
     inner: S,
     metrics: Arc<Metrics>,
     timeout: Duration,
@@ -97,8 +94,7 @@ where
 
     fn call(&mut self, mut request: Request) -> Self::Future {
         let started = Instant::now();
-        let operation = operation_of(request.method(), request.uri().path());
-        let slot = TenantSlot::default();
+        let slot = RequestSlot::default();
         request.extensions_mut().insert(slot.clone());
         request.extensions_mut().insert(RequestDeadline(started + self.timeout));
         let request_id = request.headers().get("x-request-id").cloned();
@@ -120,8 +116,8 @@ where
                 Err(_panic) => GatewayError::Internal("a handler panicked".into()).into_response(),
             };
             finish_problem(&mut response, request_id, &method, &uri);
-            if let Some(operation) = operation {
-                let labels = RequestLabels { tenant: slot.get(), operation, status: response.status().as_u16() };
+            if let Some(operation) = slot.operation(uri.path()) {
+                let labels = RequestLabels { tenant: slot.tenant(), operation, status: response.status().as_u16() };
                 metrics.requests.get_or_create(&labels).inc();
                 let elapsed = started.elapsed().as_secs_f64();
                 metrics.request_duration.get_or_create(&OperationLabels { operation }).observe(elapsed);
@@ -185,20 +181,12 @@ mod tests {
     }
 
     #[test]
-    fn operations_are_found_from_the_policy_table() {
-        let cases = [
-            (Method::GET, "/dev/v1/projects", Some("list_projects")),
-            (Method::GET, "/dev/v1/projects/", Some("list_projects")),
-            (Method::DELETE, "/dev/v1/project", Some("delete_project")),
-            (Method::GET, "/dev/v1/channel/abc", Some("list_channels")),
-            (Method::GET, "/dev/v1/channel/user/abc/lobby", Some("list_channel_users")),
-            (Method::GET, "/dev/v1/channel/user/property/abc/7/lobby/", Some("get_user_property")),
-            (Method::PATCH, "/dev/v1/project", Some("unknown")),
-            (Method::GET, "/dev/v1/channel/", Some("unknown")),
-            (Method::GET, "/healthz", None),
-        ];
-        for (method, path, expected) in cases {
-            assert_eq!(operation_of(&method, path), expected, "{method} {path}");
-        }
+    fn metrics_take_the_operation_the_route_named() {
+        let slot = RequestSlot::default();
+        assert_eq!(slot.operation("/dev/v1/nothing"), Some("unknown"));
+        assert_eq!(slot.operation("/healthz"), None);
+        slot.set_operation("list_projects");
+        slot.set_tenant("acme");
+        assert_eq!((slot.operation("/dev/v1/projects/"), slot.tenant()), (Some("list_projects"), "acme"));
     }
 }

@@ -13,27 +13,27 @@ use serde::Serialize;
 
 use crate::policy::Scope;
 
-pub const PROBLEM_JSON: &str = "application/problem+json";
+pub(crate) const PROBLEM_JSON: &str = "application/problem+json";
 
 /// Agora's own error answer, passed through unchanged: status, body bytes, and the headers a
 /// caller needs (`Content-Type`, `Retry-After`, `RateLimit-*`, Agora's request ID).
 #[derive(Debug, Clone)]
-pub struct UpstreamStatus {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
+pub(crate) struct UpstreamStatus {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
 }
 
 impl UpstreamStatus {
     /// Agora's `Retry-After`, in seconds, when it gave one.
-    pub fn retry_after(&self) -> Option<Duration> {
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
         let seconds: u64 = self.headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
         Some(Duration::from_secs(seconds))
     }
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum GatewayError {
+pub(crate) enum GatewayError {
     /// Malformed input; nothing was sent upstream.
     #[error("{0}")]
     BadRequest(String),
@@ -70,8 +70,6 @@ pub enum GatewayError {
     /// The gateway took longer than its request timeout.
     #[error("the gateway could not answer within {0:?}")]
     RequestTimeout(Duration),
-    #[error("{0}")]
-    Unavailable(String),
     /// A bug or an unexpected state: the client reads a generic message, the log the cause.
     #[error("internal error")]
     Internal(String),
@@ -85,39 +83,39 @@ fn retry_after_seconds(duration: Duration) -> u64 {
 
 /// The problem document, before the middleware adds the request id.
 #[derive(Debug, Clone, Serialize)]
-pub struct Problem {
+pub(crate) struct Problem {
     #[serde(rename = "type")]
-    pub kind: String,
-    pub title: &'static str,
-    pub status: u16,
-    pub detail: String,
+    pub(crate) kind: String,
+    pub(crate) title: &'static str,
+    pub(crate) status: u16,
+    pub(crate) detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
+    pub(crate) request_id: Option<String>,
 }
 
 impl Problem {
-    pub fn to_body(&self) -> Bytes {
+    pub(crate) fn to_body(&self) -> Bytes {
         Bytes::from(serde_json::to_vec(self).unwrap_or_default())
     }
 }
 
 /// Left on a response by `GatewayError::into_response` for the middleware: the problem and what to log.
 #[derive(Debug, Clone)]
-pub struct ProblemReport {
-    pub problem: Problem,
-    pub log_detail: Option<String>,
+pub(crate) struct ProblemReport {
+    pub(crate) problem: Problem,
+    pub(crate) log_detail: Option<String>,
 }
 
 impl GatewayError {
-    pub fn bad_request(detail: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(detail: impl Into<String>) -> Self {
         Self::BadRequest(detail.into())
     }
 
-    pub fn not_found(detail: impl Into<String>) -> Self {
+    pub(crate) fn not_found(detail: impl Into<String>) -> Self {
         Self::NotFound(detail.into())
     }
 
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -129,7 +127,6 @@ impl GatewayError {
             Self::Upstream(upstream) => upstream.status,
             Self::UpstreamCredentials { .. } | Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::GatewayTimeout(_) | Self::RequestTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -149,12 +146,11 @@ impl GatewayError {
             Self::BadGateway(_) => ("bad-gateway", "Upstream unavailable"),
             Self::GatewayTimeout(_) => ("upstream-timeout", "Upstream timeout"),
             Self::RequestTimeout(_) => ("request-timeout", "Gateway timeout"),
-            Self::Unavailable(_) => ("unavailable", "Service unavailable"),
             Self::Internal(_) => ("internal", "Internal error"),
         }
     }
 
-    pub fn problem(&self) -> Problem {
+    pub(crate) fn problem(&self) -> Problem {
         let (slug, title) = self.slug_and_title();
         Problem {
             kind: format!("urn:agora-gateway:problem:{slug}"),
@@ -201,9 +197,6 @@ impl IntoResponse for GatewayError {
             }
             Self::Throttled { retry_after } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds(*retry_after)));
-            }
-            Self::Unavailable(_) => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
         }

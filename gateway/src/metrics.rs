@@ -9,35 +9,35 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// Tenant label of requests that never authenticated.
-pub const ANONYMOUS: &str = "anonymous";
+pub(crate) const ANONYMOUS: &str = "anonymous";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    pub tenant: &'static str,
-    pub operation: &'static str,
-    pub status: u16,
+pub(crate) struct RequestLabels {
+    pub(crate) tenant: &'static str,
+    pub(crate) operation: &'static str,
+    pub(crate) status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OperationLabels {
-    pub operation: &'static str,
+pub(crate) struct OperationLabels {
+    pub(crate) operation: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CacheLabels {
-    pub class: &'static str,
-    pub result: &'static str,
+pub(crate) struct CacheLabels {
+    pub(crate) class: &'static str,
+    pub(crate) result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct UpstreamLabels {
-    pub operation: &'static str,
-    pub status: u16,
+pub(crate) struct UpstreamLabels {
+    pub(crate) operation: &'static str,
+    pub(crate) status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TenantLabels {
-    pub tenant: &'static str,
+pub(crate) struct TenantLabels {
+    pub(crate) tenant: &'static str,
 }
 
 fn latency_histogram() -> Histogram {
@@ -45,19 +45,19 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.00025, 2.0, 16))
 }
 
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
-    pub requests: Family<RequestLabels, Counter>,
-    pub request_duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
-    pub cache_events: Family<CacheLabels, Counter>,
-    pub upstream_requests: Family<UpstreamLabels, Counter>,
-    pub upstream_duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
-    pub throttle_wait: Family<TenantLabels, Histogram, fn() -> Histogram>,
-    pub throttle_rejected: Family<TenantLabels, Counter>,
-    pub throttle_queue_depth: Gauge,
-    pub cache_bytes: Gauge,
-    pub redis_up: Gauge,
-    pub upstream_credentials_refused: Counter,
+    pub(crate) requests: Family<RequestLabels, Counter>,
+    pub(crate) request_duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
+    pub(crate) cache_events: Family<CacheLabels, Counter>,
+    pub(crate) upstream_requests: Family<UpstreamLabels, Counter>,
+    pub(crate) upstream_duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
+    pub(crate) throttle_wait: Family<TenantLabels, Histogram, fn() -> Histogram>,
+    pub(crate) throttle_rejected: Family<TenantLabels, Counter>,
+    pub(crate) throttle_queue_depth: Gauge,
+    pub(crate) cache_bytes: Gauge,
+    pub(crate) redis_up: Gauge,
+    pub(crate) upstream_credentials_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -67,7 +67,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut registry = Registry::with_prefix("agora_gateway");
         let requests = Family::default();
         registry.register("requests", "Requests answered, by tenant, operation and status", requests.clone());
@@ -136,7 +136,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text

@@ -15,9 +15,9 @@ use crate::app::Gateway;
 use crate::auth::Authenticated;
 use crate::error::GatewayError;
 use crate::policy::{CacheClass, Scope};
-use crate::routes::{Body, method_not_allowed};
+use crate::routes::{BoundedBody, method_not_allowed};
 
-pub fn routes() -> Router<Arc<Gateway>> {
+pub(crate) fn routes() -> Router<Arc<Gateway>> {
     Router::new()
         .route("/healthz", get(healthz).fallback(method_not_allowed))
         .route("/readyz", get(readyz).fallback(method_not_allowed))
@@ -26,19 +26,19 @@ pub fn routes() -> Router<Arc<Gateway>> {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct Health {
+pub(crate) struct Health {
     /// Always `ok`.
     status: &'static str,
 }
 
 /// Alive: the process answers.
 #[utoipa::path(get, path = "/healthz", tag = "gateway", security(()), responses((status = 200, description = "Alive", body = Health)))]
-pub async fn healthz() -> Json<Health> {
+pub(crate) async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct Readiness {
+pub(crate) struct Readiness {
     /// `ready`, or `degraded` while the shared budget's Redis is unreachable or Agora refuses the gateway's credentials.
     status: &'static str,
     /// Why not ready.
@@ -55,7 +55,7 @@ pub struct Readiness {
         (status = 503, description = "Redis unreachable (this replica spends a local share of the budget), or Agora refuses the gateway's credentials", body = Readiness)
     )
 )]
-pub async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
+pub(crate) async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
     match gateway.throttle.not_ready().or_else(|| gateway.upstream.not_ready()) {
         None => Json(Readiness { status: "ready", reason: None }).into_response(),
         Some(reason) => {
@@ -70,7 +70,7 @@ pub async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
 
 /// Prometheus metrics (text exposition format).
 #[utoipa::path(get, path = "/metrics", tag = "gateway", security(()), responses((status = 200, description = "Prometheus text", body = String, content_type = "text/plain")))]
-pub async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
+pub(crate) async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
     gateway.cache.weighted_size().await;
     let text = gateway.metrics.render();
     let mut response = Bytes::from(text).into_response();
@@ -82,14 +82,14 @@ pub async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
 
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
-pub struct PurgeRequest {
+pub(crate) struct PurgeRequest {
     /// `project`, `channel` or `usage`; every class when left out.
     #[serde(default)]
     class: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct PurgeAnswer {
+pub(crate) struct PurgeAnswer {
     /// The class purged, or `all`.
     purged: String,
 }
@@ -105,10 +105,10 @@ pub struct PurgeAnswer {
         (status = 403, description = "The token lacks the admin scope")
     )
 )]
-pub async fn purge_cache(
+pub(crate) async fn purge_cache(
     State(gateway): State<Arc<Gateway>>,
     Authenticated(principal): Authenticated,
-    Body(body): Body,
+    BoundedBody(body): BoundedBody,
 ) -> Result<Json<PurgeAnswer>, GatewayError> {
     if !principal.has(Scope::Admin) {
         return Err(GatewayError::InsufficientScope { scope: Scope::Admin });

@@ -1,14 +1,17 @@
-//! The one policy table of the 17 Console operations: for each, its route, the scope it needs, its
-//! cache class, how ownership is checked, what it invalidates and its throttle priority. Handlers
-//! and the pipeline read this table; none of them repeats it.
+//! The vocabulary of the gateway's policy: scopes, cache classes, ownership rules, invalidations,
+//! priorities, input checks, and the shape of one row of the operation table. The table itself is
+//! generated from the spec's `x-gateway` extensions (`generated.rs`, by `cargo xtask regen`);
+//! handlers and the pipeline read it, and none of them repeats it.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) use crate::generated::{OPERATIONS, Operation};
+
 /// What a token may do. A token's scopes are its `scope` claim cut down to its tenant's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Scope {
+pub(crate) enum Scope {
     #[serde(rename = "projects:read")]
     ProjectsRead,
     #[serde(rename = "projects:write")]
@@ -30,7 +33,7 @@ pub enum Scope {
 }
 
 impl Scope {
-    pub const ALL: [Scope; 8] = [
+    pub(crate) const ALL: [Scope; 8] = [
         Scope::ProjectsRead,
         Scope::ProjectsWrite,
         Scope::ProjectsSecrets,
@@ -41,7 +44,7 @@ impl Scope {
         Scope::Admin,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Scope::ProjectsRead => "projects:read",
             Scope::ProjectsWrite => "projects:write",
@@ -54,7 +57,7 @@ impl Scope {
         }
     }
 
-    pub fn parse(text: &str) -> Option<Scope> {
+    pub(crate) fn parse(text: &str) -> Option<Scope> {
         Scope::ALL.into_iter().find(|scope| scope.as_str() == text)
     }
 
@@ -71,23 +74,23 @@ impl fmt::Display for Scope {
 
 /// A set of scopes, as bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ScopeSet(u16);
+pub(crate) struct ScopeSet(u16);
 
 impl ScopeSet {
-    pub fn contains(self, scope: Scope) -> bool {
+    pub(crate) fn contains(self, scope: Scope) -> bool {
         self.0 & scope.bit() != 0
     }
 
-    pub fn intersection(self, other: ScopeSet) -> ScopeSet {
+    pub(crate) fn intersection(self, other: ScopeSet) -> ScopeSet {
         ScopeSet(self.0 & other.0)
     }
 
     /// The scopes of a space-separated `scope` claim; unknown names are ignored.
-    pub fn from_claim(claim: &str) -> ScopeSet {
+    pub(crate) fn from_claim(claim: &str) -> ScopeSet {
         claim.split_ascii_whitespace().filter_map(Scope::parse).collect()
     }
 
-    pub fn iter(self) -> impl Iterator<Item = Scope> {
+    pub(crate) fn iter(self) -> impl Iterator<Item = Scope> {
         Scope::ALL.into_iter().filter(move |scope| self.contains(*scope))
     }
 }
@@ -107,16 +110,16 @@ impl fmt::Display for ScopeSet {
 
 /// Cache classes, each with its own TTL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CacheClass {
+pub(crate) enum CacheClass {
     Project,
     Channel,
     Usage,
 }
 
 impl CacheClass {
-    pub const ALL: [CacheClass; 3] = [CacheClass::Project, CacheClass::Channel, CacheClass::Usage];
+    pub(crate) const ALL: [CacheClass; 3] = [CacheClass::Project, CacheClass::Channel, CacheClass::Usage];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CacheClass::Project => "project",
             CacheClass::Channel => "channel",
@@ -124,144 +127,143 @@ impl CacheClass {
         }
     }
 
-    pub fn parse(text: &str) -> Option<CacheClass> {
+    pub(crate) fn parse(text: &str) -> Option<CacheClass> {
         CacheClass::ALL.into_iter().find(|class| class.as_str() == text)
     }
 }
 
-/// How a request is checked against the tenant's projects.
+/// How a request is checked against the tenant's projects (`x-gateway.ownership`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ownership {
-    /// `create_project`: the name must carry the tenant's prefix.
+pub(crate) enum Ownership {
+    /// `create_project`: the name (`owner-param`) must carry the tenant's prefix.
     NamePrefix,
     /// `list_projects`: the answer is cut down to the tenant's projects.
     FilterProjects,
-    /// `get_project`: the project answered must be the tenant's.
+    /// `get_project`: the project asked for (by `id` and/or `name`) must be the tenant's.
     ResultProject,
-    /// The body's project `id` must be the tenant's.
-    BodyProjectId,
-    /// `get_usage`: `projects` is cut down to the tenant's; none means all of them.
+    /// The project ID in `owner-param` must be the tenant's.
+    ProjectId,
+    /// `get_usage`: the project IDs in `owner-param` are cut down to the tenant's; none means all
+    /// of them.
     UsageProjects,
-    /// `get_usage_v3`: `project_id` must be the tenant's.
-    QueryProjectId,
-    /// The `appid` (a project's `vendor_key`) must be the tenant's.
+    /// The App ID (a project's `vendor_key`) in `owner-param` must be the tenant's.
     AppId,
 }
 
-/// What a successful write makes stale.
+/// What a write makes stale (`x-gateway.invalidates`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Invalidation {
+pub(crate) enum Invalidation {
     Nothing,
-    /// That project and the project list.
+    /// That project (its `id`) and the project list.
     Project,
-    /// That app's kicking-rule list.
+    /// That app's (its `appid`) kicking-rule list.
     KickingRules,
 }
 
 /// Order within a tenant's queue for an upstream slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Priority {
+pub(crate) enum Priority {
     High = 0,
     Normal = 1,
     Low = 2,
 }
 
 impl Priority {
-    pub const ALL: [Priority; 3] = [Priority::High, Priority::Normal, Priority::Low];
+    #[cfg(test)]
+    pub(crate) const ALL: [Priority; 3] = [Priority::High, Priority::Normal, Priority::Low];
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Operation {
-    CreateProject,
-    ListProjects,
-    GetProject,
-    SetProjectStatus,
-    DeleteProject,
-    SetRecordingConfig,
-    EnableSignKey,
-    ResetSignKey,
-    GetUsage,
-    GetUsageV3,
-    CreateKickingRule,
-    ListKickingRules,
-    UpdateKickingRule,
-    DeleteKickingRule,
-    GetUserProperty,
-    ListChannelUsers,
-    ListChannels,
+/// A documented input rule beyond what the spec's types say (`x-gateway.checks`), run before any
+/// budget is spent (`routes/checks.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Check {
+    /// `get_project` needs an `id` or a `name` (the gateway must know which project to check).
+    IdOrName,
+    /// `from_date` not after `to_date`, at most a year apart.
+    UsageRange,
+    /// A kicking rule's `cname`, `uid` and `ip` as the document allows them (`""` read as not set).
+    KickingRule,
 }
 
-/// One row of the table.
+/// Where a parameter is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Location {
+    Path,
+    Query,
+}
+
+/// A parameter's type, as the spec gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ParamKind {
+    Text,
+    /// `YYYY-MM-DD`.
+    Date,
+    /// An unsigned 32-bit integer.
+    Uint32,
+    /// One of these values.
+    OneOf(&'static [&'static str]),
+}
+
+/// One parameter of an operation.
 #[derive(Debug)]
-pub struct OperationPolicy {
-    pub operation: Operation,
-    /// The spec's operationId.
-    pub id: &'static str,
-    pub method: http::Method,
-    /// Path under `/dev`, as the spec writes it.
-    pub path: &'static str,
-    pub scope: Scope,
+pub(crate) struct ParamSpec {
+    pub(crate) name: &'static str,
+    pub(crate) location: Location,
+    pub(crate) kind: ParamKind,
+    pub(crate) required: bool,
+    /// The spec's default, as text.
+    pub(crate) default: Option<&'static str>,
+    /// The spec's `maximum`, for integers.
+    pub(crate) maximum: Option<u64>,
+}
+
+/// The gateway's policy of one operation: its spec's `x-gateway`.
+#[derive(Debug)]
+pub(crate) struct OperationPolicy {
+    pub(crate) scope: Scope,
     /// Reads only; writes are never cached.
-    pub cache: Option<CacheClass>,
-    pub ownership: Ownership,
-    pub invalidates: Invalidation,
-    pub priority: Priority,
+    pub(crate) cache: Option<CacheClass>,
+    pub(crate) ownership: Ownership,
+    /// The input the ownership rule reads (a parameter or a body field).
+    pub(crate) owner_param: Option<&'static str>,
+    pub(crate) invalidates: Invalidation,
+    pub(crate) priority: Priority,
+    pub(crate) checks: &'static [Check],
+}
+
+/// One row of the operation table (`generated.rs`, from the spec).
+#[derive(Debug)]
+pub(crate) struct OperationSpec {
+    pub(crate) operation: Operation,
+    /// The spec's operationId.
+    pub(crate) id: &'static str,
+    pub(crate) method: http::Method,
+    /// Path under `/dev`, as the spec writes it.
+    pub(crate) path: &'static str,
+    pub(crate) params: &'static [ParamSpec],
+    /// The request body's schema, for operations that take one.
+    pub(crate) body: Option<&'static str>,
+    pub(crate) policy: OperationPolicy,
 }
 
 impl OperationPolicy {
     /// Safe to repeat: a read the gateway may retry after Agora's own 429.
-    pub fn is_idempotent_read(&self) -> bool {
-        self.method == http::Method::GET
+    pub(crate) fn is_idempotent_read(&self) -> bool {
+        self.cache.is_some()
     }
 }
-
-macro_rules! policy {
-    ($op:ident, $id:literal, $method:ident $path:literal, $scope:ident, $cache:expr, $owner:ident, $inv:ident, $prio:ident) => {
-        OperationPolicy {
-            operation: Operation::$op,
-            id: $id,
-            method: http::Method::$method,
-            path: $path,
-            scope: Scope::$scope,
-            cache: $cache,
-            ownership: Ownership::$owner,
-            invalidates: Invalidation::$inv,
-            priority: Priority::$prio,
-        }
-    };
-}
-
-use CacheClass::{Channel, Project, Usage};
-
-/// In the order of [`Operation`]'s variants.
-#[rustfmt::skip]
-pub static POLICIES: [OperationPolicy; 17] = [
-    policy!(CreateProject,      "create_project",       POST   "/v1/project",        ProjectsWrite, None,          NamePrefix,     Project,      Normal),
-    policy!(ListProjects,       "list_projects",        GET    "/v1/projects",       ProjectsRead,  Some(Project), FilterProjects, Nothing,      Normal),
-    policy!(GetProject,         "get_project",          GET    "/v1/project",        ProjectsRead,  Some(Project), ResultProject,  Nothing,      Normal),
-    policy!(SetProjectStatus,   "set_project_status",   POST   "/v1/project_status", ProjectsWrite, None,          BodyProjectId,  Project,      Normal),
-    policy!(DeleteProject,      "delete_project",       DELETE "/v1/project",        ProjectsWrite, None,          BodyProjectId,  Project,      Normal),
-    policy!(SetRecordingConfig, "set_recording_config", POST   "/v1/recording_config", ProjectsWrite, None,        BodyProjectId,  Project,      Normal),
-    policy!(EnableSignKey,      "enable_sign_key",      POST   "/v1/signkey",        ProjectsWrite, None,          BodyProjectId,  Project,      Normal),
-    policy!(ResetSignKey,       "reset_sign_key",       POST   "/v1/reset_signkey",  ProjectsWrite, None,          BodyProjectId,  Project,      Normal),
-    policy!(GetUsage,           "get_usage",            GET    "/v1/usage",          UsageRead,     Some(Usage),   UsageProjects,  Nothing,      Low),
-    policy!(GetUsageV3,         "get_usage_v3",         GET    "/v3/usage",          UsageRead,     Some(Usage),   QueryProjectId, Nothing,      Low),
-    policy!(CreateKickingRule,  "create_kicking_rule",  POST   "/v1/kicking-rule",   KickingWrite,  None,          AppId,          KickingRules, High),
-    policy!(ListKickingRules,   "list_kicking_rules",   GET    "/v1/kicking-rule",   KickingRead,   Some(Channel), AppId,          Nothing,      Normal),
-    policy!(UpdateKickingRule,  "update_kicking_rule",  PUT    "/v1/kicking-rule",   KickingWrite,  None,          AppId,          KickingRules, High),
-    policy!(DeleteKickingRule,  "delete_kicking_rule",  DELETE "/v1/kicking-rule",   KickingWrite,  None,          AppId,          KickingRules, High),
-    policy!(GetUserProperty,    "get_user_property",    GET    "/v1/channel/user/property/{appid}/{uid}/{cname}", ChannelsRead, Some(Channel), AppId, Nothing, Normal),
-    policy!(ListChannelUsers,   "list_channel_users",   GET    "/v1/channel/user/{appid}/{cname}", ChannelsRead, Some(Channel), AppId, Nothing, Normal),
-    policy!(ListChannels,       "list_channels",        GET    "/v1/channel/{appid}", ChannelsRead, Some(Channel), AppId,          Nothing,      Normal),
-];
 
 impl Operation {
-    pub fn policy(self) -> &'static OperationPolicy {
-        &POLICIES[self as usize]
+    pub(crate) fn spec(self) -> &'static OperationSpec {
+        &OPERATIONS[self as usize]
     }
 
-    pub fn id(self) -> &'static str {
-        self.policy().id
+    pub(crate) fn policy(self) -> &'static OperationPolicy {
+        &self.spec().policy
+    }
+
+    pub(crate) fn id(self) -> &'static str {
+        self.spec().id
     }
 }
 
@@ -271,23 +273,41 @@ mod tests {
 
     #[test]
     fn the_table_is_in_variant_order_and_names_each_operation_once() {
-        for (index, policy) in POLICIES.iter().enumerate() {
-            assert_eq!(policy.operation as usize, index, "{} is out of order", policy.id);
+        for (index, spec) in OPERATIONS.iter().enumerate() {
+            assert_eq!(spec.operation as usize, index, "{} is out of order", spec.id);
+            assert_eq!(Operation::ALL[index], spec.operation);
         }
-        let mut ids: Vec<_> = POLICIES.iter().map(|p| p.id).collect();
+        let mut ids: Vec<_> = OPERATIONS.iter().map(|p| p.id).collect();
         ids.sort();
         ids.dedup();
-        assert_eq!(ids.len(), 17);
+        assert_eq!(ids.len(), OPERATIONS.len());
     }
 
     #[test]
     fn reads_are_cached_and_writes_invalidate() {
-        for policy in &POLICIES {
-            assert_eq!(policy.cache.is_some(), policy.method == http::Method::GET, "{}", policy.id);
+        for spec in &OPERATIONS {
+            let policy = &spec.policy;
+            assert_eq!(policy.cache.is_some(), spec.method == http::Method::GET, "{}", spec.id);
             if policy.cache.is_some() {
-                assert_eq!(policy.invalidates, Invalidation::Nothing, "{}", policy.id);
+                assert_eq!(policy.invalidates, Invalidation::Nothing, "{}", spec.id);
             } else {
-                assert_ne!(policy.invalidates, Invalidation::Nothing, "{}", policy.id);
+                assert_ne!(policy.invalidates, Invalidation::Nothing, "{}", spec.id);
+            }
+        }
+    }
+
+    #[test]
+    fn every_rule_that_reads_an_input_names_one_the_operation_has() {
+        for spec in &OPERATIONS {
+            let policy = &spec.policy;
+            let needs_param = matches!(
+                policy.ownership,
+                Ownership::NamePrefix | Ownership::ProjectId | Ownership::UsageProjects | Ownership::AppId
+            );
+            assert_eq!(policy.owner_param.is_some(), needs_param, "{}: owner-param", spec.id);
+            if let Some(name) = policy.owner_param {
+                let in_params = spec.params.iter().any(|p| p.name == name);
+                assert!(in_params || spec.body.is_some(), "{}: no input {name}", spec.id);
             }
         }
     }

@@ -9,10 +9,10 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use crate::config::KeyConfig;
 
 /// Shortest accepted HMAC secret: RFC 7518 asks for at least the hash's size, 256 bits for HS256.
-pub const MIN_HMAC_SECRET_BYTES: usize = 32;
+pub(crate) const MIN_HMAC_SECRET_BYTES: usize = 32;
 
 /// The algorithms a tenant key may pin.
-pub const SUPPORTED: [Algorithm; 12] = [
+pub(crate) const SUPPORTED: [Algorithm; 12] = [
     Algorithm::HS256,
     Algorithm::HS384,
     Algorithm::HS512,
@@ -27,7 +27,7 @@ pub const SUPPORTED: [Algorithm; 12] = [
     Algorithm::EdDSA,
 ];
 
-pub fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
+pub(crate) fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
     Algorithm::from_str(name).ok().filter(|alg| SUPPORTED.contains(alg)).ok_or_else(|| {
         format!("alg {name:?} is not one of HS256/384/512, RS256/384/512, PS256/384/512, ES256/384, EdDSA")
     })
@@ -39,14 +39,14 @@ fn is_hmac(alg: Algorithm) -> bool {
 
 /// A key that verifies one tenant's tokens, with the one algorithm it accepts.
 #[derive(Clone)]
-pub struct VerifyingKey {
-    pub kid: String,
-    pub alg: Algorithm,
-    pub key: DecodingKey,
+pub(crate) struct VerifyingKey {
+    pub(crate) kid: String,
+    pub(crate) alg: Algorithm,
+    pub(crate) key: DecodingKey,
 }
 
 impl VerifyingKey {
-    pub fn from_config(config: &KeyConfig) -> Result<Self, String> {
+    pub(crate) fn from_config(config: &KeyConfig) -> Result<Self, String> {
         let alg = parse_algorithm(&config.alg).map_err(|message| format!("alg: {message}"))?;
         let key = if is_hmac(alg) {
             if config.public_key.is_some() || config.jwk.is_some() {
@@ -100,7 +100,11 @@ fn decoding_key_from_jwk(alg: Algorithm, json: &str) -> Result<DecodingKey, Stri
 }
 
 /// The key that signs tokens for `agora-gateway token`: the config's secret for HS*, a private PEM otherwise.
-pub fn signing_key(alg: Algorithm, secret: Option<&str>, private_pem: Option<&[u8]>) -> Result<EncodingKey, String> {
+pub(crate) fn signing_key(
+    alg: Algorithm,
+    secret: Option<&str>,
+    private_pem: Option<&[u8]>,
+) -> Result<EncodingKey, String> {
     if is_hmac(alg) {
         let secret = secret.ok_or("the key has no secret")?;
         return Ok(EncodingKey::from_secret(secret.as_bytes()));

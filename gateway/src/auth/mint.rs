@@ -9,16 +9,16 @@ use crate::auth::keys::{parse_algorithm, signing_key};
 use crate::config::TenantConfig;
 
 /// What to put in a minted token.
-pub struct MintRequest<'a> {
-    pub tenant: &'a TenantConfig,
+pub(crate) struct MintRequest<'a> {
+    pub(crate) tenant: &'a TenantConfig,
     /// Key to sign with, by `kid`; the tenant's first key if `None`.
-    pub kid: Option<&'a str>,
+    pub(crate) kid: Option<&'a str>,
     /// Space-separated scopes; the tenant's own scopes if `None`.
-    pub scope: Option<&'a str>,
-    pub subject: &'a str,
-    pub ttl: Duration,
+    pub(crate) scope: Option<&'a str>,
+    pub(crate) subject: &'a str,
+    pub(crate) ttl: Duration,
     /// Private PEM, for asymmetric keys.
-    pub private_key: Option<&'a [u8]>,
+    pub(crate) private_key: Option<&'a [u8]>,
 }
 
 #[derive(Serialize)]
@@ -32,7 +32,7 @@ struct MintedClaims<'a> {
     scope: String,
 }
 
-pub fn mint(request: &MintRequest<'_>) -> Result<String, String> {
+pub(crate) fn mint(request: &MintRequest<'_>) -> Result<String, String> {
     let tenant = request.tenant;
     let key = match request.kid {
         Some(kid) => tenant

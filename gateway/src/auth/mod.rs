@@ -4,8 +4,8 @@
 //! their SHA-256, so the hot path verifies a signature once per token, not once per request.
 //! Tokens are never logged; errors say what was wrong without echoing them.
 
-pub mod keys;
-pub mod mint;
+pub(crate) mod keys;
+pub(crate) mod mint;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -26,7 +26,7 @@ use crate::policy::{Scope, ScopeSet};
 use keys::VerifyingKey;
 
 /// Clock skew tolerated on `exp` and `nbf`.
-pub const LEEWAY_SECONDS: u64 = 30;
+pub(crate) const LEEWAY_SECONDS: u64 = 30;
 
 /// Source of [`Tenant::uid`].
 static NEXT_TENANT_UID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -36,20 +36,19 @@ fn next_tenant_uid() -> u64 {
 }
 
 /// A tenant: an internal service (or group of them) with its keys, scopes and projects.
-pub struct Tenant {
-    pub id: String,
+pub(crate) struct Tenant {
+    pub(crate) id: String,
     /// Unique to this tenant object in this process (cached views of answers are kept by it).
-    pub uid: u64,
+    pub(crate) uid: u64,
     /// The id as a metrics label (tenants live as long as the process).
-    pub label: &'static str,
+    pub(crate) label: &'static str,
     /// Position in the config; the throttle's index of the tenant.
-    pub index: usize,
-    pub issuer: String,
-    pub audience: String,
-    pub scopes: ScopeSet,
-    pub project_name_prefix: Option<String>,
-    pub project_ids: HashSet<String>,
-    pub weight: u32,
+    pub(crate) index: usize,
+    pub(crate) issuer: String,
+    pub(crate) scopes: ScopeSet,
+    pub(crate) project_name_prefix: Option<String>,
+    pub(crate) project_ids: HashSet<String>,
+    pub(crate) weight: u32,
     keys: HashMap<String, (VerifyingKey, Validation)>,
 }
 
@@ -67,7 +66,6 @@ impl Tenant {
             label: Box::leak(config.id.clone().into_boxed_str()),
             index,
             issuer: config.issuer.clone(),
-            audience: config.audience.clone(),
             scopes: config.scopes.iter().copied().collect(),
             project_name_prefix: config.project_name_prefix.clone(),
             project_ids: config.project_ids.iter().cloned().collect(),
@@ -78,14 +76,13 @@ impl Tenant {
 
     /// A tenant with no keys, for tests of what follows authentication.
     #[cfg(test)]
-    pub fn for_tests(index: usize, id: &str, weight: u32) -> Self {
+    pub(crate) fn for_tests(index: usize, id: &str, weight: u32) -> Self {
         Self {
             id: id.to_string(),
             uid: next_tenant_uid(),
             label: Box::leak(id.to_string().into_boxed_str()),
             index,
             issuer: format!("https://{id}.example"),
-            audience: "agora-gateway".into(),
             scopes: Scope::ALL.into_iter().collect(),
             project_name_prefix: Some(format!("{id}-")),
             project_ids: HashSet::new(),
@@ -95,7 +92,7 @@ impl Tenant {
     }
 
     /// Whether a project (by ID and name) belongs to this tenant.
-    pub fn owns(&self, project_id: &str, project_name: &str) -> bool {
+    pub(crate) fn owns(&self, project_id: &str, project_name: &str) -> bool {
         self.project_ids.contains(project_id)
             || self.project_name_prefix.as_deref().is_some_and(|prefix| project_name.starts_with(prefix))
     }
@@ -114,26 +111,26 @@ fn validation(alg: Algorithm, issuer: &str, audience: &str) -> Validation {
 }
 
 /// Who is calling: the outcome of a verified token.
-pub struct Principal {
-    pub tenant: Arc<Tenant>,
-    pub subject: String,
+pub(crate) struct Principal {
+    pub(crate) tenant: Arc<Tenant>,
+    pub(crate) subject: String,
     /// The token's `scope` cut down to the tenant's.
-    pub scopes: ScopeSet,
+    pub(crate) scopes: ScopeSet,
     /// `exp`, in Unix seconds.
-    pub expires_at: u64,
+    pub(crate) expires_at: u64,
 }
 
 impl Principal {
-    pub fn has(&self, scope: Scope) -> bool {
+    pub(crate) fn has(&self, scope: Scope) -> bool {
         self.scopes.contains(scope)
     }
 
-    pub fn is_admin(&self) -> bool {
+    pub(crate) fn is_admin(&self) -> bool {
         self.has(Scope::Admin)
     }
 
     /// Whether this caller may touch the project: admins every one, others their tenant's.
-    pub fn owns(&self, project_id: &str, project_name: &str) -> bool {
+    pub(crate) fn owns(&self, project_id: &str, project_name: &str) -> bool {
         self.is_admin() || self.tenant.owns(project_id, project_name)
     }
 }
@@ -177,7 +174,7 @@ struct UnverifiedIssuer {
 type TokenHash = [u8; 32];
 
 /// Verifies bearer tokens against the configured tenants.
-pub struct Authenticator {
+pub(crate) struct Authenticator {
     tenants: Vec<Arc<Tenant>>,
     by_issuer: HashMap<String, Arc<Tenant>>,
     verified: moka::sync::Cache<TokenHash, Arc<Principal>>,
@@ -211,7 +208,7 @@ fn decode_segment<T: serde::de::DeserializeOwned>(segment: &str) -> Option<T> {
 }
 
 impl Authenticator {
-    pub fn new(config: &Config) -> Result<Self, String> {
+    pub(crate) fn new(config: &Config) -> Result<Self, String> {
         let tenants: Vec<Arc<Tenant>> = config
             .tenants
             .iter()
@@ -227,12 +224,12 @@ impl Authenticator {
         Ok(Self { tenants, by_issuer, verified, cache_ttl })
     }
 
-    pub fn tenants(&self) -> &[Arc<Tenant>] {
+    pub(crate) fn tenants(&self) -> &[Arc<Tenant>] {
         &self.tenants
     }
 
     /// The principal of an `Authorization` header, or a 401 saying what was wrong.
-    pub fn authenticate(&self, authorization: Option<&HeaderValue>) -> Result<Arc<Principal>, GatewayError> {
+    pub(crate) fn authenticate(&self, authorization: Option<&HeaderValue>) -> Result<Arc<Principal>, GatewayError> {
         let unauthorized = |detail: &str| GatewayError::Unauthorized(detail.to_string());
         let value = authorization
             .ok_or_else(|| unauthorized("missing Authorization header: send `Authorization: Bearer <token>`"))?;
@@ -324,10 +321,10 @@ fn describe(kind: &ErrorKind) -> String {
 }
 
 /// Extractor: the request's verified principal, or the 401 as rejection.
-pub struct Authenticated(pub Arc<Principal>);
+pub(crate) struct Authenticated(pub(crate) Arc<Principal>);
 
 /// Application states that hold an [`Authenticator`].
-pub trait HasAuthenticator {
+pub(crate) trait HasAuthenticator {
     fn authenticator(&self) -> &Authenticator;
 }
 
@@ -340,8 +337,8 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let authenticator = state.authenticator();
         let principal = authenticator.authenticate(parts.headers.get(header::AUTHORIZATION))?;
-        if let Some(slot) = parts.extensions.get::<crate::edge::TenantSlot>() {
-            slot.set(principal.tenant.label);
+        if let Some(slot) = parts.extensions.get::<crate::edge::RequestSlot>() {
+            slot.set_tenant(principal.tenant.label);
         }
         Ok(Authenticated(principal))
     }

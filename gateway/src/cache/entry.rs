@@ -14,7 +14,7 @@ use crate::policy::{CacheClass, Operation};
 use crate::upstream::Answer;
 
 /// What egress needs to cut an answer down to a tenant.
-pub enum View {
+pub(crate) enum View {
     /// Passed through as is.
     Raw,
     /// A project list, or one project.
@@ -24,18 +24,18 @@ pub enum View {
 /// One rendering of an entry: for whom (the tenant, whether its projects are filtered out of the
 /// answer, whether it may see App certificates).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ViewKey {
-    pub tenant: u64,
-    pub filtered: bool,
-    pub secrets: bool,
+pub(crate) struct ViewKey {
+    pub(crate) tenant: u64,
+    pub(crate) filtered: bool,
+    pub(crate) secrets: bool,
 }
 
 /// An upstream answer, ready to be served to any tenant.
-pub struct Entry {
-    pub class: Option<CacheClass>,
-    pub answer: Answer,
-    pub view: View,
-    pub fetched_at: Instant,
+pub(crate) struct Entry {
+    pub(crate) class: Option<CacheClass>,
+    pub(crate) answer: Answer,
+    pub(crate) view: View,
+    pub(crate) fetched_at: Instant,
     pub(super) weight: u32,
     /// Tenants' views rendered so far (`None`: nothing to show, answered 404).
     views: RwLock<HashMap<ViewKey, Option<Bytes>>>,
@@ -44,8 +44,8 @@ pub struct Entry {
 impl Entry {
     /// An answer of `operation`, split for egress when egress must edit it; a 502 naming what is
     /// missing when it cannot be.
-    pub fn new(operation: Operation, answer: Answer) -> Result<Self, GatewayError> {
-        let view = match egress::project_field(operation.policy().ownership) {
+    pub(crate) fn new(operation: Operation, answer: Answer) -> Result<Self, GatewayError> {
+        let view = match egress::project_field(operation.policy()) {
             Some((field, required)) => match ProjectsView::parse(&answer.body, field, required) {
                 Ok(Some(view)) => View::Projects(view),
                 Ok(None) => View::Raw,
@@ -62,12 +62,12 @@ impl Entry {
         Ok(Self { class: None, answer, view, fetched_at: Instant::now(), weight, views: RwLock::default() })
     }
 
-    pub fn age(&self) -> Duration {
+    pub(crate) fn age(&self) -> Duration {
         self.fetched_at.elapsed()
     }
 
     /// This entry rendered for `key`: kept from an earlier request, or rendered now and kept.
-    pub fn view_for(&self, key: ViewKey, render: impl FnOnce() -> Option<Bytes>) -> Option<Bytes> {
+    pub(crate) fn view_for(&self, key: ViewKey, render: impl FnOnce() -> Option<Bytes>) -> Option<Bytes> {
         if let Some(rendered) = self.views.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&key) {
             return rendered.clone();
         }
@@ -77,7 +77,7 @@ impl Entry {
     }
 
     /// The projects of a project answer (none for other answers).
-    pub fn projects(&self) -> &[egress::ProjectItem] {
+    pub(crate) fn projects(&self) -> &[egress::ProjectItem] {
         match &self.view {
             View::Projects(view) => &view.items,
             View::Raw => &[],

@@ -14,19 +14,20 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 
+use crate::call::Call;
 use crate::config::CacheConfig;
 use crate::error::GatewayError;
+use crate::generated::Operation;
 use crate::metrics::{CacheLabels, Metrics};
 use crate::policy::CacheClass;
-use crate::upstream::UpstreamCall;
 
 mod entry;
 
-pub use entry::{Entry, View, ViewKey};
+pub(crate) use entry::{Entry, View, ViewKey};
 
 /// How a read was answered (the `X-Cache` header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheStatus {
+pub(crate) enum CacheStatus {
     Hit,
     Miss,
     Stale,
@@ -35,7 +36,7 @@ pub enum CacheStatus {
 }
 
 impl CacheStatus {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CacheStatus::Hit => "HIT",
             CacheStatus::Miss => "MISS",
@@ -64,7 +65,6 @@ struct Inner {
     generations: [AtomicU64; 3],
     ttls: [Duration; 3],
     stale_for: Duration,
-    max_bytes: u64,
     metrics: Arc<Metrics>,
 }
 
@@ -80,12 +80,12 @@ impl moka::Expiry<String, Arc<Entry>> for ClassExpiry {
 }
 
 #[derive(Clone)]
-pub struct ResponseCache {
+pub(crate) struct ResponseCache {
     inner: Arc<Inner>,
 }
 
 impl ResponseCache {
-    pub fn new(config: &CacheConfig, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(config: &CacheConfig, metrics: Arc<Metrics>) -> Self {
         let ttls = [config.project_ttl, config.channel_ttl, config.usage_ttl];
         let entries = moka::future::Cache::builder()
             .max_capacity(config.max_bytes.as_u64())
@@ -101,13 +101,12 @@ impl ResponseCache {
             generations: Default::default(),
             ttls,
             stale_for: config.stale_for,
-            max_bytes: config.max_bytes.as_u64(),
             metrics,
         };
         Self { inner: Arc::new(inner) }
     }
 
-    pub fn ttl(&self, class: CacheClass) -> Duration {
+    pub(crate) fn ttl(&self, class: CacheClass) -> Duration {
         self.inner.ttls[class as usize]
     }
 
@@ -116,7 +115,7 @@ impl ResponseCache {
     }
 
     /// Counts a lookup in `agora_gateway_cache_events_total`.
-    pub fn record(&self, class: CacheClass, status: CacheStatus) {
+    pub(crate) fn record(&self, class: CacheClass, status: CacheStatus) {
         self.inner
             .metrics
             .cache_events
@@ -125,13 +124,13 @@ impl ResponseCache {
     }
 
     /// A fresh entry, if there is one (no upstream call).
-    pub async fn fresh(&self, key: &str, class: CacheClass) -> Option<Arc<Entry>> {
+    pub(crate) async fn fresh(&self, key: &str, class: CacheClass) -> Option<Arc<Entry>> {
         self.inner.entries.get(key).await.filter(|entry| self.is_fresh(entry, class))
     }
 
     /// Answers a read: fresh from the cache, or from one (coalesced) upstream call made by
     /// `fill`, or stale when that fails in a way a stale answer may cover.
-    pub async fn read<F, Fut>(
+    pub(crate) async fn read<F, Fut>(
         &self,
         key: String,
         class: CacheClass,
@@ -217,10 +216,10 @@ impl ResponseCache {
     }
 
     /// A project changed: drop the project list and every answer about that project.
-    pub fn invalidate_project(&self, project_id: &str) {
+    pub(crate) fn invalidate_project(&self, project_id: &str) {
         self.bump(CacheClass::Project);
         let project_id = project_id.to_string();
-        let list = UpstreamCall::ListProjects.cache_key();
+        let list = Call::new(Operation::ListProjects).cache_key();
         let result = self.inner.entries.invalidate_entries_if(move |key, entry| {
             entry.class == Some(CacheClass::Project) && (*key == list || entry.mentions_project(&project_id))
         });
@@ -231,13 +230,13 @@ impl ResponseCache {
     }
 
     /// An app's kicking rules changed.
-    pub async fn invalidate_key(&self, key: &str, class: CacheClass) {
+    pub(crate) async fn invalidate_key(&self, key: &str, class: CacheClass) {
         self.bump(class);
         self.inner.entries.invalidate(key).await;
     }
 
     /// Drops every entry, or every entry of one class.
-    pub fn purge(&self, class: Option<CacheClass>) {
+    pub(crate) fn purge(&self, class: Option<CacheClass>) {
         match class {
             None => {
                 CacheClass::ALL.into_iter().for_each(|class| self.bump(class));
@@ -253,15 +252,11 @@ impl ResponseCache {
     }
 
     /// Bytes held, after the cache's pending housekeeping (evictions) has run.
-    pub async fn weighted_size(&self) -> u64 {
+    pub(crate) async fn weighted_size(&self) -> u64 {
         self.inner.entries.run_pending_tasks().await;
         let size = self.inner.entries.weighted_size();
         self.inner.metrics.cache_bytes.set(i64::try_from(size).unwrap_or(i64::MAX));
         size
-    }
-
-    pub fn max_bytes(&self) -> u64 {
-        self.inner.max_bytes
     }
 }
 

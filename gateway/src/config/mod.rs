@@ -6,7 +6,7 @@
 mod secret;
 mod validate;
 
-pub use secret::Secret;
+pub(crate) use secret::Secret;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,11 +23,12 @@ use crate::policy::Scope;
 pub struct ConfigError {
     /// Dotted path of the field, e.g. `tenants[0].keys[1].alg`.
     pub field: String,
+    /// What is wrong with it.
     pub message: String,
 }
 
 impl ConfigError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self { field: field.into(), message: message.into() }
     }
 }
@@ -38,38 +39,38 @@ impl ConfigError {
 pub struct Config {
     /// Where and how the gateway listens.
     #[serde(default)]
-    pub server: ServerConfig,
+    pub(crate) server: ServerConfig,
     /// Agora's Console API (or the embedded sandbox) and the account's credentials.
-    pub upstream: UpstreamConfig,
+    pub(crate) upstream: UpstreamConfig,
     /// The one upstream budget, shared by every tenant and replica.
     #[serde(default)]
-    pub throttle: ThrottleConfig,
+    pub(crate) throttle: ThrottleConfig,
     /// The shared response cache.
     #[serde(default)]
-    pub cache: CacheConfig,
+    pub(crate) cache: CacheConfig,
     /// The internal services that may call the gateway, one entry per tenant.
     #[serde(default)]
-    pub tenants: Vec<TenantConfig>,
+    pub(crate) tenants: Vec<TenantConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ServerConfig {
+pub(crate) struct ServerConfig {
     /// Address to listen on.
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// Longest a request may take in the gateway, queueing included; default `throttle.max_wait` + `upstream.timeout` + 1 s.
     #[serde(deserialize_with = "human::optional_duration")]
-    pub request_timeout: Option<Duration>,
+    pub(crate) request_timeout: Option<Duration>,
     /// Largest request body accepted (Console API bodies are tiny).
-    pub max_body: ByteSize,
+    pub(crate) max_body: ByteSize,
     /// On SIGTERM or Ctrl-C, how long in-flight requests may take to finish.
     #[serde(deserialize_with = "human::duration")]
-    pub shutdown_grace: Duration,
+    pub(crate) shutdown_grace: Duration,
     /// Log format: `text` or `json`.
-    pub log_format: LogFormat,
+    pub(crate) log_format: LogFormat,
     /// How long a verified token is remembered (by its SHA-256), capped by its own `exp`.
     #[serde(deserialize_with = "human::duration")]
-    pub token_cache_ttl: Duration,
+    pub(crate) token_cache_ttl: Duration,
 }
 
 impl Default for ServerConfig {
@@ -87,62 +88,62 @@ impl Default for ServerConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     Text,
     Json,
 }
 
 /// `upstream.base_url` value that runs the embedded sandbox in-process.
-pub const EMBEDDED_SANDBOX: &str = "sandbox";
+pub(crate) const EMBEDDED_SANDBOX: &str = "sandbox";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct UpstreamConfig {
+pub(crate) struct UpstreamConfig {
     /// Base URL of the Console API (`https://api.agora.io/dev`), or `sandbox` for the embedded simulator.
-    pub base_url: String,
+    pub(crate) base_url: String,
     /// Customer ID (Basic user name); optional with `sandbox`, which then makes one up.
     #[serde(default)]
-    pub customer_id: Option<Secret>,
+    pub(crate) customer_id: Option<Secret>,
     /// Customer secret (Basic password); optional with `sandbox`, which then makes one up.
     #[serde(default)]
-    pub customer_secret: Option<Secret>,
+    pub(crate) customer_secret: Option<Secret>,
     /// Timeout of one upstream call (connect, send, receive).
     #[serde(default = "defaults::upstream_timeout", deserialize_with = "human::duration")]
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Timeout of connecting to the upstream.
     #[serde(default = "defaults::connect_timeout", deserialize_with = "human::duration")]
-    pub connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     /// Longest the budget pauses when Agora answers 429 with a `Retry-After`; a longer one is cut to this.
     #[serde(default = "defaults::max_retry_after", deserialize_with = "human::duration")]
-    pub max_retry_after: Duration,
+    pub(crate) max_retry_after: Duration,
 }
 
 impl UpstreamConfig {
-    pub fn is_embedded_sandbox(&self) -> bool {
+    pub(crate) fn is_embedded_sandbox(&self) -> bool {
         self.base_url == EMBEDDED_SANDBOX
     }
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ThrottleConfig {
+pub(crate) struct ThrottleConfig {
     /// Upstream calls per second for the whole deployment (Agora allows 10 per account).
-    pub rate: u32,
+    pub(crate) rate: u32,
     /// Slots that may be taken at once after idle time. Above 1, the spacing grows so that no
     /// one-second window ever holds more than `rate` calls.
-    pub burst: u32,
+    pub(crate) burst: u32,
     /// Longest a request may queue for a slot; a request that would wait longer gets 429 at once.
     #[serde(deserialize_with = "human::duration")]
-    pub max_wait: Duration,
+    pub(crate) max_wait: Duration,
     /// Extra spacing between slots, as a fraction of the interval, so that late timers never crowd
     /// more than `rate` calls into one second at Agora.
-    pub safety_margin: f64,
+    pub(crate) safety_margin: f64,
     /// Redis shared by the replicas (`redis://host:6379/`): every replica takes its slots there.
-    pub redis_url: Option<Secret>,
+    pub(crate) redis_url: Option<Secret>,
     /// Replicas assumed while Redis is unreachable and no heartbeat was seen (each then spends `rate / replicas`).
-    pub replicas: Option<u32>,
+    pub(crate) replicas: Option<u32>,
     /// Prefix of the gateway's Redis keys; the customer ID is appended, one budget per account.
-    pub redis_key_prefix: String,
+    pub(crate) redis_key_prefix: String,
 }
 
 impl Default for ThrottleConfig {
@@ -161,21 +162,21 @@ impl Default for ThrottleConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct CacheConfig {
+pub(crate) struct CacheConfig {
     /// How long project reads (list, get) stay fresh.
     #[serde(deserialize_with = "human::duration")]
-    pub project_ttl: Duration,
+    pub(crate) project_ttl: Duration,
     /// How long channel reads and kicking-rule lists stay fresh.
     #[serde(deserialize_with = "human::duration")]
-    pub channel_ttl: Duration,
+    pub(crate) channel_ttl: Duration,
     /// How long usage reads stay fresh.
     #[serde(deserialize_with = "human::duration")]
-    pub usage_ttl: Duration,
+    pub(crate) usage_ttl: Duration,
     /// How long past its freshness an entry may still be served (`X-Cache: STALE`) when the upstream fails.
     #[serde(deserialize_with = "human::duration")]
-    pub stale_for: Duration,
+    pub(crate) stale_for: Duration,
     /// Bound of the cache's memory, counted in bytes of the entries.
-    pub max_bytes: ByteSize,
+    pub(crate) max_bytes: ByteSize,
 }
 
 impl Default for CacheConfig {
@@ -192,62 +193,62 @@ impl Default for CacheConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TenantConfig {
+pub(crate) struct TenantConfig {
     /// Tenant ID, as it appears in logs and metrics.
-    pub id: String,
+    pub(crate) id: String,
     /// The `iss` of this tenant's tokens; unique across tenants.
-    pub issuer: String,
+    pub(crate) issuer: String,
     /// The `aud` this tenant's tokens must carry.
-    pub audience: String,
+    pub(crate) audience: String,
     /// Scopes this tenant may hold; a token's `scope` is cut down to these.
-    pub scopes: Vec<Scope>,
+    pub(crate) scopes: Vec<Scope>,
     /// The tenant owns every project whose name starts with this, and may create projects so named.
     #[serde(default)]
-    pub project_name_prefix: Option<String>,
+    pub(crate) project_name_prefix: Option<String>,
     /// Further projects the tenant owns, by project ID.
     #[serde(default)]
-    pub project_ids: Vec<String>,
+    pub(crate) project_ids: Vec<String>,
     /// Share of the upstream budget under contention, relative to the other tenants.
     #[serde(default = "defaults::weight")]
-    pub weight: u32,
+    pub(crate) weight: u32,
     /// Keys that verify this tenant's tokens, chosen by the token's `kid`; several at once for rotation.
-    pub keys: Vec<KeyConfig>,
+    pub(crate) keys: Vec<KeyConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct KeyConfig {
+pub(crate) struct KeyConfig {
     /// Key ID, matched against the token header's `kid`.
-    pub kid: String,
+    pub(crate) kid: String,
     /// The one algorithm this key verifies (HS256/384/512, RS256/384/512, PS256, ES256/384, EdDSA).
-    pub alg: String,
+    pub(crate) alg: String,
     /// Shared secret of an HS* key.
     #[serde(default)]
-    pub secret: Option<Secret>,
+    pub(crate) secret: Option<Secret>,
     /// PEM public key of an RS*/PS*/ES*/EdDSA key.
     #[serde(default)]
-    pub public_key: Option<Secret>,
+    pub(crate) public_key: Option<Secret>,
     /// JWK (JSON) public key, instead of `public_key`.
     #[serde(default)]
-    pub jwk: Option<Secret>,
+    pub(crate) jwk: Option<Secret>,
 }
 
 mod defaults {
     use std::time::Duration;
 
-    pub fn upstream_timeout() -> Duration {
+    pub(crate) fn upstream_timeout() -> Duration {
         Duration::from_secs(10)
     }
 
-    pub fn connect_timeout() -> Duration {
+    pub(crate) fn connect_timeout() -> Duration {
         Duration::from_secs(3)
     }
 
-    pub fn max_retry_after() -> Duration {
+    pub(crate) fn max_retry_after() -> Duration {
         Duration::from_secs(60)
     }
 
-    pub fn weight() -> u32 {
+    pub(crate) fn weight() -> u32 {
         1
     }
 }
@@ -278,7 +279,7 @@ impl Config {
     }
 
     /// The request timeout, defaulting to room for the longest queue wait plus one upstream call.
-    pub fn request_timeout(&self) -> Duration {
+    pub(crate) fn request_timeout(&self) -> Duration {
         self.server.request_timeout.unwrap_or(self.throttle.max_wait + self.upstream.timeout + Duration::from_secs(1))
     }
 }
@@ -287,14 +288,14 @@ impl Config {
 mod human {
     use super::*;
 
-    pub fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    pub(crate) fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(deserializer)?;
         humantime::parse_duration(&text).map_err(|error| {
             serde::de::Error::custom(format!("{text:?} is not a duration like \"5s\" or \"250ms\": {error}"))
         })
     }
 
-    pub fn optional_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    pub(crate) fn optional_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
         duration(deserializer).map(Some)
     }
 }

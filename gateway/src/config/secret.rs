@@ -11,7 +11,7 @@ use super::ConfigError;
 /// A secret value: written `env:NAME`, `file:PATH` or literally, resolved at load.
 #[derive(Clone, Deserialize)]
 #[serde(from = "String")]
-pub struct Secret {
+pub(crate) struct Secret {
     reference: String,
     value: Option<String>,
 }
@@ -24,13 +24,13 @@ impl From<String> for Secret {
 
 impl Secret {
     /// A secret given by value (the demo, tests).
-    pub fn literal(value: impl Into<String>) -> Self {
+    pub(crate) fn literal(value: impl Into<String>) -> Self {
         let value = value.into();
         Self { reference: "<literal>".into(), value: Some(value) }
     }
 
     /// The resolved value (empty if never resolved, which `Config::load` rules out).
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         self.value.as_deref().unwrap_or_default()
     }
 

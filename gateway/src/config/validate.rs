@@ -35,8 +35,14 @@ impl Config {
     }
 
     /// Checks what the types cannot: ranges, uniqueness, and key material matching its algorithm.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let upstream = &self.upstream;
+        if upstream.is_embedded_sandbox() && !crate::embedded::AVAILABLE {
+            return Err(ConfigError::new(
+                "upstream.base_url",
+                "\"sandbox\" needs the embedded sandbox, and this build has none (built without the `demo` feature)",
+            ));
+        }
         if !upstream.is_embedded_sandbox() {
             let url = reqwest::Url::parse(&upstream.base_url).map_err(|error| {
                 ConfigError::new("upstream.base_url", format!("not a URL ({error}); use an https URL or \"sandbox\""))

@@ -7,31 +7,36 @@ use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 /// The members of a JSON object, in order, each value as its original text.
-pub struct Members<'a>(Vec<(String, &'a RawValue)>);
+pub(crate) struct Members<'a>(Vec<(String, &'a RawValue)>);
 
 impl<'a> Members<'a> {
     /// The members of `text`, which must be a JSON object.
-    pub fn parse(text: &'a str) -> Result<Self, serde_json::Error> {
+    pub(crate) fn parse(text: &'a str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(text)
     }
 
     /// The value of member `name` (the first, if the object repeats it).
-    pub fn get(&self, name: &str) -> Option<&'a RawValue> {
+    pub(crate) fn get(&self, name: &str) -> Option<&'a RawValue> {
         self.0.iter().find(|(key, _)| key == name).map(|(_, value)| *value)
     }
 
     /// A string member's value; `None` when missing or not a string.
-    pub fn string(&self, name: &str) -> Option<String> {
+    pub(crate) fn string(&self, name: &str) -> Option<String> {
         serde_json::from_str(self.get(name)?.get()).ok()
     }
 
-    pub fn position(&self, name: &str) -> Option<usize> {
+    pub(crate) fn position(&self, name: &str) -> Option<usize> {
         self.0.iter().position(|(key, _)| key == name)
     }
 
     /// Writes members `range` as `"key":value` pairs, separated by commas, with `replace` giving
     /// other text for the values of some members.
-    pub fn write(&self, out: &mut Vec<u8>, range: std::ops::Range<usize>, replace: impl Fn(&str) -> Option<&str>) {
+    pub(crate) fn write(
+        &self,
+        out: &mut Vec<u8>,
+        range: std::ops::Range<usize>,
+        replace: impl Fn(&str) -> Option<&str>,
+    ) {
         for (index, (key, value)) in self.0[range].iter().enumerate() {
             if index > 0 {
                 out.push(b',');
@@ -41,17 +46,13 @@ impl<'a> Members<'a> {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 
 /// `"key":`, escaped as JSON.
-pub fn write_key(out: &mut Vec<u8>, key: &str) {
+pub(crate) fn write_key(out: &mut Vec<u8>, key: &str) {
     serde_json::to_writer(&mut *out, key).expect("a string always serializes");
     out.push(b':');
 }

@@ -4,32 +4,32 @@
 //! answers are split once per cache entry (`projects.rs`), and each tenant's view of an entry is
 //! rendered once and kept beside it, so a cache hit writes ready bytes.
 
-pub mod json;
-pub mod projects;
+pub(crate) mod json;
+pub(crate) mod projects;
 
 use bytes::Bytes;
 
 use crate::auth::Principal;
 use crate::cache::{Entry, View, ViewKey};
 use crate::error::GatewayError;
-use crate::policy::{Ownership, Scope};
-pub use projects::{ProjectItem, ProjectsView};
+use crate::policy::{Invalidation, OperationPolicy, Ownership, Scope};
+pub(crate) use projects::{ProjectItem, ProjectsView};
 
 /// Where an operation's answer keeps its projects, if egress must edit it: the member, and
 /// whether the answer is unusable without it.
-pub fn project_field(ownership: Ownership) -> Option<(&'static str, bool)> {
-    match ownership {
+pub(crate) fn project_field(policy: &OperationPolicy) -> Option<(&'static str, bool)> {
+    match (policy.ownership, policy.invalidates) {
         // The list is filtered and the lookup checked: both need their projects.
-        Ownership::FilterProjects => Some(("projects", true)),
-        Ownership::ResultProject => Some(("project", true)),
-        // Writes may answer the project (live) or only `{"success": true}` (the document).
-        Ownership::NamePrefix | Ownership::BodyProjectId => Some(("project", false)),
+        (Ownership::FilterProjects, _) => Some(("projects", true)),
+        (Ownership::ResultProject, _) => Some(("project", true)),
+        // Project writes may answer the project (live) or only `{"success": true}` (the document).
+        (_, Invalidation::Project) => Some(("project", false)),
         _ => None,
     }
 }
 
 /// The body to send this principal, for an answer of an operation with this ownership rule.
-pub fn render(principal: &Principal, ownership: Ownership, entry: &Entry) -> Result<Bytes, GatewayError> {
+pub(crate) fn render(principal: &Principal, ownership: Ownership, entry: &Entry) -> Result<Bytes, GatewayError> {
     let View::Projects(view) = &entry.view else {
         return Ok(entry.answer.body.clone());
     };

@@ -9,14 +9,14 @@ use super::json::{Members, write_key};
 
 /// One project of a project answer.
 #[derive(Debug)]
-pub struct ProjectItem {
-    pub id: String,
-    pub name: String,
-    pub vendor_key: String,
+pub(crate) struct ProjectItem {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) vendor_key: String,
     /// The project as Agora sent it.
-    pub full: Bytes,
+    pub(crate) full: Bytes,
     /// The same with `sign_key: null` (the same bytes when it has no `sign_key`).
-    pub redacted: Bytes,
+    pub(crate) redacted: Bytes,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,13 +29,13 @@ enum Shape {
 
 /// A project answer, split for cutting down to a tenant.
 #[derive(Debug)]
-pub struct ProjectsView {
+pub(crate) struct ProjectsView {
     /// Everything before the projects: `{` ... `"projects":`.
     head: Bytes,
     /// Everything after them: ... `}`.
     tail: Bytes,
     shape: Shape,
-    pub items: Vec<ProjectItem>,
+    pub(crate) items: Vec<ProjectItem>,
 }
 
 /// Why an answer cannot be cut down to a tenant, in words for the 502.
@@ -46,7 +46,7 @@ fn unusable(detail: impl std::fmt::Display) -> String {
 impl ProjectsView {
     /// The projects under `field` of `body`. `Ok(None)` when `body` has no such member and it is
     /// not `required`; an error names what is missing or malformed.
-    pub fn parse(body: &[u8], field: &str, required: bool) -> Result<Option<Self>, String> {
+    pub(crate) fn parse(body: &[u8], field: &str, required: bool) -> Result<Option<Self>, String> {
         let text = std::str::from_utf8(body).map_err(|_| unusable("it is not UTF-8 text"))?;
         let members = Members::parse(text).map_err(|error| unusable(format!("it is not a JSON object ({error})")))?;
         let Some(position) = members.position(field) else {
@@ -84,7 +84,7 @@ impl ProjectsView {
 
     /// The answer with only `visible` projects (all of them for a single project), redacted
     /// unless `secrets`.
-    pub fn render(&self, visible: &[&ProjectItem], secrets: bool) -> Bytes {
+    pub(crate) fn render(&self, visible: &[&ProjectItem], secrets: bool) -> Bytes {
         let size = self.head.len() + self.tail.len() + visible.iter().map(|item| item.full.len() + 1).sum::<usize>();
         let mut out = BytesMut::with_capacity(size + 2);
         out.put_slice(&self.head);
@@ -113,7 +113,7 @@ impl ProjectsView {
     }
 
     /// Bytes held, for the cache's bound.
-    pub fn weight(&self) -> usize {
+    pub(crate) fn weight(&self) -> usize {
         let items: usize = self
             .items
             .iter()
@@ -141,7 +141,7 @@ fn project_item(text: &str) -> Result<ProjectItem, String> {
 }
 
 /// `get_project`'s answer built from a project list's entry (the document's shape).
-pub fn single(item: &ProjectItem, secrets: bool) -> Bytes {
+pub(crate) fn single(item: &ProjectItem, secrets: bool) -> Bytes {
     let project = if secrets { &item.full } else { &item.redacted };
     let mut out = BytesMut::with_capacity(project.len() + 14);
     out.put_slice(b"{\"project\":[");

@@ -1,56 +1,75 @@
-//! Reading a request's inputs into typed values, and refusing bad ones with a 400 that names the
-//! field: the body (bounded, 413 beyond), JSON and query strings (with the path of the offending
-//! field), path parameters, and the client's directives (refresh, deadline).
+//! Reading a request's inputs into a [`Call`], and refusing bad ones with a 400 that names the
+//! field, before any budget is spent: path and query parameters checked against the spec's types
+//! (`ParamSpec`), the body (bounded, 413 beyond; JSON; the generated request type), the documented
+//! rules (`checks.rs`); and what the edge and the client say about the request (`Inbound`).
 
-use agora_console_client::rules;
-use axum::extract::{FromRequest, FromRequestParts, Path, Request};
-use axum::http::header;
+use axum::body::Body;
+use axum::extract::rejection::RawPathParamsRejection;
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::http::request::Parts;
+use axum::http::{HeaderValue, header};
 use bytes::Bytes;
-use chrono::NaiveDate;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use serde::de::DeserializeOwned;
 
-use crate::edge::RequestDeadline;
+use crate::call::Call;
+use crate::edge::{RequestDeadline, RequestSlot};
 use crate::error::GatewayError;
+use crate::generated::{self, Operation};
+use crate::policy::{Location, ParamKind, ParamSpec};
+
+use super::checks;
 
 /// Application states that bound request bodies.
-pub trait HasBodyLimit {
+pub(crate) trait HasBodyLimit {
     /// Largest body accepted, in bytes.
     fn body_limit(&self) -> usize;
 }
 
 /// The request body, bounded by `server.max_body` (413 beyond it).
-pub struct Body(pub Bytes);
+pub(crate) struct BoundedBody(pub(crate) Bytes);
 
-impl<S: HasBodyLimit + Send + Sync> FromRequest<S> for Body {
+impl<S: HasBodyLimit + Send + Sync> FromRequest<S> for BoundedBody {
     type Rejection = GatewayError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let limit = state.body_limit();
-        let too_large = GatewayError::PayloadTooLarge { limit: limit as u64 };
         let declared =
             request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-        if declared.is_some_and(|length| length > limit) {
-            return Err(too_large);
-        }
-        match Limited::new(request.into_body(), limit).collect().await {
-            Ok(collected) => Ok(Body(collected.to_bytes())),
-            Err(error) if error.is::<LengthLimitError>() => Err(too_large),
-            Err(error) => Err(GatewayError::bad_request(format!("the request body could not be read: {error}"))),
-        }
+        read_body(request.into_body(), declared, limit).await.map(BoundedBody)
     }
+}
+
+/// Reads a body of at most `limit` bytes (413 beyond, also when `declared` says so up front).
+pub(crate) async fn read_body(body: Body, declared: Option<usize>, limit: usize) -> Result<Bytes, GatewayError> {
+    let too_large = GatewayError::PayloadTooLarge { limit: limit as u64 };
+    if declared.is_some_and(|length| length > limit) {
+        return Err(too_large);
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<LengthLimitError>() => Err(too_large),
+        Err(error) => Err(GatewayError::bad_request(format!("the request body could not be read: {error}"))),
+    }
+}
+
+/// What the handler needs before it reads the inputs: where to leave the labels of the request's
+/// metrics, the credentials, and the client's directives. Cheap: one header cloned.
+pub(crate) struct Inbound {
+    pub(crate) slot: RequestSlot,
+    pub(crate) authorization: Option<HeaderValue>,
+    pub(crate) declared_length: Option<usize>,
+    pub(crate) directives: Directives,
 }
 
 /// How the client wants its request handled: `refresh` when it sent `Cache-Control: no-cache` (or
 /// `Pragma: no-cache`); `deadline`, the edge's, by when it must be answered.
 #[derive(Clone, Copy)]
-pub struct Directives {
-    pub refresh: bool,
-    pub deadline: Option<tokio::time::Instant>,
+pub(crate) struct Directives {
+    pub(crate) refresh: bool,
+    pub(crate) deadline: Option<tokio::time::Instant>,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Directives {
+impl<S: Send + Sync> FromRequestParts<S> for Inbound {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
@@ -64,67 +83,164 @@ impl<S: Send + Sync> FromRequestParts<S> for Directives {
         };
         let refresh = says_no_cache(header::CACHE_CONTROL) || says_no_cache(header::PRAGMA);
         let deadline = parts.extensions.get::<RequestDeadline>().map(|deadline| deadline.0);
-        Ok(Directives { refresh, deadline })
+        Ok(Inbound {
+            slot: parts.extensions.get::<RequestSlot>().cloned().unwrap_or_default(),
+            authorization: parts.headers.get(header::AUTHORIZATION).cloned(),
+            declared_length: parts
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|value| value.to_str().ok()?.parse().ok()),
+            directives: Directives { refresh, deadline },
+        })
     }
 }
 
-/// Path parameters, with a problem document when they cannot be read.
-pub struct PathParams<T>(pub T);
+/// The path's parameters, percent-decoded, by name (none for a path without parameters).
+pub(crate) struct PathValues(pub(crate) Vec<(String, String)>);
 
-impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathParams<T> {
+impl<S: Send + Sync> FromRequestParts<S> for PathValues {
     type Rejection = GatewayError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        match Path::<T>::from_request_parts(parts, state).await {
-            Ok(Path(params)) => Ok(PathParams(params)),
+        match RawPathParams::from_request_parts(parts, state).await {
+            Ok(params) => Ok(PathValues(params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())),
+            Err(RawPathParamsRejection::MissingPathParams(_)) => Ok(PathValues(Vec::new())),
             Err(rejection) => Err(GatewayError::bad_request(format!("invalid path: {}", rejection.body_text()))),
         }
     }
 }
 
-pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, GatewayError> {
-    let value = parse_json(body)?;
-    from_json(value)
-}
-
-pub fn parse_json(body: &[u8]) -> Result<serde_json::Value, GatewayError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(GatewayError::bad_request("the request needs a JSON body"));
-    }
-    serde_json::from_slice(body)
-        .map_err(|error| GatewayError::bad_request(format!("the body is not valid JSON: {error}")))
-}
-
-pub fn from_json<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, GatewayError> {
-    serde_path_to_error::deserialize(value).map_err(|error| naming_the_field(error, "body", "body field"))
-}
-
-pub fn parse_query<T: DeserializeOwned>(raw: Option<String>) -> Result<T, GatewayError> {
-    let raw = raw.unwrap_or_default();
-    let deserializer = serde_urlencoded::Deserializer::new(form_urlencoded::parse(raw.as_bytes()));
-    serde_path_to_error::deserialize(deserializer).map_err(|error| naming_the_field(error, "query", "query parameter"))
-}
-
-/// A 400 that names the offending field (`invalid body field status: ...`), or the whole input
-/// when the error is not about one field (`invalid query: missing field ...`).
-fn naming_the_field<E: std::fmt::Display>(
-    error: serde_path_to_error::Error<E>,
-    whole: &str,
-    field: &str,
-) -> GatewayError {
-    match error.path().to_string().as_str() {
-        "." => GatewayError::bad_request(format!("invalid {whole}: {}", error.inner())),
-        path => GatewayError::bad_request(format!("invalid {field} {path}: {}", error.inner())),
+/// One parameter's text checked against its spec; the 400 names it.
+fn check_param(spec: &ParamSpec, value: &str) -> Result<(), GatewayError> {
+    let name = spec.name;
+    match spec.kind {
+        ParamKind::Text => Ok(()),
+        ParamKind::Date => chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d")
+            .map(drop)
+            .map_err(|_| GatewayError::bad_request(format!("{name} must be a date as YYYY-MM-DD, not {value:?}"))),
+        ParamKind::Uint32 => {
+            let number: u32 = value.parse().map_err(|_| {
+                GatewayError::bad_request(format!("{name} must be an unsigned 32-bit integer, not {value:?}"))
+            })?;
+            match spec.maximum {
+                Some(maximum) if u64::from(number) > maximum => {
+                    Err(GatewayError::bad_request(format!("{name} must be at most {maximum}")))
+                }
+                _ => Ok(()),
+            }
+        }
+        ParamKind::OneOf(values) if values.contains(&value) => Ok(()),
+        ParamKind::OneOf(values) => {
+            Err(GatewayError::bad_request(format!("{name} must be one of {}, not {value:?}", values.join(", "))))
+        }
     }
 }
 
-fn date(field: &str, value: &str) -> Result<NaiveDate, GatewayError> {
-    NaiveDate::parse_from_str(value, "%Y-%m-%d")
-        .map_err(|_| GatewayError::bad_request(format!("{field} must be a date as YYYY-MM-DD, not {value:?}")))
+/// The call of `operation` from its inputs, checked as the spec and the document say.
+pub(crate) fn build_call(
+    operation: Operation,
+    path: PathValues,
+    query: Option<&str>,
+    body: Option<Bytes>,
+) -> Result<Call, GatewayError> {
+    let spec = operation.spec();
+    let query: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let mut call = Call::new(operation);
+    for param in spec.params {
+        let given = match param.location {
+            Location::Path => path.0.iter().find(|(name, _)| name == param.name).map(|(_, value)| value.as_str()),
+            // An empty query value reads as not given, as forms write it.
+            Location::Query => query
+                .iter()
+                .find(|(name, _)| name == param.name)
+                .map(|(_, value)| value.as_str())
+                .filter(|v| !v.is_empty()),
+        };
+        match given {
+            Some(value) => {
+                check_param(param, value)?;
+                call.set(param.name, value.to_string());
+            }
+            None if param.required => {
+                return Err(GatewayError::bad_request(format!("query parameter {} is required", param.name)));
+            }
+            None => {}
+        }
+    }
+    if spec.body.is_some() {
+        let body = body.unwrap_or_default();
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(GatewayError::bad_request("the request needs a JSON body"));
+        }
+        let value = serde_json::from_slice(&body)
+            .map_err(|error| GatewayError::bad_request(format!("the body is not valid JSON: {error}")))?;
+        call.body = Some(value);
+    }
+    for check in spec.policy.checks {
+        checks::run(*check, &mut call)?;
+    }
+    if let Some(body) = &call.body {
+        generated::check_body(operation, body)?;
+    }
+    Ok(call)
 }
 
-pub fn date_range(from: &str, to: &str) -> Result<(NaiveDate, NaiveDate), GatewayError> {
-    let (from, to) = (date("from_date", from)?, date("to_date", to)?);
-    rules::check_usage_range(from, to).map_err(GatewayError::bad_request)?;
-    Ok((from, to))
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn detail(result: Result<Call, GatewayError>) -> String {
+        match result {
+            Err(GatewayError::BadRequest(detail)) => detail,
+            other => panic!("expected a 400, got {other:?}"),
+        }
+    }
+
+    fn path(pairs: &[(&str, &str)]) -> PathValues {
+        PathValues(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn parameters_are_checked_against_the_spec_naming_the_field() {
+        let channels = |query: &str| build_call(Operation::ListChannels, path(&[("appid", "a")]), Some(query), None);
+        assert_eq!(detail(channels("page_size=501")), "page_size must be at most 500");
+        assert_eq!(detail(channels("page_size=many")), "page_size must be an unsigned 32-bit integer, not \"many\"");
+        assert!(detail(channels("page_no=-1")).starts_with("page_no must be"));
+        let call = channels("page_no=2&page_size=0&unknown=1").unwrap();
+        assert_eq!((call.get("page_no"), call.get("page_size"), call.get("unknown")), (Some("2"), Some("0"), None));
+
+        let user = |uid: &str| {
+            build_call(Operation::GetUserProperty, path(&[("appid", "a"), ("uid", uid), ("cname", "c")]), None, None)
+        };
+        assert!(detail(user("someone")).starts_with("uid must be an unsigned 32-bit integer"));
+        assert!(user("0").is_ok(), "the document does not forbid uid 0 here");
+        assert!(user("4294967295").is_ok());
+
+        let usage = |query: &str| build_call(Operation::GetUsageV3, path(&[]), Some(query), None);
+        assert_eq!(detail(usage("from_date=2026-01-01&to_date=2026-01-02")), "query parameter project_id is required");
+        assert!(
+            detail(usage("from_date=2026-13-01&to_date=2026-01-02&project_id=p"))
+                .starts_with("from_date must be a date")
+        );
+        let business = detail(usage("from_date=2026-01-01&to_date=2026-01-02&project_id=p&business=video"));
+        assert!(business.starts_with("business must be one of default,"), "{business}");
+    }
+
+    #[test]
+    fn bodies_are_json_of_the_generated_type() {
+        let status = |body: &str| {
+            build_call(Operation::SetProjectStatus, path(&[]), None, Some(Bytes::copy_from_slice(body.as_bytes())))
+        };
+        assert_eq!(detail(status(" ")), "the request needs a JSON body");
+        assert!(detail(status("{not json")).starts_with("the body is not valid JSON"));
+        assert!(detail(status(r#"{"id": 5, "status": 1}"#)).starts_with("invalid body field id"));
+        assert!(detail(status(r#"{"id": "x", "status": 2}"#)).starts_with("invalid body field status"));
+        assert!(detail(status(r#"{"status": 1}"#)).contains("missing field `id`"));
+        let kept = status(r#"{"id": "x", "status": 0, "note": "unknown fields stay"}"#).unwrap();
+        assert_eq!(kept.body, Some(json!({"id": "x", "status": 0, "note": "unknown fields stay"})));
+    }
 }

@@ -145,15 +145,15 @@ struct State {
 }
 
 /// A slot, and how to report its call sent.
-pub struct Reservation {
-    pub due: Instant,
+pub(crate) struct Reservation {
+    pub(crate) due: Instant,
     /// This reservation in Redis, when the slot came from there.
     token: Option<String>,
     /// The reservation before it (its token and slot), whose departure this one waits for.
     after: Option<(String, Instant)>,
 }
 
-pub struct ClusterBudget {
+pub(crate) struct ClusterBudget {
     connection: ConnectionManager,
     reserve_script: Script,
     departed_script: Script,
@@ -189,7 +189,7 @@ fn signed_micros(us: i64) -> Duration {
 
 impl ClusterBudget {
     /// Connects lazily: a gateway starts even while Redis is down (in fallback).
-    pub fn new(
+    pub(crate) fn new(
         config: &ThrottleConfig,
         redis_url: &str,
         account: &str,
@@ -250,7 +250,7 @@ impl ClusterBudget {
     }
 
     /// The interval this replica can count on: the budget's, times the replicas reserving lately.
-    pub fn effective_interval(&self) -> Duration {
+    pub(crate) fn effective_interval(&self) -> Duration {
         let state = self.state();
         match state.mode {
             Mode::Fallback => state.local.interval(),
@@ -258,12 +258,12 @@ impl ClusterBudget {
         }
     }
 
-    pub fn paused_until(&self) -> Instant {
+    pub(crate) fn paused_until(&self) -> Instant {
         self.state().paused_until
     }
 
     /// Reserves the next slot and answers when it is due.
-    pub async fn reserve(&self) -> Reservation {
+    pub(crate) async fn reserve(&self) -> Reservation {
         let now = Instant::now();
         let floor = {
             let mut state = self.state();
@@ -312,7 +312,7 @@ impl ClusterBudget {
 
     /// Waits until one interval after the previous reservation's call left (at most until the end
     /// of its report window, plus one interval, when it never reports or Redis cannot say).
-    pub async fn after_predecessor(&self, reservation: &Reservation) {
+    pub(crate) async fn after_predecessor(&self, reservation: &Reservation) {
         let Some((previous, previous_due)) = &reservation.after else { return };
         let give_up = *previous_due + REPORT_WINDOW + self.interval;
         let key = format!("{}{previous}", self.departed_prefix);
@@ -353,7 +353,7 @@ impl ClusterBudget {
 
     /// The call of `reservation` left at `at` (or was given up then): the local pace follows it
     /// while it matters, and the departure is reported to Redis for the next reservation.
-    pub async fn commit(&self, reservation: Reservation, at: Instant) {
+    pub(crate) async fn commit(&self, reservation: Reservation, at: Instant) {
         {
             let mut state = self.state();
             if state.mode != Mode::Shared {
@@ -374,7 +374,7 @@ impl ClusterBudget {
     }
 
     /// Agora answered 429: pause every replica (through Redis) and this one at once.
-    pub fn pause(self: &Arc<Self>, duration: Duration) {
+    pub(crate) fn pause(self: &Arc<Self>, duration: Duration) {
         {
             let mut state = self.state();
             let until = Instant::now() + duration;
@@ -397,7 +397,7 @@ impl ClusterBudget {
         });
     }
 
-    pub fn not_ready(&self) -> Option<String> {
+    pub(crate) fn not_ready(&self) -> Option<String> {
         let state = self.state();
         match (&state.mode, &state.last_error) {
             (Mode::Fallback, Some(error)) => {

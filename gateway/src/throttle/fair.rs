@@ -40,19 +40,19 @@ impl<T> Lane<T> {
 
 /// Why a request was refused, and when to come back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Refusal {
-    pub retry_after: Duration,
+pub(crate) struct Refusal {
+    pub(crate) retry_after: Duration,
 }
 
 /// The timing an admission decision depends on.
 #[derive(Debug, Clone, Copy)]
-pub struct Pace {
+pub(crate) struct Pace {
     /// When the next slot can be granted, at the earliest.
-    pub next_slot: Instant,
+    pub(crate) next_slot: Instant,
     /// Time between slots this queue can count on.
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// Longest queueing any request may do.
-    pub max_wait: Duration,
+    pub(crate) max_wait: Duration,
 }
 
 impl Pace {
@@ -62,14 +62,14 @@ impl Pace {
     }
 }
 
-pub struct FairQueue<T> {
+pub(crate) struct FairQueue<T> {
     lanes: Vec<Lane<T>>,
     len: usize,
 }
 
 impl<T> FairQueue<T> {
     /// One lane per tenant, by tenant index, with its weight.
-    pub fn new(weights: &[u32]) -> Self {
+    pub(crate) fn new(weights: &[u32]) -> Self {
         let lanes = weights
             .iter()
             .map(|&weight| Lane {
@@ -82,11 +82,11 @@ impl<T> FairQueue<T> {
         Self { lanes, len: 0 }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
 
@@ -107,7 +107,7 @@ impl<T> FairQueue<T> {
     }
 
     /// The most requests `tenant` may have waiting now.
-    pub fn share(&self, tenant: usize, now: Instant, pace: &Pace) -> usize {
+    pub(crate) fn share(&self, tenant: usize, now: Instant, pace: &Pace) -> usize {
         let window = pace.window_slots();
         let reserve = if window >= 5 { window / 5 } else { 0 };
         let weight = u64::from(self.lanes[tenant].weight);
@@ -116,7 +116,7 @@ impl<T> FairQueue<T> {
     }
 
     /// Queues `payload` for `tenant`, or refuses at once.
-    pub fn admit(
+    pub(crate) fn admit(
         &mut self,
         tenant: usize,
         priority: Priority,
@@ -172,7 +172,7 @@ impl<T> FairQueue<T> {
     }
 
     /// The request to grant a slot starting `now`; slots follow every `interval`.
-    pub fn pop(&mut self, now: Instant, interval: Duration) -> Option<(usize, T)> {
+    pub(crate) fn pop(&mut self, now: Instant, interval: Duration) -> Option<(usize, T)> {
         if self.len == 0 {
             return None;
         }
@@ -221,7 +221,7 @@ impl<T> FairQueue<T> {
     }
 
     /// Drops the requests `keep` rejects (their callers went away).
-    pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
         for lane in &mut self.lanes {
             for queue in &mut lane.by_priority {
                 queue.retain(|queued| keep(&queued.payload));

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
-pub struct Gcra {
+pub(crate) struct Gcra {
     interval: Duration,
     tolerance: Duration,
     /// Theoretical arrival time of the next grant.
@@ -16,34 +16,34 @@ pub struct Gcra {
 }
 
 impl Gcra {
-    pub fn new(interval: Duration, burst: u32, now: Instant) -> Self {
+    pub(crate) fn new(interval: Duration, burst: u32, now: Instant) -> Self {
         Self { interval, tolerance: interval * burst.saturating_sub(1), tat: now, paused_until: now }
     }
 
-    pub fn interval(&self) -> Duration {
+    pub(crate) fn interval(&self) -> Duration {
         self.interval
     }
 
     /// The earliest instant at or after `now` at which a slot may be granted.
-    pub fn next_slot(&self, now: Instant) -> Instant {
+    pub(crate) fn next_slot(&self, now: Instant) -> Instant {
         let earliest = self.tat.checked_sub(self.tolerance).unwrap_or(self.tat);
         now.max(earliest).max(self.paused_until)
     }
 
     /// A slot was granted at `at` (at or after `next_slot`).
-    pub fn commit(&mut self, at: Instant) {
+    pub(crate) fn commit(&mut self, at: Instant) {
         self.tat = self.tat.max(at) + self.interval;
     }
 
     /// No grant before `until`.
-    pub fn pause_until(&mut self, until: Instant) {
+    pub(crate) fn pause_until(&mut self, until: Instant) {
         self.paused_until = self.paused_until.max(until);
     }
 }
 
 /// The interval that keeps every one-second window at or under `rate` calls with `burst` at once,
 /// stretched by `safety_margin` so late timers never crowd more than `rate` into a second.
-pub fn interval_for(rate: u32, burst: u32, safety_margin: f64) -> Duration {
+pub(crate) fn interval_for(rate: u32, burst: u32, safety_margin: f64) -> Duration {
     let sustained = rate.saturating_sub(burst.saturating_sub(1)).max(1);
     Duration::from_secs(1).div_f64(f64::from(sustained)).mul_f64(1.0 + safety_margin)
 }

@@ -22,9 +22,9 @@ use crate::config::ThrottleConfig;
 use crate::error::GatewayError;
 use crate::metrics::{Metrics, TenantLabels};
 use crate::policy::Priority;
-pub use cluster::ClusterBudget;
+pub(crate) use cluster::ClusterBudget;
 use fair::{FairQueue, Pace};
-pub use gcra::{Gcra, interval_for};
+pub(crate) use gcra::{Gcra, interval_for};
 
 /// Where slots come from.
 enum Slots {
@@ -43,15 +43,16 @@ struct Grant {
 }
 
 /// The right to make one upstream call. Call [`Permit::sending`] right before sending.
-pub struct Permit {
+pub(crate) struct Permit {
     departed: Option<oneshot::Sender<Instant>>,
-    /// How long the request queued.
-    pub waited: Duration,
+    /// How long the request queued (the tests read it; the metrics record it at the grant).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) waited: Duration,
 }
 
 impl Permit {
     /// The request is leaving now.
-    pub fn sending(mut self) {
+    pub(crate) fn sending(mut self) {
         if let Some(departed) = self.departed.take() {
             let _ = departed.send(Instant::now());
         }
@@ -99,20 +100,20 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// The upstream budget: cheap to clone, one dispatcher per budget.
 #[derive(Clone)]
-pub struct Throttle {
+pub(crate) struct Throttle {
     shared: Arc<Shared>,
 }
 
 impl Throttle {
     /// A budget of this process alone.
-    pub fn local(config: &ThrottleConfig, tenants: &[Arc<Tenant>], metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn local(config: &ThrottleConfig, tenants: &[Arc<Tenant>], metrics: Arc<Metrics>) -> Self {
         let interval = interval_for(config.rate, config.burst, config.safety_margin);
         let gcra = Gcra::new(interval, config.burst, Instant::now().into_std());
         Self::start(Slots::Local(Mutex::new(gcra)), interval, config, tenants, metrics)
     }
 
     /// A budget shared with every replica through Redis.
-    pub fn cluster(
+    pub(crate) fn cluster(
         config: &ThrottleConfig,
         cluster: Arc<ClusterBudget>,
         tenants: &[Arc<Tenant>],
@@ -142,13 +143,13 @@ impl Throttle {
         Self { shared }
     }
 
-    pub fn max_wait(&self) -> Duration {
+    pub(crate) fn max_wait(&self) -> Duration {
         self.shared.max_wait
     }
 
     /// Waits for an upstream slot, or refuses at once when the wait would pass `deadline`
     /// (at most `max_wait` from now).
-    pub async fn acquire(
+    pub(crate) async fn acquire(
         &self,
         tenant: &Tenant,
         priority: Priority,
@@ -183,7 +184,7 @@ impl Throttle {
     }
 
     /// Agora answered 429 anyway (someone else spends the account): no slot before `duration` from now.
-    pub fn pause(&self, duration: Duration) {
+    pub(crate) fn pause(&self, duration: Duration) {
         let until = Instant::now() + duration;
         match &self.shared.slots {
             Slots::Local(gcra) => lock(gcra).pause_until(until.into_std()),
@@ -193,14 +194,17 @@ impl Throttle {
     }
 
     /// `None` when ready; why not otherwise (the shared budget's Redis is unreachable).
-    pub fn not_ready(&self) -> Option<String> {
+    pub(crate) fn not_ready(&self) -> Option<String> {
         match &self.shared.slots {
             Slots::Local(_) => None,
             Slots::Cluster(cluster) => cluster.not_ready(),
         }
     }
+}
 
-    pub fn queue_depth(&self) -> usize {
+#[cfg(test)]
+impl Throttle {
+    fn queue_depth(&self) -> usize {
         self.shared.queue().len()
     }
 }

@@ -1,12 +1,10 @@
-//! Step 7 of the pipeline: one typed request ([`UpstreamCall`]) sent to the Console API through
-//! the generated client, with Basic auth, our own reqwest client and its timeouts. What comes
+//! Step 7 of the pipeline: one validated request ([`Call`]) sent to the Console API through the
+//! generated client (by the dispatch `cargo xtask regen` generates), with Basic auth, our own reqwest client and its timeouts. What comes
 //! back is kept as it came ([`Answer`]: status, the headers callers need, body bytes), so the
 //! gateway passes on exactly what Agora said, unknown fields and all; the generated types still
 //! check it, and a 2xx that does not match the spec is logged. Agora's error answers pass through
 //! whatever their shape, except that Agora refusing the gateway's own credentials (401/403) is a
 //! 502 saying so. An unreachable upstream becomes 502, a slow one 504.
-
-mod call;
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -15,37 +13,31 @@ use agora_console_client::{Client, ClientOptions, Error as ClientError, RawAnswe
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use bytes::Bytes;
 
+use crate::call::Call;
 use crate::config::UpstreamConfig;
 use crate::error::{GatewayError, UpstreamStatus};
+use crate::generated;
 use crate::metrics::{Metrics, OperationLabels, UpstreamLabels};
 
-pub use call::{UpstreamCall, kicking_rules_key};
-
 /// Largest upstream answer the gateway reads (a project list of 5,000 projects is about 1.5 MiB).
-pub const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 
 /// Agora's own request ID, passed on under this name: `X-Request-Id` is the gateway's.
-pub const AGORA_REQUEST_ID: &str = "x-agora-request-id";
+pub(crate) const AGORA_REQUEST_ID: &str = "x-agora-request-id";
 
 /// An answer of the Console API, as it came.
 #[derive(Debug, Clone)]
-pub struct Answer {
-    pub status: StatusCode,
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
     /// `Content-Type` and the headers a caller needs (`Retry-After`, `RateLimit-*`, Agora's
     /// request ID as `X-Agora-Request-Id`).
-    pub headers: HeaderMap,
-    pub body: Bytes,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
 }
 
 impl Answer {
     fn from_raw(raw: RawAnswer) -> Self {
         Self { status: raw.status, headers: passed_on(&raw.headers), body: raw.body }
-    }
-
-    /// `Retry-After` in seconds, when given (HTTP dates are not used by Agora's edge).
-    pub fn retry_after(&self) -> Option<Duration> {
-        let seconds: u64 = self.headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
-        Some(Duration::from_secs(seconds))
     }
 }
 
@@ -68,7 +60,7 @@ fn passed_on(headers: &HeaderMap) -> HeaderMap {
 }
 
 /// The Console API, through the generated client.
-pub struct Upstream {
+pub(crate) struct Upstream {
     client: Client,
     timeout: Duration,
     max_retry_after: Duration,
@@ -78,7 +70,7 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(
+    pub(crate) fn new(
         base_url: &str,
         customer_id: &str,
         customer_secret: &str,
@@ -103,17 +95,17 @@ impl Upstream {
     }
 
     /// Timeout of one call.
-    pub fn timeout(&self) -> Duration {
+    pub(crate) fn timeout(&self) -> Duration {
         self.timeout
     }
 
     /// Longest pause of the budget after Agora's own 429.
-    pub fn max_retry_after(&self) -> Duration {
+    pub(crate) fn max_retry_after(&self) -> Duration {
         self.max_retry_after
     }
 
     /// `Some(why)` while Agora refuses the gateway's credentials (for `/readyz`).
-    pub fn not_ready(&self) -> Option<String> {
+    pub(crate) fn not_ready(&self) -> Option<String> {
         self.credentials_refused.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
@@ -122,10 +114,10 @@ impl Upstream {
     }
 
     /// Sends the call; times and counts it. A 2xx answers `Ok` as it came.
-    pub async fn execute(&self, call: &UpstreamCall) -> Result<Answer, GatewayError> {
-        let operation = call.operation().id();
+    pub(crate) async fn execute(&self, call: &Call) -> Result<Answer, GatewayError> {
+        let operation = call.operation.id();
         let started = Instant::now();
-        let (result, raw) = capture_answer(MAX_ANSWER_BYTES, self.send(call)).await;
+        let (result, raw) = capture_answer(MAX_ANSWER_BYTES, generated::dispatch(&self.client, call)).await;
         let outcome = self.outcome(operation, result, raw);
         let status = match &outcome {
             Ok(answer) => answer.status.as_u16(),
@@ -195,55 +187,6 @@ impl Upstream {
             headers: answer.headers,
             body: answer.body,
         })))
-    }
-
-    /// One call through the generated client; the typed answer only tells whether it matched.
-    async fn send(&self, call: &UpstreamCall) -> Result<(), ClientError<types::ErrorBody>> {
-        let c = &self.client;
-        match call.clone() {
-            UpstreamCall::CreateProject(body) => c.create_project().body(body).send().await.map(drop),
-            UpstreamCall::ListProjects => c.list_projects().send().await.map(drop),
-            UpstreamCall::GetProject { id, name } => {
-                let mut request = c.get_project();
-                if let Some(id) = id {
-                    request = request.id(id);
-                }
-                if let Some(name) = name {
-                    request = request.name(name);
-                }
-                request.send().await.map(drop)
-            }
-            UpstreamCall::SetProjectStatus(body) => c.set_project_status().body(body).send().await.map(drop),
-            UpstreamCall::DeleteProject(body) => c.delete_project().body(body).send().await.map(drop),
-            UpstreamCall::SetRecordingConfig(body) => c.set_recording_config().body(body).send().await.map(drop),
-            UpstreamCall::EnableSignKey(body) => c.enable_sign_key().body(body).send().await.map(drop),
-            UpstreamCall::ResetSignKey(body) => c.reset_sign_key().body(body).send().await.map(drop),
-            UpstreamCall::GetUsage { from, to, projects } => {
-                let mut request = c.get_usage().from_date(from).to_date(to);
-                if !projects.is_empty() {
-                    request = request.projects(projects.join(","));
-                }
-                request.send().await.map(drop)
-            }
-            UpstreamCall::GetUsageV3 { from, to, project_id, business } => {
-                let request = c.get_usage_v3().from_date(from).to_date(to).project_id(project_id).business(business);
-                request.send().await.map(drop)
-            }
-            UpstreamCall::CreateKickingRule(body) => c.create_kicking_rule().body(body).send().await.map(drop),
-            UpstreamCall::ListKickingRules { appid } => c.list_kicking_rules().appid(appid).send().await.map(drop),
-            UpstreamCall::UpdateKickingRule(body) => c.update_kicking_rule().body(body).send().await.map(drop),
-            UpstreamCall::DeleteKickingRule(body) => c.delete_kicking_rule().body(body).send().await.map(drop),
-            UpstreamCall::GetUserProperty { appid, uid, cname } => {
-                c.get_user_property().appid(appid).uid(uid).cname(cname).send().await.map(drop)
-            }
-            UpstreamCall::ListChannelUsers { appid, cname } => {
-                c.list_channel_users().appid(appid).cname(cname).send().await.map(drop)
-            }
-            UpstreamCall::ListChannels { appid, page_no, page_size } => {
-                let request = c.list_channels().appid(appid).page_no(page_no).page_size(page_size);
-                request.send().await.map(drop)
-            }
-        }
     }
 }
 
