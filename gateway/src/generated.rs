@@ -44,12 +44,14 @@ pub(crate) enum Operation {
     GetUserProperty,
     ///`GET /v1/channel/user/{appid}/{cname}` (`list_channel_users`)
     ListChannelUsers,
+    ///`GET /v1/channel/user/{appid}/{cname}/hosts_only` (`list_channel_hosts`)
+    ListChannelHosts,
     ///`GET /v1/channel/{appid}` (`list_channels`)
     ListChannels,
 }
 impl Operation {
     /// Every operation, in the order of `OPERATIONS`.
-    pub(crate) const ALL: [Operation; 17usize] = [
+    pub(crate) const ALL: [Operation; 18usize] = [
         Operation::GetProject,
         Operation::CreateProject,
         Operation::DeleteProject,
@@ -66,11 +68,12 @@ impl Operation {
         Operation::DeleteKickingRule,
         Operation::GetUserProperty,
         Operation::ListChannelUsers,
+        Operation::ListChannelHosts,
         Operation::ListChannels,
     ];
 }
 /// One row per operation: its route, parameters, body, and policy (`x-gateway`).
-pub(crate) static OPERATIONS: [OperationSpec; 17usize] = [
+pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
     OperationSpec {
         operation: Operation::GetProject,
         id: "get_project",
@@ -478,6 +481,40 @@ pub(crate) static OPERATIONS: [OperationSpec; 17usize] = [
         },
     },
     OperationSpec {
+        operation: Operation::ListChannelHosts,
+        id: "list_channel_hosts",
+        method: Method::GET,
+        path: "/v1/channel/user/{appid}/{cname}/hosts_only",
+        params: &[
+            ParamSpec {
+                name: "appid",
+                location: Location::Path,
+                kind: ParamKind::Text,
+                required: true,
+                default: None,
+                maximum: None,
+            },
+            ParamSpec {
+                name: "cname",
+                location: Location::Path,
+                kind: ParamKind::Text,
+                required: true,
+                default: None,
+                maximum: None,
+            },
+        ],
+        body: None,
+        policy: OperationPolicy {
+            scope: Scope::ChannelsRead,
+            cache: Some(CacheClass::Channel),
+            ownership: Ownership::AppId,
+            owner_param: Some("appid"),
+            invalidates: Invalidation::Nothing,
+            priority: Priority::Normal,
+            checks: &[],
+        },
+    },
+    OperationSpec {
         operation: Operation::ListChannels,
         id: "list_channels",
         method: Method::GET,
@@ -726,6 +763,17 @@ pub(crate) async fn dispatch(
         Operation::ListChannelUsers => {
             #[allow(unused_mut)]
             let mut request = client.list_channel_users();
+            if let Some(value) = call.get("appid") {
+                request = request.appid(value);
+            }
+            if let Some(value) = call.get("cname") {
+                request = request.cname(value);
+            }
+            request.send().await.map(drop)
+        }
+        Operation::ListChannelHosts => {
+            #[allow(unused_mut)]
+            let mut request = client.list_channel_hosts();
             if let Some(value) = call.get("appid") {
                 request = request.appid(value);
             }

@@ -4030,8 +4030,18 @@ answers `in_channel: false` alone.
 
 Agora's Console RESTful API: projects, primary App certificates, usage,
 server-side kicking rules and online channel queries. Written by hand from
-Agora's documentation (`console-api-doc.zh.txt`); agora-gateway generates
-its typed client from this document with `cargo xtask regen`.
+Agora's documentation (`console-api-doc.zh.txt`), and Agora's English
+reference where it goes further; agora-gateway generates its typed client
+and its operation table from this document with `cargo xtask regen`.
+
+**`x-gateway`.** Each operation carries agora-gateway's policy for it:
+the `scope` a token needs; the `cache` class of a read (`project`,
+`channel`, `usage`); the `ownership` rule (`name-prefix`,
+`filter-projects`, `result-project`, `project-id`, `usage-projects`,
+`app-id`) and the input it reads (`owner-param`); what a write
+`invalidates` (`project`, `kicking-rules`); the throttle `priority`
+(`high`, `normal`, `low`); and documented input `checks` beyond the types
+(`id-or-name`, `usage-range`, `kicking-rule`). Clients ignore it.
 
 **Authentication.** HTTP Basic with the account's Customer ID as user name
 and Customer Certificate (customer secret) as password. Wrong or missing
@@ -4501,6 +4511,32 @@ let response = client.list_channel_users()
 ```*/
     pub fn list_channel_users(&self) -> builder::ListChannelUsers<'_> {
         builder::ListChannelUsers::new(self)
+    }
+    /**List the hosts of a live channel
+
+The broadcasters (hosts) of a channel in live mode (`mode: 2`), in
+`broadcasters`; Agora recommends it over the user state query to keep
+hosts' online status in sync. A channel that does not exist answers
+`channel_exist: false` and nothing else. Not in the Chinese document:
+from Agora's English reference ("Query host list",
+`/dev/v1/channel/user/{appid}/{channelName}/hosts_only`); a
+communication channel answers its mode and no `broadcasters`.
+
+
+Sends a `GET` request to `/v1/channel/user/{appid}/{cname}/hosts_only`
+
+Arguments:
+- `appid`: App ID of the project (its `vendor_key`).
+- `cname`: Channel name.
+```ignore
+let response = client.list_channel_hosts()
+    .appid(appid)
+    .cname(cname)
+    .send()
+    .await;
+```*/
+    pub fn list_channel_hosts(&self) -> builder::ListChannelHosts<'_> {
+        builder::ListChannelHosts::new(self)
     }
     /**List the channels of an app, a page at a time
 
@@ -6623,6 +6659,141 @@ pub mod builder {
                 .build()?;
             let info = OperationInfo {
                 operation_id: "list_channel_users",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200..=299 => ResponseValue::from_response(response).await,
+                400u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                401u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                404u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                429u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::list_channel_hosts`]
+
+[`Client::list_channel_hosts`]: super::Client::list_channel_hosts*/
+    #[derive(Debug, Clone)]
+    pub struct ListChannelHosts<'a> {
+        client: &'a super::Client,
+        appid: Result<::std::string::String, String>,
+        cname: Result<::std::string::String, String>,
+    }
+    impl<'a> ListChannelHosts<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self {
+                client: client,
+                appid: Err("appid was not initialized".to_string()),
+                cname: Err("cname was not initialized".to_string()),
+            }
+        }
+        pub fn appid<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.appid = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for appid failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn cname<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.cname = value
+                .try_into()
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for cname failed"
+                        .to_string()
+                });
+            self
+        }
+        ///Sends a `GET` request to `/v1/channel/user/{appid}/{cname}/hosts_only`
+        pub async fn send(
+            self,
+        ) -> Result<
+            ResponseValue<types::ChannelUsersResponse>,
+            Error<types::ErrorBody>,
+        > {
+            let Self { client, appid, cname } = self;
+            let appid = appid.map_err(Error::InvalidRequest)?;
+            let cname = cname.map_err(Error::InvalidRequest)?;
+            let url = format!(
+                "{}/v1/channel/user/{}/{}/hosts_only", client.baseurl, encode_path(&
+                appid.to_string()), encode_path(& cname.to_string()),
+            );
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .get(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "list_channel_hosts",
             };
             client.pre(&mut request, &info).await?;
             let result = client.exec(request, &info).await;

@@ -1,4 +1,4 @@
-//! The sandbox's HTTP surface: the 17 Console operations under `/dev` (behind the rate limit,
+//! The sandbox's HTTP surface: the Console operations under `/dev` (behind the rate limit,
 //! injected faults and Basic auth, in that order) and the test hooks under `/__sandbox/`.
 //! Answers are shaped by the flavor (`answer.rs`): the live service's, or the document's.
 
@@ -96,6 +96,7 @@ pub fn router(state: Arc<SandboxState>) -> Router {
         )
         .route("/v1/channel/user/property/{appid}/{uid}/{cname}", method_fallback(get(get_user_property)))
         .route("/v1/channel/user/{appid}/{cname}", method_fallback(get(list_channel_users)))
+        .route("/v1/channel/user/{appid}/{cname}/hosts_only", method_fallback(get(list_channel_hosts)))
         .route("/v1/channel/{appid}", method_fallback(get(list_channels)))
         .fallback(move || {
             let state = no_route.clone();
@@ -408,6 +409,23 @@ async fn list_channel_users(State(state): AppState, Path((appid, cname)): Path<(
     Ok(state.shaper.channel_answer(&types::ChannelUsersResponse {
         success: true,
         data: users,
+        request_id: None,
+        extra: Default::default(),
+    }))
+}
+
+/// The hosts of a channel (Agora's English reference, "Query host list"): a live channel's
+/// broadcasters; a communication channel answers its mode alone.
+async fn list_channel_hosts(State(state): AppState, Path((appid, cname)): Path<(String, String)>) -> Answer {
+    state.count("list_channel_hosts");
+    let users = match check_app(&state, &appid)? {
+        AppCheck::Known => state.world().channel_users(&appid, &cname).map_err(fail(&state))?,
+        AppCheck::Unknown => missing_channel(),
+    };
+    let hosts = types::ChannelUsers { total: None, users: vec![], audience: vec![], audience_total: None, ..users };
+    Ok(state.shaper.channel_answer(&types::ChannelUsersResponse {
+        success: true,
+        data: hosts,
         request_id: None,
         extra: Default::default(),
     }))

@@ -224,6 +224,7 @@ async fn a_tenant_sees_and_touches_only_its_own_projects() {
         (Method::DELETE, "/dev/v1/kicking-rule".into(), Some(json!({"appid": globex_app, "id": 1}))),
         (Method::GET, format!("/dev/v1/channel/{globex_app}"), None),
         (Method::GET, format!("/dev/v1/channel/user/{globex_app}/launch-event"), None),
+        (Method::GET, format!("/dev/v1/channel/user/{globex_app}/launch-event/hosts_only"), None),
         (Method::GET, format!("/dev/v1/channel/user/property/{globex_app}/9001/launch-event"), None),
     ];
     let missing: Vec<(Method, String, Option<Value>)> = vec![

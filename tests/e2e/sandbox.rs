@@ -382,6 +382,14 @@ async fn channel_queries() {
         let nowhere = client.list_channel_users().appid(&app).cname("nowhere").send().await.unwrap().into_inner().data;
         assert!(!nowhere.channel_exist);
 
+        // Hosts only: a live channel's broadcasters; a communication channel's mode alone.
+        let hosts = client.list_channel_hosts().appid(&app).cname("stage").send().await.unwrap().into_inner().data;
+        assert_eq!((hosts.mode, hosts.broadcasters, hosts.audience.len()), (Some(2), vec![21], 0));
+        let talk_hosts = client.list_channel_hosts().appid(&app).cname("talk").send().await.unwrap().into_inner().data;
+        assert_eq!((talk_hosts.mode, talk_hosts.users.len()), (Some(1), 0));
+        let no_hosts = client.list_channel_hosts().appid(&app).cname("nowhere").send().await.unwrap().into_inner().data;
+        assert!(!no_hosts.channel_exist);
+
         let broadcaster = client.get_user_property().appid(&app).uid(21u32).cname("stage").send().await.unwrap();
         let broadcaster = broadcaster.into_inner().data;
         assert!(broadcaster.in_channel);
