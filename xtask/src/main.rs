@@ -1,7 +1,9 @@
-//! Project automation: `cargo xtask regen [--check]` and `cargo xtask bench [--quick]`.
+//! Project automation: `cargo xtask regen [--check]`, `cargo xtask bench [--quick]`, and
+//! `cargo xtask adding-an-operation` (the README's walkthrough, end to end).
 
 mod bench;
 mod regen;
+mod walkthrough;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +31,9 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// The README's "Adding an operation", end to end in a copy of the workspace: a made-up
+    /// operation added to the spec, regenerated, built, and proxied to a stand-in upstream.
+    AddingAnOperation,
 }
 
 fn main() -> ExitCode {
@@ -36,6 +41,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Regen { check } => regen::run(&workspace_root(), check),
         Command::Bench { quick } => bench::run(&workspace_root(), quick),
+        Command::AddingAnOperation => walkthrough::run(&workspace_root()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

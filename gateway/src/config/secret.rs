@@ -24,6 +24,7 @@ impl From<String> for Secret {
 
 impl Secret {
     /// A secret given by value (the demo, tests).
+    #[cfg(any(feature = "demo", test))]
     pub(crate) fn literal(value: impl Into<String>) -> Self {
         let value = value.into();
         Self { reference: "<literal>".into(), value: Some(value) }

@@ -10,7 +10,7 @@
 //! 6. cluster: 3 gateway replicas and a redis-server under the overload of 4.
 
 mod load;
-mod procs;
+pub(crate) mod procs;
 mod report;
 mod scenarios;
 
