@@ -2,13 +2,14 @@
 //!
 //! 1. tower-http (request id, trace span) and the edge (`edge.rs`: deadline, caught panics,
 //!    problem documents, metrics) — see [`router`];
-//! 2. **auth** — the `Authenticated` extractor (`auth/`);
-//! 3. **route + validate** — `routes.rs`;
+//! 2. **auth** — `auth/`, called by the route's handler;
+//! 3. **route + validate** — `routes/`: routes from the operation table (`generated.rs`), inputs
+//!    into a `Call` (`call.rs`);
 //! 4. **authorize** — scope, then ownership (`authorize.rs`);
-//! 5. **cache** for reads (`cache.rs`), coalesced on a miss;
+//! 5. **cache** for reads (`cache/`), coalesced on a miss;
 //! 6. **throttle** — an upstream slot (`throttle/`);
-//! 7. **upstream** — the generated client (`upstream.rs`);
-//! 8. **egress** — the answer cut down to the tenant (`egress.rs`).
+//! 7. **upstream** — the generated client, through the generated dispatch (`upstream/`);
+//! 8. **egress** — the answer cut down to the tenant (`egress/`).
 //!
 //! Steps 4 to 8 are [`Gateway::serve`].
 
@@ -74,7 +75,7 @@ impl Gateway {
     /// Builds the gateway from a validated config (starting the embedded sandbox if asked to).
     pub(crate) async fn new(config: &Config) -> anyhow::Result<Arc<Self>> {
         let metrics = Arc::new(Metrics::new());
-        let auth = Arc::new(Authenticator::new(config).map_err(anyhow::Error::msg)?);
+        let auth = Arc::new(Authenticator::new(config));
         let (customer_id, customer_secret) = account_credentials(config);
         let (sandbox, base_url) = if config.upstream.is_embedded_sandbox() {
             let (sandbox, base_url) = embedded::start(&customer_id, &customer_secret).await?;
@@ -82,8 +83,7 @@ impl Gateway {
         } else {
             (None, config.upstream.base_url.clone())
         };
-        let upstream = Upstream::new(&base_url, &customer_id, &customer_secret, &config.upstream, metrics.clone())
-            .map_err(anyhow::Error::msg)?;
+        let upstream = Upstream::new(&base_url, &customer_id, &customer_secret, &config.upstream, metrics.clone())?;
         let throttle = budget(config, &auth, &customer_id, &metrics)?;
         Ok(Arc::new(Self {
             auth,
@@ -227,8 +227,7 @@ fn budget(config: &Config, auth: &Authenticator, account: &str, metrics: &Arc<Me
     Ok(match &config.throttle.redis_url {
         None => Throttle::local(&config.throttle, auth.tenants(), metrics.clone()),
         Some(url) => {
-            let cluster = ClusterBudget::new(&config.throttle, url.expose(), account, metrics.clone())
-                .map_err(anyhow::Error::msg)?;
+            let cluster = ClusterBudget::new(&config.throttle, url.expose(), account, metrics.clone())?;
             Throttle::cluster(&config.throttle, cluster, auth.tenants(), metrics.clone())
         }
     })

@@ -39,21 +39,24 @@ fn items(entry: &Entry) -> &[ProjectItem] {
     entry.projects()
 }
 
-/// The caller's project matching `matches`, looking upstream once more if the directory is old.
+/// Whether the caller owns a project matching `matches`, looking upstream once more if the
+/// directory is old. Another tenant's project and a missing one take the same path (and the same
+/// upstream call, if any): neither their answers nor their timing tell them apart.
 async fn find_owned(
     directory: &impl Directory,
     principal: &Principal,
     matches: impl Fn(&ProjectItem) -> bool,
 ) -> Result<bool, GatewayError> {
+    let owned = |entry: &Entry| items(entry).iter().any(|item| matches(item) && principal.owns(&item.id, &item.name));
     let entry = directory.projects(false).await?;
-    if let Some(item) = items(&entry).iter().find(|item| matches(item)) {
-        return Ok(principal.owns(&item.id, &item.name));
+    if owned(&entry) {
+        return Ok(true);
     }
     if entry.age() < DIRECTORY_RECHECK_AGE {
         return Ok(false);
     }
     let entry = directory.projects(true).await?;
-    Ok(items(&entry).iter().any(|item| matches(item) && principal.owns(&item.id, &item.name)))
+    Ok(owned(&entry))
 }
 
 pub(crate) async fn check_ownership(
@@ -137,4 +140,153 @@ fn id_list(text: &str) -> Vec<String> {
     ids.sort();
     ids.dedup();
     ids
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use axum::http::{HeaderMap, StatusCode};
+    use serde_json::json;
+
+    use super::*;
+    use crate::auth::Tenant;
+    use crate::generated::Operation;
+    use crate::policy::{Scope, ScopeSet};
+    use crate::upstream::Answer;
+
+    /// A project list as the directory, counting the refreshes it is asked for.
+    struct List {
+        entry: Mutex<Arc<Entry>>,
+        refreshes: Mutex<u32>,
+    }
+
+    fn entry() -> Arc<Entry> {
+        let project = |id: &str, name: &str, key: &str| json!({"id": id, "name": name, "vendor_key": key});
+        let body = json!({"projects": [
+            project("a1", "acme-web", "app-a1"), project("a2", "acme-mobile", "app-a2"),
+            project("g1", "globex-live", "app-g1"), project("x1", "loose", "app-x1"),
+        ]});
+        let answer = Answer { status: StatusCode::OK, headers: HeaderMap::new(), body: body.to_string().into() };
+        Arc::new(Entry::new(Operation::ListProjects, answer).unwrap())
+    }
+
+    impl List {
+        fn new() -> Self {
+            Self { entry: Mutex::new(entry()), refreshes: Mutex::new(0) }
+        }
+
+        fn refreshes(&self) -> u32 {
+            *self.refreshes.lock().unwrap()
+        }
+    }
+
+    impl Directory for List {
+        async fn projects(&self, refresh: bool) -> Result<Arc<Entry>, GatewayError> {
+            if refresh {
+                *self.refreshes.lock().unwrap() += 1;
+                *self.entry.lock().unwrap() = entry();
+            }
+            Ok(self.entry.lock().unwrap().clone())
+        }
+    }
+
+    fn principal(scopes: &[Scope]) -> Principal {
+        let mut tenant = Tenant::for_tests(0, "acme", 1);
+        tenant.project_ids.insert("x1".into());
+        Principal {
+            tenant: Arc::new(tenant),
+            subject: "svc".into(),
+            scopes: scopes.iter().copied().collect::<ScopeSet>(),
+            expires_at: u64::MAX,
+        }
+    }
+
+    async fn decide(list: &List, principal: &Principal, call: Call) -> Result<Decision, GatewayError> {
+        check_ownership(list, principal, call.operation.policy(), call).await
+    }
+
+    fn sent(decision: Result<Decision, GatewayError>) -> Call {
+        match decision {
+            Ok(Decision::Send(call)) => call,
+            Ok(Decision::Answer(body)) => panic!("answered {body:?}"),
+            Err(error) => panic!("refused: {error:?}"),
+        }
+    }
+
+    fn status(decision: Result<Decision, GatewayError>) -> u16 {
+        match decision {
+            Err(error) => error.status().as_u16(),
+            Ok(_) => 200,
+        }
+    }
+
+    fn with_body(operation: Operation, body: serde_json::Value) -> Call {
+        let mut call = Call::new(operation);
+        call.body = Some(body);
+        call
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn apps_and_projects_are_the_tenants_by_prefix_or_id_and_others_look_missing() {
+        let (list, acme) = (List::new(), principal(&[Scope::ChannelsRead]));
+        let channels = |app: &str| Call::with(Operation::ListChannels, &[("appid", app)]);
+        sent(decide(&list, &acme, channels("app-a1")).await);
+        sent(decide(&list, &acme, channels("app-x1")).await);
+        assert_eq!(status(decide(&list, &acme, channels("app-g1")).await), 404, "another tenant's app");
+        assert_eq!(status(decide(&list, &acme, channels("no-such-app")).await), 404, "a missing app");
+        assert_eq!(status(decide(&list, &acme, Call::new(Operation::ListChannels)).await), 404, "no app at all");
+
+        let status_write = |id: &str| with_body(Operation::SetProjectStatus, json!({"id": id, "status": 1}));
+        sent(decide(&list, &acme, status_write("a2")).await);
+        assert_eq!(status(decide(&list, &acme, status_write("g1")).await), 404);
+        let get = |params: &[(&'static str, &str)]| Call::with(Operation::GetProject, params);
+        sent(decide(&list, &acme, get(&[("name", "acme-web")])).await);
+        assert_eq!(status(decide(&list, &acme, get(&[("id", "a1"), ("name", "globex-live")])).await), 404);
+        assert_eq!(list.refreshes(), 0, "a young directory is not asked again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn foreign_and_missing_take_the_same_path_once_the_directory_is_old() {
+        let (list, acme) = (List::new(), principal(&[Scope::ChannelsRead]));
+        tokio::time::advance(DIRECTORY_RECHECK_AGE).await;
+        let channels = |app: &str| Call::with(Operation::ListChannels, &[("appid", app)]);
+        assert_eq!(status(decide(&list, &acme, channels("app-g1")).await), 404);
+        assert_eq!(list.refreshes(), 1, "a foreign app is looked for again, as a missing one");
+        tokio::time::advance(DIRECTORY_RECHECK_AGE).await;
+        assert_eq!(status(decide(&list, &acme, channels("no-such-app")).await), 404);
+        assert_eq!(list.refreshes(), 2);
+        sent(decide(&list, &acme, channels("app-a1")).await);
+        assert_eq!(list.refreshes(), 2, "an owned one needs no second look");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn creating_takes_the_tenants_prefix() {
+        let (list, acme) = (List::new(), principal(&[Scope::ProjectsWrite]));
+        let create = |name: &str| with_body(Operation::CreateProject, json!({"name": name}));
+        sent(decide(&list, &acme, create("acme-new")).await);
+        assert_eq!(status(decide(&list, &acme, create("globex-new")).await), 403);
+        let mut prefixless = principal(&[Scope::ProjectsWrite]);
+        Arc::get_mut(&mut prefixless.tenant).unwrap().project_name_prefix = None;
+        assert_eq!(status(decide(&list, &prefixless, create("acme-new")).await), 403);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn usage_is_cut_down_to_the_tenants_projects_and_never_widened() {
+        let (list, acme) = (List::new(), principal(&[Scope::UsageRead]));
+        let usage = |projects: Option<&str>| {
+            let mut params = vec![("from_date", "2026-01-01"), ("to_date", "2026-01-02")];
+            params.extend(projects.map(|p| ("projects", p)));
+            Call::with(Operation::GetUsage, &params)
+        };
+        assert_eq!(sent(decide(&list, &acme, usage(None)).await).get("projects"), Some("a1,a2,x1"), "all of its own");
+        let mixed = sent(decide(&list, &acme, usage(Some("g1, x1,a1,x1"))).await);
+        assert_eq!(mixed.get("projects"), Some("a1,x1"), "others' dropped, sorted, once each");
+        match decide(&list, &acme, usage(Some("g1"))).await {
+            Ok(Decision::Answer(body)) => assert_eq!(body, Bytes::from_static(b"{\"usages\":[]}")),
+            _ => panic!("only another tenant's project: answered empty, never all of the account's"),
+        }
+        let admin = principal(&[Scope::UsageRead, Scope::Admin]);
+        assert_eq!(sent(decide(&list, &admin, usage(Some("g1,a1,g1"))).await).get("projects"), Some("a1,g1"));
+    }
 }

@@ -25,6 +25,7 @@ fn tenant(id: &str, prefix: &str, scopes: &[Scope], weight: u32) -> TenantConfig
             secret: Some(Secret::literal(format!("{:032x}{:032x}", fastrand::u128(..), fastrand::u128(..)))),
             public_key: None,
             jwk: None,
+            parsed: None,
         }],
     }
 }
@@ -32,7 +33,7 @@ fn tenant(id: &str, prefix: &str, scopes: &[Scope], weight: u32) -> TenantConfig
 /// The demo's configuration (validated like any other).
 pub(crate) fn config() -> Config {
     use Scope::*;
-    let config = Config {
+    let mut config = Config {
         server: crate::config::ServerConfig {
             listen: "127.0.0.1:8080".parse().expect("an address"),
             ..Default::default()

@@ -1,4 +1,4 @@
-//! Prometheus metrics (`GET /metrics`), with the names DESIGN.md fixes. Labels are tenant IDs,
+//! Prometheus metrics (`GET /metrics`), with the names the README documents. Labels are tenant IDs,
 //! operationIds, classes and statuses only: never tokens, keys, project IDs or anything secret.
 
 use prometheus_client::encoding::EncodeLabelSet;

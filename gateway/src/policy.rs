@@ -312,6 +312,61 @@ mod tests {
         }
     }
 
+    /// `NamePrefix` → `name-prefix`, as the spec writes the policy's names.
+    fn kebab(value: impl fmt::Debug) -> String {
+        let mut out = String::new();
+        for (index, c) in format!("{value:?}").chars().enumerate() {
+            if c.is_ascii_uppercase() && index > 0 {
+                out.push('-');
+            }
+            out.push(c.to_ascii_lowercase());
+        }
+        out
+    }
+
+    /// The table `cargo xtask regen` generated says what the spec says, operation by operation.
+    #[test]
+    fn the_generated_table_agrees_with_the_spec() {
+        let text = include_str!("../../openapi/agora-console.yaml");
+        let spec: serde_json::Value = serde_yaml_ng::from_str(text).unwrap();
+        let mut seen = 0;
+        for (path, item) in spec["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                seen += 1;
+                let id = operation["operationId"].as_str().unwrap();
+                let row =
+                    OPERATIONS.iter().find(|row| row.id == id).unwrap_or_else(|| panic!("{id} is not in the table"));
+                assert_eq!((row.method.as_str(), row.path), (method.to_uppercase().as_str(), path.as_str()), "{id}");
+                assert_eq!(row.body.is_some(), operation.get("requestBody").is_some(), "{id}: body");
+                let params: Vec<(&str, bool)> = operation["parameters"]
+                    .as_array()
+                    .map(|ps| ps.iter().map(|p| (p["name"].as_str().unwrap(), p["required"] == true)).collect())
+                    .unwrap_or_default();
+                let table: Vec<(&str, bool)> = row.params.iter().map(|p| (p.name, p.required)).collect();
+                assert_eq!(table, params, "{id}: parameters");
+                let x = &operation["x-gateway"];
+                let policy = &row.policy;
+                assert_eq!(policy.scope.as_str(), x["scope"], "{id}: scope");
+                assert_eq!(policy.cache.map(CacheClass::as_str), x["cache"].as_str(), "{id}: cache");
+                assert_eq!(kebab(policy.ownership), x["ownership"], "{id}: ownership");
+                assert_eq!(policy.owner_param, x["owner-param"].as_str(), "{id}: owner-param");
+                assert_eq!(
+                    kebab(policy.invalidates),
+                    x["invalidates"].as_str().unwrap_or("nothing"),
+                    "{id}: invalidates"
+                );
+                assert_eq!(kebab(policy.priority), x["priority"], "{id}: priority");
+                let checks: Vec<String> = policy.checks.iter().map(kebab).collect();
+                let spec_checks: Vec<String> = x["checks"]
+                    .as_array()
+                    .map(|cs| cs.iter().map(|c| c.as_str().unwrap().to_string()).collect())
+                    .unwrap_or_default();
+                assert_eq!(checks, spec_checks, "{id}: checks");
+            }
+        }
+        assert_eq!(seen, OPERATIONS.len(), "as many operations in the table as in the spec");
+    }
+
     #[test]
     fn scope_claims_parse_and_intersect() {
         let token = ScopeSet::from_claim("projects:read  kicking:write unknown admin");

@@ -25,7 +25,16 @@ use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, HeaderMap, HeaderValue};
 
 /// The progenitor output. Lint allowances live here, not in the generated text. (Documented
 /// error statuses and the `4XX` range that covers them decode alike: the later arms never match.)
-#[allow(clippy::all, clippy::pedantic, unused_imports, dead_code, missing_docs, unreachable_pub, unreachable_patterns)]
+#[allow(
+    clippy::all,
+    clippy::pedantic,
+    unused_imports,
+    unused_qualifications,
+    dead_code,
+    missing_docs,
+    unreachable_pub,
+    unreachable_patterns
+)]
 mod generated {
     include!("generated.rs");
 }
@@ -196,7 +205,7 @@ impl progenitor_client::ClientHooks for Client {
         &self,
         request: &mut reqwest::Request,
         _info: &progenitor_client::OperationInfo,
-    ) -> Result<(), progenitor_client::Error<E>> {
+    ) -> Result<(), Error<E>> {
         request.headers_mut().remove("api-version");
         Ok(())
     }

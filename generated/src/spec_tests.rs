@@ -11,7 +11,7 @@ fn spec() -> Value {
     serde_yaml_ng::from_str(SPEC).expect("the spec is YAML")
 }
 
-/// The operations of the Console API: the 17 DESIGN.md names, and the hosts-only user list of
+/// The operations of the Console API: the 17 of the project's design, and the hosts-only user list of
 /// Agora's English reference.
 const OPERATION_IDS: [&str; 18] = [
     "create_project",
@@ -91,7 +91,7 @@ fn every_object_schema_keeps_the_fields_it_does_not_know() {
                       "created": 1_700_000_000_000_i64, "company_id": 7, "region": {"zone": "cn"}}],
         "next": null
     });
-    let typed: types::ProjectList = serde_json::from_value(live.clone()).unwrap();
+    let typed: types::ProjectList = serde_json::from_value(live).unwrap();
     assert_eq!(typed.projects[0].company_id, Some(7));
     assert_eq!(typed.projects[0].extra["region"], serde_json::json!({"zone": "cn"}));
     assert_eq!(typed.extra["next"], Value::Null);

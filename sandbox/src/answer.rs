@@ -23,7 +23,7 @@ const COMPANY_ID: i64 = 376_541;
 
 /// Errors the live service's edge (Kong) answers itself, before the Console API sees the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EdgeError {
+pub(crate) enum EdgeError {
     NoCredentials,
     WrongCredentials,
     NoRoute,
@@ -32,7 +32,7 @@ pub enum EdgeError {
     InvalidAppId,
 }
 
-pub struct Shaper {
+pub(crate) struct Shaper {
     pub flavor: Flavor,
 }
 
@@ -41,7 +41,7 @@ fn request_id() -> String {
 }
 
 impl Shaper {
-    pub fn new(flavor: Flavor) -> Self {
+    pub(crate) fn new(flavor: Flavor) -> Self {
         Self { flavor }
     }
 
@@ -69,7 +69,7 @@ impl Shaper {
     }
 
     /// 200, both flavors (usage and kicking rules).
-    pub fn ok<T: Serialize>(&self, body: &T) -> Response {
+    pub(crate) fn ok<T: Serialize>(&self, body: &T) -> Response {
         self.respond(StatusCode::OK, Self::value(body), false)
     }
 
@@ -92,21 +92,21 @@ impl Shaper {
         value
     }
 
-    pub fn project_list(&self, projects: &[types::Project]) -> Response {
+    pub(crate) fn project_list(&self, projects: &[types::Project]) -> Response {
         let projects: Vec<Value> = projects.iter().map(|project| self.project_value(project)).collect();
         self.respond(self.project_status(), json!({ "projects": projects }), false)
     }
 
     /// `{"project": ...}`: live, an object from writes (`write`), a one-element array otherwise
     /// and in the document.
-    pub fn project(&self, project: &types::Project, write: bool) -> Response {
+    pub(crate) fn project(&self, project: &types::Project, write: bool) -> Response {
         let value = self.project_value(project);
         let body = if self.live() && write { json!({ "project": value }) } else { json!({ "project": [value] }) };
         self.respond(self.project_status(), body, false)
     }
 
     /// A new project: live, an object without `recording_server` (as a captured create answer).
-    pub fn created_project(&self, project: &types::Project) -> Response {
+    pub(crate) fn created_project(&self, project: &types::Project) -> Response {
         if !self.live() {
             return self.project(project, true);
         }
@@ -117,19 +117,19 @@ impl Shaper {
         self.respond(StatusCode::CREATED, json!({ "project": value }), false)
     }
 
-    pub fn project_success(&self) -> Response {
+    pub(crate) fn project_success(&self) -> Response {
         self.respond(self.project_status(), json!({ "success": true }), false)
     }
 
     /// Live, a kick-once rule (`time` 0) answers id 0.
-    pub fn rule_created(&self, created: CreatedRule) -> Response {
+    pub(crate) fn rule_created(&self, created: CreatedRule) -> Response {
         let id = if self.live() && created.minutes == 0 { 0 } else { created.id };
         self.ok(&json!({ "status": "success", "id": id }))
     }
 
     /// A user's state: live with `uid` and `platform`, and `in_channel: false` alone when absent;
     /// the document's `join: 0, role: 0` then.
-    pub fn user_state(&self, user: Option<UserState>) -> Response {
+    pub(crate) fn user_state(&self, user: Option<UserState>) -> Response {
         let data = match (user, self.live()) {
             (Some(user), true) => json!({
                 "join": user.joined, "in_channel": true, "role": user.role, "uid": user.uid, "platform": user.platform
@@ -142,16 +142,16 @@ impl Shaper {
     }
 
     /// A channel query's answer; live, with the request's ID in it.
-    pub fn channel_answer<T: Serialize>(&self, body: &T) -> Response {
+    pub(crate) fn channel_answer<T: Serialize>(&self, body: &T) -> Response {
         self.respond(StatusCode::OK, Self::value(body), true)
     }
 
     /// An error of the Console API itself: `{"error_msg"}` in both flavors.
-    pub fn error(&self, error: ApiError) -> Response {
+    pub(crate) fn error(&self, error: ApiError) -> Response {
         self.respond(error.status, json!({ "error_msg": error.message }), false)
     }
 
-    pub fn edge_error(&self, error: EdgeError) -> Response {
+    pub(crate) fn edge_error(&self, error: EdgeError) -> Response {
         let (status, live, document) = match error {
             EdgeError::NoCredentials => {
                 (StatusCode::UNAUTHORIZED, "Unauthorized", "Invalid authentication credentials")
@@ -187,7 +187,7 @@ impl Shaper {
     }
 
     /// `RateLimit-*` on live answers, as Kong's rate limiting writes them.
-    pub fn rate_limit_headers(&self, headers: &mut HeaderMap, limit: u32, used: u32) {
+    pub(crate) fn rate_limit_headers(&self, headers: &mut HeaderMap, limit: u32, used: u32) {
         if !self.live() || limit == 0 {
             return;
         }
@@ -197,7 +197,7 @@ impl Shaper {
     }
 
     /// An injected fault's answer: its status, its body byte for byte, its headers.
-    pub fn fault(&self, fault: &FaultAnswer) -> Response {
+    pub(crate) fn fault(&self, fault: &FaultAnswer) -> Response {
         let status = StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body =
             fault.body.clone().unwrap_or_else(|| json!({ "error_msg": "fault injected by the sandbox" }).to_string());

@@ -30,7 +30,7 @@ use crate::answer::{EdgeError, Shaper};
 use crate::traffic::{Admission, Faults, Traffic};
 use crate::world::{ApiError, ApiResult, ChannelMembers, Mode, World, missing_channel};
 
-pub struct SandboxState {
+pub(crate) struct SandboxState {
     shaper: Shaper,
     /// `Basic base64(customer_id:customer_secret)`, the only accepted `Authorization`.
     expected_authorization: String,
@@ -39,7 +39,13 @@ pub struct SandboxState {
 }
 
 impl SandboxState {
-    pub fn new(customer_id: &str, customer_secret: &str, flavor: Flavor, world: World, traffic: Traffic) -> Self {
+    pub(crate) fn new(
+        customer_id: &str,
+        customer_secret: &str,
+        flavor: Flavor,
+        world: World,
+        traffic: Traffic,
+    ) -> Self {
         let credentials = base64::engine::general_purpose::STANDARD.encode(format!("{customer_id}:{customer_secret}"));
         Self {
             shaper: Shaper::new(flavor),
@@ -69,7 +75,7 @@ impl SandboxState {
 type AppState = State<Arc<SandboxState>>;
 type Answer = Result<Response, Response>;
 
-pub fn router(state: Arc<SandboxState>) -> Router {
+pub(crate) fn router(state: Arc<SandboxState>) -> Router {
     let no_method = state.clone();
     let method_fallback = move |route: MethodRouter<Arc<SandboxState>>| {
         let state = no_method.clone();

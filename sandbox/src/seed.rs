@@ -6,9 +6,9 @@ use chrono::{DateTime, Duration, Utc};
 use crate::world::{ChannelMembers, Mode, World};
 
 /// The random seed of the demo account's IDs and keys.
-pub const DEMO_SEED: u64 = 0x000A_602A;
+pub(crate) const DEMO_SEED: u64 = 0x000A_602A;
 
-pub fn demo(world: &mut World, now: DateTime<Utc>) {
+pub(crate) fn demo(world: &mut World, now: DateTime<Utc>) {
     let origin: DateTime<Utc> = "2025-06-01T08:00:00Z".parse().expect("a valid timestamp");
     let project = |world: &mut World, name: &str, sign_key: bool, enabled: bool, days: i64| {
         world.insert_project(name, sign_key, enabled, origin + Duration::days(days)).vendor_key

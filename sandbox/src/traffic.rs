@@ -76,7 +76,7 @@ impl Faults {
 
 /// The answer a fault gives instead of the operation's.
 #[derive(Debug, Clone, PartialEq)]
-pub struct FaultAnswer {
+pub(crate) struct FaultAnswer {
     pub status: u16,
     pub body: Option<String>,
     pub headers: BTreeMap<String, String>,
@@ -84,14 +84,14 @@ pub struct FaultAnswer {
 
 /// What to do with an arriving request.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Admission {
+pub(crate) enum Admission {
     /// Over the rate limit: 429.
     Throttled,
     /// Go on after `delay`; answer `fail_with` instead if set.
     Admitted { delay: Duration, fail_with: Option<FaultAnswer> },
 }
 
-pub struct Traffic {
+pub(crate) struct Traffic {
     rate_limit: u32,
     base_latency: Duration,
     /// Arrival times of admitted requests within the last second (the rate limit's window).
@@ -110,7 +110,7 @@ fn expire(window: &mut VecDeque<Instant>, now: Instant) {
 
 impl Traffic {
     /// `rate_limit` 0 turns the limit off.
-    pub fn new(rate_limit: u32, base_latency: Duration) -> Self {
+    pub(crate) fn new(rate_limit: u32, base_latency: Duration) -> Self {
         Self {
             rate_limit,
             base_latency,
@@ -122,15 +122,15 @@ impl Traffic {
     }
 
     /// Requests admitted in the last second (for `RateLimit-Remaining`).
-    pub fn admitted_in_window(&self) -> u32 {
+    pub(crate) fn admitted_in_window(&self) -> u32 {
         u32::try_from(self.admitted.len()).unwrap_or(u32::MAX)
     }
 
-    pub fn rate_limit(&self) -> u32 {
+    pub(crate) fn rate_limit(&self) -> u32 {
         self.rate_limit
     }
 
-    pub fn arrive(&mut self, now: Instant, path: &str) -> Admission {
+    pub(crate) fn arrive(&mut self, now: Instant, path: &str) -> Admission {
         self.stats.requests += 1;
         expire(&mut self.arrivals, now);
         self.arrivals.push_back(now);
@@ -157,24 +157,24 @@ impl Traffic {
         Admission::Admitted { delay: self.base_latency + Duration::from_millis(faults.latency_ms), fail_with }
     }
 
-    pub fn count_unauthorized(&mut self) {
+    pub(crate) fn count_unauthorized(&mut self) {
         self.stats.unauthorized += 1;
     }
 
-    pub fn count_operation(&mut self, operation: &str) {
+    pub(crate) fn count_operation(&mut self, operation: &str) {
         *self.stats.by_operation.entry(operation.to_string()).or_default() += 1;
     }
 
-    pub fn stats(&self) -> Stats {
+    pub(crate) fn stats(&self) -> Stats {
         self.stats.clone()
     }
 
-    pub fn set_faults(&mut self, faults: Faults) {
+    pub(crate) fn set_faults(&mut self, faults: Faults) {
         self.faults = faults;
     }
 
     /// Clears the counters, the faults and the rate limit's window.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.stats = Stats::default();
         self.faults = Faults::default();
         self.admitted.clear();

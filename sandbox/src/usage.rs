@@ -8,7 +8,12 @@ use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use crate::world::ProjectRecord;
 
 /// The days of `from..=to` on which the project existed, up to `today` (later days have no usage yet).
-pub fn days(from: NaiveDate, to: NaiveDate, created_ms: i64, today: NaiveDate) -> impl Iterator<Item = NaiveDate> {
+pub(crate) fn days(
+    from: NaiveDate,
+    to: NaiveDate,
+    created_ms: i64,
+    today: NaiveDate,
+) -> impl Iterator<Item = NaiveDate> {
     let created = DateTime::from_timestamp_millis(created_ms).map_or(NaiveDate::MIN, |t| t.date_naive());
     let first = from.max(created);
     let last = to.min(today);
@@ -26,7 +31,7 @@ fn day_number(day: NaiveDate) -> i32 {
     day.format("%Y%m%d").to_string().parse().expect("YYYYMMDD is a number")
 }
 
-pub fn daily_v1(project: &str, day: NaiveDate) -> types::DailyUsage {
+pub(crate) fn daily_v1(project: &str, day: NaiveDate) -> types::DailyUsage {
     types::DailyUsage {
         date: day_number(day),
         audio: Some(figure(project, day, "audio", 5_000)),
@@ -67,7 +72,7 @@ fn metrics(business: types::UsageBusiness) -> &'static [(&'static str, &'static 
     }
 }
 
-pub fn v3(
+pub(crate) fn v3(
     project: &ProjectRecord,
     from: NaiveDate,
     to: NaiveDate,

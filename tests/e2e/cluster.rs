@@ -13,13 +13,13 @@ use crate::throttle::offer;
 
 /// A redis-server of our own on a free port; `None` (test skipped) when the binary is missing,
 /// unless `REQUIRE_REDIS=1` (CI).
-pub struct RedisServer {
+pub(crate) struct RedisServer {
     pub port: u16,
     child: Option<Child>,
 }
 
 impl RedisServer {
-    pub async fn start() -> Option<Self> {
+    pub(crate) async fn start() -> Option<Self> {
         let found =
             std::process::Command::new("redis-server").arg("--version").output().is_ok_and(|o| o.status.success());
         if !found {
@@ -32,11 +32,11 @@ impl RedisServer {
         Some(server)
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    pub async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
@@ -49,7 +49,7 @@ impl RedisServer {
         wait_for("redis-server", async || tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()).await;
     }
 
-    pub async fn kill(&mut self) {
+    pub(crate) async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().await.unwrap();
         }

@@ -12,86 +12,88 @@ use agora_sandbox::{Faults, Flavor, Sandbox, SandboxConfig, Seed, Stats};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
-pub const CUSTOMER_ID: &str = "e2e-customer";
-pub const CUSTOMER_SECRET: &str = "e2e-customer-secret";
+pub(crate) const CUSTOMER_ID: &str = "e2e-customer";
+pub(crate) const CUSTOMER_SECRET: &str = "e2e-customer-secret";
 
-pub const ACME_SECRET: &str = "acme-e2e-hs256-secret-0123456789abcdef";
-pub const GLOBEX_SECRET: &str = "globex-e2e-hs256-secret-0123456789abcdef";
-pub const OPS_SECRET: &str = "ops-e2e-hs256-secret-0123456789abcdef0";
+pub(crate) const ACME_SECRET: &str = "acme-e2e-hs256-secret-0123456789abcdef";
+pub(crate) const GLOBEX_SECRET: &str = "globex-e2e-hs256-secret-0123456789abcdef";
+pub(crate) const OPS_SECRET: &str = "ops-e2e-hs256-secret-0123456789abcdef0";
 
 /// Every scope but `admin`.
-pub const TENANT_SCOPES: &str =
+pub(crate) const TENANT_SCOPES: &str =
     "projects:read projects:write projects:secrets usage:read kicking:read kicking:write channels:read";
-pub const ALL_SCOPES: &str =
+pub(crate) const ALL_SCOPES: &str =
     "projects:read projects:write projects:secrets usage:read kicking:read kicking:write channels:read admin";
 
 /// The status of project operations from the live service (and the default sandbox), which the
 /// gateway passes on: Agora's English reference gives 201 for them (the document 200).
-pub const PROJECTS_OK: u16 = 201;
+pub(crate) const PROJECTS_OK: u16 = 201;
 
 /// Load-heavy tests take this, so they never run at the same time as each other.
-pub static LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-pub fn any_port() -> SocketAddr {
+pub(crate) fn any_port() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
-pub fn fixtures() -> PathBuf {
+pub(crate) fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
 
-pub fn key_file(name: &str) -> PathBuf {
+pub(crate) fn key_file(name: &str) -> PathBuf {
     fixtures().join("keys").join(name)
 }
 
 /// A sandbox with the given seed and rate limit (0: unlimited, for tests that are not about it),
 /// answering as the live service does.
-pub async fn start_sandbox(seed: Seed, rate_limit: u32) -> Sandbox {
+pub(crate) async fn start_sandbox(seed: Seed, rate_limit: u32) -> Sandbox {
     start_flavored_sandbox(seed, rate_limit, Flavor::Agora).await
 }
 
-pub async fn start_flavored_sandbox(seed: Seed, rate_limit: u32, flavor: Flavor) -> Sandbox {
+pub(crate) async fn start_flavored_sandbox(seed: Seed, rate_limit: u32, flavor: Flavor) -> Sandbox {
     let config = SandboxConfig { seed, rate_limit, flavor, ..SandboxConfig::new(CUSTOMER_ID, CUSTOMER_SECRET) };
     Sandbox::start(config, any_port()).await.expect("the sandbox starts")
 }
 
 /// A value of a generated type, from JSON (the types keep unknown fields, so struct literals
 /// would need an `extra` map).
-pub fn typed<T: serde::de::DeserializeOwned>(value: Value) -> T {
+pub(crate) fn typed<T: serde::de::DeserializeOwned>(value: Value) -> T {
     serde_json::from_value(value).expect("the JSON fits the generated type")
 }
 
 /// The generated client, as the gateway uses it: Basic auth with the account's credentials.
-pub fn console_client(sandbox: &Sandbox) -> Client {
+pub(crate) fn console_client(sandbox: &Sandbox) -> Client {
     Client::with_basic_auth(&sandbox.base_url(), CUSTOMER_ID, CUSTOMER_SECRET, &ClientOptions::default()).unwrap()
 }
 
-pub fn http() -> reqwest::Client {
+pub(crate) fn http() -> reqwest::Client {
     reqwest::Client::new()
 }
 
-pub async fn sandbox_stats(sandbox: &Sandbox) -> Stats {
+pub(crate) async fn sandbox_stats(sandbox: &Sandbox) -> Stats {
     http().get(format!("{}/__sandbox/stats", sandbox.root_url())).send().await.unwrap().json().await.unwrap()
 }
 
-pub async fn set_faults(sandbox: &Sandbox, faults: Faults) {
+pub(crate) async fn set_faults(sandbox: &Sandbox, faults: Faults) {
     let response = http().post(format!("{}/__sandbox/faults", sandbox.root_url())).json(&faults).send().await.unwrap();
     assert!(response.status().is_success(), "faults accepted: {}", response.status());
 }
 
-pub async fn reset_sandbox(sandbox: &Sandbox) {
+pub(crate) async fn reset_sandbox(sandbox: &Sandbox) {
     let response = http().post(format!("{}/__sandbox/reset", sandbox.root_url())).send().await.unwrap();
     assert!(response.status().is_success());
 }
 
 /// Users join a channel (the sandbox's stand-in for clients joining through the SDK).
-pub async fn join_channel(sandbox: &Sandbox, body: Value) {
+pub(crate) async fn join_channel(sandbox: &Sandbox, body: Value) {
     let response = http().post(format!("{}/__sandbox/channels", sandbox.root_url())).json(&body).send().await.unwrap();
     assert!(response.status().is_success(), "join: {}", response.text().await.unwrap());
 }
 
 /// The status and message (`error_msg` or `message`) of an error answer of the generated client.
-pub fn error_of<T: std::fmt::Debug>(result: Result<T, agora_console_client::Error<types::ErrorBody>>) -> (u16, String) {
+pub(crate) fn error_of<T: std::fmt::Debug>(
+    result: Result<T, agora_console_client::Error<types::ErrorBody>>,
+) -> (u16, String) {
     match result {
         Err(agora_console_client::Error::ErrorResponse(response)) => {
             let status = response.status().as_u16();
@@ -104,7 +106,7 @@ pub fn error_of<T: std::fmt::Debug>(result: Result<T, agora_console_client::Erro
 
 /// What a test may change in the gateway's configuration.
 #[derive(Clone)]
-pub struct Options {
+pub(crate) struct Options {
     pub project_ttl: &'static str,
     pub channel_ttl: &'static str,
     pub stale_for: &'static str,
@@ -122,11 +124,11 @@ pub struct Options {
     pub acme_weight: u32,
 }
 
-pub fn acme_hs_key() -> String {
+pub(crate) fn acme_hs_key() -> String {
     format!("{{ kid = \"acme-hs\", alg = \"HS256\", secret = \"{ACME_SECRET}\" }}")
 }
 
-pub fn acme_rsa_key() -> String {
+pub(crate) fn acme_rsa_key() -> String {
     format!(
         "{{ kid = \"acme-rsa\", alg = \"RS256\", public_key = \"file:{}\" }}",
         key_file("acme-rsa.pub.pem").display()
@@ -153,7 +155,7 @@ impl Default for Options {
 }
 
 /// The test configuration: four tenants in front of `upstream`.
-pub fn gateway_toml(upstream: &str, initech_project: &str, options: &Options) -> String {
+pub(crate) fn gateway_toml(upstream: &str, initech_project: &str, options: &Options) -> String {
     let redis = options.redis_url.as_ref().map(|url| format!("redis_url = \"{url}\"\n")).unwrap_or_default();
     let request_timeout =
         options.request_timeout.map(|timeout| format!("request_timeout = \"{timeout}\"\n")).unwrap_or_default();
@@ -229,10 +231,10 @@ keys = [{{ kid = "ops-hs", alg = "HS256", secret = "{OPS_SECRET}" }}]
 }
 
 /// The demo account's projects, by name.
-pub struct DemoProjects(pub Vec<types::Project>);
+pub(crate) struct DemoProjects(pub Vec<types::Project>);
 
 impl DemoProjects {
-    pub fn named(&self, name: &str) -> &types::Project {
+    pub(crate) fn named(&self, name: &str) -> &types::Project {
         self.0.iter().find(|p| p.name == name).unwrap_or_else(|| panic!("no demo project {name}"))
     }
 }
@@ -240,13 +242,13 @@ impl DemoProjects {
 /// A gateway serving on a thread and runtime of its own (two workers, as on a small machine), so
 /// that what the test itself does on its runtime — load generation, starting processes — cannot
 /// hold up the gateway's upstream calls. Dropping it stops it.
-pub struct GatewayThread {
+pub(crate) struct GatewayThread {
     addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl GatewayThread {
-    pub async fn start(config: Config) -> Self {
+    pub(crate) async fn start(config: Config) -> Self {
         let (ready, started) = tokio::sync::oneshot::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
@@ -267,7 +269,7 @@ impl GatewayThread {
         GatewayThread { addr, stop: Some(stop) }
     }
 
-    pub fn base_url(&self) -> String {
+    pub(crate) fn base_url(&self) -> String {
         format!("http://{}", self.addr)
     }
 }
@@ -281,14 +283,14 @@ impl Drop for GatewayThread {
 }
 
 /// A sandbox (the demo account, Agora's 10 req/s) and a gateway in front of it.
-pub struct Stack {
+pub(crate) struct Stack {
     pub sandbox: Sandbox,
     pub gateway: GatewayThread,
     pub projects: DemoProjects,
 }
 
 impl Stack {
-    pub async fn start(options: Options) -> Stack {
+    pub(crate) async fn start(options: Options) -> Stack {
         let sandbox = start_flavored_sandbox(Seed::Demo, 10, options.flavor).await;
         let projects =
             DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
@@ -300,30 +302,30 @@ impl Stack {
         Stack { sandbox, gateway, projects }
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.gateway.base_url())
     }
 
     /// The generated client pointed at the gateway, with a bearer token.
-    pub fn client(&self, token: &str) -> Client {
+    pub(crate) fn client(&self, token: &str) -> Client {
         Client::with_bearer_token(&self.url("/dev"), token, &ClientOptions::default()).unwrap()
     }
 
-    pub async fn stats(&self) -> Stats {
+    pub(crate) async fn stats(&self) -> Stats {
         sandbox_stats(&self.sandbox).await
     }
 
-    pub fn app(&self, name: &str) -> String {
+    pub(crate) fn app(&self, name: &str) -> String {
         self.projects.named(name).vendor_key.clone()
     }
 }
 
-pub fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
 /// The standard claims of a tenant's token, valid for an hour.
-pub fn claims(tenant: &str, scope: &str) -> Value {
+pub(crate) fn claims(tenant: &str, scope: &str) -> Value {
     json!({
         "iss": format!("https://auth.{tenant}.test"),
         "aud": "agora-gateway",
@@ -334,14 +336,14 @@ pub fn claims(tenant: &str, scope: &str) -> Value {
     })
 }
 
-pub fn sign(alg: Algorithm, kid: Option<&str>, claims: &Value, key: &EncodingKey) -> String {
+pub(crate) fn sign(alg: Algorithm, kid: Option<&str>, claims: &Value, key: &EncodingKey) -> String {
     let mut header = Header::new(alg);
     header.kid = kid.map(str::to_string);
     jsonwebtoken::encode(&header, claims, key).unwrap()
 }
 
 /// A valid HS256 token of a tenant (acme, globex, ops) with these scopes.
-pub fn token(tenant: &str, scope: &str) -> String {
+pub(crate) fn token(tenant: &str, scope: &str) -> String {
     let (kid, secret) = match tenant {
         "acme" => ("acme-hs", ACME_SECRET),
         "globex" => ("globex-hs", GLOBEX_SECRET),
@@ -352,13 +354,13 @@ pub fn token(tenant: &str, scope: &str) -> String {
 }
 
 /// A valid token of initech, signed with its Ed25519 key.
-pub fn initech_token(scope: &str) -> String {
+pub(crate) fn initech_token(scope: &str) -> String {
     let pem = std::fs::read(key_file("initech-ed25519.pem")).unwrap();
     sign(Algorithm::EdDSA, Some("initech-ed"), &claims("initech", scope), &EncodingKey::from_ed_pem(&pem).unwrap())
 }
 
 /// Sends a request to the gateway with a token; answers status, headers and body.
-pub async fn call(
+pub(crate) async fn call(
     stack: &Stack,
     method: reqwest::Method,
     path: &str,
@@ -381,7 +383,7 @@ pub async fn call(
 }
 
 /// Asserts an answer is one of the gateway's problem documents, and answers its detail.
-pub fn problem_detail(status: u16, headers: &reqwest::header::HeaderMap, body: &Value, expected: u16) -> String {
+pub(crate) fn problem_detail(status: u16, headers: &reqwest::header::HeaderMap, body: &Value, expected: u16) -> String {
     assert_eq!(status, expected, "body: {body}");
     assert_eq!(headers["content-type"], "application/problem+json", "body: {body}");
     assert_eq!(body["status"], expected);
@@ -391,7 +393,7 @@ pub fn problem_detail(status: u16, headers: &reqwest::header::HeaderMap, body: &
 }
 
 /// Operations of the spec: (method, path, operationId).
-pub fn spec_operations() -> Vec<(String, String, String)> {
+pub(crate) fn spec_operations() -> Vec<(String, String, String)> {
     let text = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../openapi/agora-console.yaml"))
         .unwrap();
     let spec: Value = serde_yaml_ng::from_str(&text).unwrap();
@@ -408,12 +410,12 @@ pub fn spec_operations() -> Vec<(String, String, String)> {
     operations
 }
 
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Waits (up to 30 s) until `ready` says so.
-pub async fn wait_for(what: &str, mut ready: impl AsyncFnMut() -> bool) {
+pub(crate) async fn wait_for(what: &str, mut ready: impl AsyncFnMut() -> bool) {
     let started = Instant::now();
     while !ready().await {
         assert!(started.elapsed() < Duration::from_secs(30), "{what} did not come up");
@@ -422,22 +424,22 @@ pub async fn wait_for(what: &str, mut ready: impl AsyncFnMut() -> bool) {
 }
 
 /// What a gateway process does with its logs.
-pub enum Output {
+pub(crate) enum Output {
     Discard,
     /// Debug logs, kept for the test to read (`child.wait_with_output()`).
     CaptureDebug,
 }
 
 /// A real gateway process (`gateway-under-test serve`) on a free port.
-pub struct GatewayProcess {
+pub(crate) struct GatewayProcess {
     pub base: String,
     pub child: tokio::process::Child,
 }
 
 impl GatewayProcess {
-    /// Writes `toml` (its `listen` replaced by a free port) to `dir/name.toml`, starts the gateway
+    /// Writes `toml` (its `listen` replaced by a free port) to a file `name`.toml in `dir`, starts the gateway
     /// on it and waits until it answers.
-    pub async fn start(toml: &str, dir: &Path, name: &str, output: Output) -> Self {
+    pub(crate) async fn start(toml: &str, dir: &Path, name: &str, output: Output) -> Self {
         let port = free_port();
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(&config, toml.replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\"")))
@@ -455,7 +457,7 @@ impl GatewayProcess {
         GatewayProcess { base, child }
     }
 
-    pub async fn ready(&self) -> u16 {
+    pub(crate) async fn ready(&self) -> u16 {
         http().get(format!("{}/readyz", self.base)).send().await.unwrap().status().as_u16()
     }
 }

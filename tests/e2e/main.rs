@@ -8,3 +8,4 @@ mod gateway;
 mod live;
 mod sandbox;
 mod throttle;
+mod tidy;

@@ -10,7 +10,7 @@ use reqwest::Method;
 use crate::common::*;
 
 /// One request of the load: who sent it, when it was answered, how.
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub tenant: usize,
     pub status: u16,
     pub latency: Duration,
@@ -19,7 +19,7 @@ pub struct Outcome {
 
 /// Offers `rate` requests per second for `duration`, round robin over `targets` (url, token);
 /// each request reads a distinct page, so none is a cache hit.
-pub async fn offer(targets: Vec<(String, String)>, rate: u32, duration: Duration) -> Vec<Outcome> {
+pub(crate) async fn offer(targets: Vec<(String, String)>, rate: u32, duration: Duration) -> Vec<Outcome> {
     let client = http();
     let mut ticker = tokio::time::interval(Duration::from_secs(1) / rate);
     let started = Instant::now();
@@ -90,7 +90,7 @@ async fn three_tenants_at_six_times_the_budget_never_crowd_a_second_and_use_it_a
     for outcome in &outcomes {
         match outcome.status {
             200 => {
-                assert!(outcome.latency <= max_wait + Duration::from_secs(1), "a request took {:?}", outcome.latency)
+                assert!(outcome.latency <= max_wait + Duration::from_secs(1), "a request took {:?}", outcome.latency);
             }
             429 => {
                 let seconds: u64 = outcome.retry_after.as_deref().expect("Retry-After on 429").parse().unwrap();

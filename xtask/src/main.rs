@@ -30,6 +30,13 @@ enum Command {
         /// Short runs (under a minute after the build).
         #[arg(long)]
         quick: bool,
+        /// Only the hit scenario, in interleaved rounds against this other gateway binary (a
+        /// release build of an earlier commit): throughput and p99 of each, and their ratio.
+        #[arg(long, value_name = "BINARY")]
+        compare: Option<PathBuf>,
+        /// Rounds of each, interleaved, with --compare.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
     },
     /// The README's "Adding an operation", end to end in a copy of the workspace: a made-up
     /// operation added to the spec, regenerated, built, and proxied to a stand-in upstream.
@@ -40,7 +47,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Regen { check } => regen::run(&workspace_root(), check),
-        Command::Bench { quick } => bench::run(&workspace_root(), quick),
+        Command::Bench { quick, compare, rounds } => bench::run(&workspace_root(), quick, compare, rounds),
         Command::AddingAnOperation => walkthrough::run(&workspace_root()),
     };
     match result {

@@ -58,7 +58,7 @@ const TENANT_SECRET: &str = "walkthrough-tenant-hs256-secret-0123456789";
 const OWN_APP: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const OTHER_APP: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
-pub fn run(root: &Path) -> Result<()> {
+pub(crate) fn run(root: &Path) -> Result<()> {
     let copy = root.join("target/walkthrough/workspace");
     println!("1. copy the workspace to {}", copy.display());
     copy_workspace(root, &copy)?;

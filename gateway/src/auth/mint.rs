@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Header, encode};
 use serde::Serialize;
 
-use crate::auth::keys::{parse_algorithm, signing_key};
+use crate::auth::keys::{MintError, parse_algorithm, signing_key};
 use crate::config::TenantConfig;
 
 /// What to put in a minted token.
@@ -32,15 +32,15 @@ struct MintedClaims<'a> {
     scope: String,
 }
 
-pub(crate) fn mint(request: &MintRequest<'_>) -> Result<String, String> {
+pub(crate) fn mint(request: &MintRequest<'_>) -> Result<String, MintError> {
     let tenant = request.tenant;
     let key = match request.kid {
         Some(kid) => tenant
             .keys
             .iter()
             .find(|key| key.kid == kid)
-            .ok_or_else(|| format!("tenant {:?} has no key {kid:?}", tenant.id))?,
-        None => tenant.keys.first().ok_or_else(|| format!("tenant {:?} has no keys", tenant.id))?,
+            .ok_or_else(|| MintError::NoSuchKey { tenant: tenant.id.clone(), kid: kid.to_string() })?,
+        None => tenant.keys.first().ok_or_else(|| MintError::NoKeys(tenant.id.clone()))?,
     };
     let alg = parse_algorithm(&key.alg)?;
     let encoding_key = signing_key(alg, key.secret.as_ref().map(|s| s.expose()), request.private_key)?;
@@ -48,7 +48,7 @@ pub(crate) fn mint(request: &MintRequest<'_>) -> Result<String, String> {
         Some(scope) => scope.to_string(),
         None => tenant.scopes.iter().map(|scope| scope.as_str()).collect::<Vec<_>>().join(" "),
     };
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_err(|e| e.to_string())?.as_secs();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_err(|_| MintError::Clock)?.as_secs();
     let claims = MintedClaims {
         iss: &tenant.issuer,
         aud: &tenant.audience,
@@ -60,5 +60,5 @@ pub(crate) fn mint(request: &MintRequest<'_>) -> Result<String, String> {
     };
     let mut header = Header::new(alg);
     header.kid = Some(key.kid.clone());
-    encode(&header, &claims, &encoding_key).map_err(|error| format!("signing failed: {error}"))
+    encode(&header, &claims, &encoding_key).map_err(|error| MintError::Signing(error.to_string()))
 }

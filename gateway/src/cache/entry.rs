@@ -1,10 +1,13 @@
 //! What the cache holds: an upstream answer as it came (status, headers, body bytes), for project
 //! answers the same split for egress (`egress/projects.rs`), and the tenants' views rendered so
-//! far — computed once per entry, dropped with it.
+//! far — computed once per entry, dropped with it. Ages are read on tokio's clock, so tests can
+//! pause it.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 

@@ -1,5 +1,5 @@
 //! Step 5 of the pipeline: the response cache, one for all tenants. It holds upstream answers
-//! keyed by the normalized request (per-tenant filtering happens after it, in `egress.rs`), so
+//! keyed by the normalized request (per-tenant filtering happens after it, in `egress/`), so
 //! tenant A's read warms tenant B's. Concurrent identical misses make one upstream call.
 //! Entries stay in the cache `stale_for` past their freshness, to be served `X-Cache: STALE` when
 //! the upstream fails or no slot is free. Writes invalidate what they change; an in-flight read
@@ -239,7 +239,9 @@ impl ResponseCache {
     pub(crate) fn purge(&self, class: Option<CacheClass>) {
         match class {
             None => {
-                CacheClass::ALL.into_iter().for_each(|class| self.bump(class));
+                for class in CacheClass::ALL {
+                    self.bump(class);
+                }
                 self.inner.entries.invalidate_all();
             }
             Some(class) => {

@@ -34,7 +34,7 @@ fn projects(names: &[&str]) -> Entry {
     Entry::new(Operation::ListProjects, answer(json!({ "projects": list }))).unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn concurrent_identical_misses_make_one_call() {
     let cache = ResponseCache::new(&config(Duration::from_secs(60)), Arc::new(Metrics::new()));
     let calls = Arc::new(AtomicUsize::new(0));
@@ -62,16 +62,21 @@ async fn concurrent_identical_misses_make_one_call() {
     assert_eq!(status, CacheStatus::Hit);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_failed_refresh_serves_the_stale_entry_and_client_errors_pass() {
-    let cache = ResponseCache::new(&config(Duration::from_millis(20)), Arc::new(Metrics::new()));
+    let cache = ResponseCache::new(&config(Duration::from_secs(20)), Arc::new(Metrics::new()));
     let key = || "list_projects".to_string();
     cache.read(key(), CacheClass::Project, false, || async { Ok(projects(&["a"])) }).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    let (_, status) = cache.read(key(), CacheClass::Project, false, || async { unreachable!() }).await.unwrap();
+    assert_eq!(status, CacheStatus::Hit, "fresh for 20 s");
+    tokio::time::advance(Duration::from_secs(30)).await;
     let down = || async { Err(GatewayError::BadGateway("down".into())) };
     let (entry, status) = cache.read(key(), CacheClass::Project, false, down).await.unwrap();
     assert_eq!(status, CacheStatus::Stale);
-    assert!(entry.age() >= Duration::from_millis(20));
+    assert_eq!(entry.age(), Duration::from_secs(30));
+    tokio::time::advance(Duration::from_secs(60)).await;
+    let down = || async { Err(GatewayError::BadGateway("down".into())) };
+    assert!(cache.read(key(), CacheClass::Project, false, down).await.is_err(), "stale only for stale_for (60 s)");
     let missing = || async { Err(GatewayError::not_found("gone")) };
     assert!(cache.read(key(), CacheClass::Project, false, missing).await.is_err(), "a 4xx is not covered by stale");
 }

@@ -231,6 +231,9 @@ pub(crate) struct KeyConfig {
     /// JWK (JSON) public key, instead of `public_key`.
     #[serde(default)]
     pub(crate) jwk: Option<Secret>,
+    /// The key, parsed once when the config is validated.
+    #[serde(skip)]
+    pub(crate) parsed: Option<crate::auth::keys::VerifyingKey>,
 }
 
 mod defaults {

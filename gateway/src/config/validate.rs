@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{Config, ConfigError};
+use crate::auth::keys::VerifyingKey;
 
 impl Config {
     pub(super) fn resolve_secrets(&mut self, base_dir: &Path) -> Result<(), ConfigError> {
@@ -34,8 +35,16 @@ impl Config {
         Ok(())
     }
 
-    /// Checks what the types cannot: ranges, uniqueness, and key material matching its algorithm.
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks what the types cannot — ranges, uniqueness, key material matching its algorithm —
+    /// and parses the tenants' keys, once, for the authenticator.
+    pub(crate) fn validate(&mut self) -> Result<(), ConfigError> {
+        self.validate_upstream()?;
+        self.validate_throttle()?;
+        self.validate_cache_and_server()?;
+        self.validate_tenants()
+    }
+
+    fn validate_upstream(&self) -> Result<(), ConfigError> {
         let upstream = &self.upstream;
         if upstream.is_embedded_sandbox() && !crate::embedded::AVAILABLE {
             return Err(ConfigError::new(
@@ -71,7 +80,10 @@ impl Config {
                 ),
             ));
         }
+        Ok(())
+    }
 
+    fn validate_throttle(&self) -> Result<(), ConfigError> {
         let throttle = &self.throttle;
         if throttle.rate == 0 {
             return Err(ConfigError::new("throttle.rate", "must be at least 1"));
@@ -100,7 +112,10 @@ impl Config {
         if throttle.redis_key_prefix.is_empty() {
             return Err(ConfigError::new("throttle.redis_key_prefix", "must not be empty"));
         }
+        Ok(())
+    }
 
+    fn validate_cache_and_server(&self) -> Result<(), ConfigError> {
         let cache = &self.cache;
         for (field, ttl) in [
             ("cache.project_ttl", cache.project_ttl),
@@ -117,24 +132,30 @@ impl Config {
         if self.server.max_body.as_u64() == 0 {
             return Err(ConfigError::new("server.max_body", "must be more than 0"));
         }
+        Ok(())
+    }
 
+    /// Each tenant, and its keys: parsed here, kept in the config for the authenticator.
+    fn validate_tenants(&mut self) -> Result<(), ConfigError> {
         if self.tenants.is_empty() {
             return Err(ConfigError::new("tenants", "at least one tenant is needed: nobody could call the gateway"));
         }
-        for (t, tenant) in self.tenants.iter().enumerate() {
+        for t in 0..self.tenants.len() {
+            let (earlier, rest) = self.tenants.split_at_mut(t);
+            let tenant = &mut rest[0];
             let field = |name: &str| format!("tenants[{t}].{name}");
             for (name, value) in [("id", &tenant.id), ("issuer", &tenant.issuer), ("audience", &tenant.audience)] {
                 if value.trim().is_empty() {
                     return Err(ConfigError::new(field(name), "must not be empty"));
                 }
             }
-            if let Some(other) = self.tenants[..t].iter().position(|o| o.id == tenant.id) {
+            if let Some(other) = earlier.iter().position(|o| o.id == tenant.id) {
                 return Err(ConfigError::new(
                     field("id"),
                     format!("{:?} is also the id of tenants[{other}]", tenant.id),
                 ));
             }
-            if let Some(other) = self.tenants[..t].iter().position(|o| o.issuer == tenant.issuer) {
+            if let Some(other) = earlier.iter().position(|o| o.issuer == tenant.issuer) {
                 return Err(ConfigError::new(
                     field("issuer"),
                     format!("{:?} is also the issuer of tenants[{other}]: the issuer picks the tenant", tenant.issuer),
@@ -149,15 +170,19 @@ impl Config {
             if tenant.keys.is_empty() {
                 return Err(ConfigError::new(field("keys"), "at least one key is needed"));
             }
-            for (k, key) in tenant.keys.iter().enumerate() {
-                if tenant.keys[..k].iter().any(|other| other.kid == key.kid) {
+            for k in 0..tenant.keys.len() {
+                let (earlier_keys, rest) = tenant.keys.split_at_mut(k);
+                let key = &mut rest[0];
+                if earlier_keys.iter().any(|other| other.kid == key.kid) {
                     return Err(ConfigError::new(
                         field(&format!("keys[{k}].kid")),
                         format!("{:?} appears twice", key.kid),
                     ));
                 }
-                crate::auth::keys::VerifyingKey::from_config(key)
-                    .map_err(|message| ConfigError::new(field(&format!("keys[{k}]")), message))?;
+                let parsed = VerifyingKey::from_config(key).map_err(|error| {
+                    ConfigError::new(field(&format!("keys[{k}].{}", error.field())), error.to_string())
+                })?;
+                key.parsed = Some(parsed);
             }
         }
         Ok(())

@@ -102,3 +102,52 @@ async fn handle(
     };
     gateway.serve(principal, call, inbound.directives).await
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::config::Config;
+
+    async fn gateway() -> Arc<Gateway> {
+        let config = r#"
+            [upstream]
+            base_url = "sandbox"
+            [[tenants]]
+            id = "acme"
+            issuer = "https://auth.acme.test"
+            audience = "agora-gateway"
+            scopes = ["projects:read"]
+            keys = [{ kid = "k", alg = "HS256", secret = "0123456789abcdef0123456789abcdef" }]
+        "#;
+        Gateway::new(&Config::parse(config, std::path::Path::new(".")).unwrap()).await.unwrap()
+    }
+
+    /// Every row of the table is routed, with and without a trailing slash, and labelled with its
+    /// operation; other methods are 405, other paths 404 (`unknown`).
+    #[tokio::test]
+    async fn every_operation_of_the_table_is_routed_and_labelled() {
+        let gateway = gateway().await;
+        let router = crate::app::router(gateway.clone());
+        for spec in &OPERATIONS {
+            let path = spec.path.replace("{appid}", "app").replace("{uid}", "7").replace("{cname}", "c");
+            for path in [format!("/dev{path}"), format!("/dev{path}/")] {
+                let request = Request::builder().method(spec.method.clone()).uri(&path).body(Body::empty()).unwrap();
+                let response = router.clone().oneshot(request).await.unwrap();
+                assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{} {path}", spec.method);
+            }
+        }
+        let patch = Request::builder().method("PATCH").uri("/dev/v1/projects").body(Body::empty()).unwrap();
+        assert_eq!(router.clone().oneshot(patch).await.unwrap().status(), StatusCode::METHOD_NOT_ALLOWED);
+        let nowhere = Request::builder().uri("/dev/v1/nowhere").body(Body::empty()).unwrap();
+        assert_eq!(router.clone().oneshot(nowhere).await.unwrap().status(), StatusCode::NOT_FOUND);
+        let metrics = gateway.metrics.render();
+        for spec in &OPERATIONS {
+            let line = format!("operation=\"{}\",status=\"401\"}} 2", spec.id);
+            assert!(metrics.contains(&line), "missing {line}");
+        }
+        assert!(metrics.contains("operation=\"unknown\",status=\"404\"} 1"));
+    }
+}

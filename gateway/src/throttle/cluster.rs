@@ -27,7 +27,7 @@ use redis::aio::ConnectionManager;
 use tokio::time::Instant;
 
 use super::gcra::{Gcra, interval_for};
-use crate::config::ThrottleConfig;
+use crate::config::{ConfigError, ThrottleConfig};
 use crate::metrics::Metrics;
 
 /// Reserve the next slot. `KEYS`: the GCRA's theoretical arrival time (µs), the set of replicas
@@ -194,15 +194,15 @@ impl ClusterBudget {
         redis_url: &str,
         account: &str,
         metrics: Arc<Metrics>,
-    ) -> Result<Arc<Self>, String> {
-        let client = redis::Client::open(redis_url).map_err(|error| format!("throttle.redis_url: {error}"))?;
+    ) -> Result<Arc<Self>, ConfigError> {
+        let invalid = |error: redis::RedisError| ConfigError::new("throttle.redis_url", error.to_string());
+        let client = redis::Client::open(redis_url).map_err(invalid)?;
         let connection_config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(REDIS_TIMEOUT))
             .set_response_timeout(Some(REDIS_TIMEOUT))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let connection = ConnectionManager::new_lazy_with_config(client, connection_config)
-            .map_err(|error| format!("throttle.redis_url: {error}"))?;
+        let connection = ConnectionManager::new_lazy_with_config(client, connection_config).map_err(invalid)?;
         let interval = interval_for(config.rate, config.burst, config.safety_margin);
         let configured_replicas = config.replicas.unwrap_or(1);
         let prefix = format!("{}:{account}", config.redis_key_prefix);
@@ -390,7 +390,7 @@ impl ClusterBudget {
             match tokio::time::timeout(REDIS_TIMEOUT, invocation).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(error)) => {
-                    tracing::warn!(%error, "could not pause the shared budget in Redis")
+                    tracing::warn!(%error, "could not pause the shared budget in Redis");
                 }
                 Err(_) => tracing::warn!("could not pause the shared budget in Redis: no answer"),
             }

@@ -62,7 +62,7 @@ async fn grants_are_spaced_one_interval_apart_and_no_second_holds_more_than_the_
         .into_iter()
         .map(Option::unwrap)
         .collect();
-    let mut sorted = grants.clone();
+    let mut sorted = grants;
     sorted.sort();
     assert_eq!(sorted[0], start, "the first slot is immediate");
     for pair in sorted.windows(2) {

@@ -76,15 +76,14 @@ impl Upstream {
         customer_secret: &str,
         config: &UpstreamConfig,
         metrics: std::sync::Arc<Metrics>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, agora_console_client::BuildError> {
         let options = ClientOptions {
             timeout: config.timeout,
             connect_timeout: config.connect_timeout,
             user_agent: concat!("agora-gateway/", env!("CARGO_PKG_VERSION")).into(),
             ..ClientOptions::default()
         };
-        let client =
-            Client::with_basic_auth(base_url, customer_id, customer_secret, &options).map_err(|e| e.to_string())?;
+        let client = Client::with_basic_auth(base_url, customer_id, customer_secret, &options)?;
         Ok(Self {
             client,
             timeout: config.timeout,
@@ -227,4 +226,93 @@ fn without_url(error: &reqwest::Error) -> String {
         text = text.replace(&format!(" ({url})"), "").replace(url.as_str(), "the upstream");
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn upstream() -> Upstream {
+        let config: UpstreamConfig = toml::from_str(
+            r#"base_url = "http://127.0.0.1:9/dev"
+               customer_id = "id"
+               customer_secret = "secret""#,
+        )
+        .unwrap();
+        Upstream::new(&config.base_url, "id", "secret", &config, Arc::new(Metrics::new())).unwrap()
+    }
+
+    fn raw(status: u16, body: &str, headers: &[(&'static str, &str)]) -> RawAnswer {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.insert(*name, HeaderValue::from_str(value).unwrap());
+        }
+        RawAnswer {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers: map,
+            body: body.to_string().into(),
+            truncated: false,
+        }
+    }
+
+    /// The generated client's verdict on a body it could not decode.
+    fn undecodable() -> ClientError<types::ErrorBody> {
+        let error = serde_json::from_str::<types::ErrorBody>("<html>").unwrap_err();
+        ClientError::InvalidResponsePayload(Bytes::new(), error)
+    }
+
+    #[test]
+    fn any_2xx_passes_as_it_came_even_when_it_does_not_match_the_spec() {
+        let upstream = upstream();
+        let headers = [("content-type", "application/json; charset=utf-8"), ("x-request-id", "r1"), ("server", "kong")];
+        let answer =
+            upstream.outcome("list_channels", Err(undecodable()), Some(raw(202, "{\"weird\":1}", &headers))).unwrap();
+        assert_eq!((answer.status.as_u16(), &answer.body[..]), (202, &b"{\"weird\":1}"[..]));
+        assert_eq!(answer.headers[AGORA_REQUEST_ID], "r1", "Agora's request id, under its own name");
+        assert!(answer.headers.get("server").is_none(), "only the headers a caller needs");
+        assert!(upstream.outcome("list_projects", Ok(()), Some(raw(201, "{}", &[]))).is_ok());
+    }
+
+    #[test]
+    fn errors_pass_byte_for_byte_except_the_gateways_own_credentials() {
+        let upstream = upstream();
+        let limited = raw(
+            429,
+            "{\"message\":\"API rate limit exceeded\"}",
+            &[("retry-after", "2"), ("ratelimit-remaining", "0")],
+        );
+        match upstream.outcome("list_channels", Err(undecodable()), Some(limited)) {
+            Err(GatewayError::Upstream(status)) => {
+                assert_eq!((status.status.as_u16(), status.retry_after()), (429, Some(Duration::from_secs(2))));
+                assert_eq!(&status.body[..], b"{\"message\":\"API rate limit exceeded\"}");
+                assert_eq!(status.headers["ratelimit-remaining"], "0");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(upstream.not_ready().is_none());
+        let refused = raw(401, "{\"message\":\"Invalid authentication credentials\"}", &[]);
+        match upstream.outcome("list_projects", Err(undecodable()), Some(refused)) {
+            Err(GatewayError::UpstreamCredentials { status: 401, detail }) => {
+                assert!(detail.contains("Invalid authentication credentials"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(upstream.not_ready().is_some_and(|why| why.contains("credentials")), "readyz says so");
+        upstream.outcome("list_projects", Ok(()), Some(raw(200, "{}", &[]))).unwrap();
+        assert!(upstream.not_ready().is_none(), "until Agora accepts them again");
+    }
+
+    #[test]
+    fn an_answer_too_large_or_no_answer_is_a_bad_gateway() {
+        let upstream = upstream();
+        let mut huge = raw(200, "{", &[]);
+        huge.truncated = true;
+        assert!(matches!(upstream.outcome("list_projects", Ok(()), Some(huge)), Err(GatewayError::BadGateway(_))));
+        let refused = ClientError::InvalidRequest("a bug".into());
+        assert!(matches!(upstream.outcome("list_projects", Err(refused), None), Err(GatewayError::Internal(_))));
+    }
 }

@@ -11,7 +11,7 @@ use super::{ApiError, ApiResult, World};
 
 /// Channel profile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     Communication,
     Live,
 }
@@ -27,7 +27,7 @@ impl Mode {
 
 /// A user's role, with Agora's codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub(super) enum Role {
     Communication = 1,
     Broadcaster = 2,
     Audience = 3,
@@ -48,7 +48,7 @@ pub(super) struct Channel {
 
 /// Who joins a channel through the `/__sandbox/channels` hook (and the demo seed).
 #[derive(Debug, Clone, Default)]
-pub struct ChannelMembers {
+pub(crate) struct ChannelMembers {
     /// Users of a communication channel.
     pub users: Vec<u32>,
     /// Broadcasters of a live channel.
@@ -61,7 +61,7 @@ pub struct ChannelMembers {
 
 /// A user in a channel: since when, in which role, from which platform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UserState {
+pub(crate) struct UserState {
     pub uid: u32,
     /// Unix seconds.
     pub joined: i64,
@@ -77,7 +77,7 @@ fn platform_of(uid: u32) -> i64 {
 
 impl World {
     /// The user's state in the channel, or `None` when not in it.
-    pub fn user_state(&self, appid: &str, uid: u32, cname: &str) -> ApiResult<Option<UserState>> {
+    pub(crate) fn user_state(&self, appid: &str, uid: u32, cname: &str) -> ApiResult<Option<UserState>> {
         self.require_app(appid)?;
         let member = self
             .channels
@@ -92,7 +92,7 @@ impl World {
         }))
     }
 
-    pub fn channel_users(&self, appid: &str, cname: &str) -> ApiResult<types::ChannelUsers> {
+    pub(crate) fn channel_users(&self, appid: &str, cname: &str) -> ApiResult<types::ChannelUsers> {
         self.require_app(appid)?;
         let Some(channel) = self.channels.get(appid).and_then(|channels| channels.get(cname)) else {
             return Ok(missing_channel());
@@ -114,11 +114,11 @@ impl World {
         })
     }
 
-    pub fn has_app(&self, appid: &str) -> bool {
+    pub(crate) fn has_app(&self, appid: &str) -> bool {
         self.require_app(appid).is_ok()
     }
 
-    pub fn list_channels(&self, appid: &str, page_no: u32, page_size: u32) -> ApiResult<types::ChannelPage> {
+    pub(crate) fn list_channels(&self, appid: &str, page_no: u32, page_size: u32) -> ApiResult<types::ChannelPage> {
         self.require_app(appid)?;
         rules::check_page_size(page_size).map_err(ApiError::bad_request)?;
         let empty = BTreeMap::new();
@@ -141,7 +141,7 @@ impl World {
     }
 
     /// Puts users into a channel (creating it), as clients joining through the SDK would.
-    pub fn join_channel(
+    pub(crate) fn join_channel(
         &mut self,
         appid: &str,
         cname: &str,
@@ -208,7 +208,7 @@ impl World {
 }
 
 /// The answer about a channel that does not exist: `channel_exist: false` and nothing else.
-pub fn missing_channel() -> types::ChannelUsers {
+pub(crate) fn missing_channel() -> types::ChannelUsers {
     types::ChannelUsers {
         channel_exist: false,
         mode: None,

@@ -38,13 +38,13 @@ impl RuleRecord {
 
 /// A rule just created: its ID, and its length in minutes (0: kick once).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CreatedRule {
+pub(crate) struct CreatedRule {
     pub id: i64,
     pub minutes: i64,
 }
 
 impl World {
-    pub fn create_rule(
+    pub(crate) fn create_rule(
         &mut self,
         request: &types::CreateKickingRuleRequest,
         now: DateTime<Utc>,
@@ -77,7 +77,7 @@ impl World {
     }
 
     /// Rules still in force (a kick-once rule never is).
-    pub fn list_rules(&self, appid: &str, now: DateTime<Utc>) -> ApiResult<Vec<types::KickingRule>> {
+    pub(crate) fn list_rules(&self, appid: &str, now: DateTime<Utc>) -> ApiResult<Vec<types::KickingRule>> {
         self.require_app(appid)?;
         Ok(self
             .rules
@@ -95,7 +95,7 @@ impl World {
             .ok_or_else(ApiError::rule_not_found)
     }
 
-    pub fn update_rule(
+    pub(crate) fn update_rule(
         &mut self,
         appid: &str,
         id: i64,
@@ -112,7 +112,7 @@ impl World {
         Ok(expiry)
     }
 
-    pub fn delete_rule(&mut self, appid: &str, id: i64, now: DateTime<Utc>) -> ApiResult<i64> {
+    pub(crate) fn delete_rule(&mut self, appid: &str, id: i64, now: DateTime<Utc>) -> ApiResult<i64> {
         self.live_rule_mut(appid, id, now)?;
         self.rules.remove(&id);
         Ok(id)

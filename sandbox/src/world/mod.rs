@@ -6,8 +6,8 @@ mod channels;
 mod kicking;
 
 use channels::Channel;
-pub use channels::{ChannelMembers, Mode, UserState, missing_channel};
-pub use kicking::CreatedRule;
+pub(crate) use channels::{ChannelMembers, Mode, UserState, missing_channel};
+pub(crate) use kicking::CreatedRule;
 use kicking::RuleRecord;
 
 use std::collections::BTreeMap;
@@ -21,30 +21,30 @@ use crate::usage;
 
 /// An answer other than 200, with Agora's `{"error_msg": ...}` body.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     pub status: StatusCode,
     pub message: String,
 }
 
 impl ApiError {
-    pub fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self { status: StatusCode::BAD_REQUEST, message: message.into() }
     }
 
     /// Agora's documented 404, typo included.
-    pub fn project_not_found() -> Self {
+    pub(crate) fn project_not_found() -> Self {
         Self { status: StatusCode::NOT_FOUND, message: "project not exit".into() }
     }
 
-    pub fn rule_not_found() -> Self {
+    pub(crate) fn rule_not_found() -> Self {
         Self { status: StatusCode::NOT_FOUND, message: "rule not exist".into() }
     }
 }
 
-pub type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 #[derive(Debug, Clone)]
-pub struct ProjectRecord {
+pub(crate) struct ProjectRecord {
     pub id: String,
     pub name: String,
     pub vendor_key: String,
@@ -57,7 +57,7 @@ pub struct ProjectRecord {
 }
 
 impl ProjectRecord {
-    pub fn to_api(&self) -> types::Project {
+    pub(crate) fn to_api(&self) -> types::Project {
         let sign_key = match (&self.sign_key, self.sign_key_enabled) {
             (Some(key), true) => key.clone(),
             _ => String::new(),
@@ -77,11 +77,11 @@ impl ProjectRecord {
 }
 
 /// Agora's timestamp format: `2018-01-09T07:23:06.000Z`.
-pub fn timestamp(time: DateTime<Utc>) -> String {
+pub(crate) fn timestamp(time: DateTime<Utc>) -> String {
     time.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-pub struct World {
+pub(crate) struct World {
     rng: fastrand::Rng,
     projects: Vec<ProjectRecord>,
     rules: BTreeMap<i64, RuleRecord>,
@@ -92,7 +92,7 @@ pub struct World {
 }
 
 impl World {
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Self {
             rng: fastrand::Rng::with_seed(seed),
             projects: Vec::new(),
@@ -129,7 +129,7 @@ impl World {
 
     // ---- projects ----
 
-    pub fn create_project(
+    pub(crate) fn create_project(
         &mut self,
         name: &str,
         enable_sign_key: bool,
@@ -156,11 +156,11 @@ impl World {
         Ok(api)
     }
 
-    pub fn list_projects(&self) -> Vec<types::Project> {
+    pub(crate) fn list_projects(&self) -> Vec<types::Project> {
         self.projects.iter().map(ProjectRecord::to_api).collect()
     }
 
-    pub fn get_project(&self, id: Option<&str>, name: Option<&str>) -> ApiResult<types::Project> {
+    pub(crate) fn get_project(&self, id: Option<&str>, name: Option<&str>) -> ApiResult<types::Project> {
         if id.is_none() && name.is_none() {
             return Err(ApiError::bad_request("id or name is required"));
         }
@@ -171,13 +171,13 @@ impl World {
             .ok_or_else(ApiError::project_not_found)
     }
 
-    pub fn set_project_status(&mut self, id: &str, enabled: bool) -> ApiResult<types::Project> {
+    pub(crate) fn set_project_status(&mut self, id: &str, enabled: bool) -> ApiResult<types::Project> {
         let project = self.project_mut(id)?;
         project.enabled = enabled;
         Ok(project.to_api())
     }
 
-    pub fn delete_project(&mut self, id: &str) -> ApiResult<()> {
+    pub(crate) fn delete_project(&mut self, id: &str) -> ApiResult<()> {
         let index = self.projects.iter().position(|p| p.id == id).ok_or_else(ApiError::project_not_found)?;
         let removed = self.projects.remove(index);
         self.channels.remove(&removed.vendor_key);
@@ -185,7 +185,7 @@ impl World {
         Ok(())
     }
 
-    pub fn set_recording_config(&mut self, id: &str, recording_server: &str) -> ApiResult<()> {
+    pub(crate) fn set_recording_config(&mut self, id: &str, recording_server: &str) -> ApiResult<()> {
         if recording_server.trim().is_empty() {
             return Err(ApiError::bad_request("recording_server must not be empty"));
         }
@@ -193,7 +193,7 @@ impl World {
         Ok(())
     }
 
-    pub fn enable_sign_key(&mut self, id: &str, enable: bool) -> ApiResult<()> {
+    pub(crate) fn enable_sign_key(&mut self, id: &str, enable: bool) -> ApiResult<()> {
         let fresh = self.hex(32);
         let project = self.enabled_project_mut(id)?;
         if enable && project.sign_key.is_none() {
@@ -203,7 +203,7 @@ impl World {
         Ok(())
     }
 
-    pub fn reset_sign_key(&mut self, id: &str) -> ApiResult<()> {
+    pub(crate) fn reset_sign_key(&mut self, id: &str) -> ApiResult<()> {
         let fresh = self.hex(32);
         let project = self.enabled_project_mut(id)?;
         project.sign_key = Some(fresh);
@@ -217,7 +217,7 @@ impl World {
         rules::check_usage_range(from, to).map_err(ApiError::bad_request)
     }
     /// Usage v1: `projects` of `None` means every project; unknown IDs are ignored.
-    pub fn usage_v1(
+    pub(crate) fn usage_v1(
         &self,
         from: NaiveDate,
         to: NaiveDate,
@@ -238,7 +238,7 @@ impl World {
         Ok(types::UsageV1Response { usages, extra: Default::default() })
     }
 
-    pub fn usage_v3(
+    pub(crate) fn usage_v3(
         &self,
         from: NaiveDate,
         to: NaiveDate,
@@ -252,7 +252,7 @@ impl World {
     }
 
     /// Inserts a project as it stood at some past time (the demo seed).
-    pub fn insert_project(
+    pub(crate) fn insert_project(
         &mut self,
         name: &str,
         enable_sign_key: bool,

@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 
 /// What a closed-loop run measured.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct ClosedRun {
+pub(super) struct ClosedRun {
     pub requests_per_second: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
@@ -40,7 +40,7 @@ fn histogram() -> Histogram<u64> {
 
 /// A closed loop with `wrk` if it is installed, else with hyper in this process — on one thread
 /// either way, like the anchor's `wrk -t1`, so the server under test keeps the other core.
-pub async fn closed_loop(
+pub(super) async fn closed_loop(
     target: SocketAddr,
     path: &str,
     headers: &[(&str, String)],
@@ -202,21 +202,21 @@ async fn connection(
 
 /// Where an open-loop offer sends: a URL, with a tenant's token.
 #[derive(Clone)]
-pub struct Target {
+pub(super) struct Target {
     pub url: String,
     pub token: String,
     pub tenant: usize,
 }
 
 /// One answer of an open-loop offer.
-pub struct Answer {
+pub(super) struct Answer {
     pub tenant: usize,
     pub status: u16,
 }
 
 /// Offers `rate` requests per second for `duration`, round robin over `targets`; each reads a
 /// distinct page, so none is a cache hit. Waits for every answer.
-pub async fn offer(targets: &[Target], rate: u32, duration: Duration, first_page: usize) -> Vec<Answer> {
+pub(super) async fn offer(targets: &[Target], rate: u32, duration: Duration, first_page: usize) -> Vec<Answer> {
     let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().expect("a client");
     let mut ticker = tokio::time::interval(Duration::from_secs(1) / rate);
     let started = Instant::now();

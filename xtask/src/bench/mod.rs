@@ -62,7 +62,7 @@ struct OverloadReport {
     share_per_tenant: Vec<f64>,
 }
 
-pub fn run(root: &Path, quick: bool) -> Result<()> {
+pub(crate) fn run(root: &Path, quick: bool, compare: Option<PathBuf>, rounds: usize) -> Result<()> {
     build(root)?;
     let durations = if quick {
         Durations { warmup: Duration::from_secs(1), closed: Duration::from_secs(3), overload: Duration::from_secs(6) }
@@ -82,11 +82,14 @@ pub fn run(root: &Path, quick: bool) -> Result<()> {
     match &bench.wrk {
         Some(_) => println!("load generator: wrk -t1 (as the nginx anchor is measured)"),
         None => {
-            println!("load generator: hyper on one thread of this process (install wrk to measure as the anchor does)")
+            println!("load generator: hyper on one thread of this process (install wrk to measure as the anchor does)");
         }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(bench.all(quick))
+    match compare {
+        Some(baseline) => runtime.block_on(bench.compare(&baseline, rounds.max(1))),
+        None => runtime.block_on(bench.all(quick)),
+    }
 }
 
 fn build(root: &Path) -> Result<()> {
@@ -198,12 +201,80 @@ impl Bench {
         initech: &str,
         redis: Option<&str>,
     ) -> Result<(Proc, String, PathBuf)> {
+        self.gateway_binary(&self.binary("agora-gateway"), name, sandbox, initech, redis).await
+    }
+
+    async fn gateway_binary(
+        &self,
+        binary: &Path,
+        name: &str,
+        sandbox: &str,
+        initech: &str,
+        redis: Option<&str>,
+    ) -> Result<(Proc, String, PathBuf)> {
         let port = free_port()?;
         let config = self.gateway_config(name, sandbox, port, initech, redis)?;
         let args = ["serve", "--config", config.to_str().context("a UTF-8 path")?];
-        let mut process = Proc::spawn(&self.logs, name, &self.binary("agora-gateway"), &args, &[("RUST_LOG", "warn")])?;
+        let mut process = Proc::spawn(&self.logs, name, binary, &args, &[("RUST_LOG", "warn")])?;
         wait_port(port, name, &mut process).await?;
         Ok((process, format!("http://127.0.0.1:{port}"), config))
+    }
+
+    /// The hit scenario against this build and `baseline`, in interleaved rounds (the machine is
+    /// shared and noisy: a ratio of medians of interleaved rounds is what can be compared).
+    async fn compare(&self, baseline: &Path, rounds: usize) -> Result<()> {
+        let d = &self.durations;
+        let (_sandbox_process, sandbox) = self.sandbox("sandbox", 0).await?;
+        let DemoAccount { initech, .. } = self.demo_account(&sandbox).await?;
+        let (current, current_url, config) = self.gateway("gateway", &sandbox, &initech, None).await?;
+        let (previous, previous_url, _) =
+            self.gateway_binary(baseline, "baseline-gateway", &sandbox, &initech, None).await?;
+        let token = self.token(&config, TENANTS[0].0)?;
+        let auth = [("authorization", format!("Bearer {token}"))];
+        for url in [&current_url, &previous_url] {
+            self.http.get(format!("{url}/dev/v1/projects")).bearer_auth(&token).send().await?.error_for_status()?;
+        }
+        let address = |url: &str| -> Result<std::net::SocketAddr> { Ok(url.trim_start_matches("http://").parse()?) };
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for round in 1..=rounds {
+            for (runs, url) in [(&mut ours, &current_url), (&mut theirs, &previous_url)] {
+                let run = load::closed_loop(
+                    address(url)?,
+                    "/dev/v1/projects",
+                    &auth,
+                    64,
+                    d.warmup,
+                    d.closed,
+                    self.wrk.as_deref(),
+                )
+                .await?;
+                runs.push(run);
+            }
+            println!(
+                "round {round}/{rounds}: this build {:.0} req/s (p99 {:.2} ms), baseline {:.0} req/s (p99 {:.2} ms)",
+                ours[round - 1].requests_per_second,
+                ours[round - 1].p99_ms,
+                theirs[round - 1].requests_per_second,
+                theirs[round - 1].p99_ms
+            );
+        }
+        let median = |values: &mut Vec<f64>| {
+            values.sort_by(f64::total_cmp);
+            values[values.len() / 2]
+        };
+        let mut ratios: Vec<f64> =
+            ours.iter().zip(&theirs).map(|(a, b)| a.requests_per_second / b.requests_per_second).collect();
+        let (low, high) = (ratios.iter().copied().fold(f64::MAX, f64::min), ratios.iter().copied().fold(0.0, f64::max));
+        let ratio = median(&mut ratios);
+        let ours_rps = median(&mut ours.iter().map(|r| r.requests_per_second).collect());
+        let theirs_rps = median(&mut theirs.iter().map(|r| r.requests_per_second).collect());
+        println!(
+            "\nhit, median of {rounds} interleaved rounds: this build {ours_rps:.0} req/s, baseline {theirs_rps:.0} req/s; \
+             this / baseline {ratio:.3} (rounds {low:.3} to {high:.3})"
+        );
+        current.stop();
+        previous.stop();
+        Ok(())
     }
 
     fn token(&self, config: &Path, tenant: &str) -> Result<String> {

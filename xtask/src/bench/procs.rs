@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-pub struct Proc {
+pub(crate) struct Proc {
     child: Child,
 }
 
 impl Proc {
-    pub fn spawn(logs: &Path, name: &str, program: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
+    pub(crate) fn spawn(logs: &Path, name: &str, program: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
         std::fs::create_dir_all(logs)?;
         let log = File::create(logs.join(format!("{name}.log")))?;
         let mut command = Command::new(program);
@@ -26,7 +26,7 @@ impl Proc {
     }
 
     /// Peak resident memory (VmHWM) in KiB.
-    pub fn peak_rss_kib(&self) -> Option<u64> {
+    pub(crate) fn peak_rss_kib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         status
             .lines()
@@ -34,11 +34,11 @@ impl Proc {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
-    pub fn is_running(&mut self) -> bool {
+    pub(crate) fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         self.kill();
     }
 
@@ -67,12 +67,12 @@ impl Drop for Proc {
     }
 }
 
-pub fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// Waits until `port` accepts connections.
-pub async fn wait_port(port: u16, what: &str, process: &mut Proc) -> Result<()> {
+pub(crate) async fn wait_port(port: u16, what: &str, process: &mut Proc) -> Result<()> {
     let started = Instant::now();
     loop {
         if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
@@ -88,7 +88,7 @@ pub async fn wait_port(port: u16, what: &str, process: &mut Proc) -> Result<()> 
     }
 }
 
-pub fn which(program: &str) -> Option<PathBuf> {
+pub(crate) fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])

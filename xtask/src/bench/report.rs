@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-pub fn machine() -> Value {
+pub(super) fn machine() -> Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
@@ -16,7 +16,7 @@ pub fn machine() -> Value {
 }
 
 /// The Markdown table of a report (what the README shows).
-pub fn table(report: &Value) -> String {
+pub(super) fn table(report: &Value) -> String {
     let closed = |v: &Value| {
         if v.is_null() {
             return "skipped | | | ".to_string();

@@ -252,7 +252,7 @@ fn dispatch_arm(operation: &Operation) -> TokenStream {
 }
 
 /// The gateway's generated source text, from the spec text.
-pub fn generate(spec_text: &str) -> Result<String> {
+pub(super) fn generate(spec_text: &str) -> Result<String> {
     let spec: OpenAPI = serde_yaml_ng::from_str(spec_text).context("parsing the spec as OpenAPI 3.0")?;
     let operations = operations(&spec)?;
     let count = operations.len();
