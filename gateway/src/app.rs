@@ -30,7 +30,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::{Authenticator, HasAuthenticator, Principal, Tenant};
 use crate::authorize::{self, Decision, Directory};
-use crate::cache::{CacheStatus, Entry, ResponseCache};
+use crate::cache::{CacheStatus, ClusterCache, Entry, Read, ResponseCache};
 use crate::call::Call;
 use crate::config::Config;
 use crate::edge::EdgeLayer;
@@ -40,7 +40,7 @@ use crate::generated::Operation;
 use crate::metrics::Metrics;
 use crate::policy::{CacheClass, Invalidation, Scope};
 use crate::routes::{self, Directives, HasBodyLimit};
-use crate::throttle::{ClusterBudget, Throttle};
+use crate::throttle::{ClusterBudget, Promotion, Throttle};
 use crate::upstream::{Answer, Upstream};
 use crate::{docs, egress, ops};
 
@@ -85,9 +85,16 @@ impl Gateway {
         };
         let upstream = Upstream::new(&base_url, &customer_id, &customer_secret, &config.upstream, metrics.clone())?;
         let throttle = budget(config, &auth, &customer_id, &metrics)?;
+        let cluster = match &config.throttle.redis_url {
+            Some(url) => {
+                let prefix = &config.throttle.redis_key_prefix;
+                Some(ClusterCache::new(url.expose(), prefix, &customer_id, metrics.clone())?)
+            }
+            None => None,
+        };
         Ok(Arc::new(Self {
             auth,
-            cache: ResponseCache::new(&config.cache, metrics.clone()),
+            cache: ResponseCache::new(&config.cache, cluster, metrics.clone()),
             throttle,
             upstream: Arc::new(upstream),
             metrics,
@@ -137,14 +144,14 @@ impl Gateway {
                 if !refresh && let Some(response) = self.project_from_list(principal, &call).await? {
                     return Ok(response);
                 }
-                let (entry, status) = self.read(upstream, call, class, refresh).await?;
+                let (entry, status) = self.read(upstream, call, class, refresh, principal.tenant.index).await?;
                 let body = egress::render(principal, policy.ownership, &entry)?;
                 Ok(answer_response(&entry.answer, body, Some((status, entry.age()))))
             }
             // 6-7, invalidation, 8.
             None => {
                 let operation = call.operation;
-                let result = upstream.fetch(call.clone()).await;
+                let result = upstream.fetch(call.clone(), None).await;
                 // A write refused before it was sent changed nothing; any other outcome may have.
                 if !matches!(result, Err(GatewayError::Throttled { .. })) {
                     self.invalidate(&call, policy.invalidates).await;
@@ -161,17 +168,30 @@ impl Gateway {
         Fetcher { throttle: self.throttle.clone(), upstream: self.upstream.clone(), tenant: tenant.clone(), deadline }
     }
 
-    /// A read through the cache: fresh, or one coalesced upstream call, or stale.
+    /// A read through the cache: fresh, or one coalesced upstream call (for the whole cluster,
+    /// with Redis), or stale.
     async fn read(
         &self,
         upstream: Fetcher,
         call: Call,
         class: CacheClass,
         refresh: bool,
+        tenant: usize,
     ) -> Result<(Arc<Entry>, CacheStatus), GatewayError> {
-        let (operation, key) = (call.operation, call.cache_key());
-        let fill = move || async move { Entry::new(operation, upstream.fetch(call).await?) };
-        self.cache.read(key, class, refresh, fill).await
+        let read = Read {
+            key: call.cache_key(),
+            operation: call.operation,
+            class,
+            refresh,
+            tenant,
+            // Usage answers stay with each replica; `get_project` is answered from the list
+            // first, so what reaches the shared tier are lists and channel answers.
+            shared: class != CacheClass::Usage,
+            // Another replica's fill may queue for a slot and then take the upstream's timeout.
+            wait_for_others: self.throttle.max_wait() + self.upstream.timeout(),
+        };
+        let fill = move |promotion: Arc<Promotion>| async move { upstream.fetch(call, Some(promotion)).await };
+        self.cache.read(read, fill).await
     }
 
     /// `get_project` answered from a fresh cached project list, when the project is in it (in the
@@ -202,7 +222,7 @@ impl Gateway {
     async fn invalidate(&self, call: &Call, invalidation: Invalidation) {
         match invalidation {
             Invalidation::Nothing => {}
-            Invalidation::Project => self.cache.invalidate_project(call.value("id").unwrap_or_default()),
+            Invalidation::Project => self.cache.invalidate_project(call.value("id").unwrap_or_default()).await,
             Invalidation::KickingRules => {
                 let appid = call.value("appid").unwrap_or_default();
                 let rules = Call::with(Operation::ListKickingRules, &[("appid", appid)]);
@@ -241,9 +261,14 @@ struct ProjectDirectory<'a> {
 
 impl Directory for ProjectDirectory<'_> {
     async fn projects(&self, refresh: bool) -> Result<Arc<Entry>, GatewayError> {
+        let list = Call::new(Operation::ListProjects);
         let read =
-            self.gateway.read(self.upstream.clone(), Call::new(Operation::ListProjects), CacheClass::Project, refresh);
+            self.gateway.read(self.upstream.clone(), list, CacheClass::Project, refresh, self.upstream.tenant.index);
         read.await.map(|(entry, _)| entry)
+    }
+
+    async fn catch_up(&self) -> bool {
+        self.gateway.cache.catch_up().await
     }
 }
 
@@ -260,15 +285,17 @@ struct Fetcher {
 impl Fetcher {
     /// A slot, then the call. If Agora answers 429 anyway, the budget pauses (for its
     /// `Retry-After`, at most `upstream.max_retry_after`) and an idempotent read is tried once
-    /// more, if a slot comes within its deadline.
-    async fn fetch(self, call: Call) -> Result<Answer, GatewayError> {
+    /// more, if a slot comes within its deadline. `promotion`: the call fills the cache, and moves
+    /// to the shared lane of the budget when another tenant waits for it too.
+    async fn fetch(self, call: Call, promotion: Option<Arc<Promotion>>) -> Result<Answer, GatewayError> {
+        let promotion = promotion.as_deref();
         let policy = call.operation.policy();
         let queue_until = Instant::now() + self.throttle.max_wait();
         let deadline = match self.deadline.and_then(|d| d.checked_sub(self.upstream.timeout())) {
             Some(latest) => latest.min(queue_until),
             None => queue_until,
         };
-        self.throttle.acquire(&self.tenant, policy.priority, deadline).await?.sending();
+        self.throttle.acquire(&self.tenant, policy.priority, deadline, promotion).await?.sending();
         match self.upstream.execute(&call).await {
             Err(GatewayError::Upstream(refused)) if refused.status.as_u16() == 429 => {
                 let pause =
@@ -277,7 +304,7 @@ impl Fetcher {
                 if !policy.is_idempotent_read() || Instant::now() + pause >= deadline {
                     return Err(GatewayError::Upstream(refused));
                 }
-                self.throttle.acquire(&self.tenant, policy.priority, deadline).await?.sending();
+                self.throttle.acquire(&self.tenant, policy.priority, deadline, promotion).await?.sending();
                 self.upstream.execute(&call).await
             }
             result => result,

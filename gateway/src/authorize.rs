@@ -33,6 +33,9 @@ pub(crate) enum Decision {
 /// Access to the project directory: `refresh` asks for a fresh list from upstream.
 pub(crate) trait Directory {
     fn projects(&self, refresh: bool) -> impl Future<Output = Result<Arc<Entry>, GatewayError>> + Send;
+    /// Waits briefly for writes through other replicas to reach this one; answers whether any
+    /// was pending (the list read before may not show them).
+    fn catch_up(&self) -> impl Future<Output = bool> + Send;
 }
 
 fn items(entry: &Entry) -> &[ProjectItem] {
@@ -53,7 +56,11 @@ async fn find_owned(
         return Ok(true);
     }
     if entry.age() < DIRECTORY_RECHECK_AGE {
-        return Ok(false);
+        // Young, unless another replica created the project a moment ago.
+        if !directory.catch_up().await {
+            return Ok(false);
+        }
+        return Ok(owned(&*directory.projects(false).await?));
     }
     let entry = directory.projects(true).await?;
     Ok(owned(&entry))
@@ -188,6 +195,10 @@ mod tests {
                 *self.entry.lock().unwrap() = entry();
             }
             Ok(self.entry.lock().unwrap().clone())
+        }
+
+        async fn catch_up(&self) -> bool {
+            false
         }
     }
 

@@ -58,6 +58,8 @@ pub(crate) struct Metrics {
     pub(crate) cache_bytes: Gauge,
     pub(crate) redis_up: Gauge,
     pub(crate) upstream_credentials_refused: Counter,
+    pub(crate) cache_cluster_up: Gauge,
+    pub(crate) cache_invalidations_missed: Counter,
 }
 
 impl Default for Metrics {
@@ -119,6 +121,18 @@ impl Metrics {
             "Answers in which Agora refused the gateway's own credentials (401/403)",
             upstream_credentials_refused.clone(),
         );
+        let cache_cluster_up = Gauge::default();
+        registry.register(
+            "cache_cluster_up",
+            "1 while the replicas' shared cache and invalidations are in use, 0 while this replica's cache stands alone",
+            cache_cluster_up.clone(),
+        );
+        let cache_invalidations_missed = Counter::default();
+        registry.register(
+            "cache_invalidations_missed",
+            "Times this replica found it had missed other replicas' invalidations and stopped trusting its cache",
+            cache_invalidations_missed.clone(),
+        );
         Self {
             registry,
             requests,
@@ -132,6 +146,8 @@ impl Metrics {
             cache_bytes,
             redis_up,
             upstream_credentials_refused,
+            cache_cluster_up,
+            cache_invalidations_missed,
         }
     }
 

@@ -124,7 +124,7 @@ pub(crate) async fn purge_cache(
             GatewayError::bad_request(format!("class must be project, channel or usage, not {name:?}"))
         })?),
     };
-    gateway.cache.purge(class);
+    gateway.cache.purge(class).await;
     tracing::info!(tenant = principal.tenant.id, subject = principal.subject, class = ?class.map(CacheClass::as_str), "cache purged");
     Ok(Json(PurgeAnswer { purged: class.map_or("all", CacheClass::as_str).to_string() }))
 }

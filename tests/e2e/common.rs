@@ -367,7 +367,18 @@ pub(crate) async fn call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (u16, reqwest::header::HeaderMap, Value) {
-    let mut request = http().request(method, stack.url(path));
+    call_at(&stack.gateway.base_url(), method, path, token, body).await
+}
+
+/// [`call`] to the gateway at `base` (one replica of several).
+pub(crate) async fn call_at(
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut request = http().request(method, format!("{base}{path}"));
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }

@@ -3,6 +3,7 @@
 mod auth;
 mod cache;
 mod cluster;
+mod coherence;
 mod common;
 mod gateway;
 mod live;

@@ -39,6 +39,10 @@ pub(crate) struct Entry {
     pub(crate) answer: Answer,
     pub(crate) view: View,
     pub(crate) fetched_at: Instant,
+    /// The cache's trust epoch when its fill started (`cache/mod.rs`, `Inner::distrust`).
+    pub(crate) trust: u64,
+    /// It came from the cluster's shared tier, not from an upstream call of this replica.
+    pub(crate) shared: bool,
     pub(super) weight: u32,
     /// Tenants' views rendered so far (`None`: nothing to show, answered 404).
     views: RwLock<HashMap<ViewKey, Option<Bytes>>>,
@@ -62,11 +66,26 @@ impl Entry {
         };
         let weight = answer.body.len() + view_weight + 256;
         let weight = u32::try_from(weight).unwrap_or(u32::MAX);
-        Ok(Self { class: None, answer, view, fetched_at: Instant::now(), weight, views: RwLock::default() })
+        let now = Instant::now();
+        Ok(Self {
+            class: None,
+            answer,
+            view,
+            fetched_at: now,
+            trust: 0,
+            shared: false,
+            weight,
+            views: RwLock::default(),
+        })
     }
 
     pub(crate) fn age(&self) -> Duration {
         self.fetched_at.elapsed()
+    }
+
+    /// It was fetched `age` ago (a copy of the shared tier).
+    pub(super) fn backdate(&mut self, age: Duration) {
+        self.fetched_at = Instant::now().checked_sub(age).unwrap_or(self.fetched_at);
     }
 
     /// This entry rendered for `key`: kept from an earlier request, or rendered now and kept.

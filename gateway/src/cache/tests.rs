@@ -28,15 +28,37 @@ fn project(name: &str) -> serde_json::Value {
     json!({"id": format!("id-{name}"), "name": name, "vendor_key": "f".repeat(32), "sign_key": "e".repeat(32)})
 }
 
-/// A project list of these projects, as an entry.
-fn projects(names: &[&str]) -> Entry {
+/// A project list of these projects, as Agora answers it.
+fn projects(names: &[&str]) -> Answer {
     let list: Vec<_> = names.iter().map(|name| project(name)).collect();
-    Entry::new(Operation::ListProjects, answer(json!({ "projects": list }))).unwrap()
+    answer(json!({ "projects": list }))
+}
+
+fn cache(ttl: Duration) -> ResponseCache {
+    ResponseCache::new(&config(ttl), None, Arc::new(Metrics::new()))
+}
+
+/// A read of `key` (a project list unless it names `get_project`) by tenant 0.
+fn read(key: &str, class: CacheClass) -> Read {
+    let operation = if key.starts_with("get_project") { Operation::GetProject } else { Operation::ListProjects };
+    Read {
+        key: key.to_string(),
+        operation,
+        class,
+        refresh: false,
+        tenant: 0,
+        shared: true,
+        wait_for_others: Duration::from_secs(1),
+    }
+}
+
+fn list() -> Read {
+    read("list_projects", CacheClass::Project)
 }
 
 #[tokio::test(start_paused = true)]
 async fn concurrent_identical_misses_make_one_call() {
-    let cache = ResponseCache::new(&config(Duration::from_secs(60)), Arc::new(Metrics::new()));
+    let cache = cache(Duration::from_secs(60));
     let calls = Arc::new(AtomicUsize::new(0));
     let mut readers = Vec::new();
     for _ in 0..50 {
@@ -44,7 +66,7 @@ async fn concurrent_identical_misses_make_one_call() {
         let calls = calls.clone();
         readers.push(tokio::spawn(async move {
             cache
-                .read("list_projects".into(), CacheClass::Project, false, move || async move {
+                .read(list(), move |_| async move {
                     calls.fetch_add(1, Ordering::SeqCst);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     Ok(projects(&["a"]))
@@ -57,39 +79,37 @@ async fn concurrent_identical_misses_make_one_call() {
         assert_eq!(reader.await.unwrap().unwrap(), CacheStatus::Miss);
     }
     assert_eq!(calls.load(Ordering::SeqCst), 1);
-    let (_, status) =
-        cache.read("list_projects".into(), CacheClass::Project, false, || async { unreachable!() }).await.unwrap();
+    let (_, status) = cache.read(list(), |_| async { unreachable!() }).await.unwrap();
     assert_eq!(status, CacheStatus::Hit);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_refresh_serves_the_stale_entry_and_client_errors_pass() {
-    let cache = ResponseCache::new(&config(Duration::from_secs(20)), Arc::new(Metrics::new()));
-    let key = || "list_projects".to_string();
-    cache.read(key(), CacheClass::Project, false, || async { Ok(projects(&["a"])) }).await.unwrap();
-    let (_, status) = cache.read(key(), CacheClass::Project, false, || async { unreachable!() }).await.unwrap();
+    let cache = cache(Duration::from_secs(20));
+    cache.read(list(), |_| async { Ok(projects(&["a"])) }).await.unwrap();
+    let (_, status) = cache.read(list(), |_| async { unreachable!() }).await.unwrap();
     assert_eq!(status, CacheStatus::Hit, "fresh for 20 s");
     tokio::time::advance(Duration::from_secs(30)).await;
-    let down = || async { Err(GatewayError::BadGateway("down".into())) };
-    let (entry, status) = cache.read(key(), CacheClass::Project, false, down).await.unwrap();
+    let down = |_| async { Err(GatewayError::BadGateway("down".into())) };
+    let (entry, status) = cache.read(list(), down).await.unwrap();
     assert_eq!(status, CacheStatus::Stale);
     assert_eq!(entry.age(), Duration::from_secs(30));
     tokio::time::advance(Duration::from_secs(60)).await;
-    let down = || async { Err(GatewayError::BadGateway("down".into())) };
-    assert!(cache.read(key(), CacheClass::Project, false, down).await.is_err(), "stale only for stale_for (60 s)");
-    let missing = || async { Err(GatewayError::not_found("gone")) };
-    assert!(cache.read(key(), CacheClass::Project, false, missing).await.is_err(), "a 4xx is not covered by stale");
+    let down = |_| async { Err(GatewayError::BadGateway("down".into())) };
+    assert!(cache.read(list(), down).await.is_err(), "stale only for stale_for (60 s)");
+    let missing = |_| async { Err(GatewayError::not_found("gone")) };
+    assert!(cache.read(list(), missing).await.is_err(), "a 4xx is not covered by stale");
 }
 
 #[tokio::test]
 async fn a_write_during_a_fill_keeps_the_old_answer_out_of_the_cache() {
-    let cache = ResponseCache::new(&config(Duration::from_secs(60)), Arc::new(Metrics::new()));
+    let cache = cache(Duration::from_secs(60));
     let (release, wait) = tokio::sync::oneshot::channel::<()>();
     let reader = {
         let cache = cache.clone();
         tokio::spawn(async move {
             cache
-                .read("list_projects".into(), CacheClass::Project, false, move || async move {
+                .read(list(), move |_| async move {
                     let _ = wait.await;
                     Ok(projects(&["old"]))
                 })
@@ -97,7 +117,7 @@ async fn a_write_during_a_fill_keeps_the_old_answer_out_of_the_cache() {
         })
     };
     tokio::task::yield_now().await;
-    cache.invalidate_project("id-new");
+    cache.invalidate_project("id-new").await;
     release.send(()).unwrap();
     reader.await.unwrap().unwrap();
     assert!(cache.fresh("list_projects", CacheClass::Project).await.is_none(), "the pre-write answer was not stored");
@@ -105,19 +125,13 @@ async fn a_write_during_a_fill_keeps_the_old_answer_out_of_the_cache() {
 
 #[tokio::test]
 async fn invalidation_drops_the_list_and_that_project_only() {
-    let cache = ResponseCache::new(&config(Duration::from_secs(60)), Arc::new(Metrics::new()));
-    cache
-        .read("list_projects".into(), CacheClass::Project, false, || async { Ok(projects(&["a", "b"])) })
-        .await
-        .unwrap();
+    let cache = cache(Duration::from_secs(60));
+    cache.read(list(), |_| async { Ok(projects(&["a", "b"])) }).await.unwrap();
     for name in ["a", "b"] {
-        let entry = Entry::new(Operation::GetProject, answer(json!({ "project": project(name) }))).unwrap();
-        cache
-            .read(format!("get_project {name}"), CacheClass::Project, false, move || async move { Ok(entry) })
-            .await
-            .unwrap();
+        let one = answer(json!({ "project": project(name) }));
+        cache.read(read(&format!("get_project {name}"), CacheClass::Project), |_| async { Ok(one) }).await.unwrap();
     }
-    cache.invalidate_project("id-a");
+    cache.invalidate_project("id-a").await;
     assert!(cache.fresh("list_projects", CacheClass::Project).await.is_none());
     assert!(cache.fresh("get_project a", CacheClass::Project).await.is_none());
     assert!(cache.fresh("get_project b", CacheClass::Project).await.is_some());
@@ -125,12 +139,12 @@ async fn invalidation_drops_the_list_and_that_project_only() {
 
 #[tokio::test]
 async fn the_cache_stays_within_its_byte_bound() {
-    let cache = ResponseCache::new(&config(Duration::from_secs(60)), Arc::new(Metrics::new()));
+    let cache = cache(Duration::from_secs(60));
     let names: Vec<String> = (0..20).map(|n| format!("project-with-a-long-name-{n}")).collect();
     for key in 0..500 {
         let names = names.clone();
         cache
-            .read(format!("key-{key}"), CacheClass::Channel, false, move || async move {
+            .read(read(&format!("key-{key}"), CacheClass::Channel), move |_| async move {
                 Ok(projects(&names.iter().map(String::as_str).collect::<Vec<_>>()))
             })
             .await
@@ -140,4 +154,69 @@ async fn the_cache_stays_within_its_byte_bound() {
     let bound = config(Duration::from_secs(60)).max_bytes.as_u64();
     assert!(size <= bound, "{size} > {bound}");
     assert!(size > bound / 2, "the cache is used: {size}");
+}
+
+#[tokio::test]
+async fn a_fill_that_fails_or_panics_frees_its_key() {
+    let cache = cache(Duration::from_secs(60));
+    let down = |_| async { Err(GatewayError::BadGateway("down".into())) };
+    assert!(cache.read(list(), down).await.is_err());
+    let panics = |_| async { panic!("a fill panicked") };
+    let error = cache.read(list(), panics).await.err().expect("a panicked fill is an error");
+    assert!(matches!(error, GatewayError::Internal(_)), "{error:?}");
+    // Neither left the key stuck: the next read fills it.
+    let (_, status) = cache.read(list(), |_| async { Ok(projects(&["a"])) }).await.unwrap();
+    assert_eq!(status, CacheStatus::Miss);
+    assert!(cache.inner.filling.lock().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_distrusted_cache_serves_nothing_older_as_fresh_but_covers_failures_with_it() {
+    let cache = cache(Duration::from_secs(60));
+    cache.read(list(), |_| async { Ok(projects(&["a"])) }).await.unwrap();
+    // Invalidations may have been missed (Redis reconnected).
+    cache.inner.distrust();
+    assert!(cache.fresh("list_projects", CacheClass::Project).await.is_none());
+    let down = |_| async { Err(GatewayError::BadGateway("down".into())) };
+    let (_, status) = cache.read(list(), down).await.unwrap();
+    assert_eq!(status, CacheStatus::Stale, "still within its TTL: it may cover a failure");
+    let (_, status) = cache.read(list(), |_| async { Ok(projects(&["a", "b"])) }).await.unwrap();
+    assert_eq!(status, CacheStatus::Miss);
+    let (entry, status) = cache.read(list(), |_| async { unreachable!() }).await.unwrap();
+    assert_eq!((entry.projects().len(), status), (2, CacheStatus::Hit), "what was filled after is trusted");
+}
+
+#[tokio::test]
+async fn a_fill_another_tenant_joins_is_promoted() {
+    let cache = cache(Duration::from_secs(60));
+    let (promoted, was_promoted) = tokio::sync::oneshot::channel();
+    let first = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .read(list(), move |promotion| async move {
+                    // Waits, as a queued request would, until another tenant joins.
+                    while !promotion.is_raised() {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    let _ = promoted.send(());
+                    Ok(projects(&["a"]))
+                })
+                .await
+        })
+    };
+    tokio::task::yield_now().await;
+    // The same tenant joining does not promote it.
+    let same = tokio::spawn({
+        let cache = cache.clone();
+        async move { cache.read(list(), |_| async { unreachable!() }).await }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(!first.is_finished() && !same.is_finished());
+    let other = Read { tenant: 1, ..list() };
+    let (_, status) = cache.read(other, |_| async { unreachable!() }).await.unwrap();
+    assert_eq!(status, CacheStatus::Miss);
+    was_promoted.await.unwrap();
+    assert_eq!(first.await.unwrap().unwrap().1, CacheStatus::Miss);
+    assert_eq!(same.await.unwrap().unwrap().1, CacheStatus::Miss);
 }

@@ -220,6 +220,13 @@ impl<T> FairQueue<T> {
         (tenant, priority, 0)
     }
 
+    /// Queues an admitted request again, in another lane (a promoted shared fill): no share or
+    /// deadline check, it was admitted already.
+    pub(crate) fn requeue(&mut self, lane: usize, priority: Priority, deadline: Instant, payload: T) {
+        self.lanes[lane].by_priority[priority as usize].push_back(Queued { deadline, payload });
+        self.len += 1;
+    }
+
     /// Drops the requests `keep` rejects (their callers went away).
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
         for lane in &mut self.lanes {

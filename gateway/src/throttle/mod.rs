@@ -6,6 +6,11 @@
 //! The request reports when it actually leaves ([`Permit::sending`]); the next slot is counted
 //! from then — locally, and across replicas through Redis — so a request that was scheduled late
 //! cannot end up closer than one interval to the next one.
+//!
+//! A cache fill that several tenants wait for is nobody's: once a second tenant joins it
+//! ([`Promotion`]), its request leaves the lane of the tenant that started it for a lane of its
+//! own, which takes its turn beside the tenants' lanes — one tenant's backlog cannot hold up an
+//! answer every tenant needs — and it still spends exactly one slot.
 
 mod cluster;
 mod fair;
@@ -64,6 +69,8 @@ const DEPARTURE_REPORT_WAIT: Duration = Duration::from_secs(1);
 
 struct Shared {
     queue: Mutex<FairQueue<Waiter>>,
+    /// The lane of shared fills (after the tenants' lanes).
+    shared_lane: usize,
     /// Wakes the dispatcher: work arrived, or the throttle was dropped.
     work: Arc<Notify>,
     slots: Slots,
@@ -98,6 +105,34 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Raised when a request's answer turns out to be wanted by more than its own tenant (a shared
+/// cache fill): the request moves to the shared lane.
+#[derive(Default)]
+pub(crate) struct Promotion {
+    raised: std::sync::atomic::AtomicBool,
+    notify: Notify,
+}
+
+impl Promotion {
+    pub(crate) fn raise(&self) {
+        if !self.raised.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            self.notify.notify_one();
+        }
+    }
+
+    pub(crate) fn is_raised(&self) -> bool {
+        self.raised.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn raised(&self) {
+        let notified = self.notify.notified();
+        if self.is_raised() {
+            return;
+        }
+        notified.await;
+    }
+}
+
 /// The upstream budget: cheap to clone, one dispatcher per budget.
 #[derive(Clone)]
 pub(crate) struct Throttle {
@@ -130,8 +165,12 @@ impl Throttle {
         tenants: &[Arc<Tenant>],
         metrics: Arc<Metrics>,
     ) -> Self {
-        let weights: Vec<u32> = tenants.iter().map(|t| t.weight).collect();
+        // One lane per tenant, and one for shared fills, weighted as the heaviest tenant.
+        let mut weights: Vec<u32> = tenants.iter().map(|t| t.weight).collect();
+        weights.push(weights.iter().copied().max().unwrap_or(1));
+        let shared_lane = tenants.len();
         let shared = Arc::new(Shared {
+            shared_lane,
             queue: Mutex::new(FairQueue::new(&weights)),
             work: Arc::new(Notify::new()),
             slots,
@@ -148,23 +187,25 @@ impl Throttle {
     }
 
     /// Waits for an upstream slot, or refuses at once when the wait would pass `deadline`
-    /// (at most `max_wait` from now).
+    /// (at most `max_wait` from now). When `promotion` is raised while the request waits, it
+    /// moves to the shared lane.
     pub(crate) async fn acquire(
         &self,
         tenant: &Tenant,
         priority: Priority,
         deadline: Instant,
+        promotion: Option<&Promotion>,
     ) -> Result<Permit, GatewayError> {
         let shared = &self.shared;
         let now = Instant::now();
         let deadline = deadline.min(now + shared.max_wait);
-        let (granted, wait_for_grant) = oneshot::channel();
+        let lane = if promotion.is_some_and(Promotion::is_raised) { shared.shared_lane } else { tenant.index };
+        let (granted, mut wait_for_grant) = oneshot::channel();
         {
             let pace = shared.pace(now);
             let mut queue = shared.queue();
             queue.retain(|waiter| !waiter.granted.is_closed());
-            let admitted =
-                queue.admit(tenant.index, priority, deadline.into_std(), Waiter { granted }, now.into_std(), &pace);
+            let admitted = queue.admit(lane, priority, deadline.into_std(), Waiter { granted }, now.into_std(), &pace);
             shared.metrics.throttle_queue_depth.set(queue.len() as i64);
             if let Err((refusal, _)) = admitted {
                 shared.metrics.throttle_rejected.get_or_create(&TenantLabels { tenant: tenant.label }).inc();
@@ -172,8 +213,26 @@ impl Throttle {
             }
         }
         shared.work.notify_one();
-        let grant =
-            wait_for_grant.await.map_err(|_| GatewayError::Internal("the throttle's dispatcher stopped".into()))?;
+        let stopped = || GatewayError::Internal("the throttle's dispatcher stopped".into());
+        let grant = match promotion.filter(|_| lane != shared.shared_lane) {
+            None => wait_for_grant.await.map_err(|_| stopped())?,
+            Some(promotion) => tokio::select! {
+                biased;
+                grant = &mut wait_for_grant => grant.map_err(|_| stopped())?,
+                () = promotion.raised() => match wait_for_grant.try_recv() {
+                    Ok(grant) => grant,
+                    // Leave the tenant's lane (the dropped receiver is skipped there) for the
+                    // shared lane, keeping the deadline it was admitted with.
+                    Err(_) => {
+                        drop(wait_for_grant);
+                        let (granted, moved) = oneshot::channel();
+                        shared.queue().requeue(shared.shared_lane, priority, deadline.into_std(), Waiter { granted });
+                        shared.work.notify_one();
+                        moved.await.map_err(|_| stopped())?
+                    }
+                },
+            },
+        };
         let waited = grant.at.saturating_duration_since(now);
         shared
             .metrics

@@ -34,7 +34,7 @@ async fn burst(
         let tenant = tenant.clone();
         handles.push(tokio::spawn(async move {
             let deadline = Instant::now() + throttle.max_wait();
-            let permit = throttle.acquire(&tenant, priority, deadline).await.ok()?;
+            let permit = throttle.acquire(&tenant, priority, deadline, None).await.ok()?;
             permit.sending();
             Some(Instant::now())
         }));
@@ -79,14 +79,19 @@ async fn requests_that_would_wait_past_max_wait_are_refused_at_once() {
     let tenants = tenants(&[1]);
     let throttle = throttle(Duration::from_secs(1), &tenants);
     // Take the immediate slot first, so that all twenty below must queue.
-    throttle.acquire(&tenants[0], Priority::Normal, Instant::now() + Duration::from_secs(1)).await.unwrap().sending();
+    throttle
+        .acquire(&tenants[0], Priority::Normal, Instant::now() + Duration::from_secs(1), None)
+        .await
+        .unwrap()
+        .sending();
     let start = Instant::now();
     let mut handles = Vec::new();
     for _ in 0..20 {
         let throttle = throttle.clone();
         let tenant = tenants[0].clone();
         handles.push(tokio::spawn(async move {
-            let result = throttle.acquire(&tenant, Priority::Normal, Instant::now() + Duration::from_secs(60)).await;
+            let result =
+                throttle.acquire(&tenant, Priority::Normal, Instant::now() + Duration::from_secs(60), None).await;
             (result.map(|permit| permit.waited), Instant::now())
         }));
         tokio::task::yield_now().await;
@@ -131,9 +136,9 @@ async fn a_pause_holds_the_next_grant_back() {
     let tenants = tenants(&[1]);
     let throttle = throttle(Duration::from_secs(5), &tenants);
     let start = Instant::now();
-    throttle.acquire(&tenants[0], Priority::Normal, start + Duration::from_secs(5)).await.unwrap().sending();
+    throttle.acquire(&tenants[0], Priority::Normal, start + Duration::from_secs(5), None).await.unwrap().sending();
     throttle.pause(Duration::from_secs(2));
-    throttle.acquire(&tenants[0], Priority::Normal, start + Duration::from_secs(5)).await.unwrap().sending();
+    throttle.acquire(&tenants[0], Priority::Normal, start + Duration::from_secs(5), None).await.unwrap().sending();
     assert!(Instant::now() - start >= Duration::from_secs(2));
 }
 
@@ -157,10 +162,45 @@ async fn the_next_slot_counts_from_a_late_departure() {
     let tenants = tenants(&[1]);
     let throttle = throttle(Duration::from_secs(5), &tenants);
     let start = Instant::now();
-    let permit = throttle.acquire(&tenants[0], Priority::Normal, start + Duration::from_secs(5)).await.unwrap();
+    let permit = throttle.acquire(&tenants[0], Priority::Normal, start + Duration::from_secs(5), None).await.unwrap();
     // The request was scheduled 40 ms after its grant.
     tokio::time::sleep(Duration::from_millis(40)).await;
     permit.sending();
-    throttle.acquire(&tenants[0], Priority::Normal, start + Duration::from_secs(5)).await.unwrap().sending();
+    throttle.acquire(&tenants[0], Priority::Normal, start + Duration::from_secs(5), None).await.unwrap().sending();
     assert!(Instant::now() - start >= Duration::from_millis(142), "next grant at {:?}", Instant::now() - start);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_promoted_fill_leaves_its_tenants_backlog_and_still_spends_one_slot() {
+    let tenants = tenants(&[1, 1]);
+    let throttle = throttle(Duration::from_secs(10), &tenants);
+    let start = Instant::now();
+    let backlog = burst(&throttle, &tenants[0], Priority::Normal, 20).await;
+    let promotion = Arc::new(Promotion::default());
+    let fill = {
+        let (throttle, tenant, promotion) = (throttle.clone(), tenants[0].clone(), promotion.clone());
+        tokio::spawn(async move {
+            let deadline = Instant::now() + throttle.max_wait();
+            throttle.acquire(&tenant, Priority::Normal, deadline, Some(&promotion)).await.unwrap().sending();
+            Instant::now()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    // Another tenant waits for the fill's answer too.
+    promotion.raise();
+    let promoted_at = fill.await.unwrap();
+    assert!(
+        promoted_at - start < Duration::from_millis(350 + 3 * 102),
+        "the promoted fill waited {:?}, behind its tenant's backlog",
+        promoted_at - start
+    );
+    let mut grants: Vec<Instant> = outcomes(backlog).await.into_iter().map(Option::unwrap).collect();
+    assert_eq!(grants.len(), 20, "the backlog is served");
+    grants.push(promoted_at);
+    grants.sort();
+    for pair in grants.windows(2) {
+        assert!(pair[1] - pair[0] >= Duration::from_millis(102), "grants {:?} apart", pair[1] - pair[0]);
+    }
+    // 21 requests, 21 slots: the move spent none.
+    assert!(grants[20] - start >= Duration::from_millis(20 * 102), "last grant at {:?}", grants[20] - start);
 }
