@@ -55,6 +55,10 @@ pub(crate) struct Gateway {
     pub(crate) max_body: usize,
     /// The served OpenAPI document.
     pub(crate) openapi: serde_json::Value,
+    /// What each client connection may do (`server.rs`).
+    pub(crate) limits: crate::server::Limits,
+    /// `/metrics` is served on `server.admin_listen`, not on the main listener.
+    pub(crate) admin_listener: bool,
     /// The embedded sandbox, when `upstream.base_url = "sandbox"`; kept alive with the gateway.
     _sandbox: Option<EmbeddedSandbox>,
 }
@@ -76,7 +80,7 @@ impl Gateway {
     pub(crate) async fn new(config: &Config) -> anyhow::Result<Arc<Self>> {
         let metrics = Arc::new(Metrics::new());
         let auth = Arc::new(Authenticator::new(config));
-        let (customer_id, customer_secret) = account_credentials(config);
+        let (customer_id, customer_secret) = account_credentials(config)?;
         let (sandbox, base_url) = if config.upstream.is_embedded_sandbox() {
             let (sandbox, base_url) = embedded::start(&customer_id, &customer_secret).await?;
             (Some(sandbox), base_url)
@@ -101,6 +105,8 @@ impl Gateway {
             request_timeout: config.request_timeout(),
             max_body: usize::try_from(config.server.max_body.as_u64()).unwrap_or(usize::MAX),
             openapi: docs::document(),
+            limits: crate::server::Limits::new(&config.server),
+            admin_listener: config.server.admin_listen.is_some(),
             _sandbox: sandbox,
         }))
     }
@@ -233,13 +239,17 @@ impl Gateway {
 }
 
 /// The account's Basic credentials; made up for the embedded sandbox when the config has none
-/// (validation requires both otherwise).
-fn account_credentials(config: &Config) -> (String, String) {
+/// (validation requires both otherwise), the secret from the operating system's CSPRNG.
+fn account_credentials(config: &Config) -> anyhow::Result<(String, String)> {
     let secret = |value: &Option<crate::config::Secret>| value.as_ref().map(|s| s.expose().to_string());
-    match (secret(&config.upstream.customer_id), secret(&config.upstream.customer_secret)) {
+    Ok(match (secret(&config.upstream.customer_id), secret(&config.upstream.customer_secret)) {
         (Some(id), Some(secret)) => (id, secret),
-        _ => ("sandbox".to_string(), format!("{:032x}", fastrand::u128(..))),
-    }
+        _ => {
+            let generated = crate::config::Secret::generate()
+                .map_err(|error| anyhow::anyhow!("no random numbers from the operating system: {error}"))?;
+            ("sandbox".to_string(), generated.expose().to_string())
+        }
+    })
 }
 
 /// The upstream budget: this process's own, or shared through Redis.
@@ -269,6 +279,13 @@ impl Directory for ProjectDirectory<'_> {
 
     async fn catch_up(&self) -> bool {
         self.gateway.cache.catch_up().await
+    }
+
+    async fn kicking_rules(&self, appid: &str, refresh: bool) -> Result<Arc<Entry>, GatewayError> {
+        let rules = Call::with(Operation::ListKickingRules, &[("appid", appid)]);
+        let tenant = self.upstream.tenant.index;
+        let read = self.gateway.read(self.upstream.clone(), rules, CacheClass::Channel, refresh, tenant);
+        read.await.map(|(entry, _)| entry)
     }
 }
 
@@ -301,7 +318,9 @@ impl Fetcher {
                 let pause =
                     refused.retry_after().unwrap_or(Duration::from_secs(1)).min(self.upstream.max_retry_after());
                 self.throttle.pause(pause);
-                if !policy.is_idempotent_read() || Instant::now() + pause >= deadline {
+                if !policy.is_idempotent_read()
+                    || Instant::now().checked_add(pause).is_none_or(|after| after >= deadline)
+                {
                     return Err(GatewayError::Upstream(refused));
                 }
                 self.throttle.acquire(&self.tenant, policy.priority, deadline, promotion).await?.sending();
@@ -342,6 +361,25 @@ async fn not_found(request: Request) -> GatewayError {
     GatewayError::not_found(format!("no route for {} {}", request.method(), request.uri().path()))
 }
 
+/// Longest request id taken from a client.
+const MAX_REQUEST_ID: usize = 64;
+
+/// A client's `X-Request-Id` is kept only if it is short and printable ASCII (it goes into logs
+/// and problem documents); otherwise the gateway makes its own.
+fn drop_unusable_request_id(mut request: Request) -> Request {
+    let usable = |value: &HeaderValue| {
+        let bytes = value.as_bytes();
+        !bytes.is_empty() && bytes.len() <= MAX_REQUEST_ID && bytes.iter().all(u8::is_ascii_graphic)
+    };
+    let ids = request.headers().get_all("x-request-id");
+    let mut ids = ids.iter();
+    let keep = matches!((ids.next(), ids.next()), (Some(id), None) if usable(id));
+    if !keep {
+        request.headers_mut().remove("x-request-id");
+    }
+    request
+}
+
 /// Request ids: 16 random hex digits, unless the client sent one.
 #[derive(Clone, Default)]
 struct MakeRequestHex {
@@ -356,16 +394,25 @@ impl MakeRequestId for MakeRequestHex {
     }
 }
 
+/// The admin listener's surface (`server.admin_listen`): health, readiness and metrics, no token.
+pub(crate) fn admin_router(gateway: Arc<Gateway>) -> Router {
+    ops::admin_routes()
+        .fallback(not_found)
+        .with_state(gateway.clone())
+        .layer(EdgeLayer { metrics: gateway.metrics.clone(), timeout: gateway.request_timeout })
+}
+
 /// The whole HTTP surface, with its layers (outermost first).
 pub(crate) fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .merge(routes::console_routes())
-        .merge(ops::routes())
+        .merge(ops::routes(gateway.admin_listener))
         .merge(docs::router(gateway.openapi.clone()))
         .fallback(not_found)
         .with_state(gateway.clone())
         .layer(
             ServiceBuilder::new()
+                .map_request(drop_unusable_request_id)
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestHex::default()))
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(TraceLayer::new_for_http())

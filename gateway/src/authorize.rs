@@ -36,6 +36,12 @@ pub(crate) trait Directory {
     /// Waits briefly for writes through other replicas to reach this one; answers whether any
     /// was pending (the list read before may not show them).
     fn catch_up(&self) -> impl Future<Output = bool> + Send;
+    /// An app's kicking-rule list, from the cache unless `refresh`.
+    fn kicking_rules(
+        &self,
+        appid: &str,
+        refresh: bool,
+    ) -> impl Future<Output = Result<Arc<Entry>, GatewayError>> + Send;
 }
 
 fn items(entry: &Entry) -> &[ProjectItem] {
@@ -81,6 +87,10 @@ pub(crate) async fn check_ownership(
         return Ok(Decision::Send(call));
     }
     let tenant = &principal.tenant;
+    // Deny by default: a rule that reads an input owns nothing without one.
+    if input.is_empty() && matches!(policy.ownership, Ownership::ProjectId | Ownership::AppId | Ownership::AppRule) {
+        return Err(GatewayError::not_found("not found"));
+    }
     match policy.ownership {
         Ownership::NamePrefix => match &tenant.project_name_prefix {
             Some(prefix) if input.starts_with(prefix.as_str()) => Ok(Decision::Send(call)),
@@ -113,12 +123,20 @@ pub(crate) async fn check_ownership(
                 Err(GatewayError::not_found(format!("project {input:?} not found")))
             }
         }
-        Ownership::AppId => {
-            if find_owned(directory, principal, |item| item.vendor_key == input).await? {
-                Ok(Decision::Send(call))
-            } else {
-                Err(GatewayError::not_found(format!("app {input:?} not found")))
+        Ownership::AppId | Ownership::AppRule => {
+            if !find_owned(directory, principal, |item| item.vendor_key == input).await? {
+                return Err(GatewayError::not_found(format!("app {input:?} not found")));
             }
+            if policy.ownership == Ownership::AppRule {
+                let rule = call.body.as_ref().and_then(|body| body.get("id")).map(ToString::to_string);
+                if !has_rule(directory, &input, rule.as_deref().unwrap_or_default()).await? {
+                    return Err(GatewayError::not_found(format!(
+                        "kicking rule {} not found",
+                        rule.unwrap_or_default()
+                    )));
+                }
+            }
+            Ok(Decision::Send(call))
         }
         Ownership::UsageProjects => {
             let entry = directory.projects(false).await?;
@@ -139,6 +157,23 @@ pub(crate) async fn check_ownership(
             Ok(Decision::Send(call))
         }
     }
+}
+
+/// Whether `rule` (an ID, as JSON writes it) is one of the app's kicking rules: from the cached
+/// list, asked again once if it is not there (the rule may be new).
+async fn has_rule(directory: &impl Directory, appid: &str, rule: &str) -> Result<bool, GatewayError> {
+    let listed = |entry: &Entry| {
+        let list: Option<serde_json::Value> = serde_json::from_slice(&entry.answer.body).ok();
+        let rules = list.as_ref().and_then(|list| list.get("rules")?.as_array().cloned()).unwrap_or_default();
+        rules.iter().any(|listed| listed.get("id").is_some_and(|id| *id.to_string() == *rule))
+    };
+    if rule.is_empty() {
+        return Ok(false);
+    }
+    if listed(&*directory.kicking_rules(appid, false).await?) {
+        return Ok(true);
+    }
+    Ok(listed(&*directory.kicking_rules(appid, true).await?))
 }
 
 /// A comma-separated list of IDs, trimmed, sorted, without repeats (one cache key for one set).
@@ -199,6 +234,12 @@ mod tests {
 
         async fn catch_up(&self) -> bool {
             false
+        }
+
+        async fn kicking_rules(&self, _appid: &str, _refresh: bool) -> Result<Arc<Entry>, GatewayError> {
+            let rules = json!({"status": "success", "rules": [{"id": 1953, "appid": "f".repeat(32)}]});
+            let answer = Answer { status: StatusCode::OK, headers: HeaderMap::new(), body: rules.to_string().into() };
+            Ok(Arc::new(Entry::new(Operation::ListKickingRules, answer).unwrap()))
         }
     }
 
@@ -269,6 +310,37 @@ mod tests {
         assert_eq!(list.refreshes(), 2);
         sent(decide(&list, &acme, channels("app-a1")).await);
         assert_eq!(list.refreshes(), 2, "an owned one needs no second look");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_kicking_rule_is_changed_only_under_its_own_app() {
+        let (list, acme) = (List::new(), principal(&[Scope::KickingWrite]));
+        let update = |app: &str, id: serde_json::Value| {
+            with_body(Operation::UpdateKickingRule, json!({"appid": app, "id": id, "time": 10}))
+        };
+        sent(decide(&list, &acme, update("app-a1", json!(1953))).await);
+        assert_eq!(status(decide(&list, &acme, update("app-a1", json!(7))).await), 404, "not that app's rule");
+        assert_eq!(status(decide(&list, &acme, update("app-g1", json!(1953))).await), 404, "not the tenant's app");
+        let delete = with_body(Operation::DeleteKickingRule, json!({"appid": "app-a1", "id": 8}));
+        assert_eq!(status(decide(&list, &acme, delete).await), 404);
+        let no_id = with_body(Operation::DeleteKickingRule, json!({"appid": "app-a1"}));
+        assert_eq!(status(decide(&list, &acme, no_id).await), 404, "no rule named is no rule owned");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_empty_input_owns_nothing_even_when_the_upstream_lists_an_empty_id() {
+        let (list, acme) = (List::new(), principal(&[Scope::ChannelsRead]));
+        let project = json!({"id": "", "name": "acme-blank", "vendor_key": ""});
+        let answer = Answer {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: json!({"projects": [project]}).to_string().into(),
+        };
+        *list.entry.lock().unwrap() = Arc::new(Entry::new(Operation::ListProjects, answer).unwrap());
+        let channels = Call::with(Operation::ListChannels, &[("appid", "")]);
+        assert_eq!(status(decide(&list, &acme, channels).await), 404);
+        let status_write = with_body(Operation::SetProjectStatus, json!({"id": "", "status": 1}));
+        assert_eq!(status(decide(&list, &acme, status_write).await), 404);
     }
 
     #[tokio::test(start_paused = true)]

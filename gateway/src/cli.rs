@@ -45,9 +45,10 @@ enum Command {
         /// The tenant's id.
         #[arg(long)]
         tenant: String,
-        /// Space-separated scopes (default: all of the tenant's).
+        /// Space-separated scopes the token asks for (cut down to the tenant's), e.g.
+        /// "projects:read channels:read". Required: a token carries only what was asked.
         #[arg(long)]
-        scope: Option<String>,
+        scope: String,
         /// Lifetime, e.g. 15m, 1h, 1d.
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: Duration,
@@ -76,7 +77,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Demo { listen: DEMO_LISTEN.parse().expect("an address") }) {
         Command::CheckConfig { config } => check_config(&config),
         Command::Token { config, tenant, scope, ttl, key, kid, sub } => {
-            token(&config, &tenant, scope.as_deref(), ttl, key.as_deref(), kid.as_deref(), &sub)
+            token(&config, &tenant, &scope, ttl, key.as_deref(), kid.as_deref(), &sub)
         }
         Command::Openapi => {
             println!("{}", serde_json::to_string_pretty(&docs::document()).expect("JSON"));
@@ -127,7 +128,7 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
 fn token(
     path: &std::path::Path,
     tenant: &str,
-    scope: Option<&str>,
+    scope: &str,
     ttl: Duration,
     key: Option<&std::path::Path>,
     kid: Option<&str>,
@@ -140,7 +141,13 @@ fn token(
         .find(|t| t.id == tenant)
         .ok_or_else(|| anyhow::anyhow!("no tenant {tenant:?} in {}", path.display()))?;
     let private_key = key.map(std::fs::read).transpose().map_err(|e| anyhow::anyhow!("--key: {e}"))?;
-    let request = MintRequest { tenant, kid, scope, subject, ttl, private_key: private_key.as_deref() };
+    if let Some(unknown) = scope.split_whitespace().find(|name| crate::policy::Scope::parse(name).is_none()) {
+        anyhow::bail!(
+            "--scope: {unknown:?} is not a scope (one of {})",
+            crate::policy::Scope::ALL.map(crate::policy::Scope::as_str).join(", ")
+        );
+    }
+    let request = MintRequest { tenant, kid, scope: Some(scope), subject, ttl, private_key: private_key.as_deref() };
     println!("{}", mint(&request).map_err(anyhow::Error::msg)?);
     Ok(())
 }
@@ -153,7 +160,11 @@ async fn run_serve(path: &std::path::Path) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("server.listen {}: {e}", config.server.listen))?;
     tracing::info!(listen = %config.server.listen, tenants = config.tenants.len(), "agora-gateway serving");
-    serve_until_signal(gateway, listener, config.server.shutdown_grace).await
+    let admin = crate::bind_admin(&config).await?;
+    if let Some(admin) = &admin {
+        tracing::info!(admin_listen = %admin.local_addr()?, "health, readiness and metrics served here too");
+    }
+    serve_until_signal(gateway, listener, admin, config.server.shutdown_grace).await
 }
 
 #[cfg(not(feature = "demo"))]
@@ -176,7 +187,7 @@ async fn run_demo(listen: SocketAddr) -> anyhow::Result<()> {
     println!("agora-gateway demo: in front of the embedded Console API sandbox, with demo data");
     println!("  Swagger UI   {base}/docs   (Authorize with a token below)");
     println!("  Console API  {base}/dev    (drop-in for https://api.agora.io/dev)");
-    println!("  Metrics      {base}/metrics");
+    println!("  Metrics      {base}/metrics   (with the ops token)");
     println!();
     println!("Tokens, valid for 12 hours:");
     let tokens = demo::tokens(&config);
@@ -189,17 +200,18 @@ async fn run_demo(listen: SocketAddr) -> anyhow::Result<()> {
     println!("Try:");
     println!("  curl -s -H \"Authorization: Bearer {}\" {base}/dev/v1/projects", tokens[0].1);
     println!();
-    serve_until_signal(gateway, listener, config.server.shutdown_grace).await
+    serve_until_signal(gateway, listener, None, config.server.shutdown_grace).await
 }
 
 /// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish for up to `grace`.
 async fn serve_until_signal(
     gateway: std::sync::Arc<Gateway>,
     listener: TcpListener,
+    admin: Option<TcpListener>,
     grace: Duration,
 ) -> anyhow::Result<()> {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut server = tokio::spawn(serve(gateway, listener, async move {
+    let mut server = tokio::spawn(serve(gateway, listener, admin, async move {
         let _ = stopped.await;
     }));
     tokio::select! {

@@ -22,7 +22,7 @@ fn tenant(id: &str, prefix: &str, scopes: &[Scope], weight: u32) -> TenantConfig
         keys: vec![KeyConfig {
             kid: format!("{id}-demo"),
             alg: "HS256".into(),
-            secret: Some(Secret::literal(format!("{:032x}{:032x}", fastrand::u128(..), fastrand::u128(..)))),
+            secret: Some(Secret::generate().expect("the operating system's random number generator works")),
             public_key: None,
             jwk: None,
             parsed: None,
@@ -45,6 +45,7 @@ pub(crate) fn config() -> Config {
             timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(3),
             max_retry_after: Duration::from_secs(60),
+            proxy: None,
         },
         throttle: Default::default(),
         cache: Default::default(),

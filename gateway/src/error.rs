@@ -77,7 +77,7 @@ pub(crate) enum GatewayError {
 
 /// `Retry-After` is whole seconds: round up, and never say 0.
 fn retry_after_seconds(duration: Duration) -> u64 {
-    let seconds = duration.as_secs() + u64::from(duration.subsec_nanos() > 0);
+    let seconds = duration.as_secs().saturating_add(u64::from(duration.subsec_nanos() > 0));
     seconds.max(1)
 }
 

@@ -363,7 +363,7 @@ pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
         policy: OperationPolicy {
             scope: Scope::KickingWrite,
             cache: None,
-            ownership: Ownership::AppId,
+            ownership: Ownership::AppRule,
             owner_param: Some("appid"),
             invalidates: Invalidation::KickingRules,
             priority: Priority::High,
@@ -397,7 +397,7 @@ pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
         policy: OperationPolicy {
             scope: Scope::KickingWrite,
             cache: None,
-            ownership: Ownership::AppId,
+            ownership: Ownership::AppRule,
             owner_param: Some("appid"),
             invalidates: Invalidation::KickingRules,
             priority: Priority::High,

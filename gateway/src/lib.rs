@@ -25,6 +25,7 @@ mod metrics;
 mod ops;
 mod policy;
 mod routes;
+mod server;
 mod throttle;
 mod upstream;
 
@@ -40,16 +41,18 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
+use futures::FutureExt;
 use tokio::net::TcpListener;
 
-use app::{Gateway, router};
+use app::{Gateway, admin_router, router};
 pub use config::{Config, ConfigError};
 
 /// A gateway serving on a socket.
 pub struct Running {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where its admin listener listens (`server.admin_listen`), if it has one.
+    pub admin_addr: Option<SocketAddr>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -81,28 +84,43 @@ impl Drop for Running {
     }
 }
 
-/// Builds the gateway from `config` and serves it on `listener` in the background.
+/// Builds the gateway from `config` and serves it on `listener` in the background (and on
+/// `server.admin_listen`, bound here, if set).
 pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Running> {
     let gateway = Gateway::new(config).await?;
     let addr = listener.local_addr()?;
+    let admin = bind_admin(config).await?;
+    let admin_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;
     let (shutdown, signal) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(serve(gateway, listener, async move {
+    let task = tokio::spawn(serve(gateway, listener, admin, async move {
         let _ = signal.await;
     }));
-    Ok(Running { addr, shutdown: Some(shutdown), task: Some(task) })
+    Ok(Running { addr, admin_addr, shutdown: Some(shutdown), task: Some(task) })
+}
+
+/// The admin listener's socket, if `server.admin_listen` is set.
+pub(crate) async fn bind_admin(config: &Config) -> anyhow::Result<Option<TcpListener>> {
+    let Some(admin) = config.server.admin_listen else { return Ok(None) };
+    let listener =
+        TcpListener::bind(admin).await.map_err(|error| anyhow::anyhow!("server.admin_listen {admin}: {error}"))?;
+    Ok(Some(listener))
 }
 
 /// Serves until `shutdown` resolves, then lets in-flight requests finish.
 pub(crate) async fn serve(
     gateway: Arc<Gateway>,
     listener: TcpListener,
+    admin: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let app = router(gateway);
-    if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-        tracing::error!(%error, "the server stopped with an error");
+    let shutdown = shutdown.boxed().shared();
+    let limits = gateway.limits;
+    let main = server::serve(listener, router(gateway.clone()), limits, shutdown.clone());
+    match admin {
+        Some(admin) => {
+            let admin = server::serve(admin, admin_router(gateway), limits, shutdown);
+            tokio::join!(main, admin);
+        }
+        None => main.await,
     }
 }

@@ -1,4 +1,9 @@
 //! The gateway's own endpoints: `/healthz`, `/readyz`, `/metrics`, `POST /admin/cache/purge`.
+//!
+//! What they show is for operators: on the main listener `/metrics` needs a token with the
+//! `admin` scope and `/readyz` says only ready or not; the optional admin listener
+//! (`server.admin_listen`, for probes and scrapers) serves both in full without a token, and
+//! `/metrics` is then served there only.
 
 use std::sync::Arc;
 
@@ -17,12 +22,21 @@ use crate::error::GatewayError;
 use crate::policy::{CacheClass, Scope};
 use crate::routes::{BoundedBody, method_not_allowed};
 
-pub(crate) fn routes() -> Router<Arc<Gateway>> {
-    Router::new()
+/// The endpoints on the main listener; `/metrics` only when there is no admin listener.
+pub(crate) fn routes(admin_listener: bool) -> Router<Arc<Gateway>> {
+    let routes = Router::new()
         .route("/healthz", get(healthz).fallback(method_not_allowed))
         .route("/readyz", get(readyz).fallback(method_not_allowed))
-        .route("/metrics", get(metrics).fallback(method_not_allowed))
-        .route("/admin/cache/purge", post(purge_cache).fallback(method_not_allowed))
+        .route("/admin/cache/purge", post(purge_cache).fallback(method_not_allowed));
+    if admin_listener { routes } else { routes.route("/metrics", get(metrics).fallback(method_not_allowed)) }
+}
+
+/// The admin listener's endpoints: no token, reasons shown.
+pub(crate) fn admin_routes() -> Router<Arc<Gateway>> {
+    Router::new()
+        .route("/healthz", get(healthz).fallback(method_not_allowed))
+        .route("/readyz", get(admin_readyz).fallback(method_not_allowed))
+        .route("/metrics", get(admin_metrics).fallback(method_not_allowed))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -41,13 +55,13 @@ pub(crate) async fn healthz() -> Json<Health> {
 pub(crate) struct Readiness {
     /// `ready`, or `degraded` while the shared budget's Redis is unreachable or Agora refuses the gateway's credentials.
     status: &'static str,
-    /// Why not ready.
+    /// Why not ready (on the admin listener only; the logs say it too).
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
 }
 
 /// Ready: configuration loaded, Redis reachable when the budget is shared through it, and Agora not
-/// refusing the gateway's credentials.
+/// refusing the gateway's credentials. Why not is on the admin listener and in the logs.
 #[utoipa::path(
     get, path = "/readyz", tag = "gateway", security(()),
     responses(
@@ -56,21 +70,51 @@ pub(crate) struct Readiness {
     )
 )]
 pub(crate) async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
+    readiness(&gateway, false)
+}
+
+async fn admin_readyz(State(gateway): State<Arc<Gateway>>) -> Response {
+    readiness(&gateway, true)
+}
+
+fn readiness(gateway: &Gateway, with_reason: bool) -> Response {
     match gateway.throttle.not_ready().or_else(|| gateway.upstream.not_ready()) {
         None => Json(Readiness { status: "ready", reason: None }).into_response(),
         Some(reason) => {
+            let reason = with_reason.then_some(reason);
             let mut response =
-                (StatusCode::SERVICE_UNAVAILABLE, Json(Readiness { status: "degraded", reason: Some(reason) }))
-                    .into_response();
+                (StatusCode::SERVICE_UNAVAILABLE, Json(Readiness { status: "degraded", reason })).into_response();
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             response
         }
     }
 }
 
-/// Prometheus metrics (text exposition format).
-#[utoipa::path(get, path = "/metrics", tag = "gateway", security(()), responses((status = 200, description = "Prometheus text", body = String, content_type = "text/plain")))]
-pub(crate) async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
+/// Prometheus metrics (text exposition format). Needs the `admin` scope; with
+/// `server.admin_listen`, served on that address only (without a token).
+#[utoipa::path(
+    get, path = "/metrics", tag = "gateway",
+    responses(
+        (status = 200, description = "Prometheus text", body = String, content_type = "text/plain"),
+        (status = 401, description = "Missing or invalid token"),
+        (status = 403, description = "The token lacks the admin scope")
+    )
+)]
+pub(crate) async fn metrics(
+    State(gateway): State<Arc<Gateway>>,
+    Authenticated(principal): Authenticated,
+) -> Result<Response, GatewayError> {
+    if !principal.has(Scope::Admin) {
+        return Err(GatewayError::InsufficientScope { scope: Scope::Admin });
+    }
+    Ok(exposition(&gateway).await)
+}
+
+async fn admin_metrics(State(gateway): State<Arc<Gateway>>) -> Response {
+    exposition(&gateway).await
+}
+
+async fn exposition(gateway: &Gateway) -> Response {
     gateway.cache.weighted_size().await;
     let text = gateway.metrics.render();
     let mut response = Bytes::from(text).into_response();

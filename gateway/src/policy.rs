@@ -148,6 +148,8 @@ pub(crate) enum Ownership {
     UsageProjects,
     /// The App ID (a project's `vendor_key`) in `owner-param` must be the tenant's.
     AppId,
+    /// As `AppId`, and the kicking rule (the body's `id`) must be one of that app's rules.
+    AppRule,
 }
 
 /// What a write makes stale (`x-gateway.invalidates`).
@@ -302,7 +304,11 @@ mod tests {
             let policy = &spec.policy;
             let needs_param = matches!(
                 policy.ownership,
-                Ownership::NamePrefix | Ownership::ProjectId | Ownership::UsageProjects | Ownership::AppId
+                Ownership::NamePrefix
+                    | Ownership::ProjectId
+                    | Ownership::UsageProjects
+                    | Ownership::AppId
+                    | Ownership::AppRule
             );
             assert_eq!(policy.owner_param.is_some(), needs_param, "{}: owner-param", spec.id);
             if let Some(name) = policy.owner_param {

@@ -4038,7 +4038,8 @@ and its operation table from this document with `cargo xtask regen`.
 the `scope` a token needs; the `cache` class of a read (`project`,
 `channel`, `usage`); the `ownership` rule (`name-prefix`,
 `filter-projects`, `result-project`, `project-id`, `usage-projects`,
-`app-id`) and the input it reads (`owner-param`); what a write
+`app-id`, `app-rule`: the app's, and the kicking rule one of its rules)
+and the input it reads (`owner-param`); what a write
 `invalidates` (`project`, `kicking-rules`); the throttle `priority`
 (`high`, `normal`, `low`); and documented input `checks` beyond the types
 (`id-or-name`, `usage-range`, `kicking-rule`). Clients ignore it.

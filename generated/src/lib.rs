@@ -114,6 +114,9 @@ pub struct ClientOptions {
     pub pool_idle_timeout: Duration,
     /// `User-Agent` sent with every request.
     pub user_agent: String,
+    /// An HTTP(S) or SOCKS5 proxy for every request. Without one the client connects directly:
+    /// `HTTP(S)_PROXY` in the environment are ignored.
+    pub proxy: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -124,6 +127,7 @@ impl Default for ClientOptions {
             pool_max_idle_per_host: 32,
             pool_idle_timeout: Duration::from_secs(60),
             user_agent: concat!("agora-console-client/", env!("CARGO_PKG_VERSION")).to_string(),
+            proxy: None,
         }
     }
 }
@@ -184,8 +188,16 @@ fn trim_base_url(base_url: &str) -> &str {
     base_url.trim_end_matches('/')
 }
 
+/// The HTTP client: never follows a redirect (the credentials would go where the answer
+/// points), and uses a proxy only when given one.
 fn build_http_client(headers: HeaderMap, options: &ClientOptions) -> Result<reqwest::Client, BuildError> {
-    reqwest::Client::builder()
+    let builder = match &options.proxy {
+        None => reqwest::Client::builder().no_proxy(),
+        Some(proxy) => reqwest::Client::builder()
+            .proxy(reqwest::Proxy::all(proxy).map_err(|_| BuildError("the proxy is not a valid URL".to_string()))?),
+    };
+    builder
+        .redirect(reqwest::redirect::Policy::none())
         .default_headers(headers)
         .timeout(options.timeout)
         .connect_timeout(options.connect_timeout)

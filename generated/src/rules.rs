@@ -84,9 +84,54 @@ pub fn check_page_size(page_size: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// Longest channel name, in bytes (Agora's channel-name rule: "less than 64 bytes").
+pub const MAX_CHANNEL_NAME_BYTES: usize = 63;
+
+/// Agora's channel-name character set (its RTC reference, `joinChannel`'s `channelId`): letters,
+/// digits, space and `! # $ % & ( ) + - : ; < = . > ? @ [ ] ^ _ { } | ~ ,`, less than 64 bytes.
+pub fn check_channel_name(name: &str) -> Result<(), String> {
+    const PUNCTUATION: &str = " !#$%&()+-:;<=.>?@[]^_{}|~,";
+    if name.is_empty() || name.len() > MAX_CHANNEL_NAME_BYTES {
+        return Err(format!("a channel name is 1 to {MAX_CHANNEL_NAME_BYTES} bytes long"));
+    }
+    if let Some(c) = name.chars().find(|c| !c.is_ascii_alphanumeric() && !PUNCTUATION.contains(*c)) {
+        return Err(format!(
+            "a channel name holds letters, digits, space and {PUNCTUATION:?} only, not {c:?} (Agora's channel-name rule)"
+        ));
+    }
+    Ok(())
+}
+
+/// A value that fills a path segment of its own: `.` and `..` would be read as the current or
+/// the parent segment by every URL parser on the way, and the call would reach another path.
+pub fn check_path_segment(value: &str) -> Result<(), String> {
+    match value {
+        "" => Err("must not be empty".into()),
+        "." | ".." => Err(format!("must not be {value:?} (a dot segment would change the upstream path)")),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn channel_names_and_path_segments_follow_agoras_rules() {
+        assert!(check_channel_name("lobby").is_ok());
+        assert!(check_channel_name("a b!#$%&()+-:;<=.>?@[]^_{}|~,").is_ok());
+        assert!(check_channel_name(&"c".repeat(63)).is_ok());
+        assert!(check_channel_name(&"c".repeat(64)).is_err());
+        assert!(check_channel_name("").is_err());
+        for bad in ["a/b", "a\\b", "a\"b", "ä", "a\nb", "a*b", "a'b"] {
+            assert!(check_channel_name(bad).is_err(), "{bad:?}");
+        }
+        for bad in ["", ".", ".."] {
+            assert!(check_path_segment(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_path_segment("...").is_ok());
+        assert!(check_path_segment(".a").is_ok());
+    }
 
     #[test]
     fn ban_length_defaults_to_60_is_clamped_and_zero_kicks_once() {

@@ -435,7 +435,8 @@ async fn the_token_command_mints_accepted_tokens_and_tokens_never_reach_the_logs
         String::from_utf8(output.stdout).unwrap().trim().to_string()
     };
     let hs_token = mint(&["--scope", "projects:read", "--ttl", "5m"]);
-    let rs_token = mint(&["--kid", "acme-rsa", "--key", key_file("acme-rsa.pem").to_str().unwrap()]);
+    let rs_token =
+        mint(&["--scope", "projects:read", "--kid", "acme-rsa", "--key", key_file("acme-rsa.pem").to_str().unwrap()]);
 
     // A gateway process with debug logs, fed good and bad tokens.
     let text = std::fs::read_to_string(&config).unwrap();

@@ -202,7 +202,7 @@ async fn the_cache_stays_within_max_bytes_under_a_flood_of_distinct_keys() {
     for answer in futures::future::join_all(reads).await {
         assert_eq!(answer.unwrap().into_inner().data.audience_total, Some(5000));
     }
-    let metrics = http().get(stack.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = metrics_text(&stack.gateway.base_url()).await;
     let bytes: u64 = metrics
         .lines()
         .find_map(|line| line.strip_prefix("agora_gateway_cache_bytes "))

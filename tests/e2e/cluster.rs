@@ -233,7 +233,7 @@ async fn kill_and_restart_redis_under_load(redis: &mut RedisServer, scheduling: 
         assert!(matches!(outcome.status, 200 | 429), "unexpected status {}", outcome.status);
     }
     for replica in &replicas {
-        let metrics = http().get(format!("{}/metrics", replica.base)).send().await.unwrap().text().await.unwrap();
+        let metrics = metrics_text(&replica.base).await;
         assert!(metrics.contains("agora_gateway_throttle_redis_up 1"), "the shared budget resumed");
     }
     std::fs::remove_dir_all(dir).unwrap();

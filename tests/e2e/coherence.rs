@@ -65,7 +65,7 @@ impl Drop for Cluster {
 }
 
 async fn cluster_up(base: &str) -> bool {
-    let metrics = http().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = metrics_text(base).await;
     metrics.contains("agora_gateway_cache_cluster_up 1")
 }
 
@@ -213,8 +213,7 @@ async fn a_write_through_one_replica_is_seen_through_the_others_within_a_second(
         assert!(after < Duration::from_secs(1), "{write}: seen after {after:?}");
     }
     for replica in 0..3 {
-        let metrics = http().get(format!("{}/metrics", cluster.base(replica))).send().await.unwrap().text().await;
-        let metrics = metrics.unwrap();
+        let metrics = metrics_text(cluster.base(replica)).await;
         assert!(
             metrics.contains("agora_gateway_cache_invalidations_missed_total 0"),
             "replica {replica} received every invalidation as it was published"

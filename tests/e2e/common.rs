@@ -122,6 +122,12 @@ pub(crate) struct Options {
     /// The acme tenant's keys, as TOML inline tables (rotation tests change them).
     pub acme_keys: Vec<String>,
     pub acme_weight: u32,
+    /// Serve `/healthz`, `/readyz` and `/metrics` on an admin listener too (`server.admin_listen`).
+    pub admin_listener: bool,
+    /// Further `[server]` settings, as TOML lines.
+    pub server_extra: &'static str,
+    /// Further `[upstream]` settings, as TOML lines.
+    pub upstream_extra: &'static str,
 }
 
 pub(crate) fn acme_hs_key() -> String {
@@ -150,6 +156,9 @@ impl Default for Options {
             flavor: Flavor::Agora,
             acme_keys: vec![acme_hs_key(), acme_rsa_key()],
             acme_weight: 1,
+            admin_listener: false,
+            server_extra: "",
+            upstream_extra: "",
         }
     }
 }
@@ -159,17 +168,20 @@ pub(crate) fn gateway_toml(upstream: &str, initech_project: &str, options: &Opti
     let redis = options.redis_url.as_ref().map(|url| format!("redis_url = \"{url}\"\n")).unwrap_or_default();
     let request_timeout =
         options.request_timeout.map(|timeout| format!("request_timeout = \"{timeout}\"\n")).unwrap_or_default();
+    let admin = if options.admin_listener { "admin_listen = \"127.0.0.1:0\"\n" } else { "" };
+    let (server_extra, upstream_extra) = (options.server_extra, options.upstream_extra);
     format!(
         r#"
 [server]
 listen = "127.0.0.1:0"
 max_body = "{max_body}"
-{request_timeout}
+{request_timeout}{admin}{server_extra}
 [upstream]
 base_url = "{upstream}"
 customer_id = "{CUSTOMER_ID}"
 customer_secret = "{CUSTOMER_SECRET}"
 timeout = "{upstream_timeout}"
+{upstream_extra}
 
 [throttle]
 rate = 10
@@ -244,6 +256,7 @@ impl DemoProjects {
 /// hold up the gateway's upstream calls. Dropping it stops it.
 pub(crate) struct GatewayThread {
     addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -259,18 +272,23 @@ impl GatewayThread {
                 runtime.block_on(async move {
                     let listener = tokio::net::TcpListener::bind(any_port()).await.unwrap();
                     let running = agora_gateway::start(&config, listener).await.expect("the gateway starts");
-                    let _ = ready.send(running.addr);
+                    let _ = ready.send((running.addr, running.admin_addr));
                     let _ = stopped.await;
                     running.stop(Duration::from_secs(2)).await;
                 });
             })
             .unwrap();
-        let addr = started.await.expect("the gateway thread started");
-        GatewayThread { addr, stop: Some(stop) }
+        let (addr, admin_addr) = started.await.expect("the gateway thread started");
+        GatewayThread { addr, admin_addr, stop: Some(stop) }
     }
 
     pub(crate) fn base_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The admin listener's base URL (`Options.admin_listener`).
+    pub(crate) fn admin_url(&self) -> String {
+        format!("http://{}", self.admin_addr.expect("the gateway has an admin listener"))
     }
 }
 
@@ -357,6 +375,13 @@ pub(crate) fn token(tenant: &str, scope: &str) -> String {
 pub(crate) fn initech_token(scope: &str) -> String {
     let pem = std::fs::read(key_file("initech-ed25519.pem")).unwrap();
     sign(Algorithm::EdDSA, Some("initech-ed"), &claims("initech", scope), &EncodingKey::from_ed_pem(&pem).unwrap())
+}
+
+/// The gateway's `/metrics` at `base`, read with an admin token.
+pub(crate) async fn metrics_text(base: &str) -> String {
+    let response = http().get(format!("{base}/metrics")).bearer_auth(token("ops", ALL_SCOPES)).send().await.unwrap();
+    assert_eq!(response.status(), 200, "/metrics with an admin token");
+    response.text().await.unwrap()
 }
 
 /// Sends a request to the gateway with a token; answers status, headers and body.
@@ -451,12 +476,33 @@ impl GatewayProcess {
     /// Writes `toml` (its `listen` replaced by a free port) to a file `name`.toml in `dir`, starts the gateway
     /// on it and waits until it answers.
     pub(crate) async fn start(toml: &str, dir: &Path, name: &str, output: Output) -> Self {
+        Self::spawn(toml, dir, name, output, &[], None).await
+    }
+
+    /// [`GatewayProcess::start`] with further environment variables, and optionally under an
+    /// open-file limit (soft and hard, as `ulimit -n` sets it).
+    pub(crate) async fn spawn(
+        toml: &str,
+        dir: &Path,
+        name: &str,
+        output: Output,
+        env: &[(&str, &str)],
+        open_files: Option<u32>,
+    ) -> Self {
         let port = free_port();
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(&config, toml.replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\"")))
             .unwrap();
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_gateway-under-test"));
-        command.args(["serve", "--config", config.to_str().unwrap()]).kill_on_drop(true);
+        let binary = env!("CARGO_BIN_EXE_gateway-under-test");
+        let mut command = match open_files {
+            None => tokio::process::Command::new(binary),
+            Some(limit) => {
+                let mut shell = tokio::process::Command::new("sh");
+                shell.args(["-c", &format!("ulimit -n {limit} && exec \"$0\" \"$@\""), binary]);
+                shell
+            }
+        };
+        command.args(["serve", "--config", config.to_str().unwrap()]).envs(env.iter().copied()).kill_on_drop(true);
         match output {
             Output::Discard => command.env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::null()),
             Output::CaptureDebug => command.env("RUST_LOG", "debug").stdout(Stdio::piped()).stderr(Stdio::piped()),

@@ -366,7 +366,7 @@ async fn health_readiness_request_ids_and_metrics() {
 
     let acme = token("acme", TENANT_SCOPES);
     call(&stack, Method::GET, "/dev/v1/projects", Some(&acme), None).await;
-    let metrics = http().get(stack.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = metrics_text(&stack.gateway.base_url()).await;
     for line in [
         "agora_gateway_requests_total{tenant=\"acme\",operation=\"list_projects\",status=\"201\"} 1",
         "agora_gateway_requests_total{tenant=\"anonymous\",operation=\"list_projects\",status=\"401\"} 1",

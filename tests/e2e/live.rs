@@ -163,7 +163,8 @@ async fn any_error_passes_byte_for_byte_whatever_its_shape() {
 async fn agora_refusing_the_gateways_credentials_is_a_502_that_says_so() {
     let sandbox = start_sandbox(agora_sandbox::Seed::Demo, 0).await;
     let projects = DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
-    let toml = gateway_toml(&sandbox.base_url(), &projects.named("initech-staging").id, &Options::default())
+    let options = Options { admin_listener: true, ..Options::default() };
+    let toml = gateway_toml(&sandbox.base_url(), &projects.named("initech-staging").id, &options)
         .replace(&format!("customer_secret = \"{CUSTOMER_SECRET}\""), "customer_secret = \"not-the-secret\"");
     let config = agora_gateway::Config::parse(&toml, &fixtures()).unwrap();
     let gateway = GatewayThread::start(config).await;
@@ -178,8 +179,11 @@ async fn agora_refusing_the_gateways_credentials_is_a_502_that_says_so() {
     assert!(!detail.contains("not-the-secret"), "never the secret");
     let ready = http().get(format!("{}/readyz", gateway.base_url())).send().await.unwrap();
     assert_eq!(ready.status(), 503);
-    assert!(ready.text().await.unwrap().contains("credentials"));
-    let metrics = http().get(format!("{}/metrics", gateway.base_url())).send().await.unwrap().text().await.unwrap();
+    assert!(!ready.text().await.unwrap().contains("credentials"), "why is for operators only");
+    let ready = http().get(format!("{}/readyz", gateway.admin_url())).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert!(ready.text().await.unwrap().contains("credentials"), "the admin listener says why");
+    let metrics = http().get(format!("{}/metrics", gateway.admin_url())).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("agora_gateway_upstream_credentials_refused_total 1"), "{metrics}");
 }
 

@@ -6,6 +6,7 @@ mod cluster;
 mod coherence;
 mod common;
 mod gateway;
+mod hardening;
 mod live;
 mod sandbox;
 mod throttle;

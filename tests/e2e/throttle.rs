@@ -105,7 +105,7 @@ async fn three_tenants_at_six_times_the_budget_never_crowd_a_second_and_use_it_a
         let share = outcomes.iter().filter(|o| o.tenant == tenant && o.status == 200).count() as f64 / served as f64;
         assert!((0.25..=0.42).contains(&share), "tenant {tenant} got {share:.2} of the slots");
     }
-    let metrics = http().get(stack.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = metrics_text(&stack.gateway.base_url()).await;
     assert!(metrics.contains("agora_gateway_throttle_rejected_total{tenant=\"acme\"}"));
     assert!(metrics.contains("agora_gateway_throttle_wait_seconds_bucket"));
 }
@@ -178,7 +178,7 @@ async fn when_someone_else_spends_the_account_the_gateway_pauses_and_retries_rea
     assert!(latency >= Duration::from_secs(1), "paused for Agora's window: {latency:?}");
     let stats = stack.stats().await;
     assert_eq!(stats.throttled, 1, "one 429, then no more");
-    let metrics = http().get(stack.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = metrics_text(&stack.gateway.base_url()).await;
     assert!(
         metrics.contains("agora_gateway_upstream_requests_total{operation=\"list_channels\",status=\"429\"} 1"),
         "{metrics}"

@@ -166,6 +166,10 @@ async fn proxy(binary: &Path, copy: &Path) -> Result<()> {
     tokio::spawn(axum::serve(upstream, stand_in(state.clone())).into_future());
 
     let port = free_port()?;
+    let mut admin_port = free_port()?;
+    while admin_port == port {
+        admin_port = free_port()?;
+    }
     let config = copy.join("walkthrough.toml");
     std::fs::write(
         &config,
@@ -173,6 +177,7 @@ async fn proxy(binary: &Path, copy: &Path) -> Result<()> {
             r#"
 [server]
 listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:{admin_port}"
 [upstream]
 base_url = "http://{upstream_addr}/dev"
 customer_id = "{}"
@@ -215,7 +220,7 @@ keys = [{{ kid = "walk-hs", alg = "HS256", secret = "{TENANT_SECRET}" }}]
     ensure!(foreign.status() == 404, "another tenant's app is a 404, not {}", foreign.status());
     let calls = state.summaries.load(Ordering::SeqCst);
     ensure!(calls == 1, "the stand-in upstream saw {calls} summary calls, not 1");
-    let metrics = http.get(format!("http://127.0.0.1:{port}/metrics")).send().await?.text().await?;
+    let metrics = http.get(format!("http://127.0.0.1:{admin_port}/metrics")).send().await?.text().await?;
     if !metrics.contains("operation=\"get_channel_summary\"") {
         bail!("the metrics do not name the new operation");
     }

@@ -140,6 +140,8 @@ struct Claims {
     sub: String,
     exp: u64,
     #[serde(default)]
+    iat: Option<u64>,
+    #[serde(default)]
     scope: Option<ScopeClaim>,
 }
 
@@ -179,6 +181,8 @@ pub(crate) struct Authenticator {
     by_issuer: HashMap<String, Arc<Tenant>>,
     verified: moka::sync::Cache<TokenHash, Arc<Principal>>,
     cache_ttl: Duration,
+    /// `server.max_token_lifetime`.
+    max_lifetime: Option<Duration>,
 }
 
 /// Remembers each verified token until its `exp` or the cache TTL, whichever is sooner.
@@ -219,7 +223,7 @@ impl Authenticator {
         let cache_ttl = config.server.token_cache_ttl;
         let verified =
             moka::sync::Cache::builder().max_capacity(100_000).expire_after(UntilExpiry { ttl: cache_ttl }).build();
-        Self { tenants, by_issuer, verified, cache_ttl }
+        Self { tenants, by_issuer, verified, cache_ttl, max_lifetime: config.server.max_token_lifetime }
     }
 
     pub(crate) fn tenants(&self) -> &[Arc<Tenant>] {
@@ -286,6 +290,11 @@ impl Authenticator {
         if claims.sub.is_empty() {
             return Err("the token's sub is empty".into());
         }
+        if let Some(most) = self.max_lifetime
+            && lives_too_long(claims.exp, claims.iat, unix_now(), most)
+        {
+            return Err("the token lives longer than this gateway accepts (server.max_token_lifetime)".into());
+        }
         let requested = claims.scope.as_ref().map(ScopeClaim::scopes).unwrap_or_default();
         Ok(Principal {
             tenant: tenant.clone(),
@@ -294,6 +303,13 @@ impl Authenticator {
             expires_at: claims.exp,
         })
     }
+}
+
+/// Whether a token expiring at `exp` (issued at `iat`, if it says) lives longer than `most`: from
+/// its issue, and from now (a token without `iat` cannot claim a long life that started long ago).
+fn lives_too_long(exp: u64, iat: Option<u64>, now: u64, most: Duration) -> bool {
+    let most = most.as_secs().saturating_add(LEEWAY_SECONDS);
+    exp.saturating_sub(now) > most || iat.is_some_and(|iat| exp.saturating_sub(iat) > most)
 }
 
 /// What was wrong with a token, in words for the client.

@@ -153,6 +153,21 @@ fn every_bad_token_is_refused_for_its_own_reason() {
         ("no exp", Some(format!("Bearer {}", good(&without(claims(), "exp")))), "sub and exp are required"),
         ("no sub", Some(format!("Bearer {}", good(&without(claims(), "sub")))), "sub and exp are required"),
         ("empty sub", Some(format!("Bearer {}", good(&with(claims(), "sub", json!(""))))), "sub is empty"),
+        (
+            "a 100-year token",
+            Some(format!("Bearer {}", good(&with(claims(), "exp", json!(now() + 100 * 365 * 86_400))))),
+            "lives longer than this gateway accepts",
+        ),
+        (
+            "exp 2^62, no iat",
+            Some(format!("Bearer {}", good(&with(claims(), "exp", json!(1u64 << 62))))),
+            "lives longer than this gateway accepts",
+        ),
+        (
+            "issued 30 days before it expires",
+            Some(format!("Bearer {}", good(&with(claims(), "iat", json!(now() - 29 * 86_400))))),
+            "lives longer than this gateway accepts",
+        ),
     ];
     for (case, header, reason) in cases {
         let refused = refusal(&auth, header.as_deref());
@@ -179,4 +194,16 @@ fn a_good_token_gives_its_tenant_subject_and_scopes_cut_down() {
     let solo = json!({"iss": "https://auth.solo.test", "aud": "agora-gateway", "sub": "s", "exp": now() - 10});
     let token = sign(Algorithm::HS256, None, &solo, &hs(OTHER_SECRET));
     assert!(auth.authenticate(Some(&HeaderValue::from_str(&format!("bearer {token}")).unwrap())).is_ok());
+}
+
+#[test]
+fn token_lifetimes_count_from_issue_and_from_now() {
+    let week = Duration::from_secs(7 * 86_400);
+    let now = 1_000_000_000;
+    assert!(!lives_too_long(now + 3600, None, now, week));
+    assert!(!lives_too_long(now + 3600, Some(now - 3600), now, week));
+    assert!(lives_too_long(now + 8 * 86_400, None, now, week), "longer than a week from now");
+    assert!(lives_too_long(now + 3600, Some(now - 8 * 86_400), now, week), "issued long before");
+    assert!(!lives_too_long(now + 7 * 86_400 + 10, None, now, week), "within the leeway");
+    assert!(lives_too_long(u64::MAX, Some(0), now, week));
 }

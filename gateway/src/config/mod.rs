@@ -71,6 +71,22 @@ pub(crate) struct ServerConfig {
     /// How long a verified token is remembered (by its SHA-256), capped by its own `exp`.
     #[serde(deserialize_with = "human::duration")]
     pub(crate) token_cache_ttl: Duration,
+    /// Longest a token may live: `exp` at most this far past `iat` and past now (`"off"`: no limit).
+    #[serde(deserialize_with = "human::optional_duration_or_off")]
+    pub(crate) max_token_lifetime: Option<Duration>,
+    /// Time a client has to send a request's headers, counted from when the connection is ready
+    /// for a request — so also how long an idle keep-alive connection stays open.
+    #[serde(deserialize_with = "human::duration")]
+    pub(crate) header_read_timeout: Duration,
+    /// Largest request head (request line and headers) accepted.
+    pub(crate) max_header_bytes: ByteSize,
+    /// Most client connections open at once; more wait in the listen backlog. Also kept below the
+    /// process's open-file limit.
+    pub(crate) max_connections: usize,
+    /// A second address serving `/healthz`, `/readyz` (with reasons) and `/metrics` without a
+    /// token, for probes and scrapers; bind it where only they can reach it. Without it, `/metrics`
+    /// needs a token with the `admin` scope and `/readyz` tells others only ready or not.
+    pub(crate) admin_listen: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -82,6 +98,11 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             log_format: LogFormat::Text,
             token_cache_ttl: Duration::from_secs(60),
+            max_token_lifetime: Some(Duration::from_secs(7 * 86_400)),
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: ByteSize::kib(16),
+            max_connections: 1024,
+            admin_listen: None,
         }
     }
 }
@@ -116,6 +137,10 @@ pub(crate) struct UpstreamConfig {
     /// Longest the budget pauses when Agora answers 429 with a `Retry-After`; a longer one is cut to this.
     #[serde(default = "defaults::max_retry_after", deserialize_with = "human::duration")]
     pub(crate) max_retry_after: Duration,
+    /// An HTTP(S) proxy for the upstream calls (`http://proxy:3128`). Without it the gateway
+    /// connects directly, whatever `HTTP(S)_PROXY` say.
+    #[serde(default)]
+    pub(crate) proxy: Option<Secret>,
 }
 
 impl UpstreamConfig {
@@ -265,15 +290,18 @@ impl Config {
         Self::parse(&text, &base_dir)
     }
 
-    /// Parses TOML text; `file:` paths are relative to `base_dir`.
+    /// Parses TOML text; `file:` paths are relative to `base_dir`. Errors name the field or the
+    /// line, never the value written there (it may be a secret).
     pub fn parse(text: &str, base_dir: &Path) -> Result<Self, ConfigError> {
-        let deserializer =
-            toml::Deserializer::parse(text).map_err(|error| ConfigError::new("config", error.to_string()))?;
+        let deserializer = toml::Deserializer::parse(text).map_err(|error| {
+            let at = error.span().map(|span| line_and_column(text, span.start)).unwrap_or_default();
+            ConfigError::new("config", format!("{at}{}", redact(error.message())))
+        })?;
         let mut config: Config = serde_path_to_error::deserialize(deserializer).map_err(|error| {
             let field = error.path().to_string();
             ConfigError::new(
                 if field == "." { "config".to_string() } else { field },
-                error.into_inner().message().to_string(),
+                redact(error.into_inner().message()),
             )
         })?;
         config.resolve_secrets(base_dir)?;
@@ -283,8 +311,46 @@ impl Config {
 
     /// The request timeout, defaulting to room for the longest queue wait plus one upstream call.
     pub(crate) fn request_timeout(&self) -> Duration {
-        self.server.request_timeout.unwrap_or(self.throttle.max_wait + self.upstream.timeout + Duration::from_secs(1))
+        let default =
+            self.throttle.max_wait.saturating_add(self.upstream.timeout).saturating_add(Duration::from_secs(1));
+        self.server.request_timeout.unwrap_or(default)
     }
+}
+
+/// `line L, column C: ` of a byte offset in `text`.
+fn line_and_column(text: &str, offset: usize) -> String {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |last| last.chars().count()) + 1;
+    format!("line {line}, column {column}: ")
+}
+
+/// A parser's message without the value it quotes: `invalid type: string "s3cret", expected ...`
+/// becomes `invalid type: a string, expected ...`; anything else quoted becomes `"…"`.
+fn redact(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: ", "invalid length "] {
+        if let Some(rest) = message.strip_prefix(prefix)
+            && let Some((found, expected)) = rest.split_once(", expected")
+        {
+            let kind = found.split([' ', '`', '"']).next().unwrap_or("value");
+            return format!("{prefix}{kind}, expected{expected}");
+        }
+    }
+    let mut redacted = String::with_capacity(message.len());
+    let mut quoted = false;
+    for c in message.chars() {
+        if c == '"' {
+            if !quoted {
+                redacted.push_str("\"…");
+            } else {
+                redacted.push('"');
+            }
+            quoted = !quoted;
+        } else if !quoted {
+            redacted.push(c);
+        }
+    }
+    redacted
 }
 
 /// Durations in human form (`500ms`, `5s`, `1h 30m`).
@@ -300,6 +366,19 @@ mod human {
 
     pub(crate) fn optional_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
         duration(deserializer).map(Some)
+    }
+
+    /// A duration, or `"off"`.
+    pub(crate) fn optional_duration_or_off<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text == "off" {
+            return Ok(None);
+        }
+        humantime::parse_duration(&text).map(Some).map_err(|error| {
+            serde::de::Error::custom(format!("{text:?} is not a duration like \"24h\", nor \"off\": {error}"))
+        })
     }
 }
 

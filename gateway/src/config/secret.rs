@@ -23,11 +23,13 @@ impl From<String> for Secret {
 }
 
 impl Secret {
-    /// A secret given by value (the demo, tests).
-    #[cfg(any(feature = "demo", test))]
-    pub(crate) fn literal(value: impl Into<String>) -> Self {
-        let value = value.into();
-        Self { reference: "<literal>".into(), value: Some(value) }
+    /// A fresh secret: 32 bytes from the operating system's CSPRNG, in hex (the demo's HS256 keys,
+    /// the embedded sandbox's customer secret).
+    pub(crate) fn generate() -> Result<Self, getrandom::Error> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes)?;
+        let value: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+        Ok(Self { reference: "<generated>".into(), value: Some(value) })
     }
 
     /// The resolved value (empty if never resolved, which `Config::load` rules out).

@@ -76,3 +76,55 @@ fn tenants_are_unique_by_id_and_issuer() {
         format!("{MINIMAL}{}", MINIMAL[MINIMAL.find("[[tenants]]").unwrap()..].replace("\"acme\"", "\"globex\""));
     assert_eq!(parse(&other_id).unwrap_err().field, "tenants[1].issuer");
 }
+
+#[test]
+fn tenants_may_not_share_projects_by_prefix_or_id() {
+    let second = |prefix: &str, ids: &str| {
+        let tenant = MINIMAL[MINIMAL.find("[[tenants]]").unwrap()..]
+            .replace("\"acme\"", "\"globex\"")
+            .replace("auth.acme", "auth.globex")
+            .replace(
+                "project_name_prefix = \"acme-\"",
+                &format!("project_name_prefix = \"{prefix}\"\nproject_ids = [{ids}]"),
+            );
+        format!(
+            "{}{tenant}",
+            MINIMAL
+                .replace("project_name_prefix = \"acme-\"", "project_name_prefix = \"acme-\"\nproject_ids = [\"p1\"]")
+        )
+    };
+    assert!(parse(&second("globex-", "")).is_ok());
+    for (prefix, ids) in [("acm", ""), ("acme-l", ""), ("globex-", "\"p1\"")] {
+        let error = parse(&second(prefix, ids)).unwrap_err();
+        assert!(error.field.starts_with("tenants[1].project_"), "{error}");
+        assert!(error.message.contains("\"acme\"") && error.message.contains("\"globex\""), "{error}");
+    }
+}
+
+#[test]
+fn parse_errors_say_where_but_not_what_was_written() {
+    let secret = "s3cr3t-value-0123";
+    for text in [
+        MINIMAL.replace("base_url = \"sandbox\"", &format!("base_url = \"sandbox\"\ncustomer_secret = \"{secret}")),
+        MINIMAL.replace("base_url = \"sandbox\"", &format!("base_url = \"sandbox\"\ncustomer_secret = {secret}")),
+        MINIMAL.replace("base_url = \"sandbox\"", "base_url = \"sandbox\"\ncustomer_secret = 982451653"),
+        MINIMAL.replace("base_url = \"sandbox\"", &format!("base_url = [\"{secret}\"]")),
+    ] {
+        let error = parse(&text).unwrap_err().to_string();
+        assert!(!error.contains(secret) && !error.contains("982451653"), "{error}");
+    }
+    assert_eq!(
+        redact("invalid type: string \"hunter2\", expected a duration"),
+        "invalid type: string, expected a duration"
+    );
+    assert_eq!(redact("invalid type: integer `12345`, expected a string"), "invalid type: integer, expected a string");
+    assert_eq!(redact("unknown field `x`, expected `a`"), "unknown field `x`, expected `a`");
+}
+
+#[test]
+fn generated_secrets_are_fresh_and_long() {
+    let (a, b) = (Secret::generate().unwrap(), Secret::generate().unwrap());
+    assert_eq!(a.expose().len(), 64);
+    assert!(a.expose().chars().all(|c| c.is_ascii_hexdigit()));
+    assert_ne!(a.expose(), b.expose());
+}

@@ -21,6 +21,9 @@ impl Config {
         if let Some(url) = &mut self.throttle.redis_url {
             url.resolve(base_dir, "throttle.redis_url")?;
         }
+        if let Some(proxy) = &mut self.upstream.proxy {
+            proxy.resolve(base_dir, "upstream.proxy")?;
+        }
         for (t, tenant) in self.tenants.iter_mut().enumerate() {
             for (k, key) in tenant.keys.iter_mut().enumerate() {
                 for (name, secret) in
@@ -38,10 +41,81 @@ impl Config {
     /// Checks what the types cannot — ranges, uniqueness, key material matching its algorithm —
     /// and parses the tenants' keys, once, for the authenticator.
     pub(crate) fn validate(&mut self) -> Result<(), ConfigError> {
+        self.validate_durations()?;
         self.validate_upstream()?;
         self.validate_throttle()?;
         self.validate_cache_and_server()?;
-        self.validate_tenants()
+        self.validate_tenants()?;
+        self.validate_ownership()
+    }
+
+    /// Every duration within a range that makes sense — so that no deadline computed from them
+    /// can overflow either.
+    fn validate_durations(&self) -> Result<(), ConfigError> {
+        const HOUR: u64 = 3600;
+        const DAY: u64 = 24 * HOUR;
+        let (server, upstream, cache) = (&self.server, &self.upstream, &self.cache);
+        let bounded = [
+            ("server.request_timeout", server.request_timeout, HOUR),
+            ("server.shutdown_grace", Some(server.shutdown_grace), HOUR),
+            ("server.token_cache_ttl", Some(server.token_cache_ttl), HOUR),
+            ("server.max_token_lifetime", server.max_token_lifetime, 3650 * DAY),
+            ("server.header_read_timeout", Some(server.header_read_timeout), HOUR),
+            ("upstream.timeout", Some(upstream.timeout), HOUR),
+            ("upstream.connect_timeout", Some(upstream.connect_timeout), HOUR),
+            ("upstream.max_retry_after", Some(upstream.max_retry_after), DAY),
+            ("throttle.max_wait", Some(self.throttle.max_wait), HOUR),
+            ("cache.project_ttl", Some(cache.project_ttl), DAY),
+            ("cache.channel_ttl", Some(cache.channel_ttl), DAY),
+            ("cache.usage_ttl", Some(cache.usage_ttl), DAY),
+            ("cache.stale_for", Some(cache.stale_for), 7 * DAY),
+        ];
+        for (field, value, most) in bounded {
+            if value.is_some_and(|value| value > Duration::from_secs(most)) {
+                let most = humantime::format_duration(Duration::from_secs(most));
+                return Err(ConfigError::new(field, format!("must be at most {most}")));
+            }
+        }
+        if server.header_read_timeout.is_zero() {
+            return Err(ConfigError::new("server.header_read_timeout", "must be more than 0"));
+        }
+        if server.max_token_lifetime.is_some_and(|lifetime| lifetime.is_zero()) {
+            return Err(ConfigError::new("server.max_token_lifetime", "must be more than 0 (or \"off\")"));
+        }
+        Ok(())
+    }
+
+    /// No project may belong to two tenants: no name prefix may start another tenant's, and no
+    /// project ID may be listed by two tenants (one tenant could read, write and squat the
+    /// other's projects).
+    fn validate_ownership(&self) -> Result<(), ConfigError> {
+        for (t, tenant) in self.tenants.iter().enumerate() {
+            for (o, other) in self.tenants.iter().enumerate().take(t) {
+                if let (Some(mine), Some(theirs)) = (&tenant.project_name_prefix, &other.project_name_prefix)
+                    && (mine.starts_with(theirs.as_str()) || theirs.starts_with(mine.as_str()))
+                {
+                    return Err(ConfigError::new(
+                        format!("tenants[{t}].project_name_prefix"),
+                        format!(
+                            "{mine:?} (tenant {:?}) and {theirs:?} (tenant {:?}, tenants[{o}]) overlap: a project \
+                             named with the longer one would belong to both",
+                            tenant.id, other.id
+                        ),
+                    ));
+                }
+                if let Some(id) = tenant.project_ids.iter().find(|id| other.project_ids.contains(id)) {
+                    return Err(ConfigError::new(
+                        format!("tenants[{t}].project_ids"),
+                        format!(
+                            "project {id:?} is listed by tenant {:?} and by tenant {:?} (tenants[{o}]): a project \
+                             belongs to one tenant",
+                            tenant.id, other.id
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn validate_upstream(&self) -> Result<(), ConfigError> {
@@ -64,6 +138,13 @@ impl Config {
             }
             if upstream.customer_secret.is_none() {
                 return Err(ConfigError::new("upstream.customer_secret", "is required unless base_url is \"sandbox\""));
+            }
+        }
+        if let Some(proxy) = &upstream.proxy {
+            let url = reqwest::Url::parse(proxy.expose())
+                .map_err(|_| ConfigError::new("upstream.proxy", "not a URL; use http://host:port"))?;
+            if !matches!(url.scheme(), "http" | "https" | "socks5") {
+                return Err(ConfigError::new("upstream.proxy", "must be an http(s):// or socks5:// URL"));
             }
         }
         if upstream.timeout.is_zero() {
@@ -117,20 +198,21 @@ impl Config {
 
     fn validate_cache_and_server(&self) -> Result<(), ConfigError> {
         let cache = &self.cache;
-        for (field, ttl) in [
-            ("cache.project_ttl", cache.project_ttl),
-            ("cache.channel_ttl", cache.channel_ttl),
-            ("cache.usage_ttl", cache.usage_ttl),
-        ] {
-            if ttl > Duration::from_secs(86_400) {
-                return Err(ConfigError::new(field, "must be at most 24h"));
-            }
-        }
         if cache.max_bytes.as_u64() < 64 * 1024 {
             return Err(ConfigError::new("cache.max_bytes", "must be at least 64KiB"));
         }
-        if self.server.max_body.as_u64() == 0 {
+        let server = &self.server;
+        if server.max_body.as_u64() == 0 {
             return Err(ConfigError::new("server.max_body", "must be more than 0"));
+        }
+        if !(1024..=1024 * 1024).contains(&server.max_header_bytes.as_u64()) {
+            return Err(ConfigError::new("server.max_header_bytes", "must be between 1KiB and 1MiB"));
+        }
+        if server.max_connections == 0 {
+            return Err(ConfigError::new("server.max_connections", "must be at least 1"));
+        }
+        if server.admin_listen == Some(server.listen) && server.listen.port() != 0 {
+            return Err(ConfigError::new("server.admin_listen", "must differ from server.listen"));
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! (`ParamSpec`), the body (bounded, 413 beyond; JSON; the generated request type), the documented
 //! rules (`checks.rs`); and what the edge and the client say about the request (`Inbound`).
 
+use agora_console_client::rules;
 use axum::body::Body;
 use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
@@ -136,6 +137,17 @@ fn check_param(spec: &ParamSpec, value: &str) -> Result<(), GatewayError> {
     }
 }
 
+/// A path parameter fills a segment of its own: never a dot segment; a channel name within
+/// Agora's character set.
+fn check_path_param(name: &str, value: &str) -> Result<(), GatewayError> {
+    let refuse = |why: String| GatewayError::bad_request(format!("path parameter {name}: {why}"));
+    rules::check_path_segment(value).map_err(refuse)?;
+    if name == "cname" {
+        rules::check_channel_name(value).map_err(refuse)?;
+    }
+    Ok(())
+}
+
 /// The call of `operation` from its inputs, checked as the spec and the document say.
 pub(crate) fn build_call(
     operation: Operation,
@@ -160,6 +172,9 @@ pub(crate) fn build_call(
         };
         match given {
             Some(value) => {
+                if param.location == Location::Path {
+                    check_path_param(param.name, value)?;
+                }
                 check_param(param, value)?;
                 call.set(param.name, value.to_string());
             }

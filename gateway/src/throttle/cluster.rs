@@ -323,8 +323,9 @@ impl ClusterBudget {
             let invocation = invocation.invoke_async::<i64>(&mut connection);
             match tokio::time::timeout(REDIS_TIMEOUT, invocation).await {
                 Ok(Ok(wait_us)) if wait_us >= 0 => {
-                    let ready = Instant::now() + Duration::from_micros(wait_us as u64);
-                    return tokio::time::sleep_until(ready.min(give_up)).await;
+                    let wait = Duration::from_micros(u64::try_from(wait_us).unwrap_or(0));
+                    let ready = Instant::now().checked_add(wait).map_or(give_up, |ready| ready.min(give_up));
+                    return tokio::time::sleep_until(ready).await;
                 }
                 Ok(Ok(_)) if Instant::now() + REPORT_POLL < give_up => tokio::time::sleep(REPORT_POLL).await,
                 // No report in time, or no answer: count the predecessor as gone at its window's end.
@@ -375,6 +376,7 @@ impl ClusterBudget {
 
     /// Agora answered 429: pause every replica (through Redis) and this one at once.
     pub(crate) fn pause(self: &Arc<Self>, duration: Duration) {
+        let duration = duration.min(super::MAX_PAUSE);
         {
             let mut state = self.state();
             let until = Instant::now() + duration;

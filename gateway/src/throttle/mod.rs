@@ -67,6 +67,10 @@ impl Permit {
 /// Longest the dispatcher waits for a granted request to report its departure.
 const DEPARTURE_REPORT_WAIT: Duration = Duration::from_secs(1);
 
+/// The longest pause of the budget, whatever the upstream says (`upstream.max_retry_after`, which
+/// the caller applies first, is at most this too).
+pub(crate) const MAX_PAUSE: Duration = Duration::from_secs(86_400);
+
 struct Shared {
     queue: Mutex<FairQueue<Waiter>>,
     /// The lane of shared fills (after the tenants' lanes).
@@ -242,8 +246,10 @@ impl Throttle {
         Ok(Permit { departed: Some(grant.departed), waited })
     }
 
-    /// Agora answered 429 anyway (someone else spends the account): no slot before `duration` from now.
+    /// Agora answered 429 anyway (someone else spends the account): no slot before `duration` from
+    /// now — at most [`MAX_PAUSE`], whatever the caller asks (it comes from the upstream).
     pub(crate) fn pause(&self, duration: Duration) {
+        let duration = duration.min(MAX_PAUSE);
         let until = Instant::now() + duration;
         match &self.shared.slots {
             Slots::Local(gcra) => lock(gcra).pause_until(until.into_std()),

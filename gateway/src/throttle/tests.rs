@@ -204,3 +204,15 @@ async fn a_promoted_fill_leaves_its_tenants_backlog_and_still_spends_one_slot() 
     // 21 requests, 21 slots: the move spent none.
     assert!(grants[20] - start >= Duration::from_millis(20 * 102), "last grant at {:?}", grants[20] - start);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_pause_of_any_length_is_cut_to_the_ceiling() {
+    let tenants = tenants(&[1]);
+    let throttle = throttle(Duration::from_secs(5), &tenants);
+    let start = Instant::now();
+    throttle.pause(Duration::MAX);
+    throttle.pause(Duration::from_secs(u64::MAX));
+    tokio::time::advance(MAX_PAUSE).await;
+    throttle.acquire(&tenants[0], Priority::Normal, Instant::now() + Duration::from_secs(5), None).await.unwrap();
+    assert!(Instant::now() - start <= MAX_PAUSE + Duration::from_secs(1));
+}

@@ -81,6 +81,7 @@ impl Upstream {
             timeout: config.timeout,
             connect_timeout: config.connect_timeout,
             user_agent: concat!("agora-gateway/", env!("CARGO_PKG_VERSION")).into(),
+            proxy: config.proxy.as_ref().map(|proxy| proxy.expose().to_string()),
             ..ClientOptions::default()
         };
         let client = Client::with_basic_auth(base_url, customer_id, customer_secret, &options)?;
@@ -117,6 +118,8 @@ impl Upstream {
         let operation = call.operation.id();
         let started = Instant::now();
         let (result, raw) = capture_answer(MAX_ANSWER_BYTES, generated::dispatch(&self.client, call)).await;
+        #[cfg(all(feature = "fault-injection", debug_assertions))]
+        inject_fault(raw.as_ref());
         let outcome = self.outcome(operation, result, raw);
         let status = match &outcome {
             Ok(answer) => answer.status.as_u16(),
@@ -162,6 +165,13 @@ impl Upstream {
             (Err(error), None) => return Err(self.transport(&error)),
             (Ok(()), None) => return Err(GatewayError::Internal("the upstream's answer was not captured".into())),
         };
+        if raw.status.is_redirection() {
+            // Not followed: the account's credentials would go wherever it points.
+            return Err(GatewayError::BadGateway(format!(
+                "the upstream answered a redirect ({}), which the gateway does not follow",
+                raw.status
+            )));
+        }
         let answer = Answer::from_raw(raw);
         if answer.status.is_success() {
             self.set_credentials_refused(None);
@@ -186,6 +196,14 @@ impl Upstream {
             headers: answer.headers,
             body: answer.body,
         })))
+    }
+}
+
+/// Tests only (see the `fault-injection` feature): panics on an answer with `x-fault-inject: panic`.
+#[cfg(all(feature = "fault-injection", debug_assertions))]
+fn inject_fault(raw: Option<&RawAnswer>) {
+    if raw.and_then(|raw| raw.headers.get("x-fault-inject")).is_some_and(|value| value == "panic") {
+        panic!("fault injected by the upstream's x-fault-inject header");
     }
 }
 

@@ -280,6 +280,7 @@ impl Bench {
     fn token(&self, config: &Path, tenant: &str) -> Result<String> {
         let output = std::process::Command::new(self.binary("agora-gateway"))
             .args(["token", "--config", config.to_str().context("a UTF-8 path")?, "--tenant", tenant, "--ttl", "2h"])
+            .args(["--scope", "projects:read channels:read usage:read"])
             .output()?;
         if !output.status.success() {
             bail!("minting a token: {}", String::from_utf8_lossy(&output.stderr));
