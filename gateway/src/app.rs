@@ -1,7 +1,7 @@
 //! Where the pipeline is put together, in order.
 //!
-//! 1. tower-http (request id, trace span) and the edge (`edge.rs`: deadline, caught panics,
-//!    problem documents, metrics) — see [`router`];
+//! 1. the edge (`edge.rs`: request id, debug span, deadline, caught panics, problem documents,
+//!    metrics) — see [`router`];
 //! 2. **auth** — `auth/`, called by the route's handler;
 //! 3. **route + validate** — `routes/`: routes from the operation table (`generated.rs`), inputs
 //!    into a `Call` (`call.rs`);
@@ -14,7 +14,6 @@
 //! Steps 4 to 8 are [`Gateway::serve`].
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -24,9 +23,6 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use tokio::time::Instant;
-use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
 
 use crate::auth::{Authenticator, HasAuthenticator, Principal, Tenant};
 use crate::authorize::{self, Decision, Directory};
@@ -361,39 +357,6 @@ async fn not_found(request: Request) -> GatewayError {
     GatewayError::not_found(format!("no route for {} {}", request.method(), request.uri().path()))
 }
 
-/// Longest request id taken from a client.
-const MAX_REQUEST_ID: usize = 64;
-
-/// A client's `X-Request-Id` is kept only if it is short and printable ASCII (it goes into logs
-/// and problem documents); otherwise the gateway makes its own.
-fn drop_unusable_request_id(mut request: Request) -> Request {
-    let usable = |value: &HeaderValue| {
-        let bytes = value.as_bytes();
-        !bytes.is_empty() && bytes.len() <= MAX_REQUEST_ID && bytes.iter().all(u8::is_ascii_graphic)
-    };
-    let ids = request.headers().get_all("x-request-id");
-    let mut ids = ids.iter();
-    let keep = matches!((ids.next(), ids.next()), (Some(id), None) if usable(id));
-    if !keep {
-        request.headers_mut().remove("x-request-id");
-    }
-    request
-}
-
-/// Request ids: 16 random hex digits, unless the client sent one.
-#[derive(Clone, Default)]
-struct MakeRequestHex {
-    counter: Arc<AtomicU64>,
-}
-
-impl MakeRequestId for MakeRequestHex {
-    fn make_request_id<B>(&mut self, _request: &http::Request<B>) -> Option<RequestId> {
-        let sequence = self.counter.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{:016x}", fastrand::u64(..) ^ sequence);
-        HeaderValue::from_str(&id).ok().map(RequestId::new)
-    }
-}
-
 /// The admin listener's surface (`server.admin_listen`): health, readiness and metrics, no token.
 pub(crate) fn admin_router(gateway: Arc<Gateway>) -> Router {
     ops::admin_routes()
@@ -410,12 +373,5 @@ pub(crate) fn router(gateway: Arc<Gateway>) -> Router {
         .merge(docs::router(gateway.openapi.clone()))
         .fallback(not_found)
         .with_state(gateway.clone())
-        .layer(
-            ServiceBuilder::new()
-                .map_request(drop_unusable_request_id)
-                .layer(SetRequestIdLayer::x_request_id(MakeRequestHex::default()))
-                .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(TraceLayer::new_for_http())
-                .layer(EdgeLayer { metrics: gateway.metrics.clone(), timeout: gateway.request_timeout }),
-        )
+        .layer(EdgeLayer { metrics: gateway.metrics.clone(), timeout: gateway.request_timeout })
 }

@@ -83,8 +83,10 @@ pub fn main() -> ExitCode {
             println!("{}", serde_json::to_string_pretty(&docs::document()).expect("JSON"));
             Ok(())
         }
-        Command::Serve { config } => runtime().and_then(|rt| rt.block_on(run_serve(&config))),
-        Command::Demo { listen } => runtime().and_then(|rt| rt.block_on(run_demo(listen))),
+        Command::Serve { config } => Config::load(&config)
+            .map_err(anyhow::Error::from)
+            .and_then(|config| runtime(config.server.worker_threads).and_then(|rt| rt.block_on(run_serve(config)))),
+        Command::Demo { listen } => runtime(None).and_then(|rt| rt.block_on(run_demo(listen))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -95,8 +97,13 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+/// The multi-threaded runtime: `worker_threads` workers, or one per CPU.
+fn runtime(worker_threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = worker_threads {
+        builder.worker_threads(workers);
+    }
+    Ok(builder.enable_all().build()?)
 }
 
 fn init_logging(format: LogFormat) {
@@ -152,8 +159,7 @@ fn token(
     Ok(())
 }
 
-async fn run_serve(path: &std::path::Path) -> anyhow::Result<()> {
-    let config = Config::load(path)?;
+async fn run_serve(config: Config) -> anyhow::Result<()> {
     init_logging(config.server.log_format);
     let gateway = Gateway::new(&config).await?;
     let listener = TcpListener::bind(config.server.listen)

@@ -1,6 +1,7 @@
-//! The edge of the pipeline, inside request id and trace span: the request deadline, caught
-//! panics, the finishing of problem documents (request id added, logged), and the request
-//! metrics — one service, so the hot path pays for one layer and no per-route clones.
+//! The edge of the pipeline: the request id (the client's if short and printable, else made
+//! here), a debug span and log line per request (only when debug logging is on), the request
+//! deadline, caught panics, the finishing of problem documents (request id added, logged), and the
+//! request metrics — one service, so the hot path pays for one layer and no per-route clones.
 
 use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
@@ -10,18 +11,19 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderValue, Method, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::time::Instant;
 use tower::{Layer, Service};
+use tracing::Instrument;
 
 use crate::error::{GatewayError, ProblemReport};
-use crate::metrics::{ANONYMOUS, Metrics, OperationLabels, RequestLabels};
+use crate::metrics::{ANONYMOUS, Metrics};
 
 /// Where the handler leaves the labels of the request's metrics — its operation, then its tenant
-/// once authenticated — for the edge to read after the response.
+/// once authenticated — for the edge to read after the response; and the request's deadline.
 #[derive(Clone, Default)]
 pub(crate) struct RequestSlot(Arc<Labels>);
 
@@ -29,9 +31,20 @@ pub(crate) struct RequestSlot(Arc<Labels>);
 struct Labels {
     operation: OnceLock<&'static str>,
     tenant: OnceLock<&'static str>,
+    deadline: Option<Instant>,
 }
 
 impl RequestSlot {
+    fn with_deadline(deadline: Instant) -> Self {
+        Self(Arc::new(Labels { deadline: Some(deadline), ..Labels::default() }))
+    }
+
+    /// When the edge gives up on the request: handlers pass it down, so that no request queues for
+    /// an upstream slot it could not use before then.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.0.deadline
+    }
+
     pub(crate) fn set_operation(&self, operation: &'static str) {
         let _ = self.0.operation.set(operation);
     }
@@ -52,11 +65,6 @@ impl RequestSlot {
         }
     }
 }
-
-/// When the edge gives up on the request: handlers pass it down, so that no request queues for an
-/// upstream slot it could not use before then.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct RequestDeadline(pub(crate) Instant);
 
 #[derive(Clone)]
 pub(crate) struct EdgeLayer {
@@ -94,45 +102,89 @@ where
 
     fn call(&mut self, mut request: Request) -> Self::Future {
         let started = Instant::now();
-        let slot = RequestSlot::default();
+        let deadline = started + self.timeout;
+        let slot = RequestSlot::with_deadline(deadline);
         request.extensions_mut().insert(slot.clone());
-        request.extensions_mut().insert(RequestDeadline(started + self.timeout));
-        let request_id = request.headers().get("x-request-id").cloned();
+        let request_id = request_id(request.headers_mut());
         let (method, uri) = (request.method().clone(), request.uri().clone());
+        let span = tracing::debug_span!("request", %method, path = uri.path(), request_id = request_id.to_str().ok());
         // The ready service answers this request; a fresh clone waits for the next.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let (metrics, timeout) = (self.metrics.clone(), self.timeout);
-        Box::pin(async move {
+        let metrics = self.metrics.clone();
+        let timeout = self.timeout;
+        let answer = async move {
             // A panic anywhere below (in `call` or in its future) becomes a 500 problem.
-            let answered = std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(request)))
-                .map(|future| tokio::time::timeout(timeout, AssertUnwindSafe(future).catch_unwind()));
-            let mut response = match answered {
-                Ok(future) => match future.await {
-                    Ok(Ok(Ok(response))) => response,
-                    Ok(Err(_panic)) => GatewayError::Internal("a handler panicked".into()).into_response(),
-                    Err(_elapsed) => GatewayError::RequestTimeout(timeout).into_response(),
-                },
+            let mut response = match std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(request))) {
+                Ok(future) => {
+                    let mut future = std::pin::pin!(AssertUnwindSafe(future).catch_unwind());
+                    // Most answers (cache hits) are ready at once: no timer for them.
+                    let answered = match futures::poll!(future.as_mut()) {
+                        Poll::Ready(answered) => Ok(answered),
+                        Poll::Pending => tokio::time::timeout_at(deadline, future).await,
+                    };
+                    match answered {
+                        Ok(Ok(Ok(response))) => response,
+                        Ok(Err(_panic)) => GatewayError::Internal("a handler panicked".into()).into_response(),
+                        Err(_elapsed) => GatewayError::RequestTimeout(timeout).into_response(),
+                    }
+                }
                 Err(_panic) => GatewayError::Internal("a handler panicked".into()).into_response(),
             };
-            finish_problem(&mut response, request_id, &method, &uri);
+            finish_problem(&mut response, &request_id, &method, &uri);
+            let elapsed = started.elapsed();
             if let Some(operation) = slot.operation(uri.path()) {
-                let labels = RequestLabels { tenant: slot.tenant(), operation, status: response.status().as_u16() };
-                metrics.requests.get_or_create(&labels).inc();
-                let elapsed = started.elapsed().as_secs_f64();
-                metrics.request_duration.get_or_create(&OperationLabels { operation }).observe(elapsed);
+                metrics.record_request(slot.tenant(), operation, response.status().as_u16(), elapsed.as_secs_f64());
             }
+            tracing::debug!(status = response.status().as_u16(), elapsed_ms = elapsed.as_secs_f64() * 1e3, "answered");
+            response.headers_mut().insert(X_REQUEST_ID, request_id);
             Ok(response)
-        })
+        };
+        Box::pin(answer.instrument(span))
     }
 }
 
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Longest request id taken from a client.
+const MAX_REQUEST_ID: usize = 64;
+
+/// The request's id: the client's `X-Request-Id` if it sent one that is short and printable ASCII
+/// (it goes into logs and problem documents), else 16 random hex digits made here — written
+/// back into the request's headers either way.
+fn request_id(headers: &mut HeaderMap) -> HeaderValue {
+    let usable = |value: &HeaderValue| {
+        let bytes = value.as_bytes();
+        !bytes.is_empty() && bytes.len() <= MAX_REQUEST_ID && bytes.iter().all(u8::is_ascii_graphic)
+    };
+    let mut sent = headers.get_all(&X_REQUEST_ID).iter();
+    if let (Some(id), None) = (sent.next(), sent.next())
+        && usable(id)
+    {
+        return id.clone();
+    }
+    let made = made_request_id();
+    headers.insert(X_REQUEST_ID, made.clone());
+    made
+}
+
+/// 16 random hex digits.
+fn made_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let random = fastrand::u64(..);
+    let mut digits = [0u8; 16];
+    for (k, digit) in digits.iter_mut().enumerate() {
+        *digit = HEX[((random >> (60 - 4 * k)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&digits).expect("hex digits are a valid header value")
+}
+
 /// Adds the request id to the gateway's own problem answers, and logs them.
-fn finish_problem(response: &mut Response, request_id: Option<HeaderValue>, method: &Method, uri: &Uri) {
+fn finish_problem(response: &mut Response, request_id: &HeaderValue, method: &Method, uri: &Uri) {
     let Some(ProblemReport { mut problem, log_detail }) = response.extensions_mut().remove::<ProblemReport>() else {
         return;
     };
-    let request_id = request_id.and_then(|id| id.to_str().ok().map(str::to_string));
+    let request_id = request_id.to_str().ok().map(str::to_string);
     let path = uri.path();
     if problem.status >= 500 {
         tracing::error!(%method, path, status = problem.status, detail = problem.detail, cause = log_detail, request_id, "request failed");
@@ -178,6 +230,26 @@ mod tests {
         let request = Request::builder().uri("/healthz").body(Body::empty()).unwrap();
         let response = edge.oneshot(request).await.unwrap();
         assert_eq!(response.status(), 504);
+    }
+
+    #[test]
+    fn request_ids_are_kept_only_when_short_and_printable() {
+        let id = |sent: &[&[u8]]| {
+            let mut headers = HeaderMap::new();
+            for value in sent {
+                headers.append(X_REQUEST_ID, HeaderValue::from_bytes(value).unwrap());
+            }
+            let chosen = request_id(&mut headers);
+            assert_eq!(headers.get_all(X_REQUEST_ID).iter().next(), Some(&chosen), "written back");
+            chosen.to_str().unwrap().to_string()
+        };
+        assert_eq!(id(&[b"trace-me-42"]), "trace-me-42");
+        let long = [b'x'; 65];
+        for sent in [&[&long[..]][..], &[b"has space"], &[b"tab\there"], &[b"a", b"b"], &[]] {
+            let made = id(sent);
+            assert!(made.len() == 16 && made.bytes().all(|b| b.is_ascii_hexdigit()), "{made}");
+        }
+        assert_ne!(made_request_id(), made_request_id());
     }
 
     #[test]

@@ -7,6 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use rustc_hash::FxHashMap;
 
 /// Tenant label of requests that never authenticated.
 pub(crate) const ANONYMOUS: &str = "anonymous";
@@ -45,11 +46,21 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.00025, 2.0, 16))
 }
 
+/// The `result` label values of `cache_events`.
+pub(crate) const CACHE_RESULTS: [&str; 5] = ["hit", "miss", "stale", "bypass", "shared_hit"];
+
+/// A request's counter and latency histogram, by (tenant, operation) label pointers and status.
+type RequestHandles = FxHashMap<(usize, usize, u16), (Counter, Histogram)>;
+
 pub(crate) struct Metrics {
     registry: Registry,
+    /// The handles of `requests` and `request_duration` resolved so far: one lookup of three
+    /// integers per request instead of two hashings of label strings.
+    request_handles: std::sync::RwLock<RequestHandles>,
+    /// `cache_events` by class (its index) and result (its index in `CACHE_RESULTS`).
+    cache_counters: Vec<Counter>,
     pub(crate) requests: Family<RequestLabels, Counter>,
     pub(crate) request_duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
-    pub(crate) cache_events: Family<CacheLabels, Counter>,
     pub(crate) upstream_requests: Family<UpstreamLabels, Counter>,
     pub(crate) upstream_duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
     pub(crate) throttle_wait: Family<TenantLabels, Histogram, fn() -> Histogram>,
@@ -75,7 +86,7 @@ impl Metrics {
         registry.register("requests", "Requests answered, by tenant, operation and status", requests.clone());
         let request_duration = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
         registry.register("request_duration_seconds", "Time to answer a request", request_duration.clone());
-        let cache_events = Family::default();
+        let cache_events: Family<CacheLabels, Counter> = Family::default();
         registry.register(
             "cache_events",
             "Cache lookups by class and result (hit, miss, stale, bypass)",
@@ -133,11 +144,20 @@ impl Metrics {
             "Times this replica found it had missed other replicas' invalidations and stopped trusting its cache",
             cache_invalidations_missed.clone(),
         );
+        let cache_counters = crate::policy::CacheClass::ALL
+            .iter()
+            .flat_map(|class| {
+                CACHE_RESULTS
+                    .iter()
+                    .map(|result| cache_events.get_or_create(&CacheLabels { class: class.as_str(), result }).clone())
+            })
+            .collect();
         Self {
             registry,
+            request_handles: std::sync::RwLock::default(),
+            cache_counters,
             requests,
             request_duration,
-            cache_events,
             upstream_requests,
             upstream_duration,
             throttle_wait,
@@ -148,6 +168,32 @@ impl Metrics {
             upstream_credentials_refused,
             cache_cluster_up,
             cache_invalidations_missed,
+        }
+    }
+
+    /// Counts one answered request and its latency.
+    pub(crate) fn record_request(&self, tenant: &'static str, operation: &'static str, status: u16, seconds: f64) {
+        let key = (tenant.as_ptr() as usize, operation.as_ptr() as usize, status);
+        let known = self.request_handles.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&key).cloned();
+        let (counter, histogram) = match known {
+            Some(handles) => handles,
+            None => {
+                let counter = self.requests.get_or_create(&RequestLabels { tenant, operation, status }).clone();
+                let histogram = self.request_duration.get_or_create(&OperationLabels { operation }).clone();
+                let mut handles = self.request_handles.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+                handles.insert(key, (counter.clone(), histogram.clone()));
+                (counter, histogram)
+            }
+        };
+        counter.inc();
+        histogram.observe(seconds);
+    }
+
+    /// Counts one cache lookup of `class` (its index) with `result` (one of `CACHE_RESULTS`).
+    pub(crate) fn cache_event(&self, class: usize, result: &'static str) {
+        let index = CACHE_RESULTS.iter().position(|known| *known == result).unwrap_or(0);
+        if let Some(counter) = self.cache_counters.get(class * CACHE_RESULTS.len() + index) {
+            counter.inc();
         }
     }
 
@@ -170,7 +216,7 @@ mod tests {
             .requests
             .get_or_create(&RequestLabels { tenant: "acme", operation: "list_projects", status: 200 })
             .inc();
-        metrics.cache_events.get_or_create(&CacheLabels { class: "project", result: "hit" }).inc();
+        metrics.cache_event(0, "hit");
         metrics.throttle_rejected.get_or_create(&TenantLabels { tenant: "acme" }).inc();
         metrics.throttle_wait.get_or_create(&TenantLabels { tenant: "acme" }).observe(0.1);
         metrics.upstream_requests.get_or_create(&UpstreamLabels { operation: "list_projects", status: 200 }).inc();

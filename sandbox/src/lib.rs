@@ -53,6 +53,8 @@ pub struct SandboxConfig {
     pub latency: Duration,
     pub seed: Seed,
     pub flavor: Flavor,
+    /// Projects added after the seed (`filler-00001`, ...), for an account of realistic size.
+    pub extra_projects: usize,
 }
 
 impl SandboxConfig {
@@ -65,6 +67,7 @@ impl SandboxConfig {
             latency: Duration::ZERO,
             seed: Seed::Demo,
             flavor: Flavor::Agora,
+            extra_projects: 0,
         }
     }
 }
@@ -75,6 +78,7 @@ pub fn app(config: &SandboxConfig) -> Router {
     if config.seed == Seed::Demo {
         seed::demo(&mut world, chrono::Utc::now());
     }
+    seed::fillers(&mut world, config.extra_projects);
     let state = routes::SandboxState::new(
         &config.customer_id,
         &config.customer_secret,

@@ -31,6 +31,9 @@ struct Args {
     /// How to answer: as the live service does (agora), or as the document shows (document).
     #[arg(long, value_enum, default_value_t = Flavor::Agora)]
     flavor: Flavor,
+    /// Projects to add after the seed (`filler-00001`, ...), for an account of realistic size.
+    #[arg(long, default_value_t = 0)]
+    extra_projects: usize,
 }
 
 #[tokio::main]
@@ -44,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
         latency: args.latency,
         seed: args.seed,
         flavor: args.flavor,
+        extra_projects: args.extra_projects,
     };
     let sandbox = Sandbox::start(config, args.listen).await?;
     println!("agora-sandbox listening: base URL {}", sandbox.base_url());

@@ -56,3 +56,12 @@ pub(crate) fn demo(world: &mut World, now: DateTime<Utc>) {
     };
     world.create_rule(&ban, now).expect("the seed rule is valid");
 }
+
+/// `count` more projects, `filler-00001` and on, half of them with an App certificate.
+pub(crate) fn fillers(world: &mut World, count: usize) {
+    let origin: DateTime<Utc> = "2025-01-01T00:00:00Z".parse().expect("a valid timestamp");
+    for n in 1..=count {
+        let minutes = i64::try_from(n).unwrap_or(i64::MAX);
+        world.insert_project(&format!("filler-{n:05}"), n % 2 == 0, true, origin + Duration::minutes(minutes));
+    }
+}

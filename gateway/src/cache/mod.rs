@@ -21,7 +21,7 @@ use crate::call::Call;
 use crate::config::CacheConfig;
 use crate::error::GatewayError;
 use crate::generated::Operation;
-use crate::metrics::{CacheLabels, Metrics};
+use crate::metrics::Metrics;
 use crate::policy::CacheClass;
 use crate::throttle::Promotion;
 use crate::upstream::Answer;
@@ -331,7 +331,7 @@ impl Drop for UnderWayGuard {
 
 impl Inner {
     fn record(&self, class: CacheClass, result: &'static str) {
-        self.metrics.cache_events.get_or_create(&CacheLabels { class: class.as_str(), result }).inc();
+        self.metrics.cache_event(class as usize, result);
     }
 
     fn bump(&self, class: CacheClass) {

@@ -87,6 +87,8 @@ pub(crate) struct ServerConfig {
     /// token, for probes and scrapers; bind it where only they can reach it. Without it, `/metrics`
     /// needs a token with the `admin` scope and `/readyz` tells others only ready or not.
     pub(crate) admin_listen: Option<SocketAddr>,
+    /// Worker threads of the runtime (`serve` only); one per CPU when left out.
+    pub(crate) worker_threads: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -103,6 +105,7 @@ impl Default for ServerConfig {
             max_header_bytes: ByteSize::kib(16),
             max_connections: 1024,
             admin_listen: None,
+            worker_threads: None,
         }
     }
 }

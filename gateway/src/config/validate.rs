@@ -208,6 +208,9 @@ impl Config {
         if !(1024..=1024 * 1024).contains(&server.max_header_bytes.as_u64()) {
             return Err(ConfigError::new("server.max_header_bytes", "must be between 1KiB and 1MiB"));
         }
+        if server.worker_threads.is_some_and(|workers| !(1..=256).contains(&workers)) {
+            return Err(ConfigError::new("server.worker_threads", "must be between 1 and 256"));
+        }
         if server.max_connections == 0 {
             return Err(ConfigError::new("server.max_connections", "must be at least 1"));
         }

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use crate::call::Call;
-use crate::edge::{RequestDeadline, RequestSlot};
+use crate::edge::RequestSlot;
 use crate::error::GatewayError;
 use crate::generated::{self, Operation};
 use crate::policy::{Location, ParamKind, ParamSpec};
@@ -83,9 +83,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Inbound {
                 .any(|value| value.split(',').any(|directive| directive.trim().eq_ignore_ascii_case("no-cache")))
         };
         let refresh = says_no_cache(header::CACHE_CONTROL) || says_no_cache(header::PRAGMA);
-        let deadline = parts.extensions.get::<RequestDeadline>().map(|deadline| deadline.0);
+        let slot = parts.extensions.get::<RequestSlot>().cloned().unwrap_or_default();
+        let deadline = slot.deadline();
         Ok(Inbound {
-            slot: parts.extensions.get::<RequestSlot>().cloned().unwrap_or_default(),
+            slot,
             authorization: parts.headers.get(header::AUTHORIZATION).cloned(),
             declared_length: parts
                 .headers

@@ -4,10 +4,13 @@
 //!
 //! 1. hit: cached `list_projects` through the gateway, a JWT per request, 64 connections;
 //! 2. direct: the same request straight to a sandbox (the gateway's overhead, as a ratio);
-//! 3. nginx: the same request through the nginx cache + throttle anchor, when nginx is installed;
+//! 3. nginx: the same request through the nginx cache + throttle anchor, when nginx is installed
+//!    (1 to 3 in interleaved rounds: the ratios are medians of same-round ratios);
 //! 4. overload: distinct uncached reads at 10x the budget from 3 tenants;
 //! 5. coalesce: 1,000 concurrent identical cold reads;
-//! 6. cluster: 3 gateway replicas and a redis-server under the overload of 4.
+//! 6. scale: the hit of a tenant owning 2 projects, in an account of 5 and of 5,005 projects
+//!    (interleaved rounds; the tenant's view checked first), and the gateway's peak RSS;
+//! 7. cluster: 3 gateway replicas and a redis-server under the overload of 4.
 
 mod load;
 pub(crate) mod procs;
@@ -21,6 +24,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use load::ClosedRun;
 use procs::{Proc, free_port, wait_port, which};
 use report::{machine, table};
 
@@ -29,6 +33,8 @@ const CUSTOMER_SECRET: &str = "bench-customer-secret";
 const TENANTS: [(&str, &str); 3] = [("t1", "acme-"), ("t2", "globex-"), ("t3", "")];
 const NGINX_ANCHOR: &str = include_str!("../../anchors/nginx-cache-throttle.conf");
 const NGINX_PORT: u16 = 19100;
+/// Projects added to the demo account's 5 in the scale scenario.
+const SCALE_EXTRA_PROJECTS: usize = 5000;
 
 struct DemoAccount {
     initech: String,
@@ -39,6 +45,8 @@ struct Durations {
     warmup: Duration,
     closed: Duration,
     overload: Duration,
+    /// Interleaved rounds of the closed-loop scenarios.
+    rounds: usize,
 }
 
 struct Bench {
@@ -65,9 +73,11 @@ struct OverloadReport {
 pub(crate) fn run(root: &Path, quick: bool, compare: Option<PathBuf>, rounds: usize) -> Result<()> {
     build(root)?;
     let durations = if quick {
-        Durations { warmup: Duration::from_secs(1), closed: Duration::from_secs(3), overload: Duration::from_secs(6) }
+        let (warmup, closed, overload) = (Duration::from_secs(1), Duration::from_secs(3), Duration::from_secs(6));
+        Durations { warmup, closed, overload, rounds: 3 }
     } else {
-        Durations { warmup: Duration::from_secs(2), closed: Duration::from_secs(10), overload: Duration::from_secs(15) }
+        let (warmup, closed, overload) = (Duration::from_secs(1), Duration::from_secs(6), Duration::from_secs(15));
+        Durations { warmup, closed, overload, rounds: 5 }
     };
     let out = root.join("target/bench");
     std::fs::create_dir_all(&out)?;
@@ -110,9 +120,14 @@ impl Bench {
     }
 
     async fn sandbox(&self, name: &str, rate_limit: u32) -> Result<(Proc, String)> {
+        self.sandbox_with(name, rate_limit, 0).await
+    }
+
+    /// A sandbox with `extra_projects` beside the demo account's.
+    async fn sandbox_with(&self, name: &str, rate_limit: u32, extra_projects: usize) -> Result<(Proc, String)> {
         let port = free_port()?;
         let listen = format!("127.0.0.1:{port}");
-        let rate = rate_limit.to_string();
+        let (rate, extra) = (rate_limit.to_string(), extra_projects.to_string());
         let args = [
             "--listen",
             &listen,
@@ -122,6 +137,8 @@ impl Bench {
             CUSTOMER_SECRET,
             "--rate-limit",
             &rate,
+            "--extra-projects",
+            &extra,
         ];
         let mut process = Proc::spawn(&self.logs, name, &self.binary("agora-sandbox"), &args, &[("RUST_LOG", "warn")])?;
         wait_port(port, name, &mut process).await?;
@@ -172,9 +189,10 @@ impl Bench {
         port: u16,
         initech: &str,
         redis: Option<&str>,
+        server_extra: &str,
     ) -> Result<PathBuf> {
         let mut toml = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[upstream]\nbase_url = \"{sandbox}/dev\"\ncustomer_id = \"{CUSTOMER_ID}\"\ncustomer_secret = \"{CUSTOMER_SECRET}\"\n\n[throttle]\nrate = 10\n"
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n{server_extra}\n[upstream]\nbase_url = \"{sandbox}/dev\"\ncustomer_id = \"{CUSTOMER_ID}\"\ncustomer_secret = \"{CUSTOMER_SECRET}\"\n\n[throttle]\nrate = 10\n"
         );
         if let Some(redis) = redis {
             toml.push_str(&format!("redis_url = \"{redis}\"\n"));
@@ -201,7 +219,7 @@ impl Bench {
         initech: &str,
         redis: Option<&str>,
     ) -> Result<(Proc, String, PathBuf)> {
-        self.gateway_binary(&self.binary("agora-gateway"), name, sandbox, initech, redis).await
+        self.gateway_binary(&self.binary("agora-gateway"), name, sandbox, initech, redis, "").await
     }
 
     async fn gateway_binary(
@@ -211,9 +229,10 @@ impl Bench {
         sandbox: &str,
         initech: &str,
         redis: Option<&str>,
+        server_extra: &str,
     ) -> Result<(Proc, String, PathBuf)> {
         let port = free_port()?;
-        let config = self.gateway_config(name, sandbox, port, initech, redis)?;
+        let config = self.gateway_config(name, sandbox, port, initech, redis, server_extra)?;
         let args = ["serve", "--config", config.to_str().context("a UTF-8 path")?];
         let mut process = Proc::spawn(&self.logs, name, binary, &args, &[("RUST_LOG", "warn")])?;
         wait_port(port, name, &mut process).await?;
@@ -228,7 +247,7 @@ impl Bench {
         let DemoAccount { initech, .. } = self.demo_account(&sandbox).await?;
         let (current, current_url, config) = self.gateway("gateway", &sandbox, &initech, None).await?;
         let (previous, previous_url, _) =
-            self.gateway_binary(baseline, "baseline-gateway", &sandbox, &initech, None).await?;
+            self.gateway_binary(baseline, "baseline-gateway", &sandbox, &initech, None, "").await?;
         let token = self.token(&config, TENANTS[0].0)?;
         let auth = [("authorization", format!("Bearer {token}"))];
         for url in [&current_url, &previous_url] {
@@ -295,53 +314,68 @@ impl Bench {
         let DemoAccount { initech, apps } = self.demo_account(&sandbox).await?;
         let (gateway_process, gateway, config) = self.gateway("gateway", &sandbox, &initech, None).await?;
         let tokens: Vec<String> = TENANTS.iter().map(|(id, _)| self.token(&config, id)).collect::<Result<_>>()?;
-        let address = |url: &str| -> Result<std::net::SocketAddr> { Ok(url.trim_start_matches("http://").parse()?) };
 
-        // 1. hit
-        println!("hit: cached list_projects through the gateway, JWT per request, 64 connections");
-        let auth = [("authorization", format!("Bearer {}", tokens[0]))];
-        let warm = self.http.get(format!("{gateway}/dev/v1/projects")).bearer_auth(&tokens[0]).send().await?;
-        if !warm.status().is_success() {
-            bail!("the gateway answered {} to the warming read", warm.status());
-        }
-        let hit = load::closed_loop(
-            address(&gateway)?,
-            "/dev/v1/projects",
-            &auth,
-            64,
-            d.warmup,
-            d.closed,
-            self.wrk.as_deref(),
-        )
-        .await?;
-        let peak_rss_mib = gateway_process.peak_rss_kib().unwrap_or(0) as f64 / 1024.0;
-
-        // 2. direct
-        println!("direct: the same request straight to a sandbox");
-        let basic = [("authorization", format!("Basic {}", base64_credentials()))];
-        let direct_run = load::closed_loop(
-            address(&direct)?,
-            "/dev/v1/projects",
-            &basic,
-            64,
-            d.warmup,
-            d.closed,
-            self.wrk.as_deref(),
-        )
-        .await?;
-        direct_process.stop();
-
-        // 3. nginx
+        // 1-3. hit, nginx, direct: interleaved rounds.
         let nginx = match which("nginx") {
-            Some(binary) => {
-                println!("nginx: the same request through the nginx cache + throttle anchor");
-                Some(self.nginx(&binary).await?)
-            }
+            Some(binary) => Some(self.start_nginx(&binary).await?),
             None => {
                 println!("nginx: SKIPPED (nginx is not installed: apt-get install nginx)");
                 None
             }
         };
+        let auth = [("authorization", format!("Bearer {}", tokens[0]))];
+        let warm = self.http.get(format!("{gateway}/dev/v1/projects")).bearer_auth(&tokens[0]).send().await?;
+        if !warm.status().is_success() {
+            bail!("the gateway answered {} to the warming read", warm.status());
+        }
+        let basic = [("authorization", format!("Basic {}", base64_credentials()))];
+        // The same gateway with one worker thread: on a machine that also runs the load generator.
+        let binary = self.binary("agora-gateway");
+        let (one_worker_process, one_worker, _) =
+            self.gateway_binary(&binary, "gateway-1-worker", &sandbox, &initech, None, "worker_threads = 1\n").await?;
+        let warm = self.http.get(format!("{one_worker}/dev/v1/projects")).bearer_auth(&tokens[0]).send().await?;
+        if !warm.status().is_success() {
+            bail!("the one-worker gateway answered {} to the warming read", warm.status());
+        }
+        println!(
+            "hit (cached list_projects through the gateway, JWT per request; also with one worker thread), nginx \
+             anchor, direct sandbox: {} interleaved rounds, 64 connections",
+            d.rounds
+        );
+        let (mut hits, mut one_worker_hits, mut nginx_runs, mut direct_runs) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for round in 1..=d.rounds {
+            let hit = self.closed(&gateway, &auth).await?;
+            let one_worker_hit = self.closed(&one_worker, &auth).await?;
+            let nginx_run = match &nginx {
+                Some((_, url)) => Some(self.closed(url, &[]).await?),
+                None => None,
+            };
+            let direct_run = self.closed(&direct, &basic).await?;
+            println!(
+                "  round {round}/{}: hit {:.0} req/s (p99 {:.2} ms), one worker {:.0} req/s (p99 {:.2} ms), nginx {}, \
+                 direct {:.0} req/s",
+                d.rounds,
+                hit.requests_per_second,
+                hit.p99_ms,
+                one_worker_hit.requests_per_second,
+                one_worker_hit.p99_ms,
+                nginx_run.as_ref().map_or("skipped".to_string(), |n| format!("{:.0} req/s", n.requests_per_second)),
+                direct_run.requests_per_second
+            );
+            hits.push(hit);
+            one_worker_hits.push(one_worker_hit);
+            nginx_runs.extend(nginx_run);
+            direct_runs.push(direct_run);
+        }
+        let peak_rss_mib = gateway_process.peak_rss_kib().unwrap_or(0) as f64 / 1024.0;
+        if let Some((process, _)) = nginx {
+            process.stop();
+        }
+        direct_process.stop();
+        one_worker_process.stop();
+        let (hit, direct_run) = (median_run(&hits), median_run(&direct_runs));
+        let nginx_run = (!nginx_runs.is_empty()).then(|| median_run(&nginx_runs));
 
         // 4. overload
         println!("overload: distinct uncached reads at 10x the budget from 3 tenants");
@@ -371,10 +405,13 @@ impl Bench {
         let after = self.stats(&sandbox).await?["by_operation"]["list_channel_users"].as_u64().unwrap_or(0);
         let coalesce =
             json!({ "concurrent_reads": 1000, "answered_200": coalesced_ok, "upstream_calls": after - before });
+
+        // 6. scale
+        let scale = self.scale(&gateway, &tokens).await?;
         gateway_process.stop();
         sandbox_process.stop();
 
-        // 6. cluster
+        // 7. cluster
         let cluster = match which("redis-server") {
             Some(redis) => {
                 println!("cluster: 3 gateway replicas + redis-server, overload as in 4");
@@ -389,12 +426,21 @@ impl Bench {
         let report = json!({
             "machine": machine(),
             "quick": quick,
+            "rounds": d.rounds,
             "hit": hit,
+            "hit_rounds": hits,
             "hit_gateway_peak_rss_mib": peak_rss_mib,
             "direct": direct_run,
-            "hit_over_direct": hit.requests_per_second / direct_run.requests_per_second,
-            "nginx": nginx,
-            "hit_over_nginx": nginx.as_ref().map(|n| hit.requests_per_second / n.requests_per_second),
+            "direct_rounds": direct_runs,
+            "hit_over_direct": ratio_of_rounds(&hits, &direct_runs),
+            "nginx": nginx_run,
+            "nginx_rounds": nginx_runs,
+            "hit_over_nginx": (!nginx_runs.is_empty()).then(|| ratio_of_rounds(&hits, &nginx_runs)),
+            "hit_one_worker": median_run(&one_worker_hits),
+            "hit_one_worker_rounds": one_worker_hits,
+            "hit_one_worker_over_nginx":
+                (!nginx_runs.is_empty()).then(|| ratio_of_rounds(&one_worker_hits, &nginx_runs)),
+            "scale": scale,
             "overload": overload,
             "coalesce": coalesce,
             "cluster": cluster,
@@ -405,6 +451,26 @@ impl Bench {
         println!("\nwrote target/bench/report.json");
         Ok(())
     }
+}
+
+/// The run of median throughput.
+fn median_run(runs: &[ClosedRun]) -> ClosedRun {
+    let mut sorted = runs.to_vec();
+    sorted.sort_by(|a, b| a.requests_per_second.total_cmp(&b.requests_per_second));
+    sorted[sorted.len() / 2].clone()
+}
+
+/// Same-round throughput ratios of `ours` over `theirs`: their median, lowest and highest.
+fn ratio_of_rounds(ours: &[ClosedRun], theirs: &[ClosedRun]) -> Value {
+    let mut ratios: Vec<f64> =
+        ours.iter().zip(theirs).map(|(a, b)| a.requests_per_second / b.requests_per_second).collect();
+    ratios.sort_by(f64::total_cmp);
+    json!({
+        "median": ratios[ratios.len() / 2],
+        "low": ratios.first(),
+        "high": ratios.last(),
+        "rounds": ratios.len(),
+    })
 }
 
 fn base64_credentials() -> String {

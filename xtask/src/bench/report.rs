@@ -48,19 +48,52 @@ pub(super) fn table(report: &Value) -> String {
             shares.join(" / ")
         )
     };
+    let ratio = |v: &Value| match v["median"].as_f64() {
+        Some(median) => format!(
+            "{median:.2} (rounds {:.2} to {:.2}, median of {})",
+            v["low"].as_f64().unwrap_or(0.0),
+            v["high"].as_f64().unwrap_or(0.0),
+            v["rounds"]
+        ),
+        None => "skipped".to_string(),
+    };
     let mut out = String::new();
+    let machine = &report["machine"];
+    out.push_str(&format!(
+        "Machine: {}, {} CPUs, {}.\n",
+        machine["cpu_model"].as_str().unwrap_or("unknown CPU"),
+        machine["cpus"],
+        machine["os"].as_str().unwrap_or("?")
+    ));
     let generator = report["hit"]["generator"].as_str().unwrap_or("?");
-    out.push_str(&format!("Load generator: {generator}, 64 connections.\n\n"));
+    out.push_str(&format!(
+        "Load generator: {generator} (one thread), 64 connections; hit, nginx and direct in {} interleaved rounds \
+         (medians shown).\n\n",
+        report["rounds"]
+    ));
     out.push_str("| scenario | throughput | p50 ms | p99 ms | p99.9 ms |\n|---|---|---|---|---|\n");
     out.push_str(&format!("| hit (gateway, JWT, 64 conns) | {} |\n", closed(&report["hit"])));
+    out.push_str(&format!("| hit, `server.worker_threads = 1` | {} |\n", closed(&report["hit_one_worker"])));
     out.push_str(&format!("| direct (sandbox, no gateway) | {} |\n", closed(&report["direct"])));
     out.push_str(&format!("| nginx cache + throttle anchor | {} |\n", closed(&report["nginx"])));
     out.push_str("\n| figure | value |\n|---|---|\n");
-    out.push_str(&format!("| hit / direct | {:.2} |\n", report["hit_over_direct"].as_f64().unwrap_or(0.0)));
-    match report["hit_over_nginx"].as_f64() {
-        Some(ratio) => out.push_str(&format!("| hit / nginx | {ratio:.2} |\n")),
-        None => out.push_str("| hit / nginx | skipped (no nginx) |\n"),
-    }
+    out.push_str(&format!("| hit / direct | {} |\n", ratio(&report["hit_over_direct"])));
+    out.push_str(&format!("| hit / nginx | {} |\n", ratio(&report["hit_over_nginx"])));
+    out.push_str(&format!(
+        "| hit with one worker thread / nginx | {} |\n",
+        ratio(&report["hit_one_worker_over_nginx"])
+    ));
+    let scale = &report["scale"];
+    out.push_str(&format!(
+        "| hit, account of {} projects / of 5 | {} |\n",
+        scale["projects"],
+        ratio(&scale["many_over_5"])
+    ));
+    out.push_str(&format!(
+        "| gateway peak RSS, account of {} projects | {:.1} MiB |\n",
+        scale["projects"],
+        scale["peak_rss_mib"].as_f64().unwrap_or(0.0)
+    ));
     out.push_str(&format!(
         "| gateway peak RSS during hit | {:.1} MiB |\n",
         report["hit_gateway_peak_rss_mib"].as_f64().unwrap_or(0.0)

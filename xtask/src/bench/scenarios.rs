@@ -1,15 +1,19 @@
 //! The scenarios that need more than one request loop: the overload of distinct reads (one
-//! gateway or three replicas through Redis) and the nginx anchor.
+//! gateway or three replicas through Redis), the nginx anchor, and the account's size.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use serde_json::Value;
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
 
+use super::load::ClosedRun;
 use super::procs::{Proc, free_port, wait_port};
-use super::{Bench, DemoAccount, NGINX_ANCHOR, NGINX_PORT, OverloadReport, TENANTS, load};
+use super::{
+    Bench, DemoAccount, NGINX_ANCHOR, NGINX_PORT, OverloadReport, SCALE_EXTRA_PROJECTS, TENANTS, load, median_run,
+    ratio_of_rounds,
+};
 
 impl Bench {
     pub(super) async fn overload(
@@ -52,7 +56,15 @@ impl Bench {
         })
     }
 
-    pub(super) async fn nginx(&self, binary: &Path) -> Result<load::ClosedRun> {
+    /// One closed-loop run of `list_projects` at `url` (64 connections).
+    pub(super) async fn closed(&self, url: &str, headers: &[(&str, String)]) -> Result<ClosedRun> {
+        let address = url.trim_start_matches("http://").parse()?;
+        let (warmup, duration) = (self.durations.warmup, self.durations.closed);
+        load::closed_loop(address, "/dev/v1/projects", headers, 64, warmup, duration, self.wrk.as_deref()).await
+    }
+
+    /// The nginx anchor, started and warmed: its process and URL.
+    pub(super) async fn start_nginx(&self, binary: &Path) -> Result<(Proc, String)> {
         let prefix = std::env::temp_dir().join("agora-bench-nginx");
         let _ = std::fs::remove_dir_all(&prefix);
         std::fs::create_dir_all(prefix.join("cache"))?;
@@ -62,13 +74,61 @@ impl Bench {
         let args = ["-c", config_path.to_str().unwrap_or_default(), "-p", prefix.to_str().unwrap_or_default()];
         let mut process = Proc::spawn(&self.logs, "nginx", binary, &args, &[])?;
         wait_port(NGINX_PORT, "nginx", &mut process).await?;
-        let url = format!("http://127.0.0.1:{NGINX_PORT}/dev/v1/projects");
-        self.http.get(&url).send().await?.error_for_status()?;
-        let address = format!("127.0.0.1:{NGINX_PORT}").parse()?;
-        let (warmup, duration) = (self.durations.warmup, self.durations.closed);
-        let run = load::closed_loop(address, "/dev/v1/projects", &[], 64, warmup, duration, self.wrk.as_deref()).await;
+        let url = format!("http://127.0.0.1:{NGINX_PORT}");
+        self.http.get(format!("{url}/dev/v1/projects")).send().await?.error_for_status()?;
+        Ok((process, url))
+    }
+
+    /// The hit of tenant t1 (2 projects) through `small` (the demo account's 5 projects) and
+    /// through a gateway in front of an account of 5,005, in interleaved rounds — after checking
+    /// that each tenant sees exactly its projects there, redacted.
+    pub(super) async fn scale(&self, small: &str, tokens: &[String]) -> Result<Value> {
+        println!(
+            "scale: t1's hit (2 projects) in an account of 5 and of {} projects, {} interleaved rounds",
+            5 + SCALE_EXTRA_PROJECTS,
+            self.durations.rounds
+        );
+        let (sandbox_process, sandbox) = self.sandbox_with("sandbox-scale", 10, SCALE_EXTRA_PROJECTS).await?;
+        let DemoAccount { initech, .. } = self.demo_account(&sandbox).await?;
+        let (process, large, _) = self.gateway("gateway-scale", &sandbox, &initech, None).await?;
+        let expected: [&[&str]; 3] =
+            [&["acme-mobile", "acme-web"], &["globex-archive", "globex-live"], &["initech-staging"]];
+        for ((tenant, token), names) in TENANTS.iter().zip(tokens).zip(expected) {
+            let list: Value =
+                self.http.get(format!("{large}/dev/v1/projects")).bearer_auth(token).send().await?.json().await?;
+            let projects = list["projects"].as_array().context("a project list")?;
+            let mut seen: Vec<&str> = projects.iter().filter_map(|p| p["name"].as_str()).collect();
+            seen.sort_unstable();
+            if seen != names {
+                bail!("tenant {} sees {seen:?} in the large account, not {names:?}", tenant.0);
+            }
+            if projects.iter().any(|p| !p["sign_key"].is_null()) {
+                bail!("tenant {} sees an App certificate without projects:secrets", tenant.0);
+            }
+        }
+        let auth = [("authorization", format!("Bearer {}", tokens[0]))];
+        let (mut five, mut many) = (Vec::new(), Vec::new());
+        for round in 1..=self.durations.rounds {
+            five.push(self.closed(small, &auth).await?);
+            many.push(self.closed(&large, &auth).await?);
+            println!(
+                "  round {round}/{}: 5 projects {:.0} req/s, {} projects {:.0} req/s",
+                self.durations.rounds,
+                five[round - 1].requests_per_second,
+                5 + SCALE_EXTRA_PROJECTS,
+                many[round - 1].requests_per_second
+            );
+        }
+        let peak_rss_mib = process.peak_rss_kib().unwrap_or(0) as f64 / 1024.0;
         process.stop();
-        run
+        sandbox_process.stop();
+        Ok(json!({
+            "projects": 5 + SCALE_EXTRA_PROJECTS,
+            "hit_5": median_run(&five),
+            "hit_many": median_run(&many),
+            "many_over_5": ratio_of_rounds(&many, &five),
+            "peak_rss_mib": peak_rss_mib,
+        }))
     }
 
     pub(super) async fn cluster(&self, redis_binary: &Path) -> Result<Value> {
