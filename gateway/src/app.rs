@@ -42,7 +42,8 @@ use crate::{docs, egress, ops};
 
 /// Everything a request needs; one per process.
 pub(crate) struct Gateway {
-    pub(crate) auth: Arc<Authenticator>,
+    /// The tenants and their keys, swapped whole by a reload (`reload.rs`).
+    pub(crate) auth: arc_swap::ArcSwap<Authenticator>,
     pub(crate) cache: ResponseCache,
     pub(crate) throttle: Throttle,
     pub(crate) upstream: Arc<Upstream>,
@@ -55,13 +56,17 @@ pub(crate) struct Gateway {
     pub(crate) limits: crate::server::Limits,
     /// `/metrics` is served on `server.admin_listen`, not on the main listener.
     pub(crate) admin_listener: bool,
+    /// The file the config came from (what a reload reads again), if it came from one.
+    pub(crate) config_path: Option<std::path::PathBuf>,
+    /// The configuration applied now; held by a reload while it runs.
+    pub(crate) applied: tokio::sync::Mutex<Config>,
     /// The embedded sandbox, when `upstream.base_url = "sandbox"`; kept alive with the gateway.
     _sandbox: Option<EmbeddedSandbox>,
 }
 
 impl HasAuthenticator for Arc<Gateway> {
-    fn authenticator(&self) -> &Authenticator {
-        &self.auth
+    fn authenticator(&self) -> Arc<Authenticator> {
+        self.auth.load_full()
     }
 }
 
@@ -72,10 +77,12 @@ impl HasBodyLimit for Arc<Gateway> {
 }
 
 impl Gateway {
-    /// Builds the gateway from a validated config (starting the embedded sandbox if asked to).
-    pub(crate) async fn new(config: &Config) -> anyhow::Result<Arc<Self>> {
+    /// Builds the gateway from a validated config (starting the embedded sandbox if asked to, and
+    /// fetching the tenants' JWKS); `config_path` is what a reload reads again.
+    pub(crate) async fn new(config: &Config, config_path: Option<std::path::PathBuf>) -> anyhow::Result<Arc<Self>> {
         let metrics = Arc::new(Metrics::new());
-        let auth = Arc::new(Authenticator::new(config));
+        let auth = Authenticator::new(config, metrics.clone()).map_err(anyhow::Error::msg)?;
+        auth.fetch_new_key_sets().await;
         let (customer_id, customer_secret) = account_credentials(config)?;
         let (sandbox, base_url) = if config.upstream.is_embedded_sandbox() {
             let (sandbox, base_url) = embedded::start(&customer_id, &customer_secret).await?;
@@ -93,7 +100,7 @@ impl Gateway {
             None => None,
         };
         Ok(Arc::new(Self {
-            auth,
+            auth: arc_swap::ArcSwap::from_pointee(auth),
             cache: ResponseCache::new(&config.cache, cluster, metrics.clone()),
             throttle,
             upstream: Arc::new(upstream),
@@ -103,6 +110,8 @@ impl Gateway {
             openapi: docs::document(),
             limits: crate::server::Limits::new(&config.server),
             admin_listener: config.server.admin_listen.is_some(),
+            config_path,
+            applied: tokio::sync::Mutex::new(config.clone()),
             _sandbox: sandbox,
         }))
     }

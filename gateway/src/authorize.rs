@@ -251,6 +251,7 @@ mod tests {
             subject: "svc".into(),
             scopes: scopes.iter().copied().collect::<ScopeSet>(),
             expires_at: u64::MAX,
+            jwks_kid: None,
         }
     }
 

@@ -37,6 +37,9 @@ enum Command {
     CheckConfig {
         #[arg(long, env = "AGORA_GATEWAY_CONFIG")]
         config: PathBuf,
+        /// Do not fetch the tenants' JWKS (check the file only).
+        #[arg(long)]
+        offline: bool,
     },
     /// Mint a token for a tenant (HS* keys from the config; asymmetric keys need --key).
     Token {
@@ -75,7 +78,7 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command.unwrap_or(Command::Demo { listen: DEMO_LISTEN.parse().expect("an address") }) {
-        Command::CheckConfig { config } => check_config(&config),
+        Command::CheckConfig { config, offline } => check_config(&config, offline),
         Command::Token { config, tenant, scope, ttl, key, kid, sub } => {
             token(&config, &tenant, &scope, ttl, key.as_deref(), kid.as_deref(), &sub)
         }
@@ -83,9 +86,9 @@ pub fn main() -> ExitCode {
             println!("{}", serde_json::to_string_pretty(&docs::document()).expect("JSON"));
             Ok(())
         }
-        Command::Serve { config } => Config::load(&config)
-            .map_err(anyhow::Error::from)
-            .and_then(|config| runtime(config.server.worker_threads).and_then(|rt| rt.block_on(run_serve(config)))),
+        Command::Serve { config: path } => Config::load(&path).map_err(anyhow::Error::from).and_then(|config| {
+            runtime(config.server.worker_threads).and_then(|rt| rt.block_on(run_serve(config, path)))
+        }),
         Command::Demo { listen } => runtime(None).and_then(|rt| rt.block_on(run_demo(listen))),
     };
     match result {
@@ -115,7 +118,7 @@ fn init_logging(format: LogFormat) {
     };
 }
 
-fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
+fn check_config(path: &std::path::Path, offline: bool) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     let budget = match &config.throttle.redis_url {
         Some(_) => "shared through Redis",
@@ -129,7 +132,48 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
         config.throttle.rate,
         config.server.listen
     );
+    if offline { Ok(()) } else { check_key_sets(&config) }
+}
+
+/// Fetches each tenant's JWKS once and says which keys it found, or why it could not.
+fn check_key_sets(config: &Config) -> anyhow::Result<()> {
+    let tenants: Vec<_> = config.tenants.iter().filter(|tenant| tenant.has_jwks()).collect();
+    if tenants.is_empty() {
+        return Ok(());
+    }
+    let fetcher = crate::auth::jwks::Fetcher::new(&config.jwks).map_err(anyhow::Error::msg)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut failed = Vec::new();
+    for tenant in tenants {
+        let source = crate::auth::jwks::Source::of(tenant).expect("a tenant with a JWKS");
+        let allowed: Vec<_> =
+            tenant.algorithms.iter().filter_map(|alg| crate::auth::keys::parse_algorithm(alg).ok()).collect();
+        match runtime.block_on(fetcher.fetch(&source, &allowed)) {
+            Ok(fetched) => {
+                let keys: Vec<String> =
+                    fetched.keys.iter().map(|key| format!("{} ({:?})", display_kid(&key.kid), key.alg)).collect();
+                println!("tenant {}: JWKS {source:?}: {} key(s): {}", tenant.id, keys.len(), keys.join(", "));
+                for skipped in &fetched.skipped {
+                    println!("tenant {}: JWKS key not used: {skipped}", tenant.id);
+                }
+                if keys.is_empty() {
+                    failed.push(tenant.id.clone());
+                }
+            }
+            Err(error) => {
+                println!("tenant {}: JWKS {source:?}: could not be fetched: {error}", tenant.id);
+                failed.push(tenant.id.clone());
+            }
+        }
+    }
+    if !failed.is_empty() {
+        anyhow::bail!("no usable JWKS key for tenant(s) {}", failed.join(", "));
+    }
     Ok(())
+}
+
+fn display_kid(kid: &str) -> &str {
+    if kid.is_empty() { "(no kid)" } else { kid }
 }
 
 fn token(
@@ -159,9 +203,9 @@ fn token(
     Ok(())
 }
 
-async fn run_serve(config: Config) -> anyhow::Result<()> {
+async fn run_serve(config: Config, path: PathBuf) -> anyhow::Result<()> {
     init_logging(config.server.log_format);
-    let gateway = Gateway::new(&config).await?;
+    let gateway = Gateway::new(&config, Some(path)).await?;
     let listener = TcpListener::bind(config.server.listen)
         .await
         .map_err(|e| anyhow::anyhow!("server.listen {}: {e}", config.server.listen))?;
@@ -187,7 +231,7 @@ async fn run_demo(listen: SocketAddr) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen).await.map_err(|e| {
         anyhow::anyhow!("cannot listen on {listen}: {e} (pass --listen to the demo command for another address)")
     })?;
-    let gateway = Gateway::new(&config).await?;
+    let gateway = Gateway::new(&config, None).await?;
     let base = format!("http://{}", listener.local_addr()?);
     println!();
     println!("agora-gateway demo: in front of the embedded Console API sandbox, with demo data");
@@ -217,6 +261,7 @@ async fn serve_until_signal(
     grace: Duration,
 ) -> anyhow::Result<()> {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    reload_on_sighup(gateway.clone());
     let mut server = tokio::spawn(serve(gateway, listener, admin, async move {
         let _ = stopped.await;
     }));
@@ -230,6 +275,24 @@ async fn serve_until_signal(
         tracing::warn!("in-flight requests did not finish within the grace period");
     }
     Ok(())
+}
+
+/// SIGHUP: the config file is read again and what can change live is applied (`reload.rs`).
+fn reload_on_sighup(gateway: std::sync::Arc<Gateway>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: reload through POST /admin/reload");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the configuration");
+            // The outcome is logged and counted by the reload itself.
+            let _ = gateway.reload().await;
+        }
+    });
+    #[cfg(not(unix))]
+    drop(gateway);
 }
 
 async fn shutdown_signal() {

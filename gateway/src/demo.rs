@@ -27,6 +27,9 @@ fn tenant(id: &str, prefix: &str, scopes: &[Scope], weight: u32) -> TenantConfig
             jwk: None,
             parsed: None,
         }],
+        jwks_url: None,
+        issuer_discovery: false,
+        algorithms: vec![],
     }
 }
 
@@ -49,6 +52,7 @@ pub(crate) fn config() -> Config {
         },
         throttle: Default::default(),
         cache: Default::default(),
+        jwks: Default::default(),
         tenants: vec![
             tenant(
                 "acme",

@@ -14,9 +14,9 @@ const CONSOLE: &str = include_str!(concat!(env!("OUT_DIR"), "/console-openapi.js
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(ops::healthz, ops::readyz, ops::metrics, ops::purge_cache),
-    components(schemas(ops::Health, ops::Readiness, ops::PurgeRequest, ops::PurgeAnswer)),
-    tags((name = "gateway", description = "The gateway's own endpoints: health, readiness, metrics, cache purge."))
+    paths(ops::healthz, ops::readyz, ops::metrics, ops::purge_cache, ops::reload),
+    components(schemas(ops::Health, ops::Readiness, ops::PurgeRequest, ops::PurgeAnswer, ops::ReloadAnswer)),
+    tags((name = "gateway", description = "The gateway's own endpoints: health, readiness, metrics, cache purge, reload."))
 )]
 struct GatewayEndpoints;
 

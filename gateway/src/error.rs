@@ -53,6 +53,9 @@ pub(crate) enum GatewayError {
     NotFound(String),
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// Understood, but cannot be done (e.g. a reload of an invalid configuration).
+    #[error("{0}")]
+    Unprocessable(String),
     /// No upstream slot within `max_wait`; nothing was sent upstream.
     #[error("the upstream budget is spent: no slot within the longest wait; retry after {} s", retry_after_seconds(*.retry_after))]
     Throttled { retry_after: Duration },
@@ -123,6 +126,7 @@ impl GatewayError {
             Self::InsufficientScope { .. } | Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Upstream(upstream) => upstream.status,
             Self::UpstreamCredentials { .. } | Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
@@ -140,6 +144,7 @@ impl GatewayError {
             Self::Forbidden(_) => ("forbidden", "Forbidden"),
             Self::NotFound(_) => ("not-found", "Not found"),
             Self::MethodNotAllowed(_) => ("method-not-allowed", "Method not allowed"),
+            Self::Unprocessable(_) => ("unprocessable", "Cannot be done"),
             Self::Throttled { .. } => ("throttled", "Upstream budget exhausted"),
             Self::Upstream(_) => ("upstream-error", "Upstream error"),
             Self::UpstreamCredentials { .. } => ("upstream-credentials", "Agora refused the gateway's credentials"),

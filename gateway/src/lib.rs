@@ -24,6 +24,7 @@ mod error;
 mod metrics;
 mod ops;
 mod policy;
+mod reload;
 mod routes;
 mod server;
 mod throttle;
@@ -87,7 +88,7 @@ impl Drop for Running {
 /// Builds the gateway from `config` and serves it on `listener` in the background (and on
 /// `server.admin_listen`, bound here, if set).
 pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Running> {
-    let gateway = Gateway::new(config).await?;
+    let gateway = Gateway::new(config, None).await?;
     let addr = listener.local_addr()?;
     let admin = bind_admin(config).await?;
     let admin_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;

@@ -71,6 +71,14 @@ pub(crate) struct Metrics {
     pub(crate) upstream_credentials_refused: Counter,
     pub(crate) cache_cluster_up: Gauge,
     pub(crate) cache_invalidations_missed: Counter,
+    pub(crate) jwks_keys: Family<TenantLabels, Gauge>,
+    pub(crate) jwks_fetch_failures: Family<TenantLabels, Counter>,
+    pub(crate) config_reloads: Family<ResultLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ResultLabels {
+    pub(crate) result: &'static str,
 }
 
 impl Default for Metrics {
@@ -152,6 +160,20 @@ impl Metrics {
                     .map(|result| cache_events.get_or_create(&CacheLabels { class: class.as_str(), result }).clone())
             })
             .collect();
+        let jwks_keys = Family::default();
+        registry.register("jwks_keys", "Keys in each tenant's JWKS as last fetched", jwks_keys.clone());
+        let jwks_fetch_failures = Family::default();
+        registry.register(
+            "jwks_fetch_failures",
+            "Failed fetches of a tenant's JWKS (the last good set stays in use)",
+            jwks_fetch_failures.clone(),
+        );
+        let config_reloads = Family::default();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads (SIGHUP, POST /admin/reload) by result: applied, or failed (nothing changed)",
+            config_reloads.clone(),
+        );
         Self {
             registry,
             request_handles: std::sync::RwLock::default(),
@@ -168,6 +190,9 @@ impl Metrics {
             upstream_credentials_refused,
             cache_cluster_up,
             cache_invalidations_missed,
+            jwks_keys,
+            jwks_fetch_failures,
+            config_reloads,
         }
     }
 

@@ -27,7 +27,8 @@ pub(crate) fn routes(admin_listener: bool) -> Router<Arc<Gateway>> {
     let routes = Router::new()
         .route("/healthz", get(healthz).fallback(method_not_allowed))
         .route("/readyz", get(readyz).fallback(method_not_allowed))
-        .route("/admin/cache/purge", post(purge_cache).fallback(method_not_allowed));
+        .route("/admin/cache/purge", post(purge_cache).fallback(method_not_allowed))
+        .route("/admin/reload", post(reload).fallback(method_not_allowed));
     if admin_listener { routes } else { routes.route("/metrics", get(metrics).fallback(method_not_allowed)) }
 }
 
@@ -78,7 +79,13 @@ async fn admin_readyz(State(gateway): State<Arc<Gateway>>) -> Response {
 }
 
 fn readiness(gateway: &Gateway, with_reason: bool) -> Response {
-    match gateway.throttle.not_ready().or_else(|| gateway.upstream.not_ready()) {
+    let keyless = || {
+        let auth = gateway.auth.load();
+        let tenants = auth.tenants_without_keys();
+        (!tenants.is_empty())
+            .then(|| format!("no keys for tenant(s) {}: their JWKS could not be fetched yet", tenants.join(", ")))
+    };
+    match gateway.throttle.not_ready().or_else(|| gateway.upstream.not_ready()).or_else(keyless) {
         None => Json(Readiness { status: "ready", reason: None }).into_response(),
         Some(reason) => {
             let reason = with_reason.then_some(reason);
@@ -122,6 +129,42 @@ async fn exposition(gateway: &Gateway) -> Response {
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     response
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ReloadAnswer {
+    /// Tenants configured now.
+    tenants: usize,
+    /// Settings that changed in the file but apply only after a restart.
+    restart_needed: Vec<String>,
+}
+
+/// Reads the config file again and applies what can change live (as SIGHUP does). Needs the
+/// `admin` scope.
+#[utoipa::path(
+    post, path = "/admin/reload", tag = "gateway",
+    responses(
+        (status = 200, description = "Reloaded", body = ReloadAnswer),
+        (status = 401, description = "Missing or invalid token"),
+        (status = 403, description = "The token lacks the admin scope"),
+        (status = 422, description = "The new configuration is not valid (nothing changed), or there is no config file")
+    )
+)]
+pub(crate) async fn reload(
+    State(gateway): State<Arc<Gateway>>,
+    Authenticated(principal): Authenticated,
+) -> Result<Json<ReloadAnswer>, GatewayError> {
+    if !principal.has(Scope::Admin) {
+        return Err(GatewayError::InsufficientScope { scope: Scope::Admin });
+    }
+    tracing::info!(tenant = principal.tenant.id, subject = principal.subject, "configuration reload asked for");
+    match gateway.reload().await {
+        Ok(reloaded) => Ok(Json(ReloadAnswer {
+            tenants: reloaded.tenants,
+            restart_needed: reloaded.restart_needed.iter().map(ToString::to_string).collect(),
+        })),
+        Err(error) => Err(GatewayError::Unprocessable(error.to_string())),
+    }
 }
 
 #[derive(Deserialize, ToSchema, Default)]

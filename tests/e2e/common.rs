@@ -128,6 +128,10 @@ pub(crate) struct Options {
     pub server_extra: &'static str,
     /// Further `[upstream]` settings, as TOML lines.
     pub upstream_extra: &'static str,
+    /// Further settings of the acme tenant, as TOML lines (a `jwks_url`, ...).
+    pub acme_extra: String,
+    /// Further tables at the end of the file (`[jwks]`, more `[[tenants]]`).
+    pub sections: String,
 }
 
 pub(crate) fn acme_hs_key() -> String {
@@ -159,6 +163,8 @@ impl Default for Options {
             admin_listener: false,
             server_extra: "",
             upstream_extra: "",
+            acme_extra: String::new(),
+            sections: String::new(),
         }
     }
 }
@@ -201,6 +207,7 @@ scopes = ["projects:read", "projects:write", "projects:secrets", "usage:read", "
 project_name_prefix = "acme-"
 weight = {acme_weight}
 keys = [{acme_keys}]
+{acme_extra}
 
 [[tenants]]
 id = "globex"
@@ -227,7 +234,9 @@ issuer = "https://auth.ops.test"
 audience = "agora-gateway"
 scopes = ["projects:read", "projects:write", "projects:secrets", "usage:read", "kicking:read", "kicking:write", "channels:read", "admin"]
 keys = [{{ kid = "ops-hs", alg = "HS256", secret = "{OPS_SECRET}" }}]
+{sections}
 "#,
+        sections = options.sections,
         max_body = options.max_body,
         upstream_timeout = options.upstream_timeout,
         max_wait = options.max_wait,
@@ -237,6 +246,7 @@ keys = [{{ kid = "ops-hs", alg = "HS256", secret = "{OPS_SECRET}" }}]
         max_bytes = options.max_bytes,
         acme_weight = options.acme_weight,
         acme_keys = options.acme_keys.join(", "),
+        acme_extra = options.acme_extra,
         globex_ec = key_file("globex-ec.pub.pem").display(),
         initech_ed = key_file("initech-ed25519.pub.pem").display(),
     )

@@ -7,6 +7,7 @@ mod coherence;
 mod common;
 mod gateway;
 mod hardening;
+mod identity;
 mod live;
 mod sandbox;
 mod throttle;

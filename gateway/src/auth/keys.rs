@@ -94,7 +94,7 @@ pub(crate) fn parse_algorithm(name: &str) -> Result<Algorithm, KeyError> {
         .ok_or_else(|| KeyError::UnknownAlgorithm(name.to_string()))
 }
 
-fn is_hmac(alg: Algorithm) -> bool {
+pub(crate) fn is_hmac(alg: Algorithm) -> bool {
     matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
 }
 
@@ -139,6 +139,46 @@ impl VerifyingKey {
         }
         Ok(Self { kid: config.kid.clone(), alg, key })
     }
+}
+
+/// A key of a tenant's JWKS, pinned to one algorithm: the JWK's `alg`, or else the one of
+/// `allowed` (the tenant's `algorithms`; any asymmetric one when empty) that fits its key type.
+/// Encryption keys (`use: enc`) and symmetric keys are refused: a JWKS publishes public keys.
+pub(crate) fn from_jwks_entry(jwk: &Jwk, allowed: &[Algorithm]) -> Result<VerifyingKey, String> {
+    use jsonwebtoken::jwk::{AlgorithmParameters, PublicKeyUse};
+    if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+        return Err("an encryption key (use: enc)".into());
+    }
+    if matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_)) {
+        return Err("a symmetric key (kty: oct)".into());
+    }
+    let allowed: Vec<Algorithm> = if allowed.is_empty() {
+        SUPPORTED.iter().copied().filter(|alg| !is_hmac(*alg)).collect()
+    } else {
+        allowed.to_vec()
+    };
+    let key = DecodingKey::from_jwk(jwk).map_err(|error| format!("not a usable key: {error}"))?;
+    let alg = match &jwk.common.key_algorithm {
+        Some(declared) => {
+            let alg = parse_algorithm(&declared.to_string()).map_err(|error| error.to_string())?;
+            if !allowed.contains(&alg) {
+                return Err(format!("alg {alg:?} is not one of the tenant's algorithms"));
+            }
+            alg
+        }
+        None => {
+            let fitting: Vec<Algorithm> = allowed.iter().copied().filter(|alg| alg.family() == key.family()).collect();
+            match fitting[..] {
+                [alg] => alg,
+                [] => return Err("no alg, and none of the tenant's algorithms fits its key type".into()),
+                _ => return Err("no alg, and several of the tenant's algorithms fit: name one in `algorithms`".into()),
+            }
+        }
+    };
+    if key.family() != alg.family() {
+        return Err(format!("its key type does not fit alg {alg:?}"));
+    }
+    Ok(VerifyingKey { kid: jwk.common.key_id.clone().unwrap_or_default(), alg, key })
 }
 
 fn decoding_key_from_pem(alg: Algorithm, pem: &[u8]) -> Result<DecodingKey, KeyError> {

@@ -4,6 +4,7 @@
 //! their SHA-256, so the hot path verifies a signature once per token, not once per request.
 //! Tokens are never logged; errors say what was wrong without echoing them.
 
+pub(crate) mod jwks;
 pub(crate) mod keys;
 pub(crate) mod mint;
 
@@ -22,8 +23,9 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Config, TenantConfig};
 use crate::error::GatewayError;
+use crate::metrics::Metrics;
 use crate::policy::{Scope, ScopeSet};
-use keys::VerifyingKey;
+use jwks::{Fetcher, Jwks, Keyed, Source};
 
 /// Clock skew tolerated on `exp` and `nbf`.
 pub(crate) const LEEWAY_SECONDS: u64 = 30;
@@ -33,6 +35,18 @@ static NEXT_TENANT_UID: std::sync::atomic::AtomicU64 = std::sync::atomic::Atomic
 
 fn next_tenant_uid() -> u64 {
     NEXT_TENANT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A tenant id as a metrics label: leaked once per distinct id, however often it is reloaded.
+fn label_of(id: &str) -> &'static str {
+    static LABELS: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut labels = LABELS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(label) = labels.iter().find(|label| **label == id) {
+        return label;
+    }
+    let label: &'static str = Box::leak(id.to_string().into_boxed_str());
+    labels.push(label);
+    label
 }
 
 /// A tenant: an internal service (or group of them) with its keys, scopes and projects.
@@ -49,12 +63,21 @@ pub(crate) struct Tenant {
     pub(crate) project_name_prefix: Option<String>,
     pub(crate) project_ids: HashSet<String>,
     pub(crate) weight: u32,
-    keys: HashMap<String, (VerifyingKey, Validation)>,
+    keys: HashMap<String, Keyed>,
+    /// Keys from the tenant's identity provider, kept fresh.
+    pub(crate) jwks: Option<Arc<Jwks>>,
+}
+
+/// A key found for a token, and whether it came from the JWKS (by its kid).
+struct FoundKey {
+    keyed: Keyed,
+    pub(crate) jwks_kid: Option<String>,
 }
 
 impl Tenant {
-    /// The tenant of a validated config (its keys were parsed then; an unparsed one verifies nothing).
-    fn from_config(index: usize, config: &TenantConfig) -> Self {
+    /// The tenant of a validated config (its keys were parsed then; an unparsed one verifies
+    /// nothing), in throttle lane `index`, with its JWKS set if it has one.
+    fn from_config(index: usize, uid: u64, config: &TenantConfig, jwks: Option<Arc<Jwks>>) -> Self {
         let mut keys = HashMap::new();
         for key in config.keys.iter().filter_map(|key| key.parsed.clone()) {
             let validation = validation(key.alg, &config.issuer, &config.audience);
@@ -62,8 +85,8 @@ impl Tenant {
         }
         Self {
             id: config.id.clone(),
-            uid: next_tenant_uid(),
-            label: Box::leak(config.id.clone().into_boxed_str()),
+            uid,
+            label: label_of(&config.id),
             index,
             issuer: config.issuer.clone(),
             scopes: config.scopes.iter().copied().collect(),
@@ -71,6 +94,32 @@ impl Tenant {
             project_ids: config.project_ids.iter().cloned().collect(),
             weight: config.weight,
             keys,
+            jwks,
+        }
+    }
+
+    /// The key a token names (or, without a `kid`, the tenant's only key).
+    fn find_key(&self, kid: Option<&str>) -> Option<FoundKey> {
+        match kid {
+            Some(kid) => match self.keys.get(kid) {
+                Some(keyed) => Some(FoundKey { keyed: keyed.clone(), jwks_kid: None }),
+                None => {
+                    let keyed = self.jwks.as_ref()?.get(kid)?;
+                    Some(FoundKey { keyed, jwks_kid: Some(kid.to_string()) })
+                }
+            },
+            // No kid: the tenant's only key, if it has exactly one.
+            None => {
+                let from_jwks = self.jwks.as_ref().map_or(0, |jwks| jwks.len());
+                match (self.keys.len(), from_jwks) {
+                    (1, 0) => Some(FoundKey { keyed: self.keys.values().next()?.clone(), jwks_kid: None }),
+                    (0, 1) => {
+                        let (kid, keyed) = self.jwks.as_ref()?.only_key()?;
+                        Some(FoundKey { keyed, jwks_kid: Some(kid) })
+                    }
+                    _ => None,
+                }
+            }
         }
     }
 
@@ -88,6 +137,7 @@ impl Tenant {
             project_ids: HashSet::new(),
             weight,
             keys: HashMap::new(),
+            jwks: None,
         }
     }
 
@@ -99,7 +149,7 @@ impl Tenant {
 }
 
 /// Validation of one key: its algorithm only, the four required claims, `nbf`, 30 s leeway.
-fn validation(alg: Algorithm, issuer: &str, audience: &str) -> Validation {
+pub(crate) fn validation(alg: Algorithm, issuer: &str, audience: &str) -> Validation {
     let mut validation = Validation::new(alg);
     validation.leeway = LEEWAY_SECONDS;
     validation.validate_exp = true;
@@ -118,6 +168,9 @@ pub(crate) struct Principal {
     pub(crate) scopes: ScopeSet,
     /// `exp`, in Unix seconds.
     pub(crate) expires_at: u64,
+    /// The `kid` of the JWKS key that verified the token (its verification holds only while the
+    /// key is in the set).
+    pub(crate) jwks_kid: Option<String>,
 }
 
 impl Principal {
@@ -183,6 +236,20 @@ pub(crate) struct Authenticator {
     cache_ttl: Duration,
     /// `server.max_token_lifetime`.
     max_lifetime: Option<Duration>,
+    /// The next throttle lane a new tenant gets (lanes are never reused; the first lane after the
+    /// first tenants' is the budget's lane of shared fills).
+    next_lane: usize,
+    fetcher: Arc<Fetcher>,
+    metrics: Arc<Metrics>,
+}
+
+/// How a reload changes the tenants' throttle lanes.
+#[derive(Debug, Default)]
+pub(crate) struct LaneChanges {
+    /// Every tenant's lane and weight (kept and new ones).
+    pub(crate) lanes: Vec<(usize, u32)>,
+    /// Lanes of tenants that are gone.
+    pub(crate) removed: Vec<usize>,
 }
 
 /// Remembers each verified token until its `exp` or the cache TTL, whichever is sooner.
@@ -212,18 +279,110 @@ fn decode_segment<T: serde::de::DeserializeOwned>(segment: &str) -> Option<T> {
 }
 
 impl Authenticator {
-    pub(crate) fn new(config: &Config) -> Self {
+    /// The tenants of a validated config, in throttle lanes 0, 1, ...; JWKS sets are created empty
+    /// (see [`Authenticator::fetch_new_key_sets`]).
+    pub(crate) fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Self, String> {
+        let fetcher = Arc::new(Fetcher::new(&config.jwks)?);
         let tenants: Vec<Arc<Tenant>> = config
             .tenants
             .iter()
             .enumerate()
-            .map(|(index, tenant)| Arc::new(Tenant::from_config(index, tenant)))
+            .map(|(index, tenant)| {
+                let jwks = new_jwks(tenant, &fetcher, &metrics);
+                Arc::new(Tenant::from_config(index, next_tenant_uid(), tenant, jwks))
+            })
             .collect();
+        let next_lane = tenants.len() + 1;
+        Ok(Self::assemble(config, tenants, next_lane, fetcher, metrics))
+    }
+
+    fn assemble(
+        config: &Config,
+        tenants: Vec<Arc<Tenant>>,
+        next_lane: usize,
+        fetcher: Arc<Fetcher>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let by_issuer = tenants.iter().map(|t| (t.issuer.clone(), t.clone())).collect();
         let cache_ttl = config.server.token_cache_ttl;
         let verified =
             moka::sync::Cache::builder().max_capacity(100_000).expire_after(UntilExpiry { ttl: cache_ttl }).build();
-        Self { tenants, by_issuer, verified, cache_ttl, max_lifetime: config.server.max_token_lifetime }
+        Self {
+            tenants,
+            by_issuer,
+            verified,
+            cache_ttl,
+            max_lifetime: config.server.max_token_lifetime,
+            next_lane,
+            fetcher,
+            metrics,
+        }
+    }
+
+    /// The tenants of a reloaded config: a tenant that stays (by id) keeps its throttle lane, and
+    /// its JWKS set if it reads from the same place; a new one gets a new lane. No verification of
+    /// the old tenants is remembered: every token is verified again against the new keys.
+    pub(crate) fn reloaded(&self, config: &Config) -> Result<(Self, LaneChanges), String> {
+        let fetcher = match config.jwks == self.fetcher.settings {
+            true => self.fetcher.clone(),
+            false => Arc::new(Fetcher::new(&config.jwks)?),
+        };
+        let mut next_lane = self.next_lane;
+        let mut changes = LaneChanges::default();
+        let mut tenants = Vec::new();
+        for tenant in &config.tenants {
+            let old = self.tenants.iter().find(|old| old.id == tenant.id);
+            let index = old.map_or_else(
+                || {
+                    next_lane += 1;
+                    next_lane - 1
+                },
+                |old| old.index,
+            );
+            let kept = old.and_then(|old| old.jwks.clone()).filter(|jwks| {
+                Source::of(tenant).is_some_and(|source| jwks.same_as(&source, tenant, &allowed_algorithms(tenant)))
+            });
+            let jwks = if fetcher.settings == self.fetcher.settings { kept } else { None };
+            let jwks = jwks.or_else(|| new_jwks(tenant, &fetcher, &self.metrics));
+            changes.lanes.push((index, tenant.weight));
+            // Views of cached answers rendered for the tenant stay valid while it owns the same.
+            let same_projects = old.is_some_and(|old| {
+                old.project_name_prefix == tenant.project_name_prefix
+                    && old.project_ids == tenant.project_ids.iter().cloned().collect::<HashSet<_>>()
+            });
+            let uid = match (old, same_projects) {
+                (Some(old), true) => old.uid,
+                _ => next_tenant_uid(),
+            };
+            tenants.push(Arc::new(Tenant::from_config(index, uid, tenant, jwks)));
+        }
+        changes.removed = self
+            .tenants
+            .iter()
+            .filter(|old| !tenants.iter().any(|new| new.id == old.id))
+            .map(|old| old.index)
+            .collect();
+        Ok((Self::assemble(config, tenants, next_lane, fetcher, self.metrics.clone()), changes))
+    }
+
+    /// Fetches the key sets that have never been fetched (at start; after a reload, the new
+    /// ones), all at once, and keeps each fresh from then on.
+    pub(crate) async fn fetch_new_key_sets(&self) {
+        let fresh: Vec<Arc<Jwks>> =
+            self.tenants.iter().filter_map(|tenant| tenant.jwks.clone()).filter(|jwks| !jwks.started()).collect();
+        let fetches = fresh.iter().map(|jwks| async move { (jwks, jwks.initial_fetch().await) });
+        for (jwks, refresh_in) in futures::future::join_all(fetches).await {
+            jwks.keep_fresh(refresh_in);
+        }
+    }
+
+    /// Tenants whose JWKS has never been fetched and who have no other key: they cannot be served.
+    pub(crate) fn tenants_without_keys(&self) -> Vec<&str> {
+        self.tenants
+            .iter()
+            .filter(|tenant| tenant.keys.is_empty() && tenant.jwks.as_ref().is_some_and(|jwks| !jwks.has_keys()))
+            .map(|tenant| tenant.id.as_str())
+            .collect()
     }
 
     pub(crate) fn tenants(&self) -> &[Arc<Tenant>] {
@@ -231,7 +390,10 @@ impl Authenticator {
     }
 
     /// The principal of an `Authorization` header, or a 401 saying what was wrong.
-    pub(crate) fn authenticate(&self, authorization: Option<&HeaderValue>) -> Result<Arc<Principal>, GatewayError> {
+    pub(crate) async fn authenticate(
+        &self,
+        authorization: Option<&HeaderValue>,
+    ) -> Result<Arc<Principal>, GatewayError> {
         let unauthorized = |detail: &str| GatewayError::Unauthorized(detail.to_string());
         let value = authorization
             .ok_or_else(|| unauthorized("missing Authorization header: send `Authorization: Bearer <token>`"))?;
@@ -244,16 +406,20 @@ impl Authenticator {
         let token = token.trim();
         let hash: TokenHash = Sha256::digest(token.as_bytes()).into();
         if let Some(principal) = self.verified.get(&hash) {
-            return Ok(principal);
+            // A JWKS key's verification holds while the key is in the set.
+            match (&principal.jwks_kid, &principal.tenant.jwks) {
+                (Some(kid), Some(jwks)) if jwks.get(kid).is_none() => self.verified.invalidate(&hash),
+                _ => return Ok(principal),
+            }
         }
-        let principal = Arc::new(self.verify(token).map_err(GatewayError::Unauthorized)?);
+        let principal = Arc::new(self.verify(token).await.map_err(GatewayError::Unauthorized)?);
         if self.cache_ttl > Duration::ZERO {
             self.verified.insert(hash, principal.clone());
         }
         Ok(principal)
     }
 
-    fn verify(&self, token: &str) -> Result<Principal, String> {
+    async fn verify(&self, token: &str) -> Result<Principal, String> {
         let mut segments = token.split('.');
         let (Some(header), Some(payload), Some(_signature), None) =
             (segments.next(), segments.next(), segments.next(), segments.next())
@@ -274,18 +440,25 @@ impl Authenticator {
             None => return Err("the token lacks the required claim iss".into()),
         };
         let tenant = self.by_issuer.get(&issuer).ok_or("the token's issuer is not a configured tenant")?;
-        let (key, validation) = match &header.kid {
-            Some(kid) => tenant.keys.get(kid).ok_or("the token's kid names no key of its tenant")?,
-            None if tenant.keys.len() == 1 => tenant.keys.values().next().expect("one key"),
-            None => return Err("the token has no kid, and its tenant has several keys".into()),
-        };
+        let kid = header.kid.as_deref();
+        let mut found = tenant.find_key(kid);
+        if found.is_none()
+            && let Some(jwks) = &tenant.jwks
+            && jwks.refetch_for_unknown_kid().await
+        {
+            found = tenant.find_key(kid);
+        }
+        let FoundKey { keyed: (key, validation), jwks_kid } = found.ok_or(match kid {
+            Some(_) => "the token's kid names no key of its tenant",
+            None => "the token has no kid, and its tenant has several keys",
+        })?;
         // Says which algorithm the token used, never which one the key takes: a caller without a
         // valid token learns nothing about the tenant's keys.
         if alg != format!("{:?}", key.alg) {
             return Err(format!("the token is signed with {alg}, which its key does not accept"));
         }
         let data =
-            jsonwebtoken::decode::<Claims>(token, &key.key, validation).map_err(|error| describe(error.kind()))?;
+            jsonwebtoken::decode::<Claims>(token, &key.key, &validation).map_err(|error| describe(error.kind()))?;
         let claims = data.claims;
         if claims.sub.is_empty() {
             return Err("the token's sub is empty".into());
@@ -301,6 +474,7 @@ impl Authenticator {
             subject: claims.sub,
             scopes: requested.intersection(tenant.scopes),
             expires_at: claims.exp,
+            jwks_kid,
         })
     }
 }
@@ -337,8 +511,21 @@ fn describe(kind: &ErrorKind) -> String {
 pub(crate) struct Authenticated(pub(crate) Arc<Principal>);
 
 /// Application states that hold an [`Authenticator`].
+/// A tenant's JWKS set, if it has one (created empty).
+fn new_jwks(tenant: &TenantConfig, fetcher: &Arc<Fetcher>, metrics: &Arc<Metrics>) -> Option<Arc<Jwks>> {
+    let source = Source::of(tenant)?;
+    let allowed = allowed_algorithms(tenant);
+    Some(Arc::new(Jwks::new(source, tenant, label_of(&tenant.id), allowed, fetcher.clone(), metrics.clone())))
+}
+
+/// The tenant's `algorithms` (validated already).
+fn allowed_algorithms(tenant: &TenantConfig) -> Vec<Algorithm> {
+    tenant.algorithms.iter().filter_map(|alg| keys::parse_algorithm(alg).ok()).collect()
+}
+
 pub(crate) trait HasAuthenticator {
-    fn authenticator(&self) -> &Authenticator;
+    /// The authenticator of the current configuration.
+    fn authenticator(&self) -> Arc<Authenticator>;
 }
 
 impl<S> FromRequestParts<S> for Authenticated
@@ -349,7 +536,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let authenticator = state.authenticator();
-        let principal = authenticator.authenticate(parts.headers.get(header::AUTHORIZATION))?;
+        let principal = authenticator.authenticate(parts.headers.get(header::AUTHORIZATION)).await?;
         if let Some(slot) = parts.extensions.get::<crate::edge::RequestSlot>() {
             slot.set_tenant(principal.tenant.label);
         }

@@ -6,7 +6,10 @@ use std::path::Path;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
+use std::future::Future;
+
 use super::*;
+use crate::metrics::Metrics;
 
 const SECRET: &str = "acme-unit-hs256-secret-0123456789abcdef";
 const OTHER_SECRET: &str = "another-unit-hs256-secret-0123456789abc";
@@ -40,7 +43,7 @@ fn authenticator() -> Authenticator {
         fixture("acme-rsa.pub.pem")
     );
     let config = Config::parse(&config, Path::new(".")).unwrap();
-    Authenticator::new(&config)
+    Authenticator::new(&config, Arc::new(Metrics::new())).unwrap()
 }
 
 fn now() -> u64 {
@@ -76,9 +79,14 @@ fn segment(value: &Value) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
 }
 
+/// Runs `future` to its end (the authenticator's futures, on a runtime of their own).
+fn block<F: Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future)
+}
+
 fn refusal(auth: &Authenticator, header: Option<&str>) -> String {
     let value = header.map(|h| HeaderValue::from_str(h).unwrap());
-    match auth.authenticate(value.as_ref()) {
+    match block(auth.authenticate(value.as_ref())) {
         Err(GatewayError::Unauthorized(reason)) => reason,
         Err(other) => panic!("expected a 401, got {other:?}"),
         Ok(_) => panic!("{header:?} was accepted"),
@@ -186,14 +194,15 @@ fn every_bad_token_is_refused_for_its_own_reason() {
 fn a_good_token_gives_its_tenant_subject_and_scopes_cut_down() {
     let auth = authenticator();
     let token = sign(Algorithm::HS256, Some("hs"), &claims(), &hs(SECRET));
-    let principal = auth.authenticate(Some(&HeaderValue::from_str(&format!("Bearer {token}")).unwrap())).unwrap();
+    let principal =
+        block(auth.authenticate(Some(&HeaderValue::from_str(&format!("Bearer {token}")).unwrap()))).unwrap();
     assert_eq!((principal.tenant.id.as_str(), principal.subject.as_str()), ("acme", "svc"));
     assert!(principal.has(Scope::ProjectsRead));
     assert!(!principal.is_admin(), "admin is asked for but not the tenant's");
     // A tenant with one key accepts a token without kid; within the leeway, an expired one too.
     let solo = json!({"iss": "https://auth.solo.test", "aud": "agora-gateway", "sub": "s", "exp": now() - 10});
     let token = sign(Algorithm::HS256, None, &solo, &hs(OTHER_SECRET));
-    assert!(auth.authenticate(Some(&HeaderValue::from_str(&format!("bearer {token}")).unwrap())).is_ok());
+    assert!(block(auth.authenticate(Some(&HeaderValue::from_str(&format!("bearer {token}")).unwrap()))).is_ok());
 }
 
 #[test]

@@ -78,8 +78,9 @@ pub(crate) struct Inner {
     filling: Mutex<HashMap<String, UnderWay>>,
     /// Bumped by every invalidation of a class: a fill that started before is not stored.
     generations: [AtomicU64; 3],
-    ttls: [Duration; 3],
-    stale_for: Duration,
+    /// Freshness by class, and how long past it an entry may still cover a failure (a reload may
+    /// change them).
+    timings: Arc<Timings>,
     /// Bumped when invalidations may have been missed: only entries whose fill started in the
     /// current trust epoch are fresh (the others may still cover a failure, as stale answers).
     trust: AtomicU64,
@@ -88,14 +89,45 @@ pub(crate) struct Inner {
     metrics: Arc<Metrics>,
 }
 
-/// Entries live their class's TTL plus `stale_for`; freshness is decided on read.
+/// The cache's timings, in nanoseconds: the TTL of each class, and `stale_for`.
+#[derive(Default)]
+struct Timings {
+    ttls: [AtomicU64; 3],
+    stale_for: AtomicU64,
+}
+
+impl Timings {
+    fn set(&self, config: &CacheConfig) {
+        let nanos = |duration: Duration| u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+        for (slot, ttl) in self.ttls.iter().zip([config.project_ttl, config.channel_ttl, config.usage_ttl]) {
+            slot.store(nanos(ttl), Ordering::Relaxed);
+        }
+        self.stale_for.store(nanos(config.stale_for), Ordering::Relaxed);
+    }
+
+    fn ttl(&self, class: CacheClass) -> Duration {
+        Duration::from_nanos(self.ttls[class as usize].load(Ordering::Relaxed))
+    }
+
+    fn stale_for(&self) -> Duration {
+        Duration::from_nanos(self.stale_for.load(Ordering::Relaxed))
+    }
+
+    /// How long an entry of `class` is kept: fresh, then stale.
+    fn lifetime(&self, class: CacheClass) -> Duration {
+        self.ttl(class).saturating_add(self.stale_for())
+    }
+}
+
+/// Entries live their class's TTL plus `stale_for` (as they were when the entry was stored);
+/// freshness is decided on read.
 struct ClassExpiry {
-    lifetimes: [Duration; 3],
+    timings: Arc<Timings>,
 }
 
 impl moka::Expiry<String, Arc<Entry>> for ClassExpiry {
     fn expire_after_create(&self, _key: &String, entry: &Arc<Entry>, _now: std::time::Instant) -> Option<Duration> {
-        entry.class.map(|class| self.lifetimes[class as usize])
+        entry.class.map(|class| self.timings.lifetime(class))
     }
 }
 
@@ -121,21 +153,21 @@ pub(crate) struct ResponseCache {
 
 impl ResponseCache {
     pub(crate) fn new(config: &CacheConfig, cluster: Option<Arc<ClusterCache>>, metrics: Arc<Metrics>) -> Self {
-        let ttls = [config.project_ttl, config.channel_ttl, config.usage_ttl];
+        let timings = Arc::new(Timings::default());
+        timings.set(config);
         let entries = moka::future::Cache::builder()
             .max_capacity(config.max_bytes.as_u64())
             .weigher(|key: &String, entry: &Arc<Entry>| {
                 entry.weight.saturating_add(u32::try_from(key.len()).unwrap_or(u32::MAX))
             })
-            .expire_after(ClassExpiry { lifetimes: ttls.map(|ttl| ttl + config.stale_for) })
+            .expire_after(ClassExpiry { timings: timings.clone() })
             .support_invalidation_closures()
             .build();
         let inner = Arc::new(Inner {
             entries,
             filling: Mutex::new(HashMap::new()),
             generations: Default::default(),
-            ttls,
-            stale_for: config.stale_for,
+            timings,
             trust: AtomicU64::new(0),
             cluster,
             metrics,
@@ -147,7 +179,13 @@ impl ResponseCache {
     }
 
     pub(crate) fn ttl(&self, class: CacheClass) -> Duration {
-        self.inner.ttls[class as usize]
+        self.inner.timings.ttl(class)
+    }
+
+    /// A reload: new TTLs and `stale_for` for every lookup from now on (entries already stored
+    /// keep the lifetime they were stored with, at most).
+    pub(crate) fn set_timings(&self, config: &CacheConfig) {
+        self.inner.timings.set(config);
     }
 
     fn is_fresh(&self, entry: &Entry, class: CacheClass) -> bool {
@@ -201,7 +239,7 @@ impl ResponseCache {
                 Ok((entry, status))
             }
             Err(error) if !refresh && may_serve_stale(&error) => {
-                let limit = self.ttl(class) + self.inner.stale_for;
+                let limit = self.inner.timings.lifetime(class);
                 match existing.filter(|entry| entry.age() < limit) {
                     Some(entry) => {
                         tracing::info!(%error, class = class.as_str(), "serving a stale answer");
@@ -410,7 +448,8 @@ impl Inner {
         let class = params.class;
         let generation = self.generations[class as usize].load(Ordering::SeqCst);
         let trust = self.trust.load(Ordering::Acquire);
-        let ttl = self.ttls[class as usize];
+        let ttl = self.timings.ttl(class);
+        let lifetime = self.timings.lifetime(class);
         let cluster = self.cluster.as_ref().filter(|cluster| params.tenant_shared && cluster.is_up());
         let (answer, age, shared) = match cluster {
             None => (upstream.await?, Duration::ZERO, false),
@@ -418,7 +457,7 @@ impl Inner {
                 let terms = cluster::FillTerms {
                     class,
                     fresh_for: ttl,
-                    lifetime: ttl + self.stale_for,
+                    lifetime,
                     wait_until: Instant::now() + params.wait_for_others,
                     refresh: params.refresh,
                 };
@@ -427,7 +466,7 @@ impl Inner {
                     Ok((answer, None)) => (answer, Duration::ZERO, false),
                     Err(failure) => match failure.stale {
                         // The shared tier's stale copy covers what a local one would have.
-                        Some((answer, age)) if may_serve_stale(&failure.error) && age < ttl + self.stale_for => {
+                        Some((answer, age)) if may_serve_stale(&failure.error) && age < lifetime => {
                             tracing::info!(error = %failure.error, "serving the shared tier's stale answer");
                             let mut entry = Entry::new(params.operation, answer)?;
                             entry.backdate(age);

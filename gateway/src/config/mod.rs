@@ -48,9 +48,42 @@ pub struct Config {
     /// The shared response cache.
     #[serde(default)]
     pub(crate) cache: CacheConfig,
+    /// How tenants' JWKS are fetched and kept fresh.
+    #[serde(default)]
+    pub(crate) jwks: JwksConfig,
     /// The internal services that may call the gateway, one entry per tenant.
     #[serde(default)]
     pub(crate) tenants: Vec<TenantConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct JwksConfig {
+    /// A token naming a `kid` the key set lacks makes the gateway fetch the set again — at most
+    /// once per this, per tenant.
+    #[serde(deserialize_with = "human::duration")]
+    pub(crate) unknown_kid_cooldown: Duration,
+    /// The key set is fetched again before its `Cache-Control: max-age` runs out; a shorter
+    /// max-age is raised to this.
+    #[serde(deserialize_with = "human::duration")]
+    pub(crate) refresh_min: Duration,
+    /// ... and a longer one (or none) lowered to this.
+    #[serde(deserialize_with = "human::duration")]
+    pub(crate) refresh_max: Duration,
+    /// One fetch (connect to last byte).
+    #[serde(deserialize_with = "human::duration")]
+    pub(crate) timeout: Duration,
+}
+
+impl Default for JwksConfig {
+    fn default() -> Self {
+        Self {
+            unknown_kid_cooldown: Duration::from_secs(30),
+            refresh_min: Duration::from_secs(60),
+            refresh_max: Duration::from_secs(3600),
+            timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -240,7 +273,26 @@ pub(crate) struct TenantConfig {
     #[serde(default = "defaults::weight")]
     pub(crate) weight: u32,
     /// Keys that verify this tenant's tokens, chosen by the token's `kid`; several at once for rotation.
+    #[serde(default)]
     pub(crate) keys: Vec<KeyConfig>,
+    /// The tenant's identity provider's key set (JWKS), fetched and kept fresh; beside `keys` or
+    /// instead of them.
+    #[serde(default)]
+    pub(crate) jwks_url: Option<String>,
+    /// Find the JWKS at `jwks_uri` of `{issuer}/.well-known/openid-configuration` instead.
+    #[serde(default)]
+    pub(crate) issuer_discovery: bool,
+    /// The algorithms this tenant's JWKS keys may use (a JWK without `alg` takes the one of these
+    /// that fits it); any asymmetric one when left out.
+    #[serde(default)]
+    pub(crate) algorithms: Vec<String>,
+}
+
+impl TenantConfig {
+    /// Whether the tenant's keys come (also) from a JWKS.
+    pub(crate) fn has_jwks(&self) -> bool {
+        self.jwks_url.is_some() || self.issuer_discovery
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

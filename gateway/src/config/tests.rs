@@ -128,3 +128,24 @@ fn generated_secrets_are_fresh_and_long() {
     assert!(a.expose().chars().all(|c| c.is_ascii_hexdigit()));
     assert_ne!(a.expose(), b.expose());
 }
+
+#[test]
+fn a_tenant_may_take_its_keys_from_a_jwks() {
+    let jwks_only = MINIMAL.replace(
+        "keys = [{ kid = \"k1\", alg = \"HS256\", secret = \"0123456789abcdef0123456789abcdef\" }]",
+        "jwks_url = \"https://login.acme.example/certs\"\nalgorithms = [\"RS256\", \"ES256\"]",
+    );
+    let config = parse(&jwks_only).unwrap();
+    assert!(config.tenants[0].has_jwks() && config.tenants[0].keys.is_empty());
+    let cases = [
+        (jwks_only.replace("https://login.acme.example/certs", "ftp://x"), "tenants[0].jwks_url"),
+        (jwks_only.replace("[\"RS256\", \"ES256\"]", "[\"HS256\"]"), "tenants[0].algorithms[0]"),
+        (jwks_only.replace("jwks_url", "issuer_discovery = true\njwks_url"), "tenants[0].issuer_discovery"),
+        (jwks_only.replace("jwks_url = \"https://login.acme.example/certs\"", ""), "tenants[0].keys"),
+        (format!("{jwks_only}\n[jwks]\nrefresh_min = \"2h\"\nrefresh_max = \"1h\"\n"), "jwks.refresh_min"),
+    ];
+    for (text, field) in cases {
+        let error = parse(&text).expect_err(field);
+        assert!(error.field.starts_with(field), "expected an error about {field}, got {error}");
+    }
+}

@@ -69,6 +69,10 @@ impl Config {
             ("cache.channel_ttl", Some(cache.channel_ttl), DAY),
             ("cache.usage_ttl", Some(cache.usage_ttl), DAY),
             ("cache.stale_for", Some(cache.stale_for), 7 * DAY),
+            ("jwks.unknown_kid_cooldown", Some(self.jwks.unknown_kid_cooldown), DAY),
+            ("jwks.refresh_min", Some(self.jwks.refresh_min), DAY),
+            ("jwks.refresh_max", Some(self.jwks.refresh_max), 7 * DAY),
+            ("jwks.timeout", Some(self.jwks.timeout), HOUR),
         ];
         for (field, value, most) in bounded {
             if value.is_some_and(|value| value > Duration::from_secs(most)) {
@@ -78,6 +82,13 @@ impl Config {
         }
         if server.header_read_timeout.is_zero() {
             return Err(ConfigError::new("server.header_read_timeout", "must be more than 0"));
+        }
+        let jwks = &self.jwks;
+        if jwks.timeout.is_zero() || jwks.refresh_min.is_zero() {
+            return Err(ConfigError::new("jwks", "timeout and refresh_min must be more than 0"));
+        }
+        if jwks.refresh_min > jwks.refresh_max {
+            return Err(ConfigError::new("jwks.refresh_min", "must not be longer than jwks.refresh_max"));
         }
         if server.max_token_lifetime.is_some_and(|lifetime| lifetime.is_zero()) {
             return Err(ConfigError::new("server.max_token_lifetime", "must be more than 0 (or \"off\")"));
@@ -252,8 +263,34 @@ impl Config {
             if tenant.project_name_prefix.as_deref() == Some("") {
                 return Err(ConfigError::new(field("project_name_prefix"), "must not be empty (leave it out instead)"));
             }
-            if tenant.keys.is_empty() {
-                return Err(ConfigError::new(field("keys"), "at least one key is needed"));
+            if tenant.keys.is_empty() && !tenant.has_jwks() {
+                return Err(ConfigError::new(field("keys"), "at least one key, or a jwks_url, is needed"));
+            }
+            if tenant.jwks_url.is_some() && tenant.issuer_discovery {
+                return Err(ConfigError::new(
+                    field("issuer_discovery"),
+                    "either jwks_url or issuer_discovery, not both",
+                ));
+            }
+            if let Some(url) = &tenant.jwks_url {
+                check_http_url(url).map_err(|why| ConfigError::new(field("jwks_url"), why))?;
+            }
+            if tenant.issuer_discovery {
+                check_http_url(&tenant.issuer).map_err(|why| {
+                    ConfigError::new(field("issuer"), format!("issuer_discovery needs the issuer to be a URL: {why}"))
+                })?;
+            }
+            for (a, alg) in tenant.algorithms.iter().enumerate() {
+                match crate::auth::keys::parse_algorithm(alg) {
+                    Ok(alg) if !crate::auth::keys::is_hmac(alg) => {}
+                    Ok(_) => {
+                        return Err(ConfigError::new(
+                            field(&format!("algorithms[{a}]")),
+                            "JWKS keys are public keys: HS* algorithms are not accepted from a JWKS",
+                        ));
+                    }
+                    Err(error) => return Err(ConfigError::new(field(&format!("algorithms[{a}]")), error.to_string())),
+                }
             }
             for k in 0..tenant.keys.len() {
                 let (earlier_keys, rest) = tenant.keys.split_at_mut(k);
@@ -272,4 +309,13 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// An http(s) URL, or why not.
+fn check_http_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|error| format!("not a URL ({error})"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err("must be an http(s) URL".into());
+    }
+    Ok(())
 }

@@ -78,6 +78,7 @@ mod tests {
             subject: "s".into(),
             scopes: scopes.iter().copied().collect::<ScopeSet>(),
             expires_at: 0,
+            jwks_kid: None,
         }
     }
 

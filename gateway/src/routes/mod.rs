@@ -83,7 +83,7 @@ async fn handle(
 ) -> Response {
     inbound.slot.set_operation(operation.id());
     // 2. auth
-    let principal = match gateway.auth.authenticate(inbound.authorization.as_ref()) {
+    let principal = match gateway.auth.load().authenticate(inbound.authorization.as_ref()).await {
         Ok(principal) => principal,
         Err(error) => return error.into_response(),
     };
@@ -122,7 +122,7 @@ mod tests {
             scopes = ["projects:read"]
             keys = [{ kid = "k", alg = "HS256", secret = "0123456789abcdef0123456789abcdef" }]
         "#;
-        Gateway::new(&Config::parse(config, std::path::Path::new(".")).unwrap()).await.unwrap()
+        Gateway::new(&Config::parse(config, std::path::Path::new(".")).unwrap(), None).await.unwrap()
     }
 
     /// Every row of the table is routed, with and without a trailing slash, and labelled with its

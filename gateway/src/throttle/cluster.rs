@@ -168,14 +168,33 @@ pub(crate) struct ClusterBudget {
     alive_key: String,
     active_key: String,
     replica_id: String,
-    rate: u32,
-    safety_margin: f64,
     configured_replicas: u32,
-    interval: Duration,
-    tolerance: Duration,
+    /// Rate, margin and the slot spacing they make (a reload may change them).
+    pacing: std::sync::RwLock<Pacing>,
     active_replicas: AtomicU32,
     state: Mutex<State>,
     metrics: Arc<Metrics>,
+}
+
+/// The shared budget's pace.
+#[derive(Debug, Clone, Copy)]
+struct Pacing {
+    rate: u32,
+    safety_margin: f64,
+    interval: Duration,
+    tolerance: Duration,
+}
+
+impl Pacing {
+    fn of(config: &ThrottleConfig) -> Self {
+        let interval = interval_for(config.rate, config.burst, config.safety_margin);
+        Self {
+            rate: config.rate,
+            safety_margin: config.safety_margin,
+            interval,
+            tolerance: interval * config.burst.saturating_sub(1),
+        }
+    }
 }
 
 fn micros(duration: Duration) -> u64 {
@@ -203,7 +222,6 @@ impl ClusterBudget {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         let connection = ConnectionManager::new_lazy_with_config(client, connection_config).map_err(invalid)?;
-        let interval = interval_for(config.rate, config.burst, config.safety_margin);
         let configured_replicas = config.replicas.unwrap_or(1);
         let prefix = format!("{}:{account}", config.redis_key_prefix);
         let now = Instant::now();
@@ -221,11 +239,8 @@ impl ClusterBudget {
             alive_key: format!("{prefix}:replicas"),
             active_key: format!("{prefix}:active"),
             replica_id: format!("{}-{:016x}", std::process::id(), fastrand::u64(..)),
-            rate: config.rate,
-            safety_margin: config.safety_margin,
             configured_replicas,
-            interval,
-            tolerance: interval * config.burst.saturating_sub(1),
+            pacing: std::sync::RwLock::new(Pacing::of(config)),
             active_replicas: AtomicU32::new(1),
             state: Mutex::new(State {
                 mode: Mode::Shared,
@@ -249,12 +264,26 @@ impl ClusterBudget {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    fn pacing(&self) -> Pacing {
+        *self.pacing.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A reload changed the rate, burst or margin: every reservation from now on uses them, and
+    /// so does the fallback share.
+    pub(crate) fn reconfigure(&self, config: &ThrottleConfig) {
+        let pacing = Pacing::of(config);
+        *self.pacing.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = pacing;
+        let mut state = self.state();
+        let replicas = state.replicas_seen.max(self.configured_replicas).max(1);
+        state.local.reconfigure(fallback_interval(pacing.rate, replicas, pacing.safety_margin), 1);
+    }
+
     /// The interval this replica can count on: the budget's, times the replicas reserving lately.
     pub(crate) fn effective_interval(&self) -> Duration {
         let state = self.state();
         match state.mode {
             Mode::Fallback => state.local.interval(),
-            _ => self.interval * self.active_replicas.load(Ordering::Relaxed).max(1),
+            _ => self.pacing().interval * self.active_replicas.load(Ordering::Relaxed).max(1),
         }
     }
 
@@ -284,8 +313,8 @@ impl ClusterBudget {
         invocation
             .key(&self.active_key)
             .key(&self.last_key)
-            .arg(micros(self.interval))
-            .arg(micros(self.tolerance))
+            .arg(micros(self.pacing().interval))
+            .arg(micros(self.pacing().tolerance))
             .arg(micros(earliest))
             .arg(&self.replica_id)
             .arg(&token);
@@ -314,12 +343,13 @@ impl ClusterBudget {
     /// of its report window, plus one interval, when it never reports or Redis cannot say).
     pub(crate) async fn after_predecessor(&self, reservation: &Reservation) {
         let Some((previous, previous_due)) = &reservation.after else { return };
-        let give_up = *previous_due + REPORT_WINDOW + self.interval;
+        let interval = self.pacing().interval;
+        let give_up = *previous_due + REPORT_WINDOW + interval;
         let key = format!("{}{previous}", self.departed_prefix);
         loop {
             let mut connection = self.connection.clone();
             let mut invocation = self.after_script.key(&key);
-            invocation.arg(micros(self.interval));
+            invocation.arg(micros(interval));
             let invocation = invocation.invoke_async::<i64>(&mut connection);
             match tokio::time::timeout(REDIS_TIMEOUT, invocation).await {
                 Ok(Ok(wait_us)) if wait_us >= 0 => {
@@ -343,7 +373,9 @@ impl ClusterBudget {
                 "Redis is unreachable: falling back to a local share of the upstream budget (rate / {replicas})"
             );
             state.mode = Mode::Fallback;
-            let mut local = Gcra::new(fallback_interval(self.rate, replicas, self.safety_margin), 1, now.into_std());
+            let pacing = self.pacing();
+            let mut local =
+                Gcra::new(fallback_interval(pacing.rate, replicas, pacing.safety_margin), 1, now.into_std());
             local.pause_until((now + FALLBACK_QUIET).into_std());
             state.local = local;
             self.metrics.redis_up.set(0);
@@ -364,7 +396,7 @@ impl ClusterBudget {
         let Some(token) = reservation.token else { return };
         let mut connection = self.connection.clone();
         let mut invocation = self.departed_script.key(&self.tat_key);
-        invocation.key(format!("{}{token}", self.departed_prefix)).arg(micros(self.interval));
+        invocation.key(format!("{}{token}", self.departed_prefix)).arg(micros(self.pacing().interval));
         let invocation = invocation.invoke_async::<i64>(&mut connection);
         match tokio::time::timeout(REDIS_TIMEOUT, invocation).await {
             Ok(Ok(_)) => {}

@@ -25,6 +25,8 @@ struct Queued<T> {
 
 struct Lane<T> {
     weight: u32,
+    /// Its tenant was removed from the configuration: nothing is admitted any more.
+    retired: bool,
     /// When this tenant last had a request admitted: it counts as active for one `max_wait` after.
     last_admitted: Option<Instant>,
     /// Smooth weighted round robin state.
@@ -74,6 +76,7 @@ impl<T> FairQueue<T> {
             .iter()
             .map(|&weight| Lane {
                 weight: weight.max(1),
+                retired: false,
                 last_admitted: None,
                 current: 0,
                 by_priority: Default::default(),
@@ -84,6 +87,40 @@ impl<T> FairQueue<T> {
 
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// Lane `index` with `weight` from now on (a reload): a new lane if there is none yet.
+    pub(crate) fn set_lane(&mut self, index: usize, weight: u32) {
+        while self.lanes.len() <= index {
+            self.lanes.push(Lane {
+                weight: 1,
+                retired: true,
+                last_admitted: None,
+                current: 0,
+                by_priority: Default::default(),
+            });
+        }
+        let lane = &mut self.lanes[index];
+        lane.weight = weight.max(1);
+        lane.retired = false;
+    }
+
+    /// Lane `index`'s tenant is gone: its waiting requests are handed back, and nothing more is
+    /// admitted there.
+    pub(crate) fn retire(&mut self, index: usize) -> Vec<T> {
+        let Some(lane) = self.lanes.get_mut(index) else { return Vec::new() };
+        lane.retired = true;
+        lane.last_admitted = None;
+        lane.current = 0;
+        let drained: Vec<T> =
+            lane.by_priority.iter_mut().flat_map(|queue| queue.drain(..)).map(|q| q.payload).collect();
+        self.len -= drained.len();
+        drained
+    }
+
+    /// Whether lane `index` belongs to a tenant that is gone.
+    pub(crate) fn is_retired(&self, index: usize) -> bool {
+        self.lanes.get(index).is_none_or(|lane| lane.retired)
     }
 
     pub(crate) fn is_empty(&self) -> bool {

@@ -24,6 +24,12 @@ impl Gcra {
         self.interval
     }
 
+    /// A new pace (a reload): slots after the next are spaced by `interval`.
+    pub(crate) fn reconfigure(&mut self, interval: Duration, burst: u32) {
+        self.interval = interval;
+        self.tolerance = interval * burst.saturating_sub(1);
+    }
+
     /// The earliest instant at or after `now` at which a slot may be granted.
     pub(crate) fn next_slot(&self, now: Instant) -> Instant {
         let earliest = self.tat.checked_sub(self.tolerance).unwrap_or(self.tat);

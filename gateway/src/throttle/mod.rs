@@ -78,8 +78,8 @@ struct Shared {
     /// Wakes the dispatcher: work arrived, or the throttle was dropped.
     work: Arc<Notify>,
     slots: Slots,
-    interval: Duration,
-    max_wait: Duration,
+    /// The local slot spacing and the longest queueing (a reload may change them).
+    pacing: std::sync::RwLock<(Duration, Duration)>,
     metrics: Arc<Metrics>,
 }
 
@@ -97,12 +97,22 @@ impl Shared {
     /// Interval the queue can count on: the whole budget locally; in a cluster, the share of it
     /// this replica gets while the other busy replicas take theirs.
     fn pace(&self, now: Instant) -> Pace {
+        let (local_interval, max_wait) = self.pacing();
         let (next_slot, interval) = match &self.slots {
-            Slots::Local(gcra) => (lock(gcra).next_slot(now.into_std()), self.interval),
+            Slots::Local(gcra) => (lock(gcra).next_slot(now.into_std()), local_interval),
             Slots::Cluster(cluster) => (now.into_std(), cluster.effective_interval()),
         };
-        Pace { next_slot, interval, max_wait: self.max_wait }
+        Pace { next_slot, interval, max_wait }
     }
+
+    fn pacing(&self) -> (Duration, Duration) {
+        *self.pacing.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A request of a tenant a reload removed, still waiting or arriving late.
+fn tenant_removed() -> GatewayError {
+    GatewayError::Unauthorized("the token's tenant was removed from the gateway's configuration".into())
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -178,8 +188,7 @@ impl Throttle {
             queue: Mutex::new(FairQueue::new(&weights)),
             work: Arc::new(Notify::new()),
             slots,
-            interval,
-            max_wait: config.max_wait,
+            pacing: std::sync::RwLock::new((interval, config.max_wait)),
             metrics,
         });
         tokio::spawn(dispatch(Arc::downgrade(&shared), shared.work.clone()));
@@ -187,7 +196,33 @@ impl Throttle {
     }
 
     pub(crate) fn max_wait(&self) -> Duration {
-        self.shared.max_wait
+        self.shared.pacing().1
+    }
+
+    /// A reload: the new rate, burst, margin and `max_wait`, and the tenants' lanes — kept, new,
+    /// re-weighted; a removed tenant's waiting requests are answered at once (401: the tenant is
+    /// gone), and its lane admits nothing more.
+    pub(crate) fn reconfigure(&self, config: &ThrottleConfig, lanes: &crate::auth::LaneChanges) {
+        let shared = &self.shared;
+        let interval = interval_for(config.rate, config.burst, config.safety_margin);
+        *shared.pacing.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = (interval, config.max_wait);
+        match &shared.slots {
+            Slots::Local(gcra) => lock(gcra).reconfigure(interval, config.burst),
+            Slots::Cluster(cluster) => cluster.reconfigure(config),
+        }
+        let mut queue = shared.queue();
+        for (lane, weight) in &lanes.lanes {
+            queue.set_lane(*lane, *weight);
+        }
+        let heaviest = lanes.lanes.iter().map(|(_, weight)| *weight).max().unwrap_or(1);
+        queue.set_lane(shared.shared_lane, heaviest);
+        for lane in &lanes.removed {
+            // Dropping a waiter's sender ends its wait; it finds its lane retired.
+            drop(queue.retire(*lane));
+        }
+        shared.metrics.throttle_queue_depth.set(queue.len() as i64);
+        drop(queue);
+        shared.work.notify_one();
     }
 
     /// Waits for an upstream slot, or refuses at once when the wait would pass `deadline`
@@ -202,12 +237,15 @@ impl Throttle {
     ) -> Result<Permit, GatewayError> {
         let shared = &self.shared;
         let now = Instant::now();
-        let deadline = deadline.min(now + shared.max_wait);
+        let deadline = deadline.min(now + shared.pacing().1);
         let lane = if promotion.is_some_and(Promotion::is_raised) { shared.shared_lane } else { tenant.index };
         let (granted, mut wait_for_grant) = oneshot::channel();
         {
             let pace = shared.pace(now);
             let mut queue = shared.queue();
+            if queue.is_retired(lane) {
+                return Err(tenant_removed());
+            }
             queue.retain(|waiter| !waiter.granted.is_closed());
             let admitted = queue.admit(lane, priority, deadline.into_std(), Waiter { granted }, now.into_std(), &pace);
             shared.metrics.throttle_queue_depth.set(queue.len() as i64);
@@ -217,7 +255,10 @@ impl Throttle {
             }
         }
         shared.work.notify_one();
-        let stopped = || GatewayError::Internal("the throttle's dispatcher stopped".into());
+        let stopped = || match shared.queue().is_retired(tenant.index) {
+            true => tenant_removed(),
+            false => GatewayError::Internal("the throttle's dispatcher stopped".into()),
+        };
         let grant = match promotion.filter(|_| lane != shared.shared_lane) {
             None => wait_for_grant.await.map_err(|_| stopped())?,
             Some(promotion) => tokio::select! {
