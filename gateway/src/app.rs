@@ -37,7 +37,7 @@ use crate::metrics::Metrics;
 use crate::policy::{CacheClass, Invalidation, Scope};
 use crate::routes::{self, Directives, HasBodyLimit};
 use crate::throttle::{ClusterBudget, Promotion, Throttle};
-use crate::upstream::{Answer, Upstream};
+use crate::upstream::{Answer, Attempt, Retry, Upstream};
 use crate::{docs, egress, ops};
 
 /// Everything a request needs; one per process.
@@ -56,6 +56,8 @@ pub(crate) struct Gateway {
     pub(crate) limits: crate::server::Limits,
     /// `/metrics` is served on `server.admin_listen`, not on the main listener.
     pub(crate) admin_listener: bool,
+    /// The audit trail of writes and admin actions (`audit.rs`).
+    pub(crate) audit: crate::audit::Audit,
     /// The file the config came from (what a reload reads again), if it came from one.
     pub(crate) config_path: Option<std::path::PathBuf>,
     /// The configuration applied now; held by a reload while it runs.
@@ -84,13 +86,13 @@ impl Gateway {
         let auth = Authenticator::new(config, metrics.clone()).map_err(anyhow::Error::msg)?;
         auth.fetch_new_key_sets().await;
         let (customer_id, customer_secret) = account_credentials(config)?;
-        let (sandbox, base_url) = if config.upstream.is_embedded_sandbox() {
+        let (sandbox, base_urls) = if config.upstream.is_embedded_sandbox() {
             let (sandbox, base_url) = embedded::start(&customer_id, &customer_secret).await?;
-            (Some(sandbox), base_url)
+            (Some(sandbox), vec![base_url])
         } else {
-            (None, config.upstream.base_url.clone())
+            (None, config.upstream.domains())
         };
-        let upstream = Upstream::new(&base_url, &customer_id, &customer_secret, &config.upstream, metrics.clone())?;
+        let upstream = Upstream::new(&base_urls, &customer_id, &customer_secret, &config.upstream, metrics.clone())?;
         let throttle = budget(config, &auth, &customer_id, &metrics)?;
         let cluster = match &config.throttle.redis_url {
             Some(url) => {
@@ -99,17 +101,19 @@ impl Gateway {
             }
             None => None,
         };
+        let metrics_for_audit = metrics.clone();
         Ok(Arc::new(Self {
             auth: arc_swap::ArcSwap::from_pointee(auth),
             cache: ResponseCache::new(&config.cache, cluster, metrics.clone()),
             throttle,
-            upstream: Arc::new(upstream),
+            upstream,
             metrics,
             request_timeout: config.request_timeout(),
             max_body: usize::try_from(config.server.max_body.as_u64()).unwrap_or(usize::MAX),
             openapi: docs::document(),
             limits: crate::server::Limits::new(&config.server),
             admin_listener: config.server.admin_listen.is_some(),
+            audit: crate::audit::Audit::new(&config.audit, metrics_for_audit)?,
             config_path,
             applied: tokio::sync::Mutex::new(config.clone()),
             _sandbox: sandbox,
@@ -317,21 +321,45 @@ impl Fetcher {
             Some(latest) => latest.min(queue_until),
             None => queue_until,
         };
-        self.throttle.acquire(&self.tenant, policy.priority, deadline, promotion).await?.sending();
-        match self.upstream.execute(&call).await {
-            Err(GatewayError::Upstream(refused)) if refused.status.as_u16() == 429 => {
-                let pause =
-                    refused.retry_after().unwrap_or(Duration::from_secs(1)).min(self.upstream.max_retry_after());
-                self.throttle.pause(pause);
-                if !policy.is_idempotent_read()
-                    || Instant::now().checked_add(pause).is_none_or(|after| after >= deadline)
-                {
-                    return Err(GatewayError::Upstream(refused));
-                }
-                self.throttle.acquire(&self.tenant, policy.priority, deadline, promotion).await?.sending();
-                self.upstream.execute(&call).await
+        let (mut attempts, mut paused) = (0, false);
+        // The outcome of the last attempt, answered if no slot comes for the next one.
+        let mut last: Option<Result<Answer, GatewayError>> = None;
+        loop {
+            // Every attempt spends a slot: Agora counts them all.
+            match self.throttle.acquire(&self.tenant, policy.priority, deadline, promotion).await {
+                Ok(permit) => permit.sending(),
+                Err(refused) => return last.unwrap_or(Err(refused)),
             }
-            result => result,
+            attempts += 1;
+            let Attempt { result, retry } = self.upstream.execute(&call).await;
+            // Another domain: at once when the request was not sent; for a read, while its
+            // deadline allows; a write that may have been sent is never sent twice.
+            let fail_over = attempts < self.upstream.domains()
+                && match retry {
+                    Retry::NotSent => true,
+                    Retry::IfIdempotent => policy.is_idempotent_read() && Instant::now() < deadline,
+                    Retry::No => false,
+                };
+            if fail_over {
+                last = Some(result);
+                continue;
+            }
+            match result {
+                // Agora answered 429 anyway: the budget pauses (for its `Retry-After`, at most
+                // `upstream.max_retry_after`) and an idempotent read is tried once more.
+                Err(GatewayError::Upstream(refused)) if refused.status.as_u16() == 429 && !paused => {
+                    let pause =
+                        refused.retry_after().unwrap_or(Duration::from_secs(1)).min(self.upstream.max_retry_after());
+                    self.throttle.pause(pause);
+                    let too_late = Instant::now().checked_add(pause).is_none_or(|after| after >= deadline);
+                    if !policy.is_idempotent_read() || too_late {
+                        return Err(GatewayError::Upstream(refused));
+                    }
+                    paused = true;
+                    last = Some(Err(GatewayError::Upstream(refused)));
+                }
+                result => return result,
+            }
         }
     }
 }

@@ -65,6 +65,20 @@ enum Command {
         #[arg(long, default_value = "agora-gateway-cli")]
         sub: String,
     },
+    /// Print the audit trail (`audit.sink = "file"`): who did what, and how it ended.
+    Audit {
+        #[arg(long, env = "AGORA_GATEWAY_CONFIG")]
+        config: PathBuf,
+        /// Only this tenant's events.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only events of the last ..., e.g. 1h, 30m, 7d.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<Duration>,
+        /// Only this operation (an operationId, `purge_cache`, `reload`).
+        #[arg(long)]
+        operation: Option<String>,
+    },
     /// Print the gateway's OpenAPI document (what /openapi.json serves).
     Openapi,
     /// Run the demo: the embedded sandbox, three demo tenants, and a token for each.
@@ -81,6 +95,9 @@ pub fn main() -> ExitCode {
         Command::CheckConfig { config, offline } => check_config(&config, offline),
         Command::Token { config, tenant, scope, ttl, key, kid, sub } => {
             token(&config, &tenant, &scope, ttl, key.as_deref(), kid.as_deref(), &sub)
+        }
+        Command::Audit { config, tenant, since, operation } => {
+            audit(&config, tenant.as_deref(), since, operation.as_deref())
         }
         Command::Openapi => {
             println!("{}", serde_json::to_string_pretty(&docs::document()).expect("JSON"));
@@ -176,6 +193,50 @@ fn display_kid(kid: &str) -> &str {
     if kid.is_empty() { "(no kid)" } else { kid }
 }
 
+fn audit(
+    path: &std::path::Path,
+    tenant: Option<&str>,
+    since: Option<Duration>,
+    operation: Option<&str>,
+) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let file = match (config.audit.sink, &config.audit.path) {
+        (crate::config::AuditSink::File, Some(file)) => file.clone(),
+        _ => anyhow::bail!("{}: the audit goes to the log (audit.sink = \"log\"); read it there", path.display()),
+    };
+    let since = since
+        .map(|since| chrono::Duration::from_std(since).map(|since| chrono::Utc::now() - since))
+        .transpose()
+        .map_err(|_| anyhow::anyhow!("--since is too long"))?;
+    let (events, unreadable) = crate::audit::read(&file, tenant, since, operation)?;
+    println!(
+        "time | tenant | subject | operation | target | status | outcome | reason | request id | Agora's request id"
+    );
+    println!("---|---|---|---|---|---|---|---|---|---");
+    for event in &events {
+        let target: Vec<String> = event.target.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!(
+            "{} | {} | {} | {} | {} | {} | {} | {} | {} | {}",
+            event.time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            event.tenant.as_deref().unwrap_or("-"),
+            event.subject.as_deref().unwrap_or("-"),
+            event.operation,
+            target.join(" "),
+            event.status,
+            event.outcome.as_str(),
+            event.reason.as_deref().unwrap_or(""),
+            event.request_id.as_deref().unwrap_or(""),
+            event.upstream_request_id.as_deref().unwrap_or(""),
+        );
+    }
+    eprintln!(
+        "{} event(s){}",
+        events.len(),
+        if unreadable > 0 { format!(", {unreadable} unreadable line(s) skipped") } else { String::new() }
+    );
+    Ok(())
+}
+
 fn token(
     path: &std::path::Path,
     tenant: &str,
@@ -262,6 +323,7 @@ async fn serve_until_signal(
 ) -> anyhow::Result<()> {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     reload_on_sighup(gateway.clone());
+    reopen_audit_on_sigusr1(gateway.clone());
     let mut server = tokio::spawn(serve(gateway, listener, admin, async move {
         let _ = stopped.await;
     }));
@@ -289,6 +351,22 @@ fn reload_on_sighup(gateway: std::sync::Arc<Gateway>) {
             tracing::info!("SIGHUP: reloading the configuration");
             // The outcome is logged and counted by the reload itself.
             let _ = gateway.reload().await;
+        }
+    });
+    #[cfg(not(unix))]
+    drop(gateway);
+}
+
+/// SIGUSR1: the audit file is opened again by name (after a rotation).
+fn reopen_audit_on_sigusr1(gateway: std::sync::Arc<Gateway>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut signals) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()) else {
+            tracing::warn!("cannot listen for SIGUSR1: the audit file cannot be reopened");
+            return;
+        };
+        while signals.recv().await.is_some() {
+            gateway.audit.reopen();
         }
     });
     #[cfg(not(unix))]

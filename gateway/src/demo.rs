@@ -43,6 +43,7 @@ pub(crate) fn config() -> Config {
         },
         upstream: UpstreamConfig {
             base_url: crate::config::EMBEDDED_SANDBOX.into(),
+            base_urls: vec![],
             customer_id: None,
             customer_secret: None,
             timeout: Duration::from_secs(10),
@@ -53,6 +54,7 @@ pub(crate) fn config() -> Config {
         throttle: Default::default(),
         cache: Default::default(),
         jwks: Default::default(),
+        audit: Default::default(),
         tenants: vec![
             tenant(
                 "acme",

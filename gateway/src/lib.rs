@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 mod app;
+mod audit;
 mod auth;
 mod authorize;
 mod cache;

@@ -74,6 +74,14 @@ pub(crate) struct Metrics {
     pub(crate) jwks_keys: Family<TenantLabels, Gauge>,
     pub(crate) jwks_fetch_failures: Family<TenantLabels, Counter>,
     pub(crate) config_reloads: Family<ResultLabels, Counter>,
+    pub(crate) upstream_domain_up: Family<DomainLabels, Gauge>,
+    pub(crate) upstream_failovers: Family<DomainLabels, Counter>,
+    pub(crate) audit_write_failures: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct DomainLabels {
+    pub(crate) domain: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -174,6 +182,24 @@ impl Metrics {
             "Configuration reloads (SIGHUP, POST /admin/reload) by result: applied, or failed (nothing changed)",
             config_reloads.clone(),
         );
+        let upstream_domain_up = Family::default();
+        registry.register(
+            "upstream_domain_up",
+            "1 while an upstream domain takes calls, 0 while it is skipped after a failure",
+            upstream_domain_up.clone(),
+        );
+        let upstream_failovers = Family::default();
+        registry.register(
+            "upstream_failovers",
+            "Failures of an upstream domain that sent its calls to the next one",
+            upstream_failovers.clone(),
+        );
+        let audit_write_failures = Counter::default();
+        registry.register(
+            "audit_write_failures",
+            "Audit events that could not be written to the audit sink",
+            audit_write_failures.clone(),
+        );
         Self {
             registry,
             request_handles: std::sync::RwLock::default(),
@@ -193,6 +219,9 @@ impl Metrics {
             jwks_keys,
             jwks_fetch_failures,
             config_reloads,
+            upstream_domain_up,
+            upstream_failovers,
+            audit_write_failures,
         }
     }
 

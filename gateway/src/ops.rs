@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::app::Gateway;
-use crate::auth::Authenticated;
+use crate::audit::{Event, Outcome};
+use crate::auth::{Authenticated, Principal};
 use crate::error::GatewayError;
 use crate::policy::{CacheClass, Scope};
 use crate::routes::{BoundedBody, method_not_allowed};
@@ -153,18 +154,47 @@ pub(crate) struct ReloadAnswer {
 pub(crate) async fn reload(
     State(gateway): State<Arc<Gateway>>,
     Authenticated(principal): Authenticated,
+    headers: HeaderMap,
 ) -> Result<Json<ReloadAnswer>, GatewayError> {
     if !principal.has(Scope::Admin) {
-        return Err(GatewayError::InsufficientScope { scope: Scope::Admin });
+        let error = GatewayError::InsufficientScope { scope: Scope::Admin };
+        gateway.audit.record(&refused_admin_event("reload", &principal, &headers, &error));
+        return Err(error);
     }
     tracing::info!(tenant = principal.tenant.id, subject = principal.subject, "configuration reload asked for");
     match gateway.reload().await {
-        Ok(reloaded) => Ok(Json(ReloadAnswer {
-            tenants: reloaded.tenants,
-            restart_needed: reloaded.restart_needed.iter().map(ToString::to_string).collect(),
-        })),
-        Err(error) => Err(GatewayError::Unprocessable(error.to_string())),
+        Ok(reloaded) => {
+            gateway.audit.record(&admin_event("reload", &principal, &headers, 200));
+            Ok(Json(ReloadAnswer {
+                tenants: reloaded.tenants,
+                restart_needed: reloaded.restart_needed.iter().map(ToString::to_string).collect(),
+            }))
+        }
+        Err(error) => {
+            let error = GatewayError::Unprocessable(error.to_string());
+            gateway.audit.record(&refused_admin_event("reload", &principal, &headers, &error));
+            Err(error)
+        }
     }
+}
+
+/// The audit event of an admin action that was done.
+fn admin_event(operation: &str, principal: &Principal, headers: &HeaderMap, status: u16) -> Event {
+    let mut event = Event::new(operation);
+    event.request_id = headers.get("x-request-id").and_then(|id| id.to_str().ok()).map(str::to_string);
+    event.tenant = Some(principal.tenant.id.clone());
+    event.subject = Some(principal.subject.clone());
+    event.status = status;
+    event.outcome = Outcome::Ok;
+    event
+}
+
+/// The audit event of an admin action that was refused.
+fn refused_admin_event(operation: &str, principal: &Principal, headers: &HeaderMap, error: &GatewayError) -> Event {
+    let mut event = admin_event(operation, principal, headers, error.status().as_u16());
+    event.outcome = Outcome::Refused;
+    event.reason = Some(error.to_string());
+    event
 }
 
 #[derive(Deserialize, ToSchema, Default)]
@@ -195,10 +225,13 @@ pub(crate) struct PurgeAnswer {
 pub(crate) async fn purge_cache(
     State(gateway): State<Arc<Gateway>>,
     Authenticated(principal): Authenticated,
+    headers: HeaderMap,
     BoundedBody(body): BoundedBody,
 ) -> Result<Json<PurgeAnswer>, GatewayError> {
     if !principal.has(Scope::Admin) {
-        return Err(GatewayError::InsufficientScope { scope: Scope::Admin });
+        let error = GatewayError::InsufficientScope { scope: Scope::Admin };
+        gateway.audit.record(&refused_admin_event("purge_cache", &principal, &headers, &error));
+        return Err(error);
     }
     let request: PurgeRequest = if body.iter().all(u8::is_ascii_whitespace) {
         PurgeRequest::default()
@@ -213,5 +246,8 @@ pub(crate) async fn purge_cache(
     };
     gateway.cache.purge(class).await;
     tracing::info!(tenant = principal.tenant.id, subject = principal.subject, class = ?class.map(CacheClass::as_str), "cache purged");
+    let mut event = admin_event("purge_cache", &principal, &headers, 200);
+    event.target.insert("class".into(), class.map_or("all", CacheClass::as_str).to_string());
+    gateway.audit.record(&event);
     Ok(Json(PurgeAnswer { purged: class.map_or("all", CacheClass::as_str).to_string() }))
 }

@@ -111,6 +111,7 @@ pub(crate) fn router(state: Arc<SandboxState>) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), gatekeeper));
     let hooks = Router::new()
         .route("/stats", get(stats))
+        .route("/arrivals", get(arrivals))
         .route("/faults", post(set_faults))
         .route("/reset", post(reset))
         .route("/channels", post(join_channel));
@@ -458,6 +459,12 @@ async fn list_channels(State(state): AppState, Path(appid): Path<String>, RawQue
 
 async fn stats(State(state): AppState) -> axum::Json<crate::Stats> {
     axum::Json(state.traffic().stats())
+}
+
+/// `GET /__sandbox/arrivals`: when the last 100,000 `/dev` requests arrived, in µs since the Unix
+/// epoch (merge several sandboxes' to check a budget across them).
+async fn arrivals(State(state): AppState) -> axum::Json<Value> {
+    axum::Json(json!({ "unix_us": state.traffic().arrivals() }))
 }
 
 fn hook_error(message: impl Into<String>) -> Response {

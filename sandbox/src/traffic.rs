@@ -91,6 +91,9 @@ pub(crate) enum Admission {
     Admitted { delay: Duration, fail_with: Option<FaultAnswer> },
 }
 
+/// How many arrivals the log keeps.
+const ARRIVAL_LOG: usize = 100_000;
+
 pub(crate) struct Traffic {
     rate_limit: u32,
     base_latency: Duration,
@@ -98,6 +101,9 @@ pub(crate) struct Traffic {
     admitted: VecDeque<Instant>,
     /// Arrival times of every request within the last second (for `max_in_1s`).
     arrivals: VecDeque<Instant>,
+    /// Arrival times of the last `ARRIVAL_LOG` requests, in µs since the Unix epoch (a wall
+    /// clock, so the logs of several sandboxes can be merged).
+    log: VecDeque<u64>,
     stats: Stats,
     faults: Faults,
 }
@@ -116,6 +122,7 @@ impl Traffic {
             base_latency,
             admitted: VecDeque::new(),
             arrivals: VecDeque::new(),
+            log: VecDeque::new(),
             stats: Stats::default(),
             faults: Faults::default(),
         }
@@ -132,6 +139,12 @@ impl Traffic {
 
     pub(crate) fn arrive(&mut self, now: Instant, path: &str) -> Admission {
         self.stats.requests += 1;
+        let wall = std::time::SystemTime::now().checked_sub(now.elapsed()).unwrap_or_else(std::time::SystemTime::now);
+        let unix_us = wall.duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_micros() as u64);
+        if self.log.len() == ARRIVAL_LOG {
+            self.log.pop_front();
+        }
+        self.log.push_back(unix_us);
         expire(&mut self.arrivals, now);
         self.arrivals.push_back(now);
         self.stats.max_in_1s = self.stats.max_in_1s.max(self.arrivals.len() as u64);
@@ -169,6 +182,11 @@ impl Traffic {
         self.stats.clone()
     }
 
+    /// The arrival log (`GET /__sandbox/arrivals`).
+    pub(crate) fn arrivals(&self) -> Vec<u64> {
+        self.log.iter().copied().collect()
+    }
+
     pub(crate) fn set_faults(&mut self, faults: Faults) {
         self.faults = faults;
     }
@@ -179,6 +197,7 @@ impl Traffic {
         self.faults = Faults::default();
         self.admitted.clear();
         self.arrivals.clear();
+        self.log.clear();
     }
 }
 

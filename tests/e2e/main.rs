@@ -1,10 +1,12 @@
 //! The end-to-end suite: one test binary, a module per area, real sockets on 127.0.0.1.
 
+mod audit;
 mod auth;
 mod cache;
 mod cluster;
 mod coherence;
 mod common;
+mod failover;
 mod gateway;
 mod hardening;
 mod identity;

@@ -51,9 +51,32 @@ pub struct Config {
     /// How tenants' JWKS are fetched and kept fresh.
     #[serde(default)]
     pub(crate) jwks: JwksConfig,
+    /// Where the audit trail of writes and admin actions goes.
+    #[serde(default)]
+    pub(crate) audit: AuditConfig,
     /// The internal services that may call the gateway, one entry per tenant.
     #[serde(default)]
     pub(crate) tenants: Vec<TenantConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct AuditConfig {
+    /// `log`: one line per event in the log stream (target `audit`); `file`: JSON lines appended
+    /// to `path` (reopened on SIGUSR1, for log rotation).
+    pub(crate) sink: AuditSink,
+    /// The audit file (relative to the config file), with `sink = "file"`.
+    pub(crate) path: Option<PathBuf>,
+    /// Audit reads too (by default only writes and admin actions are).
+    pub(crate) reads: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum AuditSink {
+    #[default]
+    Log,
+    File,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -157,7 +180,12 @@ pub(crate) const EMBEDDED_SANDBOX: &str = "sandbox";
 #[serde(deny_unknown_fields)]
 pub(crate) struct UpstreamConfig {
     /// Base URL of the Console API (`https://api.agora.io/dev`), or `sandbox` for the embedded simulator.
+    #[serde(default)]
     pub(crate) base_url: String,
+    /// Base URLs of the Console API on several domains, in order of preference (instead of
+    /// `base_url`): calls go to the first that answers.
+    #[serde(default)]
+    pub(crate) base_urls: Vec<String>,
     /// Customer ID (Basic user name); optional with `sandbox`, which then makes one up.
     #[serde(default)]
     pub(crate) customer_id: Option<Secret>,
@@ -182,6 +210,11 @@ pub(crate) struct UpstreamConfig {
 impl UpstreamConfig {
     pub(crate) fn is_embedded_sandbox(&self) -> bool {
         self.base_url == EMBEDDED_SANDBOX
+    }
+
+    /// The API's base URLs, in order of preference.
+    pub(crate) fn domains(&self) -> Vec<String> {
+        if self.base_urls.is_empty() { vec![self.base_url.clone()] } else { self.base_urls.clone() }
     }
 }
 
@@ -360,6 +393,9 @@ impl Config {
             )
         })?;
         config.resolve_secrets(base_dir)?;
+        if let Some(path) = &mut config.audit.path {
+            *path = base_dir.join(&*path);
+        }
         config.validate()?;
         Ok(config)
     }

@@ -149,3 +149,26 @@ fn a_tenant_may_take_its_keys_from_a_jwks() {
         assert!(error.field.starts_with(field), "expected an error about {field}, got {error}");
     }
 }
+
+#[test]
+fn the_api_may_be_given_on_several_domains_and_the_audit_a_file() {
+    let two = MINIMAL.replace(
+        "base_url = \"sandbox\"",
+        "base_urls = [\"https://api.agora.io/dev\", \"https://api.sd-rtn.com/dev\"]\ncustomer_id = \"c\"\ncustomer_secret = \"s\"",
+    );
+    let config = parse(&two).unwrap();
+    assert_eq!(config.upstream.domains().len(), 2);
+    let cases = [
+        (two.replace("base_urls", "base_url = \"https://api.agora.io/dev\"\nbase_urls"), "upstream.base_urls"),
+        (two.replace("\"https://api.sd-rtn.com/dev\"", "\"sandbox\""), "upstream.base_urls[1]"),
+        (two.replace("\"https://api.sd-rtn.com/dev\"", "\"ftp://x\""), "upstream.base_urls[1]"),
+        (format!("{two}\n[audit]\nsink = \"file\"\n"), "audit.path"),
+        (format!("{two}\n[audit]\npath = \"audit.jsonl\"\n"), "audit.path"),
+    ];
+    for (text, field) in cases {
+        let error = parse(&text).expect_err(field);
+        assert!(error.field.starts_with(field), "expected an error about {field}, got {error}");
+    }
+    let audited = parse(&format!("{two}\n[audit]\nsink = \"file\"\npath = \"audit.jsonl\"\n")).unwrap();
+    assert_eq!(audited.audit.path.as_deref(), Some(Path::new("./audit.jsonl")), "relative to the config file");
+}

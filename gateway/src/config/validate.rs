@@ -137,12 +137,29 @@ impl Config {
                 "\"sandbox\" needs the embedded sandbox, and this build has none (built without the `demo` feature)",
             ));
         }
+        match (upstream.base_url.is_empty(), upstream.base_urls.is_empty()) {
+            (true, true) => return Err(ConfigError::new("upstream.base_url", "is required (or base_urls)")),
+            (false, false) => {
+                return Err(ConfigError::new("upstream.base_urls", "either base_url or base_urls, not both"));
+            }
+            _ => {}
+        }
         if !upstream.is_embedded_sandbox() {
-            let url = reqwest::Url::parse(&upstream.base_url).map_err(|error| {
-                ConfigError::new("upstream.base_url", format!("not a URL ({error}); use an https URL or \"sandbox\""))
-            })?;
-            if !matches!(url.scheme(), "http" | "https") {
-                return Err(ConfigError::new("upstream.base_url", "must be an http(s) URL or \"sandbox\""));
+            for (n, base_url) in upstream.domains().iter().enumerate() {
+                let field = if upstream.base_urls.is_empty() {
+                    "upstream.base_url".to_string()
+                } else {
+                    format!("upstream.base_urls[{n}]")
+                };
+                if base_url == crate::config::EMBEDDED_SANDBOX {
+                    return Err(ConfigError::new(field, "\"sandbox\" is a base_url of its own, not one of base_urls"));
+                }
+                let url = reqwest::Url::parse(base_url).map_err(|error| {
+                    ConfigError::new(field.clone(), format!("not a URL ({error}); use an https URL or \"sandbox\""))
+                })?;
+                if !matches!(url.scheme(), "http" | "https") {
+                    return Err(ConfigError::new(field, "must be an http(s) URL or \"sandbox\""));
+                }
             }
             if upstream.customer_id.is_none() {
                 return Err(ConfigError::new("upstream.customer_id", "is required unless base_url is \"sandbox\""));
@@ -211,6 +228,15 @@ impl Config {
         let cache = &self.cache;
         if cache.max_bytes.as_u64() < 64 * 1024 {
             return Err(ConfigError::new("cache.max_bytes", "must be at least 64KiB"));
+        }
+        match (self.audit.sink, &self.audit.path) {
+            (super::AuditSink::File, None) => {
+                return Err(ConfigError::new("audit.path", "is required with sink = \"file\""));
+            }
+            (super::AuditSink::Log, Some(_)) => {
+                return Err(ConfigError::new("audit.path", "is for sink = \"file\" (the sink is \"log\")"));
+            }
+            _ => {}
         }
         let server = &self.server;
         if server.max_body.as_u64() == 0 {

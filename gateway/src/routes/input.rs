@@ -57,6 +57,8 @@ pub(crate) async fn read_body(body: Body, declared: Option<usize>, limit: usize)
 /// metrics, the credentials, and the client's directives. Cheap: one header cloned.
 pub(crate) struct Inbound {
     pub(crate) slot: RequestSlot,
+    /// The request's id (the edge made sure it has a usable one).
+    pub(crate) request_id: Option<String>,
     pub(crate) authorization: Option<HeaderValue>,
     pub(crate) declared_length: Option<usize>,
     pub(crate) directives: Directives,
@@ -85,8 +87,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Inbound {
         let refresh = says_no_cache(header::CACHE_CONTROL) || says_no_cache(header::PRAGMA);
         let slot = parts.extensions.get::<RequestSlot>().cloned().unwrap_or_default();
         let deadline = slot.deadline();
+        let request_id = parts.headers.get("x-request-id").and_then(|id| id.to_str().ok()).map(str::to_string);
         Ok(Inbound {
             slot,
+            request_id,
             authorization: parts.headers.get(header::AUTHORIZATION).cloned(),
             declared_length: parts
                 .headers

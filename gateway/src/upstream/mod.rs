@@ -7,6 +7,7 @@
 //! 502 saying so. An unreachable upstream becomes 502, a slow one 504.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use agora_console_client::{Client, ClientOptions, Error as ClientError, RawAnswer, capture_answer, types};
@@ -17,7 +18,7 @@ use crate::call::Call;
 use crate::config::UpstreamConfig;
 use crate::error::{GatewayError, UpstreamStatus};
 use crate::generated;
-use crate::metrics::{Metrics, OperationLabels, UpstreamLabels};
+use crate::metrics::{DomainLabels, Metrics, OperationLabels, UpstreamLabels};
 
 /// Largest upstream answer the gateway reads (a project list of 5,000 projects is about 1.5 MiB).
 pub(crate) const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
@@ -59,10 +60,54 @@ fn passed_on(headers: &HeaderMap) -> HeaderMap {
     kept
 }
 
-/// The Console API, through the generated client.
-pub(crate) struct Upstream {
+/// After a timeout or a 5xx, a domain is tried again (first) after this long.
+const SUSPECT_FOR: Duration = Duration::from_secs(10);
+/// A domain that could not be connected to is probed (a TCP connect, no API call) this often.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// One of the API's domains (`upstream.base_urls`).
+struct Domain {
     client: Client,
+    /// `host:port`, for metrics, logs and the probe.
+    label: &'static str,
+    /// Not tried first until then (a failure; all domains down: tried anyway).
+    down_until: Mutex<Option<Instant>>,
+    /// Could not be connected to: out until a probe connects.
+    unreachable: AtomicBool,
+}
+
+impl Domain {
+    fn is_usable(&self, now: Instant) -> bool {
+        lock(&self.down_until).is_none_or(|until| now >= until)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Whether a failed attempt may be made again on the next domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Retry {
+    /// No (an answer, or a failure another domain would not change).
+    No,
+    /// The request was not sent (no connection): any operation may go to the next domain.
+    NotSent,
+    /// It may have been sent (a timeout) or the domain failed (5xx): only a read may be tried again.
+    IfIdempotent,
+}
+
+/// One attempt on one domain.
+pub(crate) struct Attempt {
+    pub(crate) result: Result<Answer, GatewayError>,
+    pub(crate) retry: Retry,
+}
+
+/// The Console API, through the generated client, on one or more domains.
+pub(crate) struct Upstream {
+    domains: Vec<Domain>,
     timeout: Duration,
+    connect_timeout: Duration,
     max_retry_after: Duration,
     metrics: std::sync::Arc<Metrics>,
     /// Why Agora last refused the gateway's own credentials, until it next accepts them.
@@ -70,13 +115,15 @@ pub(crate) struct Upstream {
 }
 
 impl Upstream {
+    /// The API at `base_urls` (in order of preference). With more than one, a domain that could
+    /// not be connected to is probed in the background until it can be again.
     pub(crate) fn new(
-        base_url: &str,
+        base_urls: &[String],
         customer_id: &str,
         customer_secret: &str,
         config: &UpstreamConfig,
         metrics: std::sync::Arc<Metrics>,
-    ) -> Result<Self, agora_console_client::BuildError> {
+    ) -> Result<std::sync::Arc<Self>, agora_console_client::BuildError> {
         let options = ClientOptions {
             timeout: config.timeout,
             connect_timeout: config.connect_timeout,
@@ -84,14 +131,62 @@ impl Upstream {
             proxy: config.proxy.as_ref().map(|proxy| proxy.expose().to_string()),
             ..ClientOptions::default()
         };
-        let client = Client::with_basic_auth(base_url, customer_id, customer_secret, &options)?;
-        Ok(Self {
-            client,
+        let mut domains = Vec::new();
+        for base_url in base_urls {
+            let client = Client::with_basic_auth(base_url, customer_id, customer_secret, &options)?;
+            let label: &'static str = Box::leak(domain_label(base_url).into_boxed_str());
+            metrics.upstream_domain_up.get_or_create(&DomainLabels { domain: label }).set(1);
+            domains.push(Domain { client, label, down_until: Mutex::new(None), unreachable: AtomicBool::new(false) });
+        }
+        let upstream = std::sync::Arc::new(Self {
+            domains,
             timeout: config.timeout,
+            connect_timeout: config.connect_timeout,
             max_retry_after: config.max_retry_after,
             metrics,
             credentials_refused: Mutex::new(None),
-        })
+        });
+        if upstream.domains.len() > 1 {
+            tokio::spawn(probe(std::sync::Arc::downgrade(&upstream)));
+        }
+        Ok(upstream)
+    }
+
+    /// How many domains there are (the most attempts a request makes).
+    pub(crate) fn domains(&self) -> usize {
+        self.domains.len()
+    }
+
+    /// The domain to try: the first usable one in order; if none is, the one back soonest.
+    fn pick(&self) -> usize {
+        let now = Instant::now();
+        if let Some(index) = self.domains.iter().position(|domain| domain.is_usable(now)) {
+            return index;
+        }
+        let back_at = |domain: &Domain| lock(&domain.down_until).unwrap_or(now);
+        (0..self.domains.len()).min_by_key(|index| back_at(&self.domains[*index])).unwrap_or(0)
+    }
+
+    fn mark_down(&self, index: usize, unreachable: bool, why: &str) {
+        let domain = &self.domains[index];
+        if self.domains.len() > 1 {
+            let until = Instant::now() + if unreachable { Duration::from_secs(3600) } else { SUSPECT_FOR };
+            *lock(&domain.down_until) = Some(until);
+            domain.unreachable.store(unreachable, Ordering::SeqCst);
+            self.metrics.upstream_domain_up.get_or_create(&DomainLabels { domain: domain.label }).set(0);
+            self.metrics.upstream_failovers.get_or_create(&DomainLabels { domain: domain.label }).inc();
+            tracing::warn!(domain = domain.label, why, "an upstream domain failed: the next one takes its calls");
+        }
+    }
+
+    fn mark_up(&self, index: usize) {
+        let domain = &self.domains[index];
+        let was_down = lock(&domain.down_until).take().is_some();
+        domain.unreachable.store(false, Ordering::SeqCst);
+        if was_down {
+            self.metrics.upstream_domain_up.get_or_create(&DomainLabels { domain: domain.label }).set(1);
+            tracing::info!(domain = domain.label, "an upstream domain answers again");
+        }
     }
 
     /// Timeout of one call.
@@ -104,23 +199,55 @@ impl Upstream {
         self.max_retry_after
     }
 
-    /// `Some(why)` while Agora refuses the gateway's credentials (for `/readyz`).
+    /// `Some(why)` while Agora refuses the gateway's credentials, or no domain can be connected
+    /// to (for `/readyz`).
     pub(crate) fn not_ready(&self) -> Option<String> {
-        self.credentials_refused.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+        if let Some(refused) = lock(&self.credentials_refused).clone() {
+            return Some(refused);
+        }
+        let all_unreachable =
+            self.domains.len() > 1 && self.domains.iter().all(|domain| domain.unreachable.load(Ordering::SeqCst));
+        all_unreachable.then(|| "no upstream domain can be connected to".to_string())
     }
 
     fn set_credentials_refused(&self, refused: Option<String>) {
         *self.credentials_refused.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = refused;
     }
 
-    /// Sends the call; times and counts it. A 2xx answers `Ok` as it came.
-    pub(crate) async fn execute(&self, call: &Call) -> Result<Answer, GatewayError> {
+    /// Sends the call to one domain (the first usable); times and counts it. A 2xx answers `Ok`
+    /// as it came; a failure says whether the next domain may take it.
+    pub(crate) async fn execute(&self, call: &Call) -> Attempt {
+        let index = self.pick();
         let operation = call.operation.id();
         let started = Instant::now();
-        let (result, raw) = capture_answer(MAX_ANSWER_BYTES, generated::dispatch(&self.client, call)).await;
+        let client = &self.domains[index].client;
+        let (result, raw) = capture_answer(MAX_ANSWER_BYTES, generated::dispatch(client, call)).await;
         #[cfg(all(feature = "fault-injection", debug_assertions))]
         inject_fault(raw.as_ref());
+        let not_sent = matches!(&result, Err(ClientError::CommunicationError(error)) if error.is_connect());
         let outcome = self.outcome(operation, result, raw);
+        let retry = match &outcome {
+            Err(_) if not_sent => {
+                self.mark_down(index, true, "cannot connect");
+                Retry::NotSent
+            }
+            Err(GatewayError::GatewayTimeout(_)) => {
+                self.mark_down(index, false, "timed out");
+                Retry::IfIdempotent
+            }
+            Err(GatewayError::BadGateway(_)) => {
+                self.mark_down(index, false, "the connection failed");
+                Retry::IfIdempotent
+            }
+            Err(GatewayError::Upstream(upstream)) if upstream.status.is_server_error() => {
+                self.mark_down(index, false, "answered 5xx");
+                Retry::IfIdempotent
+            }
+            _ => {
+                self.mark_up(index);
+                Retry::No
+            }
+        };
         let status = match &outcome {
             Ok(answer) => answer.status.as_u16(),
             Err(GatewayError::Upstream(upstream)) => upstream.status.as_u16(),
@@ -133,9 +260,9 @@ impl Upstream {
             .get_or_create(&OperationLabels { operation })
             .observe(started.elapsed().as_secs_f64());
         if let Err(error) = &outcome {
-            tracing::debug!(operation, %error, "upstream call failed");
+            tracing::debug!(operation, domain = self.domains[index].label, %error, "upstream call failed");
         }
-        outcome
+        Attempt { result: outcome, retry }
     }
 
     /// What the call came to: the answer as it came, or the gateway's error.
@@ -237,6 +364,33 @@ impl Upstream {
     }
 }
 
+/// `host:port` of a base URL.
+fn domain_label(base_url: &str) -> String {
+    match reqwest::Url::parse(base_url) {
+        Ok(url) => format!("{}:{}", url.host_str().unwrap_or("?"), url.port_or_known_default().unwrap_or(0)),
+        Err(_) => base_url.to_string(),
+    }
+}
+
+/// Brings back domains that could not be connected to, as soon as a TCP connect succeeds (no API
+/// call: the probe spends no budget). Ends when the upstream is dropped.
+async fn probe(upstream: std::sync::Weak<Upstream>) {
+    loop {
+        tokio::time::sleep(PROBE_EVERY).await;
+        let Some(upstream) = upstream.upgrade() else { return };
+        for index in 0..upstream.domains.len() {
+            let domain = &upstream.domains[index];
+            if !domain.unreachable.load(Ordering::SeqCst) {
+                continue;
+            }
+            let connect = tokio::net::TcpStream::connect(domain.label);
+            if let Ok(Ok(_)) = tokio::time::timeout(upstream.connect_timeout, connect).await {
+                upstream.mark_up(index);
+            }
+        }
+    }
+}
+
 /// reqwest's message without the URL (which holds no secret, but is noise for the client).
 fn without_url(error: &reqwest::Error) -> String {
     let mut text = error.to_string();
@@ -254,14 +408,14 @@ mod tests {
 
     use super::*;
 
-    fn upstream() -> Upstream {
+    fn upstream() -> Arc<Upstream> {
         let config: UpstreamConfig = toml::from_str(
             r#"base_url = "http://127.0.0.1:9/dev"
                customer_id = "id"
                customer_secret = "secret""#,
         )
         .unwrap();
-        Upstream::new(&config.base_url, "id", "secret", &config, Arc::new(Metrics::new())).unwrap()
+        Upstream::new(&config.domains(), "id", "secret", &config, Arc::new(Metrics::new())).unwrap()
     }
 
     fn raw(status: u16, body: &str, headers: &[(&'static str, &str)]) -> RawAnswer {

@@ -1,0 +1,136 @@
+//! Failover across Agora's API domains, with two sandboxes as the two domains: the first down,
+//! slow, and back; no write sent twice; the budget across both never more than 10 in a second.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use agora_sandbox::{Faults, Sandbox, SandboxConfig, Seed};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+async fn domain(listen: SocketAddr) -> Sandbox {
+    let config = SandboxConfig { seed: Seed::Demo, rate_limit: 10, ..SandboxConfig::new(CUSTOMER_ID, CUSTOMER_SECRET) };
+    Sandbox::start(config, listen).await.expect("a sandbox")
+}
+
+async fn count(sandbox: &Sandbox, operation: &str) -> u64 {
+    sandbox_stats(sandbox).await.by_operation.get(operation).copied().unwrap_or(0)
+}
+
+async fn arrivals(sandbox: &Sandbox) -> Vec<u64> {
+    let answer: Value =
+        http().get(format!("{}/__sandbox/arrivals", sandbox.root_url())).send().await.unwrap().json().await.unwrap();
+    answer["unix_us"].as_array().unwrap().iter().map(|us| us.as_u64().unwrap()).collect()
+}
+
+/// The most arrivals within any one second, over both domains' logs together.
+fn most_in_one_second(mut all: Vec<u64>) -> usize {
+    all.sort_unstable();
+    (0..all.len()).map(|k| all[k..].iter().take_while(|at| **at - all[k] < 1_000_000).count()).max().unwrap_or(0)
+}
+
+#[tokio::test]
+async fn the_second_domain_takes_over_while_the_first_is_down_or_slow_and_traffic_returns() {
+    let _load = LOAD.lock().await;
+    let first_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut first = domain(first_addr).await;
+    let second = domain(any_port()).await;
+    let projects = DemoProjects(console_client(&second).list_projects().send().await.unwrap().into_inner().projects);
+    let dir = std::env::temp_dir().join(format!("agora-e2e-failover-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let audit = dir.join("audit.jsonl");
+    let options = Options {
+        upstream_timeout: "1s",
+        sections: format!("\n[audit]\nsink = \"file\"\npath = \"{}\"\n", audit.display()),
+        ..Options::default()
+    };
+    let toml = gateway_toml(&first.base_url(), &projects.named("initech-staging").id, &options).replace(
+        &format!("base_url = \"{}\"", first.base_url()),
+        &format!("base_urls = [\"{}\", \"{}\"]", first.base_url(), second.base_url()),
+    );
+    let config = agora_gateway::Config::parse(&toml, &fixtures()).unwrap();
+    let gateway = GatewayThread::start(config).await;
+    let base = gateway.base_url();
+    let acme = token("acme", TENANT_SCOPES);
+    let app = projects.named("acme-web").vendor_key.clone();
+    let project = projects.named("acme-web").id.clone();
+    let mut page = 0;
+    let mut read = async |label: &str| {
+        page += 1;
+        let path = format!("/dev/v1/channel/{app}?page_no={page}");
+        let (status, _, body) = call_at(&base, Method::GET, &path, Some(&acme), None).await;
+        assert_eq!(status, 200, "{label}: {body}");
+    };
+
+    // Both up: the first domain takes the calls.
+    read("both up").await;
+    assert_eq!((count(&first, "list_channels").await, count(&second, "list_channels").await), (1, 0));
+
+    // The first down: reads and writes go on through the second, with no client error.
+    let mut arrived = arrivals(&first).await;
+    first.stop().await;
+    for n in 0..12 {
+        read("first down").await;
+        if n % 4 == 0 {
+            let body = json!({"id": project, "recording_server": format!("10.0.1.{n}:80")});
+            let (status, _, answer) =
+                call_at(&base, Method::POST, "/dev/v1/recording_config", Some(&acme), Some(body)).await;
+            assert_eq!(status, PROJECTS_OK, "a write while the first domain is down: {answer}");
+        }
+    }
+    assert!(count(&second, "list_channels").await >= 12, "the second domain answered the reads");
+    assert_eq!(count(&second, "set_recording_config").await, 3);
+
+    // The first back (same address): the probe finds it, and traffic returns.
+    first = domain(first_addr).await;
+    let back = Instant::now();
+    loop {
+        read("first back").await;
+        if count(&first, "list_channels").await > 0 {
+            break;
+        }
+        assert!(back.elapsed() < Duration::from_secs(5), "traffic did not return to the first domain");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("failover: traffic back on the first domain {:?} after it came back", back.elapsed());
+
+    // The first slow (3 s, the upstream timeout is 1 s): a write times out there and is not sent again.
+    set_faults(&first, Faults { latency_ms: 3000, ..Faults::default() }).await;
+    // (The slow domain counts arrivals at once; an operation only once its answer is due.)
+    let writes_before = (sandbox_stats(&first).await.requests, count(&second, "set_recording_config").await);
+    let body = json!({"id": project, "recording_server": "10.0.2.1:80"});
+    let request = http()
+        .post(format!("{base}/dev/v1/recording_config"))
+        .bearer_auth(&acme)
+        .header("x-request-id", "failover-timed-out-write")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(request.status(), 504, "a write whose answer never came");
+    // Reads fail over within their deadline.
+    let started = Instant::now();
+    read("first slow").await;
+    assert!(started.elapsed() < Duration::from_secs(4), "the read failed over in {:?}", started.elapsed());
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let writes_after = (sandbox_stats(&first).await.requests, count(&second, "set_recording_config").await);
+    assert_eq!(
+        writes_after,
+        (writes_before.0 + 1, writes_before.1),
+        "the timed-out write reached the first domain once, the second never"
+    );
+    let events: Vec<Value> =
+        std::fs::read_to_string(&audit).unwrap().lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    let unknown = events.iter().find(|event| event["request_id"] == "failover-timed-out-write").expect("audited");
+    assert_eq!((unknown["outcome"].as_str(), unknown["status"].as_u64()), (Some("unknown"), Some(504)));
+
+    // The budget, across both domains: never more than 10 in any second.
+    arrived.extend(arrivals(&first).await);
+    arrived.extend(arrivals(&second).await);
+    let most = most_in_one_second(arrived);
+    eprintln!("failover: the two domains together saw at most {most} requests in one second");
+    assert!(most <= 10, "{most} requests in one second across both domains");
+    std::fs::remove_dir_all(dir).unwrap();
+}
