@@ -86,16 +86,25 @@ impl Event {
         }
     }
 
-    /// The line of the log sink and the `audit` command.
+    /// `name=value` pairs of the target, space-separated.
+    pub(crate) fn target_text(&self) -> String {
+        self.target.iter().map(|(name, value)| format!("{name}={value}")).collect::<Vec<_>>().join(" ")
+    }
+
+    /// When, in RFC 3339 with milliseconds.
+    pub(crate) fn time_text(&self) -> String {
+        self.time.to_rfc3339_opts(SecondsFormat::Millis, true)
+    }
+
+    /// The line of the log sink.
     pub(crate) fn summary(&self) -> String {
-        let target: Vec<String> = self.target.iter().map(|(k, v)| format!("{k}={v}")).collect();
         format!(
             "{} {} {} {} [{}] {} {}{}",
-            self.time.to_rfc3339_opts(SecondsFormat::Millis, true),
+            self.time_text(),
             self.tenant.as_deref().unwrap_or("-"),
             self.subject.as_deref().unwrap_or("-"),
             self.operation,
-            target.join(" "),
+            self.target_text(),
             self.status,
             self.outcome.as_str(),
             self.reason.as_deref().map(|reason| format!(": {reason}")).unwrap_or_default()

@@ -214,14 +214,13 @@ fn audit(
     );
     println!("---|---|---|---|---|---|---|---|---|---");
     for event in &events {
-        let target: Vec<String> = event.target.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!(
             "{} | {} | {} | {} | {} | {} | {} | {} | {} | {}",
-            event.time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            event.time_text(),
             event.tenant.as_deref().unwrap_or("-"),
             event.subject.as_deref().unwrap_or("-"),
             event.operation,
-            target.join(" "),
+            event.target_text(),
             event.status,
             event.outcome.as_str(),
             event.reason.as_deref().unwrap_or(""),
@@ -322,8 +321,7 @@ async fn serve_until_signal(
     grace: Duration,
 ) -> anyhow::Result<()> {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    reload_on_sighup(gateway.clone());
-    reopen_audit_on_sigusr1(gateway.clone());
+    on_signals(&gateway);
     let mut server = tokio::spawn(serve(gateway, listener, admin, async move {
         let _ = stopped.await;
     }));
@@ -339,38 +337,47 @@ async fn serve_until_signal(
     Ok(())
 }
 
-/// SIGHUP: the config file is read again and what can change live is applied (`reload.rs`).
-fn reload_on_sighup(gateway: std::sync::Arc<Gateway>) {
+/// SIGHUP reloads the config file (`reload.rs`); SIGUSR1 reopens the audit file (after a
+/// rotation).
+fn on_signals(gateway: &std::sync::Arc<Gateway>) {
     #[cfg(unix)]
-    tokio::spawn(async move {
-        let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-            tracing::warn!("cannot listen for SIGHUP: reload through POST /admin/reload");
-            return;
-        };
-        while hangups.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading the configuration");
-            // The outcome is logged and counted by the reload itself.
-            let _ = gateway.reload().await;
-        }
-    });
+    {
+        use tokio::signal::unix::SignalKind;
+        let reloading = gateway.clone();
+        on_signal(SignalKind::hangup(), "SIGHUP", move || {
+            let gateway = reloading.clone();
+            async move {
+                tracing::info!("SIGHUP: reloading the configuration");
+                // The outcome is logged and counted by the reload itself.
+                let _ = gateway.reload().await;
+            }
+        });
+        let reopening = gateway.clone();
+        on_signal(SignalKind::user_defined1(), "SIGUSR1", move || {
+            let gateway = reopening.clone();
+            async move { gateway.audit.reopen() }
+        });
+    }
     #[cfg(not(unix))]
-    drop(gateway);
+    let _ = gateway;
 }
 
-/// SIGUSR1: the audit file is opened again by name (after a rotation).
-fn reopen_audit_on_sigusr1(gateway: std::sync::Arc<Gateway>) {
-    #[cfg(unix)]
+/// Runs `action` on every `signal`, in the background.
+#[cfg(unix)]
+fn on_signal<F, Fut>(kind: tokio::signal::unix::SignalKind, name: &'static str, mut action: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
     tokio::spawn(async move {
-        let Ok(mut signals) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()) else {
-            tracing::warn!("cannot listen for SIGUSR1: the audit file cannot be reopened");
+        let Ok(mut signals) = tokio::signal::unix::signal(kind) else {
+            tracing::warn!(signal = name, "cannot listen for the signal");
             return;
         };
         while signals.recv().await.is_some() {
-            gateway.audit.reopen();
+            action().await;
         }
     });
-    #[cfg(not(unix))]
-    drop(gateway);
 }
 
 async fn shutdown_signal() {
