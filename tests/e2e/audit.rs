@@ -247,3 +247,20 @@ async fn rotation_by_sigusr1_loses_no_event_and_the_audit_command_filters() {
     assert!(rows(&audit(&["--operation", "create_project"])).is_empty());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test]
+async fn a_sink_that_cannot_be_written_is_counted_and_never_fails_the_request() {
+    // `/dev/full` opens, and every write to it fails (no space left on the device).
+    let stack = Stack::start(audited(Path::new("/dev/full"))).await;
+    let base = stack.gateway.base_url();
+    let acme = token("acme", TENANT_SCOPES);
+    let project = stack.projects.named("acme-mobile").id.clone();
+    for n in 0..3 {
+        let body = json!({"id": project, "recording_server": format!("10.0.3.{n}:80")});
+        let status = send(&base, Method::POST, "/dev/v1/recording_config", &acme, Some(body), "sink-full").await;
+        assert_eq!(status, PROJECTS_OK, "the write is done although its audit event could not be");
+    }
+    assert_eq!(sandbox_stats(&stack.sandbox).await.by_operation.get("set_recording_config"), Some(&3));
+    let metrics = metrics_text(&base).await;
+    assert!(metrics.contains("agora_gateway_audit_write_failures_total 3"), "{metrics}");
+}

@@ -56,21 +56,27 @@ async fn the_second_domain_takes_over_while_the_first_is_down_or_slow_and_traffi
     let acme = token("acme", TENANT_SCOPES);
     let app = projects.named("acme-web").vendor_key.clone();
     let project = projects.named("acme-web").id.clone();
-    let mut page = 0;
-    let mut read = async |label: &str| {
-        page += 1;
+    let pages = std::sync::atomic::AtomicU32::new(0);
+    // One uncached read (a page not asked before), answered 200.
+    let read = async |label: &str| {
+        let page = pages.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         let path = format!("/dev/v1/channel/{app}?page_no={page}");
         let (status, _, body) = call_at(&base, Method::GET, &path, Some(&acme), None).await;
         assert_eq!(status, 200, "{label}: {body}");
     };
+    // Twenty of them at once: more than the budget lets out in a second.
+    let burst = async |label: &str| futures::future::join_all((0..20).map(|_| read(label))).await;
+    let ready = async || http().get(format!("{base}/readyz")).send().await.unwrap().status().as_u16();
 
     // Both up: the first domain takes the calls.
     read("both up").await;
     assert_eq!((count(&first, "list_channels").await, count(&second, "list_channels").await), (1, 0));
 
-    // The first down: reads and writes go on through the second, with no client error.
+    // The first down: reads and writes go on through the second, with no client error; the
+    // gateway stays ready while any domain is.
     let mut arrived = arrivals(&first).await;
     first.stop().await;
+    burst("first down, a burst").await;
     for n in 0..12 {
         read("first down").await;
         if n % 4 == 0 {
@@ -80,8 +86,9 @@ async fn the_second_domain_takes_over_while_the_first_is_down_or_slow_and_traffi
             assert_eq!(status, PROJECTS_OK, "a write while the first domain is down: {answer}");
         }
     }
-    assert!(count(&second, "list_channels").await >= 12, "the second domain answered the reads");
+    assert!(count(&second, "list_channels").await >= 32, "the second domain answered the reads");
     assert_eq!(count(&second, "set_recording_config").await, 3);
+    assert_eq!(ready().await, 200, "ready while the second domain is");
 
     // The first back (same address): the probe finds it, and traffic returns.
     first = domain(first_addr).await;
@@ -95,32 +102,46 @@ async fn the_second_domain_takes_over_while_the_first_is_down_or_slow_and_traffi
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     eprintln!("failover: traffic back on the first domain {:?} after it came back", back.elapsed());
+    burst("first back, a burst").await;
 
-    // The first slow (3 s, the upstream timeout is 1 s): a write times out there and is not sent again.
+    // The first slow (3 s, the upstream timeout is 1 s), a write and a read sent to it together:
+    // the write times out there and is not sent again; the read fails over within its deadline.
     set_faults(&first, Faults { latency_ms: 3000, ..Faults::default() }).await;
     // (The slow domain counts arrivals at once; an operation only once its answer is due.)
-    let writes_before = (sandbox_stats(&first).await.requests, count(&second, "set_recording_config").await);
-    let body = json!({"id": project, "recording_server": "10.0.2.1:80"});
-    let request = http()
-        .post(format!("{base}/dev/v1/recording_config"))
-        .bearer_auth(&acme)
-        .header("x-request-id", "failover-timed-out-write")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(request.status(), 504, "a write whose answer never came");
-    // Reads fail over within their deadline.
-    let started = Instant::now();
-    read("first slow").await;
-    assert!(started.elapsed() < Duration::from_secs(4), "the read failed over in {:?}", started.elapsed());
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let writes_after = (sandbox_stats(&first).await.requests, count(&second, "set_recording_config").await);
-    assert_eq!(
-        writes_after,
-        (writes_before.0 + 1, writes_before.1),
-        "the timed-out write reached the first domain once, the second never"
+    let before = (
+        sandbox_stats(&first).await.requests,
+        count(&second, "set_recording_config").await,
+        count(&second, "list_channels").await,
     );
+    let write = async {
+        let body = json!({"id": project, "recording_server": "10.0.2.1:80"});
+        let request = http()
+            .post(format!("{base}/dev/v1/recording_config"))
+            .bearer_auth(&acme)
+            .header("x-request-id", "failover-timed-out-write")
+            .json(&body);
+        request.send().await.unwrap().status().as_u16()
+    };
+    let started = Instant::now();
+    let timed_read = async {
+        read("first slow").await;
+        started.elapsed()
+    };
+    let (write_status, read_took) = tokio::join!(write, timed_read);
+    assert_eq!(write_status, 504, "a write whose answer never came");
+    assert!(read_took < Duration::from_secs(3), "the read failed over in {read_took:?}");
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let after = (
+        sandbox_stats(&first).await.requests,
+        count(&second, "set_recording_config").await,
+        count(&second, "list_channels").await,
+    );
+    assert_eq!(
+        after,
+        (before.0 + 2, before.1, before.2 + 1),
+        "the write and the read reached the slow domain once each; the read, not the write, reached the second"
+    );
+    eprintln!("failover: a read that timed out on the slow domain answered after {read_took:?}");
     let events: Vec<Value> =
         std::fs::read_to_string(&audit).unwrap().lines().map(|line| serde_json::from_str(line).unwrap()).collect();
     let unknown = events.iter().find(|event| event["request_id"] == "failover-timed-out-write").expect("audited");
@@ -129,8 +150,17 @@ async fn the_second_domain_takes_over_while_the_first_is_down_or_slow_and_traffi
     // The budget, across both domains: never more than 10 in any second.
     arrived.extend(arrivals(&first).await);
     arrived.extend(arrivals(&second).await);
+    let total = arrived.len();
     let most = most_in_one_second(arrived);
-    eprintln!("failover: the two domains together saw at most {most} requests in one second");
+    eprintln!("failover: the two domains together saw {total} requests, at most {most} in one second");
     assert!(most <= 10, "{most} requests in one second across both domains");
+
+    // No domain at all: a clear 502, and not ready.
+    first.stop().await;
+    second.stop().await;
+    let path = format!("/dev/v1/channel/{app}?page_no=99999");
+    let (status, _, body) = call_at(&base, Method::GET, &path, Some(&acme), None).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(ready().await, 503, "not ready while no domain can be connected to");
     std::fs::remove_dir_all(dir).unwrap();
 }
