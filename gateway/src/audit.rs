@@ -180,7 +180,13 @@ impl Audit {
     /// Writes one event; a failure is counted and logged, never the caller's.
     pub(crate) fn record(&self, event: &Event) {
         match &self.sink {
-            Sink::Log => tracing::info!(target: "audit", event = %event.summary(), "audit"),
+            Sink::Log => tracing::info!(
+                target: "audit",
+                request_id = event.request_id.as_deref().unwrap_or("-"),
+                upstream_request_id = event.upstream_request_id.as_deref().unwrap_or("-"),
+                event = %event.summary(),
+                "audit"
+            ),
             Sink::File { path, file } => {
                 let written = serde_json::to_string(event).map_err(std::io::Error::other).and_then(|mut line| {
                     line.push('\n');

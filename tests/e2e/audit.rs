@@ -264,3 +264,41 @@ async fn a_sink_that_cannot_be_written_is_counted_and_never_fails_the_request() 
     let metrics = metrics_text(&base).await;
     assert!(metrics.contains("agora_gateway_audit_write_failures_total 3"), "{metrics}");
 }
+
+#[tokio::test]
+async fn the_log_sink_writes_one_line_per_event_with_its_request_ids_and_no_secret() {
+    let dir = temp_dir("audit-log");
+    let sandbox = start_sandbox(agora_sandbox::Seed::Demo, 0).await;
+    let projects = DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
+    // The default sink: the log stream (here with debug logs on, as loud as it gets).
+    let toml = gateway_toml(&sandbox.base_url(), &projects.named("initech-staging").id, &Options::default());
+    let gateway = GatewayProcess::start(&toml, &dir, "log-sink", Output::CaptureDebug).await;
+    let acme = token("acme", TENANT_SCOPES);
+    let project = projects.named("acme-web").id.clone();
+    let body = json!({"id": project});
+    let status = send(&gateway.base, Method::POST, "/dev/v1/reset_signkey", &acme, Some(body), "log-sink-reset").await;
+    assert_eq!(status, PROJECTS_OK);
+    let body = json!({"id": project, "status": 0});
+    let status =
+        send(&gateway.base, Method::POST, "/dev/v1/project_status", &acme, Some(body), "log-sink-status").await;
+    assert_eq!(status, PROJECTS_OK);
+    let mut child = gateway.child;
+    child.start_kill().unwrap();
+    let output = child.wait_with_output().await.unwrap();
+    let logs = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+
+    let audit_lines =
+        |request_id: &str| logs.lines().filter(|line| line.contains(request_id) && line.contains(" acme ")).count();
+    let reset: Vec<&str> =
+        logs.lines().filter(|line| line.contains(&format!("reset_sign_key [project={project}]"))).collect();
+    assert_eq!(reset.len(), 1, "one audit line for the reset: {reset:?}");
+    assert!(reset[0].contains("log-sink-reset"), "it names the request id: {}", reset[0]);
+    assert!(reset[0].contains("upstream_request_id"), "and Agora's: {}", reset[0]);
+    assert_eq!((audit_lines("log-sink-reset"), audit_lines("log-sink-status")), (1, 1), "one line per event");
+    let after = console_client(&sandbox).list_projects().send().await.unwrap().into_inner();
+    let sign_key = after.projects.iter().find(|p| p.id == project).and_then(|p| p.sign_key.clone()).unwrap();
+    for secret in [acme.as_str(), sign_key.as_str(), ACME_SECRET, CUSTOMER_SECRET] {
+        assert!(!logs.contains(secret), "a secret reached the logs");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
