@@ -37,7 +37,7 @@ impl Secret {
         self.value.as_deref().unwrap_or_default()
     }
 
-    pub(super) fn resolve(&mut self, base_dir: &Path, field: &str) -> Result<(), ConfigError> {
+    pub(crate) fn resolve(&mut self, base_dir: &Path, field: &str) -> Result<(), ConfigError> {
         if self.value.is_some() {
             return Ok(());
         }

@@ -109,14 +109,18 @@ pub(crate) struct Upstream {
     timeout: Duration,
     connect_timeout: Duration,
     max_retry_after: Duration,
+    /// No `upstream.proxy`: a domain can be probed by connecting to it. Through a proxy, a
+    /// direct connect says nothing (and may never succeed), so a domain that could not be
+    /// reached is tried again after [`SUSPECT_FOR`] instead.
+    probe_directly: bool,
     metrics: std::sync::Arc<Metrics>,
     /// Why Agora last refused the gateway's own credentials, until it next accepts them.
     credentials_refused: Mutex<Option<String>>,
 }
 
 impl Upstream {
-    /// The API at `base_urls` (in order of preference). With more than one, a domain that could
-    /// not be connected to is probed in the background until it can be again.
+    /// The API at `base_urls` (in order of preference). With more than one (and no proxy), a
+    /// domain that could not be connected to is probed in the background until it can be again.
     pub(crate) fn new(
         base_urls: &[String],
         customer_id: &str,
@@ -143,10 +147,11 @@ impl Upstream {
             timeout: config.timeout,
             connect_timeout: config.connect_timeout,
             max_retry_after: config.max_retry_after,
+            probe_directly: config.proxy.is_none(),
             metrics,
             credentials_refused: Mutex::new(None),
         });
-        if upstream.domains.len() > 1 {
+        if upstream.domains.len() > 1 && upstream.probe_directly {
             tokio::spawn(probe(std::sync::Arc::downgrade(&upstream)));
         }
         Ok(upstream)
@@ -170,7 +175,9 @@ impl Upstream {
     fn mark_down(&self, index: usize, unreachable: bool, why: &str) {
         let domain = &self.domains[index];
         if self.domains.len() > 1 {
-            let until = Instant::now() + if unreachable { Duration::from_secs(3600) } else { SUSPECT_FOR };
+            // Out until the probe connects; through a proxy (no probe), like a timeout.
+            let out_for = if unreachable && self.probe_directly { Duration::from_secs(3600) } else { SUSPECT_FOR };
+            let until = Instant::now() + out_for;
             *lock(&domain.down_until) = Some(until);
             domain.unreachable.store(unreachable, Ordering::SeqCst);
             self.metrics.upstream_domain_up.get_or_create(&DomainLabels { domain: domain.label }).set(0);
@@ -429,6 +436,38 @@ mod tests {
             body: body.to_string().into(),
             truncated: false,
         }
+    }
+
+    fn two_domains(extra: &str) -> Arc<Upstream> {
+        let mut config: UpstreamConfig = toml::from_str(&format!(
+            "base_urls = [\"http://127.0.0.1:9/dev\", \"http://127.0.0.1:11/dev\"]\n\
+             customer_id = \"id\"\ncustomer_secret = \"secret\"\n{extra}"
+        ))
+        .unwrap();
+        if let Some(proxy) = config.proxy.as_mut() {
+            proxy.resolve(std::path::Path::new("."), "upstream.proxy").unwrap();
+        }
+        Upstream::new(&config.domains(), "id", "secret", &config, Arc::new(Metrics::new())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_domain_waits_for_the_probe_unless_a_proxy_stands_between() {
+        let out_for = |upstream: &Upstream| {
+            let until = lock(&upstream.domains[0].down_until).expect("out");
+            until.saturating_duration_since(Instant::now())
+        };
+        let direct = two_domains("");
+        direct.mark_down(0, true, "cannot connect");
+        assert!(out_for(&direct) > SUSPECT_FOR, "out until the probe connects");
+        assert_eq!(direct.pick(), 1, "the next domain takes the calls");
+        assert!(direct.not_ready().is_none(), "ready while one domain is");
+        direct.mark_down(1, true, "cannot connect");
+        assert!(direct.not_ready().is_some(), "not ready when none can be connected to");
+
+        let proxied = two_domains("proxy = \"http://127.0.0.1:3128\"");
+        proxied.mark_down(0, true, "cannot connect");
+        assert!(out_for(&proxied) <= SUSPECT_FOR, "through a proxy, tried again like a timeout");
+        assert_eq!(proxied.pick(), 1);
     }
 
     /// The generated client's verdict on a body it could not decode.
