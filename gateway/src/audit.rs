@@ -226,10 +226,17 @@ pub(crate) fn read(
     since: Option<DateTime<Utc>>,
     operation: Option<&str>,
 ) -> anyhow::Result<(Vec<Event>, usize)> {
-    let text = std::fs::read_to_string(path).map_err(|error| anyhow::anyhow!("reading {}: {error}", path.display()))?;
+    use std::io::BufRead;
+    let failed = |error: std::io::Error| anyhow::anyhow!("reading {}: {error}", path.display());
+    // Line by line: an audit file grows for as long as it is not rotated.
+    let file = std::io::BufReader::new(File::open(path).map_err(failed)?);
     let (mut events, mut unreadable) = (Vec::new(), 0);
-    for line in text.lines().filter(|line| !line.trim().is_empty()) {
-        match serde_json::from_str::<Event>(line) {
+    for line in file.split(b'\n') {
+        let line = line.map_err(failed)?;
+        if line.trim_ascii().is_empty() {
+            continue;
+        }
+        match serde_json::from_slice::<Event>(&line) {
             Ok(event) => {
                 let keep = tenant.is_none_or(|tenant| event.tenant.as_deref() == Some(tenant))
                     && since.is_none_or(|since| event.time >= since)

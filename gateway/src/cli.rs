@@ -220,10 +220,10 @@ fn audit(
             event.tenant.as_deref().unwrap_or("-"),
             event.subject.as_deref().unwrap_or("-"),
             event.operation,
-            event.target_text(),
+            event.target_text().replace('|', "\\|"),
             event.status,
             event.outcome.as_str(),
-            event.reason.as_deref().unwrap_or(""),
+            event.reason.as_deref().unwrap_or("").replace('|', "\\|"),
             event.request_id.as_deref().unwrap_or(""),
             event.upstream_request_id.as_deref().unwrap_or(""),
         );
