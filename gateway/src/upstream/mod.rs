@@ -212,8 +212,11 @@ impl Upstream {
         if let Some(refused) = lock(&self.credentials_refused).clone() {
             return Some(refused);
         }
-        let all_unreachable =
-            self.domains.len() > 1 && self.domains.iter().all(|domain| domain.unreachable.load(Ordering::SeqCst));
+        // (Through a proxy nothing probes: a domain counts as unreachable only until it is due
+        // to be tried again, so readiness cannot keep away the traffic that would bring it back.)
+        let now = Instant::now();
+        let all_unreachable = self.domains.len() > 1
+            && self.domains.iter().all(|domain| domain.unreachable.load(Ordering::SeqCst) && !domain.is_usable(now));
         all_unreachable.then(|| "no upstream domain can be connected to".to_string())
     }
 
@@ -468,6 +471,10 @@ mod tests {
         proxied.mark_down(0, true, "cannot connect");
         assert!(out_for(&proxied) <= SUSPECT_FOR, "through a proxy, tried again like a timeout");
         assert_eq!(proxied.pick(), 1);
+        proxied.mark_down(1, true, "cannot connect");
+        assert!(proxied.not_ready().is_some());
+        *lock(&proxied.domains[0].down_until) = Some(Instant::now());
+        assert!(proxied.not_ready().is_none(), "ready again once a domain is due to be tried");
     }
 
     /// The generated client's verdict on a body it could not decode.
