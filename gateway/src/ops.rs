@@ -5,6 +5,7 @@
 //! (`server.admin_listen`, for probes and scrapers) serves both in full without a token, and
 //! `/metrics` is then served there only.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -153,48 +154,59 @@ pub(crate) struct ReloadAnswer {
 )]
 pub(crate) async fn reload(
     State(gateway): State<Arc<Gateway>>,
-    Authenticated(principal): Authenticated,
+    principal: Result<Authenticated, GatewayError>,
     headers: HeaderMap,
 ) -> Result<Json<ReloadAnswer>, GatewayError> {
-    if !principal.has(Scope::Admin) {
-        let error = GatewayError::InsufficientScope { scope: Scope::Admin };
-        gateway.audit.record(&refused_admin_event("reload", &principal, &headers, &error));
-        return Err(error);
-    }
-    tracing::info!(tenant = principal.tenant.id, subject = principal.subject, "configuration reload asked for");
-    match gateway.reload().await {
-        Ok(reloaded) => {
-            gateway.audit.record(&admin_event("reload", &principal, &headers, 200));
-            Ok(Json(ReloadAnswer {
-                tenants: reloaded.tenants,
-                restart_needed: reloaded.restart_needed.iter().map(ToString::to_string).collect(),
-            }))
-        }
-        Err(error) => {
-            let error = GatewayError::Unprocessable(error.to_string());
-            gateway.audit.record(&refused_admin_event("reload", &principal, &headers, &error));
-            Err(error)
-        }
-    }
+    admin_action(&gateway, "reload", principal, &headers, async |principal: &Principal| {
+        tracing::info!(tenant = principal.tenant.id, subject = principal.subject, "configuration reload asked for");
+        let reloaded = gateway.reload().await.map_err(|error| GatewayError::Unprocessable(error.to_string()))?;
+        let answer = ReloadAnswer {
+            tenants: reloaded.tenants,
+            restart_needed: reloaded.restart_needed.iter().map(ToString::to_string).collect(),
+        };
+        Ok((Json(answer), BTreeMap::new()))
+    })
+    .await
 }
 
-/// The audit event of an admin action that was done.
-fn admin_event(operation: &str, principal: &Principal, headers: &HeaderMap, status: u16) -> Event {
+/// An admin action, with its one audit event however it ends: refused for a missing or invalid
+/// token or without the `admin` scope, refused by the action itself (its error), or done
+/// (`action` answers, and names what it was about for the event's `target`).
+async fn admin_action<T>(
+    gateway: &Gateway,
+    operation: &str,
+    principal: Result<Authenticated, GatewayError>,
+    headers: &HeaderMap,
+    action: impl AsyncFnOnce(&Principal) -> Result<(T, BTreeMap<String, String>), GatewayError>,
+) -> Result<T, GatewayError> {
     let mut event = Event::new(operation);
     event.request_id = headers.get("x-request-id").and_then(|id| id.to_str().ok()).map(str::to_string);
-    event.tenant = Some(principal.tenant.id.clone());
-    event.subject = Some(principal.subject.clone());
-    event.status = status;
-    event.outcome = Outcome::Ok;
-    event
-}
-
-/// The audit event of an admin action that was refused.
-fn refused_admin_event(operation: &str, principal: &Principal, headers: &HeaderMap, error: &GatewayError) -> Event {
-    let mut event = admin_event(operation, principal, headers, error.status().as_u16());
-    event.outcome = Outcome::Refused;
-    event.reason = Some(error.to_string());
-    event
+    let result = match principal {
+        Err(error) => Err(error),
+        Ok(Authenticated(principal)) => {
+            event.tenant = Some(principal.tenant.id.clone());
+            event.subject = Some(principal.subject.clone());
+            if principal.has(Scope::Admin) {
+                action(&principal).await
+            } else {
+                Err(GatewayError::InsufficientScope { scope: Scope::Admin })
+            }
+        }
+    };
+    event.time = chrono::Utc::now();
+    let result = match result {
+        Ok((answer, target)) => {
+            (event.status, event.outcome, event.target) = (200, Outcome::Ok, target);
+            Ok(answer)
+        }
+        Err(error) => {
+            (event.status, event.outcome) = (error.status().as_u16(), Outcome::Refused);
+            event.reason = Some(error.to_string());
+            Err(error)
+        }
+    };
+    gateway.audit.record(&event);
+    result
 }
 
 #[derive(Deserialize, ToSchema, Default)]
@@ -224,30 +236,29 @@ pub(crate) struct PurgeAnswer {
 )]
 pub(crate) async fn purge_cache(
     State(gateway): State<Arc<Gateway>>,
-    Authenticated(principal): Authenticated,
+    principal: Result<Authenticated, GatewayError>,
     headers: HeaderMap,
-    BoundedBody(body): BoundedBody,
+    body: Result<BoundedBody, GatewayError>,
 ) -> Result<Json<PurgeAnswer>, GatewayError> {
-    if !principal.has(Scope::Admin) {
-        let error = GatewayError::InsufficientScope { scope: Scope::Admin };
-        gateway.audit.record(&refused_admin_event("purge_cache", &principal, &headers, &error));
-        return Err(error);
-    }
-    let request: PurgeRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        PurgeRequest::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|error| GatewayError::bad_request(format!("invalid body: {error}")))?
-    };
-    let class = match request.class.as_deref() {
-        None => None,
-        Some(name) => Some(CacheClass::parse(name).ok_or_else(|| {
-            GatewayError::bad_request(format!("class must be project, channel or usage, not {name:?}"))
-        })?),
-    };
-    gateway.cache.purge(class).await;
-    tracing::info!(tenant = principal.tenant.id, subject = principal.subject, class = ?class.map(CacheClass::as_str), "cache purged");
-    let mut event = admin_event("purge_cache", &principal, &headers, 200);
-    event.target.insert("class".into(), class.map_or("all", CacheClass::as_str).to_string());
-    gateway.audit.record(&event);
-    Ok(Json(PurgeAnswer { purged: class.map_or("all", CacheClass::as_str).to_string() }))
+    admin_action(&gateway, "purge_cache", principal, &headers, async |principal: &Principal| {
+        let BoundedBody(body) = body?;
+        let request: PurgeRequest = if body.iter().all(u8::is_ascii_whitespace) {
+            PurgeRequest::default()
+        } else {
+            serde_json::from_slice(&body)
+                .map_err(|error| GatewayError::bad_request(format!("invalid body: {error}")))?
+        };
+        let class = match request.class.as_deref() {
+            None => None,
+            Some(name) => Some(CacheClass::parse(name).ok_or_else(|| {
+                GatewayError::bad_request(format!("class must be project, channel or usage, not {name:?}"))
+            })?),
+        };
+        gateway.cache.purge(class).await;
+        let purged = class.map_or("all", CacheClass::as_str).to_string();
+        tracing::info!(tenant = principal.tenant.id, subject = principal.subject, class = purged, "cache purged");
+        let target = BTreeMap::from([("class".to_string(), purged.clone())]);
+        Ok((Json(PurgeAnswer { purged }), target))
+    })
+    .await
 }

@@ -130,6 +130,16 @@ async fn every_write_and_admin_action_is_one_audit_line_and_none_holds_a_secret(
     expected.insert("audit-purge".into(), ("ok", 200));
     assert_eq!(send(&base, Method::POST, "/admin/reload", &ops, None, "audit-reload").await, 422);
     expected.insert("audit-reload".into(), ("refused", 422));
+    // Refused admin actions: a bad class, no admin scope, no token.
+    let bad_class = Some(json!({"class": "everything"}));
+    assert_eq!(send(&base, Method::POST, "/admin/cache/purge", &ops, bad_class, "audit-purge-400").await, 400);
+    expected.insert("audit-purge-400".into(), ("refused", 400));
+    assert_eq!(send(&base, Method::POST, "/admin/cache/purge", &acme, None, "audit-purge-403").await, 403);
+    expected.insert("audit-purge-403".into(), ("refused", 403));
+    let anonymous =
+        http().post(format!("{base}/admin/reload")).header("x-request-id", "audit-reload-401").send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    expected.insert("audit-reload-401".into(), ("refused", 401));
     // Reads are not audited by default.
     assert_eq!(send(&base, Method::GET, "/dev/v1/projects", &acme, None, "audit-read").await, PROJECTS_OK);
 
@@ -159,6 +169,8 @@ async fn every_write_and_admin_action_is_one_audit_line_and_none_holds_a_secret(
     );
     assert_eq!(the_line(&events, "audit-403")["tenant"], "globex");
     assert_eq!(the_line(&events, "audit-purge")["target"]["class"], "all");
+    assert_eq!(the_line(&events, "audit-purge-403")["tenant"], "acme");
+    assert!(the_line(&events, "audit-reload-401")["tenant"].is_null(), "no tenant without a token");
 
     // No token, secret or App certificate anywhere in the file.
     let text = std::fs::read_to_string(&file).unwrap();
