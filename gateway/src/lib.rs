@@ -25,6 +25,7 @@ mod error;
 mod metrics;
 mod ops;
 mod policy;
+mod redis_link;
 mod reload;
 mod routes;
 mod server;

@@ -33,9 +33,9 @@ use crate::config::ConfigError;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::policy::CacheClass;
+use crate::redis_link::within_timeout;
 use crate::upstream::Answer;
 
-const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 /// A fill's lock lives this long unless renewed; its holder renews it every third of that.
 const LOCK_LIFETIME: Duration = Duration::from_millis(1200);
 /// While another replica fills a key, ask again this often.
@@ -239,14 +239,7 @@ impl ClusterCache {
         account: &str,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, ConfigError> {
-        let invalid = |error: redis::RedisError| ConfigError::new("throttle.redis_url", error.to_string());
-        let client = redis::Client::open(redis_url).map_err(invalid)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let connection = ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(invalid)?;
+        let (client, connection) = crate::redis_link::connect_lazily(redis_url)?;
         let prefix = format!("{prefix}:{account}:cache");
         let cache = Arc::new(Self {
             connection,
@@ -294,11 +287,7 @@ impl ClusterCache {
 
     async fn run<T: redis::FromRedisValue>(&self, invocation: redis::ScriptInvocation<'_>) -> Result<T, String> {
         let mut connection = self.connection.clone();
-        match tokio::time::timeout(REDIS_TIMEOUT, invocation.invoke_async::<T>(&mut connection)).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(error.to_string()),
-            Err(_) => Err(format!("no answer within {REDIS_TIMEOUT:?}")),
-        }
+        within_timeout(invocation.invoke_async::<T>(&mut connection)).await
     }
 
     /// What the shared tier has for `key`, or the lock to fill it.
@@ -400,11 +389,7 @@ impl ClusterCache {
         let mut connection = self.connection.clone();
         let mut get = redis::cmd("GET");
         get.arg(self.epoch_key());
-        match tokio::time::timeout(REDIS_TIMEOUT, get.query_async::<Option<u64>>(&mut connection)).await {
-            Ok(Ok(epoch)) => Ok(epoch.unwrap_or(0)),
-            Ok(Err(error)) => Err(error.to_string()),
-            Err(_) => Err(format!("no answer within {REDIS_TIMEOUT:?}")),
-        }
+        Ok(within_timeout(get.query_async::<Option<u64>>(&mut connection)).await?.unwrap_or(0))
     }
 
     fn local(&self) -> Option<Arc<Inner>> {

@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use super::gcra::{Gcra, interval_for};
 use crate::config::{ConfigError, ThrottleConfig};
 use crate::metrics::Metrics;
+use crate::redis_link::within_timeout;
 
 /// Reserve the next slot. `KEYS`: the GCRA's theoretical arrival time (µs), the set of replicas
 /// that reserved lately, the last reservation (`"<slot µs> <token>"`). `ARGV`: interval µs,
@@ -110,7 +111,6 @@ redis.call('PEXPIRE', KEYS[2], 60000)
 return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2])}
 "#;
 
-const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 /// How long after its slot a replica may take to report its call sent; past it, the next one
 /// goes on as if the call had left then.
 const REPORT_WINDOW: Duration = Duration::from_secs(1);
@@ -214,14 +214,7 @@ impl ClusterBudget {
         account: &str,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, ConfigError> {
-        let invalid = |error: redis::RedisError| ConfigError::new("throttle.redis_url", error.to_string());
-        let client = redis::Client::open(redis_url).map_err(invalid)?;
-        let connection_config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let connection = ConnectionManager::new_lazy_with_config(client, connection_config).map_err(invalid)?;
+        let (_, connection) = crate::redis_link::connect_lazily(redis_url)?;
         let configured_replicas = config.replicas.unwrap_or(1);
         let prefix = format!("{}:{account}", config.redis_key_prefix);
         let now = Instant::now();
@@ -319,10 +312,10 @@ impl ClusterBudget {
             .arg(&self.replica_id)
             .arg(&token);
         let invocation = invocation.invoke_async::<(i64, String, i64)>(&mut connection);
-        let answer = tokio::time::timeout(REDIS_TIMEOUT, invocation).await;
+        let answer = within_timeout(invocation).await;
         let mut state = self.state();
         match answer {
-            Ok(Ok((wait_us, previous, previous_us))) => {
+            Ok((wait_us, previous, previous_us)) => {
                 if state.mode == Mode::Fallback {
                     tracing::info!("Redis answers again: rejoining the shared upstream budget");
                     state.mode = Mode::Recovering { until: Instant::now() + RECOVERY_FLOOR };
@@ -334,8 +327,7 @@ impl ClusterBudget {
                 let after = (!previous.is_empty()).then(|| (previous, answered + signed_micros(previous_us)));
                 Reservation { due: answered + signed_micros(wait_us), token: Some(token), after }
             }
-            Ok(Err(error)) => self.fall_back(&mut state, error.to_string()),
-            Err(_) => self.fall_back(&mut state, format!("no answer within {REDIS_TIMEOUT:?}")),
+            Err(error) => self.fall_back(&mut state, error),
         }
     }
 
@@ -351,13 +343,13 @@ impl ClusterBudget {
             let mut invocation = self.after_script.key(&key);
             invocation.arg(micros(interval));
             let invocation = invocation.invoke_async::<i64>(&mut connection);
-            match tokio::time::timeout(REDIS_TIMEOUT, invocation).await {
-                Ok(Ok(wait_us)) if wait_us >= 0 => {
+            match within_timeout(invocation).await {
+                Ok(wait_us) if wait_us >= 0 => {
                     let wait = Duration::from_micros(u64::try_from(wait_us).unwrap_or(0));
                     let ready = Instant::now().checked_add(wait).map_or(give_up, |ready| ready.min(give_up));
                     return tokio::time::sleep_until(ready).await;
                 }
-                Ok(Ok(_)) if Instant::now() + REPORT_POLL < give_up => tokio::time::sleep(REPORT_POLL).await,
+                Ok(_) if Instant::now() + REPORT_POLL < give_up => tokio::time::sleep(REPORT_POLL).await,
                 // No report in time, or no answer: count the predecessor as gone at its window's end.
                 _ => return tokio::time::sleep_until(give_up).await,
             }
@@ -398,11 +390,9 @@ impl ClusterBudget {
         let mut invocation = self.departed_script.key(&self.tat_key);
         invocation.key(format!("{}{token}", self.departed_prefix)).arg(micros(self.pacing().interval));
         let invocation = invocation.invoke_async::<i64>(&mut connection);
-        match tokio::time::timeout(REDIS_TIMEOUT, invocation).await {
-            Ok(Ok(_)) => {}
+        if let Err(error) = within_timeout(invocation).await {
             // The next reservation waits out the report window instead.
-            Ok(Err(error)) => tracing::debug!(%error, "could not report a departure to Redis"),
-            Err(_) => tracing::debug!("could not report a departure to Redis: no answer"),
+            tracing::debug!(%error, "could not report a departure to Redis");
         }
     }
 
@@ -421,12 +411,8 @@ impl ClusterBudget {
             let mut invocation = budget.pause_script.key(&budget.tat_key);
             invocation.arg(micros(duration));
             let invocation = invocation.invoke_async::<i64>(&mut connection);
-            match tokio::time::timeout(REDIS_TIMEOUT, invocation).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(error)) => {
-                    tracing::warn!(%error, "could not pause the shared budget in Redis");
-                }
-                Err(_) => tracing::warn!("could not pause the shared budget in Redis: no answer"),
+            if let Err(error) = within_timeout(invocation).await {
+                tracing::warn!(%error, "could not pause the shared budget in Redis");
             }
         });
     }
@@ -447,13 +433,12 @@ impl ClusterBudget {
         let mut invocation = self.heartbeat_script.key(&self.alive_key);
         invocation.key(&self.active_key).arg(&self.replica_id).arg(ALIVE_WINDOW_MS).arg(ACTIVE_WINDOW_MS);
         let invocation = invocation.invoke_async::<(u32, u32)>(&mut connection);
-        match tokio::time::timeout(REDIS_TIMEOUT, invocation).await {
-            Ok(Ok((alive, active))) => {
+        match within_timeout(invocation).await {
+            Ok((alive, active)) => {
                 self.active_replicas.store(active.max(1), Ordering::Relaxed);
                 self.state().replicas_seen = alive.max(1);
             }
-            Ok(Err(error)) => self.state().last_error = Some(error.to_string()),
-            Err(_) => self.state().last_error = Some(format!("no answer within {REDIS_TIMEOUT:?}")),
+            Err(error) => self.state().last_error = Some(error),
         }
     }
 }

@@ -1,0 +1,34 @@
+//! The one way the gateway talks to Redis (the shared budget and the shared cache): a lazily
+//! connected, self-reconnecting connection whose every command is bounded by [`REDIS_TIMEOUT`].
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+
+use crate::config::ConfigError;
+
+/// The longest a connect or a command may take before Redis counts as unreachable.
+pub(crate) const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// A client for `redis_url` and its connection, made lazily: the gateway starts even while Redis
+/// is down. An invalid URL is an error of `throttle.redis_url`.
+pub(crate) fn connect_lazily(redis_url: &str) -> Result<(redis::Client, ConnectionManager), ConfigError> {
+    let invalid = |error: redis::RedisError| ConfigError::new("throttle.redis_url", error.to_string());
+    let client = redis::Client::open(redis_url).map_err(invalid)?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(REDIS_TIMEOUT))
+        .set_response_timeout(Some(REDIS_TIMEOUT))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500));
+    let connection = ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(invalid)?;
+    Ok((client, connection))
+}
+
+/// A command's answer within [`REDIS_TIMEOUT`], or why not.
+pub(crate) async fn within_timeout<T>(command: impl Future<Output = redis::RedisResult<T>>) -> Result<T, String> {
+    match tokio::time::timeout(REDIS_TIMEOUT, command).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!("no answer within {REDIS_TIMEOUT:?}")),
+    }
+}
