@@ -3,7 +3,7 @@
 //! SIGUSR1 loses nothing; `agora-gateway audit` filters.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use agora_sandbox::Faults;
@@ -11,12 +11,6 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::common::*;
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("agora-e2e-{name}-{}-{}", std::process::id(), free_port()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// The gateway's options with the audit going to `file`.
 fn audited(file: &Path) -> Options {

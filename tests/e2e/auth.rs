@@ -419,8 +419,7 @@ async fn the_token_command_mints_accepted_tokens_and_tokens_never_reach_the_logs
     let sandbox = start_sandbox(agora_sandbox::Seed::Demo, 10).await;
     let initech = console_client(&sandbox).list_projects().send().await.unwrap().into_inner();
     let initech = initech.projects.iter().find(|p| p.name == "initech-staging").unwrap().id.clone();
-    let dir = std::env::temp_dir().join(format!("agora-e2e-token-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("token");
     let config = dir.join("gateway.toml");
     std::fs::write(&config, gateway_toml(&sandbox.base_url(), &initech, &Options::default())).unwrap();
     let binary = env!("CARGO_BIN_EXE_gateway-under-test");

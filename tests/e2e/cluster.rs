@@ -139,8 +139,7 @@ async fn kill_and_restart_redis_under_load(redis: &mut RedisServer, scheduling: 
         &projects.named("initech-staging").id,
         &Options { redis_url: Some(redis.url()), ..Options::default() },
     );
-    let dir = std::env::temp_dir().join(format!("agora-e2e-cluster-{}-{}", std::process::id(), free_port()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("cluster");
     let mut replicas = Vec::new();
     for n in 0..3 {
         replicas.push(GatewayProcess::start(&toml, &dir, &format!("replica-{n}"), Output::Discard).await);

@@ -32,8 +32,7 @@ impl Cluster {
             DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
         let options = Options { redis_url: Some(redis.url()), ..options };
         let toml = gateway_toml(&sandbox.base_url(), &projects.named("initech-staging").id, &options);
-        let dir = std::env::temp_dir().join(format!("agora-e2e-coherence-{}-{}", std::process::id(), free_port()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = temp_dir("coherence");
         let mut replicas = Vec::new();
         for n in 0..3 {
             replicas.push(GatewayProcess::start(&toml, &dir, &format!("replica-{n}"), Output::Discard).await);

@@ -460,6 +460,13 @@ pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A new directory of this test's own under the system's temporary directory.
+pub(crate) fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("agora-e2e-{name}-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// Waits (up to 30 s) until `ready` says so.
 pub(crate) async fn wait_for(what: &str, mut ready: impl AsyncFnMut() -> bool) {
     let started = Instant::now();

@@ -38,8 +38,7 @@ async fn the_second_domain_takes_over_while_the_first_is_down_or_slow_and_traffi
     let mut first = domain(first_addr).await;
     let second = domain(any_port()).await;
     let projects = DemoProjects(console_client(&second).list_projects().send().await.unwrap().into_inner().projects);
-    let dir = std::env::temp_dir().join(format!("agora-e2e-failover-{}-{}", std::process::id(), free_port()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("failover");
     let audit = dir.join("audit.jsonl");
     let options = Options {
         upstream_timeout: "1s",

@@ -479,8 +479,7 @@ async fn sigterm_lets_the_request_in_flight_finish() {
     let sandbox = start_sandbox(agora_sandbox::Seed::Demo, 0).await;
     let projects = console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects;
     let initech = projects.iter().find(|p| p.name == "initech-staging").unwrap().id.clone();
-    let dir = std::env::temp_dir().join(format!("agora-e2e-shutdown-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("shutdown");
     let toml = gateway_toml(&sandbox.base_url(), &initech, &Options::default());
     let GatewayProcess { base, mut child } = GatewayProcess::start(&toml, &dir, "shutdown", Output::Discard).await;
     set_faults(&sandbox, Faults { latency_ms: 1_000, ..Default::default() }).await;

@@ -18,12 +18,6 @@ use tokio::net::TcpStream;
 use crate::cluster::RedisServer;
 use crate::common::*;
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("agora-e2e-{name}-{}-{}", std::process::id(), free_port()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// A gateway process in front of a demo sandbox, with `options`.
 async fn process(
     name: &str,

@@ -246,8 +246,7 @@ async fn check_config_reports_the_keys_of_each_jwks() {
     ])
     .await;
     let toml = gateway_toml("http://127.0.0.1:9/dev", "initech-project", &with_idp(&idp, ""));
-    let dir = std::env::temp_dir().join(format!("agora-e2e-jwks-check-{}-{}", std::process::id(), free_port()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("jwks-check");
     let path = dir.join("gateway.toml");
     std::fs::write(&path, toml).unwrap();
     // Run asynchronously: the identity provider answers on this test's runtime.
@@ -286,8 +285,7 @@ impl Reloadable {
         let projects =
             DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
         let toml = gateway_toml(&sandbox.base_url(), &projects.named("initech-staging").id, options);
-        let dir = std::env::temp_dir().join(format!("agora-e2e-{name}-{}-{}", std::process::id(), free_port()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = temp_dir(name);
         let gateway = GatewayProcess::start(&toml, &dir, name, Output::Discard).await;
         Reloadable { gateway, config: dir.join(format!("{name}.toml")), dir, sandbox, projects }
     }
