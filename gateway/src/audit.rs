@@ -16,13 +16,18 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use axum::http::StatusCode;
+use axum::response::Response;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::auth::Principal;
 use crate::call::Call;
 use crate::config::{AuditConfig, AuditSink};
+use crate::error::ProblemReport;
 use crate::metrics::Metrics;
-use crate::policy::Operation;
+use crate::operations::Operation;
+use crate::policy::Invalidation;
 
 /// How a request ended, for the audit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,12 +117,10 @@ impl Event {
     }
 }
 
-/// What a call was about, by name: never a body, only the identifiers in it.
+/// What a call was about, by name: never a body, only the identifiers in it. The `id` of a write
+/// to kicking rules (by its policy: it invalidates them) names a rule, any other a project.
 pub(crate) fn target_of(call: &Call) -> BTreeMap<String, String> {
-    let kicking = matches!(
-        call.operation,
-        Operation::CreateKickingRule | Operation::UpdateKickingRule | Operation::DeleteKickingRule
-    );
+    let kicking = call.operation.policy().invalidates == Invalidation::KickingRules;
     let value = |name: &str| -> Option<String> {
         if let Some(value) = call.get(name) {
             return Some(value.to_string());
@@ -142,6 +145,83 @@ pub(crate) fn target_of(call: &Call) -> BTreeMap<String, String> {
         }
     }
     target
+}
+
+/// The audit event of one request, from its start to its end: recorded exactly once — by
+/// [`AuditScope::finish`], or, if the request is dropped before it ends (the edge's deadline
+/// passed), with an unknown outcome. Routes and admin actions alike keep one.
+pub(crate) struct AuditScope {
+    audit: Arc<Audit>,
+    event: Option<Event>,
+    /// A write: sent and unanswered (504), its outcome is unknown rather than failed.
+    write: bool,
+}
+
+impl AuditScope {
+    /// Starts the event of a request of `operation`.
+    pub(crate) fn start(audit: &Arc<Audit>, operation: &str, request_id: Option<String>, write: bool) -> Self {
+        let mut event = Event::new(operation);
+        event.request_id = request_id;
+        Self { audit: audit.clone(), event: Some(event), write }
+    }
+
+    /// Who made the request.
+    pub(crate) fn principal(&mut self, principal: &Principal) {
+        if let Some(event) = self.event.as_mut() {
+            event.tenant = Some(principal.tenant.id.clone());
+            event.subject = Some(principal.subject.clone());
+        }
+    }
+
+    /// What it is about (named identifiers, never a body).
+    pub(crate) fn target(&mut self, target: BTreeMap<String, String>) {
+        if let Some(event) = self.event.as_mut() {
+            event.target = target;
+        }
+    }
+
+    /// Records the event from the request's response: its status, the problem's detail as the
+    /// reason, Agora's request id.
+    pub(crate) fn finish(mut self, response: &Response) {
+        let Some(mut event) = self.event.take() else { return };
+        let status = response.status();
+        event.time = Utc::now();
+        event.status = status.as_u16();
+        let problem = response.extensions().get::<ProblemReport>().map(|report| report.problem.detail.clone());
+        event.upstream_request_id =
+            response.headers().get(crate::answer::AGORA_REQUEST_ID).and_then(|id| id.to_str().ok()).map(str::to_string);
+        event.outcome = outcome(status, self.write);
+        event.reason = match (&event.outcome, problem) {
+            (Outcome::Ok, _) => None,
+            (Outcome::Unknown, _) => Some("sent, and no answer came: it may or may not have been done".into()),
+            (_, Some(detail)) => Some(detail),
+            (_, None) => Some(format!("Agora answered {status}")),
+        };
+        self.audit.record(&event);
+    }
+}
+
+impl Drop for AuditScope {
+    fn drop(&mut self) {
+        if let Some(mut event) = self.event.take() {
+            event.time = Utc::now();
+            event.status = 504;
+            event.outcome = Outcome::Unknown;
+            event.reason = Some("the request ran past the gateway's deadline: it may or may not have been done".into());
+            self.audit.record(&event);
+        }
+    }
+}
+
+/// How a request ended, from its status.
+fn outcome(status: StatusCode, write: bool) -> Outcome {
+    match status.as_u16() {
+        200..=299 => Outcome::Ok,
+        // A write that timed out upstream was sent: whether it was done, nobody knows.
+        504 if write => Outcome::Unknown,
+        400..=499 => Outcome::Refused,
+        _ => Outcome::Failed,
+    }
 }
 
 enum Sink {

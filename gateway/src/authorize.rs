@@ -108,8 +108,7 @@ pub(crate) async fn check_ownership(
         // Decided before asking, so that another tenant's project and a missing one answer alike.
         Ownership::ResultProject => {
             let (id, name) = (call.get("id"), call.get("name"));
-            let matches =
-                |item: &ProjectItem| id.is_none_or(|id| id == item.id) && name.is_none_or(|name| name == item.name);
+            let matches = |item: &ProjectItem| item.is_asked_for(id, name);
             if (id.is_some() || name.is_some()) && find_owned(directory, principal, matches).await? {
                 Ok(Decision::Send(call))
             } else {
@@ -192,10 +191,10 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::answer::Answer;
     use crate::auth::Tenant;
-    use crate::generated::Operation;
+    use crate::operations::Operation;
     use crate::policy::{Scope, ScopeSet};
-    use crate::upstream::Answer;
 
     /// A project list as the directory, counting the refreshes it is asked for.
     struct List {

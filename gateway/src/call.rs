@@ -1,16 +1,13 @@
 //! A validated request for one Console operation ([`Call`]): its parameters by name as text (path
 //! and query, checked against the spec's types by the routes) and its JSON body (checked against
 //! the generated request type). The routes build it, authorize checks it, the cache keys it, and
-//! the generated dispatch (`generated.rs`) sends it through the typed client.
+//! the generated dispatch (`generated/dispatch.rs`) sends it through the typed client.
 
 use std::collections::BTreeMap;
 
-use chrono::NaiveDate;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::error::GatewayError;
-use crate::generated::Operation;
+use crate::operations::Operation;
 use crate::policy::Location;
 
 /// A validated request for one Console operation.
@@ -78,40 +75,6 @@ impl Call {
 /// A parameter value in a cache key: `/`, `?`, `&`, `=` and `%` escaped, so keys cannot collide.
 fn escape(value: &str) -> String {
     form_urlencoded::byte_serialize(value.as_bytes()).collect()
-}
-
-// ---- conversions for the generated dispatch ----
-
-// (Their errors become the generated client's `InvalidRequest`; the routes refused such input
-// before, so they mean a bug.)
-
-pub(crate) fn date(text: &str) -> Result<NaiveDate, String> {
-    NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| format!("{text:?} is not a date"))
-}
-
-pub(crate) fn uint32(text: &str) -> Result<u32, String> {
-    text.parse().map_err(|_| format!("{text:?} is not an unsigned 32-bit integer"))
-}
-
-pub(crate) fn parsed<T: std::str::FromStr>(text: &str) -> Result<T, String> {
-    text.parse().map_err(|_| format!("{text:?} is not a valid value"))
-}
-
-/// The body as the operation's generated request type.
-pub(crate) fn body<T: DeserializeOwned>(call: &Call) -> Result<T, String> {
-    let body = call.body.clone().ok_or("the call has no body")?;
-    serde_json::from_value(body).map_err(|error| format!("the body does not fit: {error}"))
-}
-
-/// Checks a body against a generated request type, naming the offending field in the 400.
-pub(crate) fn check_body<T: DeserializeOwned>(body: &Value) -> Result<(), GatewayError> {
-    match serde_path_to_error::deserialize::<_, T>(body) {
-        Ok(_) => Ok(()),
-        Err(error) => Err(match error.path().to_string().as_str() {
-            "." => GatewayError::bad_request(format!("invalid body: {}", error.inner())),
-            path => GatewayError::bad_request(format!("invalid body field {path}: {}", error.inner())),
-        }),
-    }
 }
 
 #[cfg(test)]

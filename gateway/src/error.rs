@@ -6,31 +6,15 @@
 
 use std::time::Duration;
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Serialize;
 
+use crate::answer::Answer;
 use crate::policy::Scope;
 
 pub(crate) const PROBLEM_JSON: &str = "application/problem+json";
-
-/// Agora's own error answer, passed through unchanged: status, body bytes, and the headers a
-/// caller needs (`Content-Type`, `Retry-After`, `RateLimit-*`, Agora's request ID).
-#[derive(Debug, Clone)]
-pub(crate) struct UpstreamStatus {
-    pub(crate) status: StatusCode,
-    pub(crate) headers: HeaderMap,
-    pub(crate) body: Bytes,
-}
-
-impl UpstreamStatus {
-    /// Agora's `Retry-After`, in seconds, when it gave one.
-    pub(crate) fn retry_after(&self) -> Option<Duration> {
-        let seconds: u64 = self.headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
-        Some(Duration::from_secs(seconds))
-    }
-}
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub(crate) enum GatewayError {
@@ -61,7 +45,7 @@ pub(crate) enum GatewayError {
     Throttled { retry_after: Duration },
     /// Agora answered an error: passed through.
     #[error("the upstream answered {}", .0.status)]
-    Upstream(Box<UpstreamStatus>),
+    Upstream(Box<Answer>),
     /// Agora refused the gateway's own credentials (the caller's token was fine).
     #[error("{detail}; the gateway's operator must check upstream.customer_id and upstream.customer_secret")]
     UpstreamCredentials { status: u16, detail: String },
@@ -178,7 +162,7 @@ impl GatewayError {
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         if let Self::Upstream(upstream) = self {
-            let UpstreamStatus { status, headers, body } = *upstream;
+            let Answer { status, headers, body } = *upstream;
             let mut response = (status, body).into_response();
             response.headers_mut().remove(header::CONTENT_TYPE);
             response.headers_mut().extend(headers);

@@ -1,4 +1,4 @@
-//! `agora-gateway`: see `cli.rs`.
+//! `agora-gateway`: see `cli/mod.rs`.
 
 /// mimalloc: the hot path allocates small, short-lived buffers across threads, where it beats the
 /// system allocator (glibc's malloc was a tenth of the profile of cached reads).

@@ -17,12 +17,12 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::app::Gateway;
-use crate::audit::{Event, Outcome};
+use crate::audit::AuditScope;
 use crate::auth::{Authenticated, Principal};
 use crate::error::GatewayError;
 use crate::policy::{CacheClass, Scope};
 use crate::routes::{BoundedBody, method_not_allowed};
+use crate::state::Gateway;
 
 /// The endpoints on the main listener; `/metrics` only when there is no admin listener.
 pub(crate) fn routes(admin_listener: bool) -> Router<Arc<Gateway>> {
@@ -156,7 +156,7 @@ pub(crate) async fn reload(
     State(gateway): State<Arc<Gateway>>,
     principal: Result<Authenticated, GatewayError>,
     headers: HeaderMap,
-) -> Result<Json<ReloadAnswer>, GatewayError> {
+) -> Response {
     admin_action(&gateway, "reload", principal, &headers, async |principal: &Principal| {
         tracing::info!(tenant = principal.tenant.id, subject = principal.subject, "configuration reload asked for");
         let reloaded = gateway.reload().await.map_err(|error| GatewayError::Unprocessable(error.to_string()))?;
@@ -172,20 +172,19 @@ pub(crate) async fn reload(
 /// An admin action, with its one audit event however it ends: refused for a missing or invalid
 /// token or without the `admin` scope, refused by the action itself (its error), or done
 /// (`action` answers, and names what it was about for the event's `target`).
-async fn admin_action<T>(
+async fn admin_action<T: IntoResponse>(
     gateway: &Gateway,
     operation: &str,
     principal: Result<Authenticated, GatewayError>,
     headers: &HeaderMap,
     action: impl AsyncFnOnce(&Principal) -> Result<(T, BTreeMap<String, String>), GatewayError>,
-) -> Result<T, GatewayError> {
-    let mut event = Event::new(operation);
-    event.request_id = headers.get("x-request-id").and_then(|id| id.to_str().ok()).map(str::to_string);
+) -> Response {
+    let request_id = headers.get("x-request-id").and_then(|id| id.to_str().ok()).map(str::to_string);
+    let mut audit = AuditScope::start(&gateway.audit, operation, request_id, true);
     let result = match principal {
         Err(error) => Err(error),
         Ok(Authenticated(principal)) => {
-            event.tenant = Some(principal.tenant.id.clone());
-            event.subject = Some(principal.subject.clone());
+            audit.principal(&principal);
             if principal.has(Scope::Admin) {
                 action(&principal).await
             } else {
@@ -193,20 +192,15 @@ async fn admin_action<T>(
             }
         }
     };
-    event.time = chrono::Utc::now();
-    let result = match result {
+    let response = match result {
         Ok((answer, target)) => {
-            (event.status, event.outcome, event.target) = (200, Outcome::Ok, target);
-            Ok(answer)
+            audit.target(target);
+            answer.into_response()
         }
-        Err(error) => {
-            (event.status, event.outcome) = (error.status().as_u16(), Outcome::Refused);
-            event.reason = Some(error.to_string());
-            Err(error)
-        }
+        Err(error) => error.into_response(),
     };
-    gateway.audit.record(&event);
-    result
+    audit.finish(&response);
+    response
 }
 
 #[derive(Deserialize, ToSchema, Default)]
@@ -239,7 +233,7 @@ pub(crate) async fn purge_cache(
     principal: Result<Authenticated, GatewayError>,
     headers: HeaderMap,
     body: Result<BoundedBody, GatewayError>,
-) -> Result<Json<PurgeAnswer>, GatewayError> {
+) -> Response {
     admin_action(&gateway, "purge_cache", principal, &headers, async |principal: &Principal| {
         let BoundedBody(body) = body?;
         let request: PurgeRequest = if body.iter().all(u8::is_ascii_whitespace) {

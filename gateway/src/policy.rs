@@ -1,13 +1,12 @@
 //! The vocabulary of the gateway's policy: scopes, cache classes, ownership rules, invalidations,
 //! priorities, input checks, and the shape of one row of the operation table. The table itself is
-//! generated from the spec's `x-gateway` extensions (`generated.rs`, by `cargo xtask regen`);
+//! generated from the spec's `x-gateway` extensions (`generated/operations.rs`, by `cargo xtask
+//! regen`, which also defines a row's type, as a row names its `Operation`);
 //! handlers and the pipeline read it, and none of them repeats it.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-
-pub(crate) use crate::generated::{OPERATIONS, Operation};
 
 /// What a token may do. A token's scopes are its `scope` claim cut down to its tenant's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -233,21 +232,6 @@ pub(crate) struct OperationPolicy {
     pub(crate) checks: &'static [Check],
 }
 
-/// One row of the operation table (`generated.rs`, from the spec).
-#[derive(Debug)]
-pub(crate) struct OperationSpec {
-    pub(crate) operation: Operation,
-    /// The spec's operationId.
-    pub(crate) id: &'static str,
-    pub(crate) method: http::Method,
-    /// Path under `/dev`, as the spec writes it.
-    pub(crate) path: &'static str,
-    pub(crate) params: &'static [ParamSpec],
-    /// The request body's schema, for operations that take one.
-    pub(crate) body: Option<&'static str>,
-    pub(crate) policy: OperationPolicy,
-}
-
 impl OperationPolicy {
     /// Safe to repeat: a read the gateway may retry after Agora's own 429.
     pub(crate) fn is_idempotent_read(&self) -> bool {
@@ -255,23 +239,10 @@ impl OperationPolicy {
     }
 }
 
-impl Operation {
-    pub(crate) fn spec(self) -> &'static OperationSpec {
-        &OPERATIONS[self as usize]
-    }
-
-    pub(crate) fn policy(self) -> &'static OperationPolicy {
-        &self.spec().policy
-    }
-
-    pub(crate) fn id(self) -> &'static str {
-        self.spec().id
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::operations::{OPERATIONS, Operation};
 
     #[test]
     fn the_table_is_in_variant_order_and_names_each_operation_once() {

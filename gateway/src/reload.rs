@@ -13,9 +13,9 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::app::Gateway;
 use crate::config::Config;
 use crate::metrics::ResultLabels;
+use crate::state::Gateway;
 
 /// What a reload did.
 #[derive(Debug, Serialize)]

@@ -1,9 +1,10 @@
 //! `cargo xtask adding-an-operation`: the README's "Adding an operation", walked through end to end
 //! in a copy of the workspace. It adds a made-up read to the copy's spec — the spec entry with its
-//! `x-gateway` policy, nothing else — runs `regen` there, builds that gateway
-//! (`--no-default-features`: no sandbox), and proxies the new operation to a stand-in upstream on
-//! 127.0.0.1: served through the generated route and dispatch, cached by its policy's class, and
-//! refused for another tenant's app. CI runs it.
+//! `x-gateway` policy — and its id to the spec tests' list (`generated/src/spec_tests.rs`, checked
+//! exactly), runs `regen` there, runs the copy's spec tests and the gateway's table test, builds
+//! that gateway (`--no-default-features`: no sandbox), and runs the new operation's end-to-end
+//! test: proxied to a stand-in upstream on 127.0.0.1, served through the generated route and
+//! dispatch, cached by its policy's class, and refused for another tenant's app. CI runs it.
 
 use std::path::Path;
 use std::process::Command;
@@ -78,15 +79,47 @@ pub(crate) fn run(root: &Path) -> Result<()> {
     ensure!(spec.contains(anchor), "the spec no longer has {anchor:?} to insert before");
     std::fs::write(&spec_path, spec.replacen(anchor, &format!("{NEW_OPERATION}{anchor}"), 1))?;
 
-    println!("3. cargo xtask regen (in the copy)");
+    println!("3. add its id to the spec tests' list ({SPEC_TESTS_PATH})");
+    let tests_path = copy.join(SPEC_TESTS_PATH);
+    let tests = std::fs::read_to_string(&tests_path)?;
+    let (list_start, list_end) = operation_list(&tests)?;
+    let listed = &tests[list_start..list_end];
+    let count: usize = listed
+        .split_once("; ")
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .and_then(|(count, _)| count.parse().ok())
+        .context("the spec tests' OPERATION_IDS has no length to raise")?;
+    let grown = listed.replacen(&format!("; {count}]"), &format!("; {}]", count + 1), 1).replacen(
+        "\n];",
+        "\n    \"get_channel_summary\",\n];",
+        1,
+    );
+    std::fs::write(&tests_path, format!("{}{grown}{}", &tests[..list_start], &tests[list_end..]))?;
+
+    println!("4. cargo xtask regen (in the copy)");
     crate::regen::run(&copy, false)?;
-    let table = std::fs::read_to_string(copy.join(crate::regen::GATEWAY_PATH))?;
+    let table = std::fs::read_to_string(copy.join(crate::regen::GATEWAY_TABLE_PATH))?;
     ensure!(table.contains("GetChannelSummary"), "regen did not put the operation in the gateway's table");
 
-    // Sharing this workspace's target dir, so only the copy's own crates are compiled; its binary
-    // lands on target/debug/agora-gateway, so it is copied aside at once.
-    println!("4. build the copy's gateway (--no-default-features: no sandbox)");
+    // Sharing this workspace's target dir, so only the copy's own crates are compiled.
     let target = root.join("target");
+    println!("5. the spec tests and the gateway's table test (in the copy)");
+    for (package, filter) in [("agora-console-client", None), ("agora-gateway", Some("policy::tests"))] {
+        let mut test = Command::new(env!("CARGO"));
+        test.args(["test", "--quiet", "-p", package, "--no-default-features", "--manifest-path"])
+            .arg(copy.join("Cargo.toml"))
+            .env("CARGO_TARGET_DIR", &target);
+        if package == "agora-gateway" {
+            test.arg("--lib");
+        }
+        if let Some(filter) = filter {
+            test.args(["--", filter]);
+        }
+        ensure!(test.status().context("running cargo test")?.success(), "the copy's {package} tests fail");
+    }
+
+    // Its binary lands on target/debug/agora-gateway, so it is copied aside at once.
+    println!("6. build the copy's gateway (--no-default-features: no sandbox)");
     let status = Command::new(env!("CARGO"))
         .args(["build", "--quiet", "-p", "agora-gateway", "--no-default-features", "--manifest-path"])
         .arg(copy.join("Cargo.toml"))
@@ -97,10 +130,20 @@ pub(crate) fn run(root: &Path) -> Result<()> {
     let binary = root.join("target/walkthrough/agora-gateway");
     std::fs::copy(target.join("debug/agora-gateway"), &binary)?;
 
-    println!("5. proxy the new operation end to end");
+    println!("7. the new operation's end-to-end test: proxied through the copy's gateway");
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(proxy(&binary, &copy))?;
     println!("adding an operation: the spec entry, regen, and the gateway serves it — done");
     Ok(())
+}
+
+/// Where the spec tests list every operation id.
+const SPEC_TESTS_PATH: &str = "generated/src/spec_tests.rs";
+
+/// The byte range of the spec tests' `OPERATION_IDS` declaration, through its closing `];`.
+fn operation_list(tests: &str) -> Result<(usize, usize)> {
+    let start = tests.find("const OPERATION_IDS: [&str; ").context("the spec tests have no OPERATION_IDS")?;
+    let end = tests[start..].find("\n];").context("OPERATION_IDS does not end")? + start + "\n];".len();
+    Ok((start, end))
 }
 
 /// Copies the workspace's sources (not `target/`, not `.git/`).

@@ -9,7 +9,11 @@ use serde_json::{Value, json};
 use std::future::Future;
 
 use super::*;
+use base64::Engine as _;
+
+use super::token::lives_too_long;
 use crate::metrics::Metrics;
+use crate::policy::Scope;
 
 const SECRET: &str = "acme-unit-hs256-secret-0123456789abcdef";
 const OTHER_SECRET: &str = "another-unit-hs256-secret-0123456789abc";

@@ -4,7 +4,8 @@
 //! Entries stay in the cache `stale_for` past their freshness, to be served `X-Cache: STALE` when
 //! the upstream fails or no slot is free. Writes invalidate what they change; an in-flight read
 //! that started before a write is answered but not stored. With Redis, the replicas share
-//! invalidations and fills (`cluster.rs`); hits never leave the process.
+//! invalidations and fills (`cluster/`); hits never leave the process. Fills are `fill.rs`,
+//! invalidation `invalidation.rs`.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -12,26 +13,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::FutureExt;
-use futures::future::{BoxFuture, Shared};
-
-use tokio::time::Instant;
-
-use crate::call::Call;
+use crate::answer::Answer;
 use crate::config::CacheConfig;
 use crate::error::GatewayError;
-use crate::generated::Operation;
 use crate::metrics::Metrics;
+use crate::operations::Operation;
 use crate::policy::CacheClass;
 use crate::throttle::Promotion;
-use crate::upstream::Answer;
 
 pub(crate) mod cluster;
 mod entry;
+mod fill;
+mod invalidation;
 
-use cluster::Change;
 pub(crate) use cluster::ClusterCache;
-pub(crate) use entry::{Entry, View, ViewKey};
+pub(crate) use entry::Entry;
+use fill::{UnderWay, may_serve_stale};
 
 /// How a read was answered (the `X-Cache` header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,15 +58,6 @@ impl CacheStatus {
             CacheStatus::Bypass => "bypass",
         }
     }
-}
-
-type SharedFill = Shared<BoxFuture<'static, Result<Arc<Entry>, GatewayError>>>;
-
-/// A fill under way: its answer, shared by every caller; who waits for it; how to promote it.
-struct UnderWay {
-    answer: SharedFill,
-    first_tenant: usize,
-    promotion: Arc<Promotion>,
 }
 
 pub(crate) struct Inner {
@@ -253,79 +241,6 @@ impl ResponseCache {
         }
     }
 
-    /// One fill for any number of concurrent callers of the same key; answers the entry and
-    /// whether it came from the cluster's shared tier (no upstream call).
-    async fn fill<F, Fut>(&self, read: Read, fill: F) -> Result<(Arc<Entry>, bool), GatewayError>
-    where
-        F: FnOnce(Arc<Promotion>) -> Fut,
-        Fut: Future<Output = Result<Answer, GatewayError>> + Send + 'static,
-    {
-        let answer = {
-            let mut filling = self.inner.filling.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            match filling.get(&read.key) {
-                Some(under_way) => {
-                    // Another tenant waits for it too: it is nobody's now.
-                    if under_way.first_tenant != read.tenant {
-                        under_way.promotion.raise();
-                    }
-                    under_way.answer.clone()
-                }
-                None => {
-                    let promotion = Arc::new(Promotion::default());
-                    let upstream = fill(promotion.clone());
-                    let task =
-                        tokio::spawn(self.inner.clone().fill_task(read.key.clone(), read_params(&read), upstream));
-                    let answer = async move {
-                        task.await.unwrap_or_else(|error| {
-                            Err(GatewayError::Internal(format!("a cache fill failed: {error}")))
-                        })
-                    }
-                    .boxed()
-                    .shared();
-                    let under_way = UnderWay { answer: answer.clone(), first_tenant: read.tenant, promotion };
-                    filling.insert(read.key.clone(), under_way);
-                    answer
-                }
-            }
-        };
-        answer.await.map(|entry| {
-            let shared = entry.shared;
-            (entry, shared)
-        })
-    }
-
-    /// A project changed: drop the project list and every answer about that project, here and
-    /// on every replica.
-    pub(crate) async fn invalidate_project(&self, project_id: &str) {
-        self.inner.invalidate_project_here(project_id);
-        if let Some(cluster) = &self.inner.cluster {
-            let list = Call::new(Operation::ListProjects).cache_key();
-            let change = Change::Project { project: project_id.to_string() };
-            cluster.publish(CacheClass::Project, change, &[list]).await;
-        }
-    }
-
-    /// One answer changed (an app's kicking rules), here and on every replica.
-    pub(crate) async fn invalidate_key(&self, key: &str, class: CacheClass) {
-        self.inner.invalidate_key_here(key, class);
-        if let Some(cluster) = &self.inner.cluster {
-            let change = Change::Key { key: key.to_string(), class: class.as_str().to_string() };
-            cluster.publish(class, change, &[key.to_string()]).await;
-        }
-    }
-
-    /// Drops every entry, or every entry of one class, here and on every replica (whose shared
-    /// copies of the class are void after it).
-    pub(crate) async fn purge(&self, class: Option<CacheClass>) {
-        self.inner.purge_here(class);
-        if let Some(cluster) = &self.inner.cluster {
-            let change = Change::Purge { class: class.map(|class| class.as_str().to_string()) };
-            for voided in class.map_or(CacheClass::ALL.to_vec(), |class| vec![class]) {
-                cluster.publish(voided, change.clone(), &[]).await;
-            }
-        }
-    }
-
     /// Bytes held, after the cache's pending housekeeping (evictions) has run.
     pub(crate) async fn weighted_size(&self) -> u64 {
         self.inner.entries.run_pending_tasks().await;
@@ -335,174 +250,9 @@ impl ResponseCache {
     }
 }
 
-/// What a fill task needs of its read.
-struct FillParams {
-    operation: Operation,
-    class: CacheClass,
-    tenant_shared: bool,
-    wait_for_others: Duration,
-    refresh: bool,
-}
-
-fn read_params(read: &Read) -> FillParams {
-    FillParams {
-        operation: read.operation,
-        class: read.class,
-        tenant_shared: read.shared,
-        wait_for_others: read.wait_for_others,
-        refresh: read.refresh,
-    }
-}
-
-/// Removes a fill from the fills under way when its task ends, however it ends (an answer, an
-/// error, a panic, or cancellation): a fill that failed never leaves its key stuck.
-struct UnderWayGuard {
-    inner: Arc<Inner>,
-    key: String,
-}
-
-impl Drop for UnderWayGuard {
-    fn drop(&mut self) {
-        self.inner.filling.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&self.key);
-    }
-}
-
 impl Inner {
     fn record(&self, class: CacheClass, result: &'static str) {
         self.metrics.cache_event(class as usize, result);
-    }
-
-    fn bump(&self, class: CacheClass) {
-        self.generations[class as usize].fetch_add(1, Ordering::SeqCst);
-    }
-
-    fn trusts(&self, entry: &Entry) -> bool {
-        entry.trust == self.trust.load(Ordering::Acquire)
-    }
-
-    /// Invalidations may have been missed: nothing filled before now is fresh any more (it may
-    /// still cover an upstream failure, as a stale answer), and fills under way are not stored.
-    pub(super) fn distrust(&self) {
-        self.trust.fetch_add(1, Ordering::AcqRel);
-        for class in CacheClass::ALL {
-            self.bump(class);
-        }
-    }
-
-    /// A project changed: this replica's list and answers about it.
-    pub(super) fn invalidate_project_here(&self, project_id: &str) {
-        self.bump(CacheClass::Project);
-        let project_id = project_id.to_string();
-        let list = Call::new(Operation::ListProjects).cache_key();
-        let result = self.entries.invalidate_entries_if(move |key, entry| {
-            entry.class == Some(CacheClass::Project) && (*key == list || entry.mentions_project(&project_id))
-        });
-        if let Err(error) = result {
-            tracing::error!(%error, "could not invalidate project entries; purging the class");
-            self.entries.invalidate_all();
-        }
-    }
-
-    /// An admin's purge: this replica's entries, of a class or all of them.
-    pub(super) fn purge_here(&self, class: Option<CacheClass>) {
-        match class {
-            None => {
-                for class in CacheClass::ALL {
-                    self.bump(class);
-                }
-                self.entries.invalidate_all();
-            }
-            Some(class) => {
-                self.bump(class);
-                if self.entries.invalidate_entries_if(move |_, entry| entry.class == Some(class)).is_err() {
-                    self.entries.invalidate_all();
-                }
-            }
-        }
-    }
-
-    /// One answer changed: this replica's copy.
-    pub(super) fn invalidate_key_here(&self, key: &str, class: CacheClass) {
-        self.bump(class);
-        let key = key.to_string();
-        let entries = self.entries.clone();
-        // moka's future cache invalidates asynchronously; this one is already gone for readers
-        // (the generation changed, and `invalidate_entries_if` takes it out of `get`).
-        if entries.invalidate_entries_if(move |candidate, _| *candidate == key).is_err() {
-            self.entries.invalidate_all();
-        }
-    }
-
-    /// The fill of `key`: from the cluster's shared tier when it may, or from `upstream`; stored
-    /// here unless an invalidation of its class came meanwhile.
-    async fn fill_task<Fut>(
-        self: Arc<Self>,
-        key: String,
-        params: FillParams,
-        upstream: Fut,
-    ) -> Result<Arc<Entry>, GatewayError>
-    where
-        Fut: Future<Output = Result<Answer, GatewayError>> + Send + 'static,
-    {
-        let _under_way = UnderWayGuard { inner: self.clone(), key: key.clone() };
-        let class = params.class;
-        let generation = self.generations[class as usize].load(Ordering::SeqCst);
-        let trust = self.trust.load(Ordering::Acquire);
-        let ttl = self.timings.ttl(class);
-        let lifetime = self.timings.lifetime(class);
-        let cluster = self.cluster.as_ref().filter(|cluster| params.tenant_shared && cluster.is_up());
-        let (answer, age, shared) = match cluster {
-            None => (upstream.await?, Duration::ZERO, false),
-            Some(cluster) => {
-                let terms = cluster::FillTerms {
-                    class,
-                    fresh_for: ttl,
-                    lifetime,
-                    wait_until: Instant::now() + params.wait_for_others,
-                    refresh: params.refresh,
-                };
-                match cluster::fill(cluster, &key, terms, upstream).await {
-                    Ok((answer, Some(age))) => (answer, age, true),
-                    Ok((answer, None)) => (answer, Duration::ZERO, false),
-                    Err(failure) => match failure.stale {
-                        // The shared tier's stale copy covers what a local one would have.
-                        Some((answer, age)) if may_serve_stale(&failure.error) && age < lifetime => {
-                            tracing::info!(error = %failure.error, "serving the shared tier's stale answer");
-                            let mut entry = Entry::new(params.operation, answer)?;
-                            entry.backdate(age);
-                            entry.class = Some(class);
-                            entry.trust = trust;
-                            return Ok(Arc::new(entry));
-                        }
-                        _ => return Err(failure.error),
-                    },
-                }
-            }
-        };
-        let mut entry = Entry::new(params.operation, answer)?;
-        entry.class = Some(class);
-        entry.shared = shared;
-        entry.trust = trust;
-        if shared {
-            entry.backdate(age);
-        }
-        let entry = Arc::new(entry);
-        if self.generations[class as usize].load(Ordering::SeqCst) == generation {
-            self.entries.insert(key, entry.clone()).await;
-        }
-        Ok(entry)
-    }
-}
-
-/// Failures a stale answer may cover: the upstream is down, slow, overloaded, or no slot is free.
-fn may_serve_stale(error: &GatewayError) -> bool {
-    match error {
-        GatewayError::Throttled { .. }
-        | GatewayError::BadGateway(_)
-        | GatewayError::UpstreamCredentials { .. }
-        | GatewayError::GatewayTimeout(_) => true,
-        GatewayError::Upstream(upstream) => upstream.status.is_server_error() || upstream.status.as_u16() == 429,
-        _ => false,
     }
 }
 

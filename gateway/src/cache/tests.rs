@@ -7,8 +7,8 @@ use bytesize::ByteSize;
 use serde_json::json;
 
 use super::*;
-use crate::policy::Operation;
-use crate::upstream::Answer;
+use crate::answer::Answer;
+use crate::operations::Operation;
 
 fn config(ttl: Duration) -> CacheConfig {
     CacheConfig {

@@ -3,19 +3,20 @@
 //! file) and resolved at load (`secret.rs`); a resolved secret never appears in `Debug` output.
 //! What the types cannot check is checked in `validate.rs`.
 
+mod human;
 mod secret;
+mod tenants;
 mod validate;
 
 pub(crate) use secret::Secret;
+pub(crate) use tenants::{KeyConfig, TenantConfig};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytesize::ByteSize;
-use serde::{Deserialize, Deserializer};
-
-use crate::policy::Scope;
+use serde::Deserialize;
 
 /// A configuration that cannot be used, with the field it is about.
 #[derive(Debug, thiserror::Error)]
@@ -285,70 +286,6 @@ impl Default for CacheConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct TenantConfig {
-    /// Tenant ID, as it appears in logs and metrics.
-    pub(crate) id: String,
-    /// The `iss` of this tenant's tokens; unique across tenants.
-    pub(crate) issuer: String,
-    /// The `aud` this tenant's tokens must carry.
-    pub(crate) audience: String,
-    /// Scopes this tenant may hold; a token's `scope` is cut down to these.
-    pub(crate) scopes: Vec<Scope>,
-    /// The tenant owns every project whose name starts with this, and may create projects so named.
-    #[serde(default)]
-    pub(crate) project_name_prefix: Option<String>,
-    /// Further projects the tenant owns, by project ID.
-    #[serde(default)]
-    pub(crate) project_ids: Vec<String>,
-    /// Share of the upstream budget under contention, relative to the other tenants.
-    #[serde(default = "defaults::weight")]
-    pub(crate) weight: u32,
-    /// Keys that verify this tenant's tokens, chosen by the token's `kid`; several at once for rotation.
-    #[serde(default)]
-    pub(crate) keys: Vec<KeyConfig>,
-    /// The tenant's identity provider's key set (JWKS), fetched and kept fresh; beside `keys` or
-    /// instead of them.
-    #[serde(default)]
-    pub(crate) jwks_url: Option<String>,
-    /// Find the JWKS at `jwks_uri` of `{issuer}/.well-known/openid-configuration` instead.
-    #[serde(default)]
-    pub(crate) issuer_discovery: bool,
-    /// The algorithms this tenant's JWKS keys may use (a JWK without `alg` takes the one of these
-    /// that fits it); any asymmetric one when left out.
-    #[serde(default)]
-    pub(crate) algorithms: Vec<String>,
-}
-
-impl TenantConfig {
-    /// Whether the tenant's keys come (also) from a JWKS.
-    pub(crate) fn has_jwks(&self) -> bool {
-        self.jwks_url.is_some() || self.issuer_discovery
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct KeyConfig {
-    /// Key ID, matched against the token header's `kid`.
-    pub(crate) kid: String,
-    /// The one algorithm this key verifies (HS256/384/512, RS256/384/512, PS256, ES256/384, EdDSA).
-    pub(crate) alg: String,
-    /// Shared secret of an HS* key.
-    #[serde(default)]
-    pub(crate) secret: Option<Secret>,
-    /// PEM public key of an RS*/PS*/ES*/EdDSA key.
-    #[serde(default)]
-    pub(crate) public_key: Option<Secret>,
-    /// JWK (JSON) public key, instead of `public_key`.
-    #[serde(default)]
-    pub(crate) jwk: Option<Secret>,
-    /// The key, parsed once when the config is validated.
-    #[serde(skip)]
-    pub(crate) parsed: Option<crate::auth::keys::VerifyingKey>,
-}
-
 mod defaults {
     use std::time::Duration;
 
@@ -442,35 +379,6 @@ fn redact(message: &str) -> String {
         }
     }
     redacted
-}
-
-/// Durations in human form (`500ms`, `5s`, `1h 30m`).
-mod human {
-    use super::*;
-
-    pub(crate) fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        humantime::parse_duration(&text).map_err(|error| {
-            serde::de::Error::custom(format!("{text:?} is not a duration like \"5s\" or \"250ms\": {error}"))
-        })
-    }
-
-    pub(crate) fn optional_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
-        duration(deserializer).map(Some)
-    }
-
-    /// A duration, or `"off"`.
-    pub(crate) fn optional_duration_or_off<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        if text == "off" {
-            return Ok(None);
-        }
-        humantime::parse_duration(&text).map(Some).map_err(|error| {
-            serde::de::Error::custom(format!("{text:?} is not a duration like \"24h\", nor \"off\": {error}"))
-        })
-    }
 }
 
 #[cfg(test)]

@@ -2,44 +2,38 @@
 //! the caller — only its projects in a project list, `sign_key` null without `projects:secrets` —
 //! and nothing else changed: every field the gateway does not know stays, in place. Project
 //! answers are split once per cache entry (`projects.rs`), and each tenant's view of an entry is
-//! rendered once and kept beside it, so a cache hit writes ready bytes.
+//! rendered once and kept beside it (`views.rs`), so a cache hit writes ready bytes.
 
 pub(crate) mod json;
 pub(crate) mod projects;
+mod views;
 
 use bytes::Bytes;
 
 use crate::auth::Principal;
-use crate::cache::{Entry, View, ViewKey};
 use crate::error::GatewayError;
-use crate::policy::{Invalidation, OperationPolicy, Ownership, Scope};
-pub(crate) use projects::{ProjectItem, ProjectsView};
+use crate::policy::{Ownership, Scope};
+pub(crate) use projects::ProjectItem;
+pub(crate) use views::{View, ViewKey, Views};
 
-/// Where an operation's answer keeps its projects, if egress must edit it: the member, and
-/// whether the answer is unusable without it.
-pub(crate) fn project_field(policy: &OperationPolicy) -> Option<(&'static str, bool)> {
-    match (policy.ownership, policy.invalidates) {
-        // The list is filtered and the lookup checked: both need their projects.
-        (Ownership::FilterProjects, _) => Some(("projects", true)),
-        (Ownership::ResultProject, _) => Some(("project", true)),
-        // Project writes may answer the project (live) or only `{"success": true}` (the document).
-        (_, Invalidation::Project) => Some(("project", false)),
-        _ => None,
-    }
-}
-
-/// The body to send this principal, for an answer of an operation with this ownership rule.
-pub(crate) fn render(principal: &Principal, ownership: Ownership, entry: &Entry) -> Result<Bytes, GatewayError> {
-    let View::Projects(view) = &entry.view else {
-        return Ok(entry.answer.body.clone());
+/// The body to send this principal, for an answer (`body`, split in `views`) of an operation
+/// with this ownership rule.
+pub(crate) fn render(
+    principal: &Principal,
+    ownership: Ownership,
+    body: &Bytes,
+    views: &Views,
+) -> Result<Bytes, GatewayError> {
+    let View::Projects(view) = &views.view else {
+        return Ok(body.clone());
     };
     let secrets = principal.has(Scope::ProjectsSecrets);
     if principal.is_admin() && secrets {
-        return Ok(entry.answer.body.clone());
+        return Ok(body.clone());
     }
     let filtered = matches!(ownership, Ownership::FilterProjects | Ownership::ResultProject) && !principal.is_admin();
     let key = ViewKey { tenant: principal.tenant.uid, filtered, secrets };
-    let rendered = entry.view_for(key, || {
+    let rendered = views.view_for(key, || {
         let visible: Vec<&ProjectItem> = if filtered {
             view.items.iter().filter(|item| principal.owns(&item.id, &item.name)).collect()
         } else {
@@ -62,14 +56,25 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
+    use crate::answer::Answer;
     use crate::auth::{Principal, Tenant};
-    use crate::generated::Operation;
+    use crate::operations::Operation;
     use crate::policy::ScopeSet;
-    use crate::upstream::Answer;
+
+    /// An answer as the cache keeps it: the answer, and egress's split of it.
+    struct Entry {
+        answer: Answer,
+        views: Views,
+    }
 
     fn entry(operation: Operation, body: Value) -> Entry {
         let answer = Answer { status: StatusCode::CREATED, headers: HeaderMap::new(), body: body.to_string().into() };
-        Entry::new(operation, answer).unwrap()
+        let views = Views::new(operation, &answer).unwrap();
+        Entry { answer, views }
+    }
+
+    fn render(principal: &Principal, ownership: Ownership, entry: &Entry) -> Result<Bytes, GatewayError> {
+        super::render(principal, ownership, &entry.answer.body, &entry.views)
     }
 
     fn principal(tenant: &Arc<Tenant>, scopes: &[Scope]) -> Principal {

@@ -19,6 +19,14 @@ pub(crate) struct ProjectItem {
     pub(crate) redacted: Bytes,
 }
 
+impl ProjectItem {
+    /// Whether it is the project a `get_project` asks for: the `id` and the `name` given (at least
+    /// one of them, checked by the routes) both match.
+    pub(crate) fn is_asked_for(&self, id: Option<&str>, name: Option<&str>) -> bool {
+        id.is_none_or(|id| id == self.id) && name.is_none_or(|name| name == self.name)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Shape {
     /// `"project": {...}` (the live service's writes).

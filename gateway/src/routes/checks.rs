@@ -41,7 +41,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::generated::Operation;
+    use crate::operations::Operation;
 
     fn refusal(check: Check, call: &mut Call) -> String {
         match run(check, call) {

@@ -13,9 +13,11 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use crate::call::Call;
+use crate::dispatch;
 use crate::edge::RequestSlot;
 use crate::error::GatewayError;
-use crate::generated::{self, Operation};
+use crate::operations::Operation;
+use crate::pipeline::Directives;
 use crate::policy::{Location, ParamKind, ParamSpec};
 
 use super::checks;
@@ -62,14 +64,6 @@ pub(crate) struct Inbound {
     pub(crate) authorization: Option<HeaderValue>,
     pub(crate) declared_length: Option<usize>,
     pub(crate) directives: Directives,
-}
-
-/// How the client wants its request handled: `refresh` when it sent `Cache-Control: no-cache` (or
-/// `Pragma: no-cache`); `deadline`, the edge's, by when it must be answered.
-#[derive(Clone, Copy)]
-pub(crate) struct Directives {
-    pub(crate) refresh: bool,
-    pub(crate) deadline: Option<tokio::time::Instant>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Inbound {
@@ -202,7 +196,7 @@ pub(crate) fn build_call(
         checks::run(*check, &mut call)?;
     }
     if let Some(body) = &call.body {
-        generated::check_body(operation, body)?;
+        dispatch::check_body(operation, body)?;
     }
     Ok(call)
 }

@@ -3,7 +3,7 @@
 //! Agora documents both). One generic handler per input shape — with or without a body — labels
 //! the request's metrics with its operation, authenticates (step 2), reads the inputs into a
 //! [`Call`] (`input.rs`, `checks.rs`: a bad one is a 400 naming the field, before any budget is
-//! spent) and hands it to `Gateway::serve` in `app.rs`.
+//! spent) and hands it to the pipeline (`pipeline.rs`).
 
 mod checks;
 mod input;
@@ -16,12 +16,19 @@ use axum::extract::{RawQuery, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 
-use crate::app::Gateway;
-use crate::audit::{Event, Outcome};
+use crate::audit::{AuditScope, target_of};
 use crate::call::Call;
-use crate::error::{GatewayError, ProblemReport};
-use crate::generated::{OPERATIONS, Operation};
-pub(crate) use input::{BoundedBody, Directives, HasBodyLimit, Inbound, PathValues, read_body};
+use crate::error::GatewayError;
+use crate::operations::{OPERATIONS, Operation};
+use crate::pipeline;
+use crate::state::Gateway;
+pub(crate) use input::{BoundedBody, HasBodyLimit, Inbound, PathValues, read_body};
+
+impl HasBodyLimit for Arc<Gateway> {
+    fn body_limit(&self) -> usize {
+        self.max_body
+    }
+}
 
 /// The Console routes, under `/dev`, from the operation table.
 pub(crate) fn console_routes() -> Router<Arc<Gateway>> {
@@ -83,22 +90,27 @@ async fn handle(
     body: Option<Body>,
 ) -> Response {
     inbound.slot.set_operation(operation.id());
+    let write = operation.policy().cache.is_none();
     // One audit event for the request however it ends — answered, refused, or dropped by the
     // edge's deadline (then its outcome is unknown).
-    let mut audit = gateway.audit.covers(operation).then(|| {
-        let mut event = Event::new(operation.id());
-        event.request_id.clone_from(&inbound.request_id);
-        AuditOnDrop { gateway: gateway.clone(), event: Some(event) }
-    });
+    let mut audit = gateway
+        .audit
+        .covers(operation)
+        .then(|| AuditScope::start(&gateway.audit, operation.id(), inbound.request_id.clone(), write));
+    let finish = |audit: Option<AuditScope>, response: Response| {
+        if let Some(audit) = audit {
+            audit.finish(&response);
+        }
+        response
+    };
     // 2. auth
     let principal = match gateway.auth.load().authenticate(inbound.authorization.as_ref()).await {
         Ok(principal) => principal,
-        Err(error) => return finish(audit.as_mut(), operation, error.into_response()),
+        Err(error) => return finish(audit, error.into_response()),
     };
     inbound.slot.set_tenant(principal.tenant.label);
-    if let Some(event) = audit.as_mut().and_then(|audit| audit.event.as_mut()) {
-        event.tenant = Some(principal.tenant.id.clone());
-        event.subject = Some(principal.subject.clone());
+    if let Some(audit) = audit.as_mut() {
+        audit.principal(&principal);
     }
     // 3. route + validate
     let call = async {
@@ -110,64 +122,14 @@ async fn handle(
     };
     let call: Call = match call.await {
         Ok(call) => call,
-        Err(error) => return finish(audit.as_mut(), operation, error.into_response()),
+        Err(error) => return finish(audit, error.into_response()),
     };
-    if let Some(event) = audit.as_mut().and_then(|audit| audit.event.as_mut()) {
-        event.target = crate::audit::target_of(&call);
+    if let Some(audit) = audit.as_mut() {
+        audit.target(target_of(&call));
     }
-    let response = gateway.serve(principal, call, inbound.directives).await;
-    finish(audit.as_mut(), operation, response)
-}
-
-/// Records the request's audit event from its response.
-fn finish(audit: Option<&mut AuditOnDrop>, operation: Operation, response: Response) -> Response {
-    if let Some(audit) = audit
-        && let Some(mut event) = audit.event.take()
-    {
-        let status = response.status();
-        event.time = chrono::Utc::now();
-        event.status = status.as_u16();
-        let problem = response.extensions().get::<ProblemReport>().map(|report| report.problem.detail.clone());
-        event.upstream_request_id = response
-            .headers()
-            .get(crate::upstream::AGORA_REQUEST_ID)
-            .and_then(|id| id.to_str().ok())
-            .map(str::to_string);
-        event.outcome = match status.as_u16() {
-            200..=299 => Outcome::Ok,
-            // A write that timed out upstream was sent: whether it was done, nobody knows.
-            504 if operation.policy().cache.is_none() => Outcome::Unknown,
-            400..=499 => Outcome::Refused,
-            _ => Outcome::Failed,
-        };
-        event.reason = match (&event.outcome, problem) {
-            (Outcome::Ok, _) => None,
-            (Outcome::Unknown, _) => Some("sent, and no answer came: it may or may not have been done".into()),
-            (_, Some(detail)) => Some(detail),
-            (_, None) => Some(format!("Agora answered {status}")),
-        };
-        audit.gateway.audit.record(&event);
-    }
-    response
-}
-
-/// The audit event of a request still under way; recorded with an unknown outcome if the request
-/// is dropped (the edge's deadline passed) before it ends.
-struct AuditOnDrop {
-    gateway: Arc<Gateway>,
-    event: Option<Event>,
-}
-
-impl Drop for AuditOnDrop {
-    fn drop(&mut self) {
-        if let Some(mut event) = self.event.take() {
-            event.time = chrono::Utc::now();
-            event.status = 504;
-            event.outcome = Outcome::Unknown;
-            event.reason = Some("the request ran past the gateway's deadline: it may or may not have been done".into());
-            self.gateway.audit.record(&event);
-        }
-    }
+    // 4-8
+    let response = pipeline::serve(&gateway, principal, call, inbound.directives).await;
+    finish(audit, response)
 }
 
 #[cfg(test)]

@@ -11,80 +11,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use agora_console_client::{Client, ClientOptions, Error as ClientError, RawAnswer, capture_answer, types};
-use axum::http::{HeaderMap, HeaderName, StatusCode, header};
-use bytes::Bytes;
 
+mod domains;
+
+use crate::answer::Answer;
 use crate::call::Call;
 use crate::config::UpstreamConfig;
-use crate::error::{GatewayError, UpstreamStatus};
-use crate::generated;
+use crate::dispatch;
+use crate::error::GatewayError;
 use crate::metrics::{DomainLabels, Metrics, OperationLabels, UpstreamLabels};
+use domains::{Domain, domain_label, lock, probe};
 
 /// Largest upstream answer the gateway reads (a project list of 5,000 projects is about 1.5 MiB).
 pub(crate) const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
-
-/// Agora's own request ID, passed on under this name: `X-Request-Id` is the gateway's.
-pub(crate) const AGORA_REQUEST_ID: &str = "x-agora-request-id";
-
-/// An answer of the Console API, as it came.
-#[derive(Debug, Clone)]
-pub(crate) struct Answer {
-    pub(crate) status: StatusCode,
-    /// `Content-Type` and the headers a caller needs (`Retry-After`, `RateLimit-*`, Agora's
-    /// request ID as `X-Agora-Request-Id`).
-    pub(crate) headers: HeaderMap,
-    pub(crate) body: Bytes,
-}
-
-impl Answer {
-    fn from_raw(raw: RawAnswer) -> Self {
-        Self { status: raw.status, headers: passed_on(&raw.headers), body: raw.body }
-    }
-}
-
-/// The headers of an upstream answer that reach the caller.
-fn passed_on(headers: &HeaderMap) -> HeaderMap {
-    let mut kept = HeaderMap::new();
-    for (name, value) in headers {
-        let text = name.as_str();
-        if name == header::CONTENT_TYPE
-            || name == header::RETRY_AFTER
-            || text.starts_with("ratelimit-")
-            || text.starts_with("x-ratelimit-")
-        {
-            kept.append(name.clone(), value.clone());
-        } else if text == "x-request-id" {
-            kept.insert(HeaderName::from_static(AGORA_REQUEST_ID), value.clone());
-        }
-    }
-    kept
-}
-
-/// After a timeout or a 5xx, a domain is tried again (first) after this long.
-const SUSPECT_FOR: Duration = Duration::from_secs(10);
-/// A domain that could not be connected to is probed (a TCP connect, no API call) this often.
-const PROBE_EVERY: Duration = Duration::from_secs(1);
-
-/// One of the API's domains (`upstream.base_urls`).
-struct Domain {
-    client: Client,
-    /// `host:port`, for metrics, logs and the probe.
-    label: &'static str,
-    /// Not tried first until then (a failure; all domains down: tried anyway).
-    down_until: Mutex<Option<Instant>>,
-    /// Could not be connected to: out until a probe connects.
-    unreachable: AtomicBool,
-}
-
-impl Domain {
-    fn is_usable(&self, now: Instant) -> bool {
-        lock(&self.down_until).is_none_or(|until| now >= until)
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// Whether a failed attempt may be made again on the next domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,7 +50,7 @@ pub(crate) struct Upstream {
     max_retry_after: Duration,
     /// No `upstream.proxy`: a domain can be probed by connecting to it. Through a proxy, a
     /// direct connect says nothing (and may never succeed), so a domain that could not be
-    /// reached is tried again after [`SUSPECT_FOR`] instead.
+    /// reached is tried again after [`SUSPECT_FOR`](domains::SUSPECT_FOR) instead.
     probe_directly: bool,
     metrics: std::sync::Arc<Metrics>,
     /// Why Agora last refused the gateway's own credentials, until it next accepts them.
@@ -162,40 +101,6 @@ impl Upstream {
         self.domains.len()
     }
 
-    /// The domain to try: the first usable one in order; if none is, the one back soonest.
-    fn pick(&self) -> usize {
-        let now = Instant::now();
-        if let Some(index) = self.domains.iter().position(|domain| domain.is_usable(now)) {
-            return index;
-        }
-        let back_at = |domain: &Domain| lock(&domain.down_until).unwrap_or(now);
-        (0..self.domains.len()).min_by_key(|index| back_at(&self.domains[*index])).unwrap_or(0)
-    }
-
-    fn mark_down(&self, index: usize, unreachable: bool, why: &str) {
-        let domain = &self.domains[index];
-        if self.domains.len() > 1 {
-            // Out until the probe connects; through a proxy (no probe), like a timeout.
-            let out_for = if unreachable && self.probe_directly { Duration::from_secs(3600) } else { SUSPECT_FOR };
-            let until = Instant::now() + out_for;
-            *lock(&domain.down_until) = Some(until);
-            domain.unreachable.store(unreachable, Ordering::SeqCst);
-            self.metrics.upstream_domain_up.get_or_create(&DomainLabels { domain: domain.label }).set(0);
-            self.metrics.upstream_failovers.get_or_create(&DomainLabels { domain: domain.label }).inc();
-            tracing::warn!(domain = domain.label, why, "an upstream domain failed: the next one takes its calls");
-        }
-    }
-
-    fn mark_up(&self, index: usize) {
-        let domain = &self.domains[index];
-        let was_down = lock(&domain.down_until).take().is_some();
-        domain.unreachable.store(false, Ordering::SeqCst);
-        if was_down {
-            self.metrics.upstream_domain_up.get_or_create(&DomainLabels { domain: domain.label }).set(1);
-            tracing::info!(domain = domain.label, "an upstream domain answers again");
-        }
-    }
-
     /// Timeout of one call.
     pub(crate) fn timeout(&self) -> Duration {
         self.timeout
@@ -231,7 +136,7 @@ impl Upstream {
         let operation = call.operation.id();
         let started = Instant::now();
         let client = &self.domains[index].client;
-        let (result, raw) = capture_answer(MAX_ANSWER_BYTES, generated::dispatch(client, call)).await;
+        let (result, raw) = capture_answer(MAX_ANSWER_BYTES, dispatch::dispatch(client, call)).await;
         #[cfg(all(feature = "fault-injection", debug_assertions))]
         inject_fault(raw.as_ref());
         let not_sent = matches!(&result, Err(ClientError::CommunicationError(error)) if error.is_connect());
@@ -328,7 +233,7 @@ impl Upstream {
             return Err(GatewayError::UpstreamCredentials { status: answer.status.as_u16(), detail });
         }
         self.set_credentials_refused(None);
-        Err(GatewayError::Upstream(Box::new(UpstreamStatus {
+        Err(GatewayError::Upstream(Box::new(Answer {
             status: answer.status,
             headers: answer.headers,
             body: answer.body,
@@ -374,33 +279,6 @@ impl Upstream {
     }
 }
 
-/// `host:port` of a base URL.
-fn domain_label(base_url: &str) -> String {
-    match reqwest::Url::parse(base_url) {
-        Ok(url) => format!("{}:{}", url.host_str().unwrap_or("?"), url.port_or_known_default().unwrap_or(0)),
-        Err(_) => base_url.to_string(),
-    }
-}
-
-/// Brings back domains that could not be connected to, as soon as a TCP connect succeeds (no API
-/// call: the probe spends no budget). Ends when the upstream is dropped.
-async fn probe(upstream: std::sync::Weak<Upstream>) {
-    loop {
-        tokio::time::sleep(PROBE_EVERY).await;
-        let Some(upstream) = upstream.upgrade() else { return };
-        for index in 0..upstream.domains.len() {
-            let domain = &upstream.domains[index];
-            if !domain.unreachable.load(Ordering::SeqCst) {
-                continue;
-            }
-            let connect = tokio::net::TcpStream::connect(domain.label);
-            if let Ok(Ok(_)) = tokio::time::timeout(upstream.connect_timeout, connect).await {
-                upstream.mark_up(index);
-            }
-        }
-    }
-}
-
 /// reqwest's message without the URL (which holds no secret, but is noise for the client).
 fn without_url(error: &reqwest::Error) -> String {
     let mut text = error.to_string();
@@ -411,126 +289,4 @@ fn without_url(error: &reqwest::Error) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use axum::http::HeaderValue;
-
-    use super::*;
-
-    fn upstream() -> Arc<Upstream> {
-        let config: UpstreamConfig = toml::from_str(
-            r#"base_url = "http://127.0.0.1:9/dev"
-               customer_id = "id"
-               customer_secret = "secret""#,
-        )
-        .unwrap();
-        Upstream::new(&config.domains(), "id", "secret", &config, Arc::new(Metrics::new())).unwrap()
-    }
-
-    fn raw(status: u16, body: &str, headers: &[(&'static str, &str)]) -> RawAnswer {
-        let mut map = HeaderMap::new();
-        for (name, value) in headers {
-            map.insert(*name, HeaderValue::from_str(value).unwrap());
-        }
-        RawAnswer {
-            status: StatusCode::from_u16(status).unwrap(),
-            headers: map,
-            body: body.to_string().into(),
-            truncated: false,
-        }
-    }
-
-    fn two_domains(extra: &str) -> Arc<Upstream> {
-        let mut config: UpstreamConfig = toml::from_str(&format!(
-            "base_urls = [\"http://127.0.0.1:9/dev\", \"http://127.0.0.1:11/dev\"]\n\
-             customer_id = \"id\"\ncustomer_secret = \"secret\"\n{extra}"
-        ))
-        .unwrap();
-        if let Some(proxy) = config.proxy.as_mut() {
-            proxy.resolve(std::path::Path::new("."), "upstream.proxy").unwrap();
-        }
-        Upstream::new(&config.domains(), "id", "secret", &config, Arc::new(Metrics::new())).unwrap()
-    }
-
-    #[tokio::test]
-    async fn an_unreachable_domain_waits_for_the_probe_unless_a_proxy_stands_between() {
-        let out_for = |upstream: &Upstream| {
-            let until = lock(&upstream.domains[0].down_until).expect("out");
-            until.saturating_duration_since(Instant::now())
-        };
-        let direct = two_domains("");
-        direct.mark_down(0, true, "cannot connect");
-        assert!(out_for(&direct) > SUSPECT_FOR, "out until the probe connects");
-        assert_eq!(direct.pick(), 1, "the next domain takes the calls");
-        assert!(direct.not_ready().is_none(), "ready while one domain is");
-        direct.mark_down(1, true, "cannot connect");
-        assert!(direct.not_ready().is_some(), "not ready when none can be connected to");
-
-        let proxied = two_domains("proxy = \"http://127.0.0.1:3128\"");
-        proxied.mark_down(0, true, "cannot connect");
-        assert!(out_for(&proxied) <= SUSPECT_FOR, "through a proxy, tried again like a timeout");
-        assert_eq!(proxied.pick(), 1);
-        proxied.mark_down(1, true, "cannot connect");
-        assert!(proxied.not_ready().is_some());
-        *lock(&proxied.domains[0].down_until) = Some(Instant::now());
-        assert!(proxied.not_ready().is_none(), "ready again once a domain is due to be tried");
-    }
-
-    /// The generated client's verdict on a body it could not decode.
-    fn undecodable() -> ClientError<types::ErrorBody> {
-        let error = serde_json::from_str::<types::ErrorBody>("<html>").unwrap_err();
-        ClientError::InvalidResponsePayload(Bytes::new(), error)
-    }
-
-    #[test]
-    fn any_2xx_passes_as_it_came_even_when_it_does_not_match_the_spec() {
-        let upstream = upstream();
-        let headers = [("content-type", "application/json; charset=utf-8"), ("x-request-id", "r1"), ("server", "kong")];
-        let answer =
-            upstream.outcome("list_channels", Err(undecodable()), Some(raw(202, "{\"weird\":1}", &headers))).unwrap();
-        assert_eq!((answer.status.as_u16(), &answer.body[..]), (202, &b"{\"weird\":1}"[..]));
-        assert_eq!(answer.headers[AGORA_REQUEST_ID], "r1", "Agora's request id, under its own name");
-        assert!(answer.headers.get("server").is_none(), "only the headers a caller needs");
-        assert!(upstream.outcome("list_projects", Ok(()), Some(raw(201, "{}", &[]))).is_ok());
-    }
-
-    #[test]
-    fn errors_pass_byte_for_byte_except_the_gateways_own_credentials() {
-        let upstream = upstream();
-        let limited = raw(
-            429,
-            "{\"message\":\"API rate limit exceeded\"}",
-            &[("retry-after", "2"), ("ratelimit-remaining", "0")],
-        );
-        match upstream.outcome("list_channels", Err(undecodable()), Some(limited)) {
-            Err(GatewayError::Upstream(status)) => {
-                assert_eq!((status.status.as_u16(), status.retry_after()), (429, Some(Duration::from_secs(2))));
-                assert_eq!(&status.body[..], b"{\"message\":\"API rate limit exceeded\"}");
-                assert_eq!(status.headers["ratelimit-remaining"], "0");
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(upstream.not_ready().is_none());
-        let refused = raw(401, "{\"message\":\"Invalid authentication credentials\"}", &[]);
-        match upstream.outcome("list_projects", Err(undecodable()), Some(refused)) {
-            Err(GatewayError::UpstreamCredentials { status: 401, detail }) => {
-                assert!(detail.contains("Invalid authentication credentials"), "{detail}");
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(upstream.not_ready().is_some_and(|why| why.contains("credentials")), "readyz says so");
-        upstream.outcome("list_projects", Ok(()), Some(raw(200, "{}", &[]))).unwrap();
-        assert!(upstream.not_ready().is_none(), "until Agora accepts them again");
-    }
-
-    #[test]
-    fn an_answer_too_large_or_no_answer_is_a_bad_gateway() {
-        let upstream = upstream();
-        let mut huge = raw(200, "{", &[]);
-        huge.truncated = true;
-        assert!(matches!(upstream.outcome("list_projects", Ok(()), Some(huge)), Err(GatewayError::BadGateway(_))));
-        let refused = ClientError::InvalidRequest("a bug".into());
-        assert!(matches!(upstream.outcome("list_projects", Err(refused), None), Err(GatewayError::Internal(_))));
-    }
-}
+mod tests;

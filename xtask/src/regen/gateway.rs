@@ -1,7 +1,9 @@
 //! The gateway's side of `cargo xtask regen`: from each operation of the spec — its method, path,
 //! parameters, body and `x-gateway` policy — the gateway's operation table (`OPERATIONS`), the
 //! check of request bodies against the generated types, and the dispatch of a validated call to
-//! the generated client. Written to `gateway/src/generated.rs`; the routes are built from the table.
+//! the generated client. Written to two files: `gateway/src/generated/operations.rs` (the table, which the
+//! routes are built from) and `gateway/src/generated/dispatch.rs` (body checks and the dispatch,
+//! which use `Call` — so the table, which `Call` names, does not depend on it).
 
 use anyhow::{Context, Result, bail};
 use openapiv3::{
@@ -223,11 +225,11 @@ fn dispatch_arm(operation: &Operation) -> TokenStream {
         let setter = format_ident!("{}", param.name);
         let convert = match &param.kind {
             Kind::Text => quote! { value },
-            Kind::Date => quote! { call::date(value).map_err(ClientError::InvalidRequest)? },
-            Kind::Uint32 => quote! { call::uint32(value).map_err(ClientError::InvalidRequest)? },
+            Kind::Date => quote! { wire::date(value).map_err(ClientError::InvalidRequest)? },
+            Kind::Uint32 => quote! { wire::uint32(value).map_err(ClientError::InvalidRequest)? },
             Kind::OneOf(type_name, _) => {
                 let type_name = format_ident!("{type_name}");
-                quote! { call::parsed::<types::#type_name>(value).map_err(ClientError::InvalidRequest)? }
+                quote! { wire::parsed::<types::#type_name>(value).map_err(ClientError::InvalidRequest)? }
             }
         };
         quote! {
@@ -238,7 +240,7 @@ fn dispatch_arm(operation: &Operation) -> TokenStream {
     });
     let body = operation.body.as_ref().map(|type_name| {
         let type_name = format_ident!("{type_name}");
-        quote! { request = request.body(call::body::<types::#type_name>(call).map_err(ClientError::InvalidRequest)?); }
+        quote! { request = request.body(wire::body::<types::#type_name>(call).map_err(ClientError::InvalidRequest)?); }
     });
     quote! {
         Operation::#variant => {
@@ -251,8 +253,9 @@ fn dispatch_arm(operation: &Operation) -> TokenStream {
     }
 }
 
-/// The gateway's generated source text, from the spec text.
-pub(super) fn generate(spec_text: &str) -> Result<String> {
+/// The gateway's generated source texts, from the spec text: the operation table, and the body
+/// checks and dispatch.
+pub(super) fn generate(spec_text: &str) -> Result<(String, String)> {
     let spec: OpenAPI = serde_yaml_ng::from_str(spec_text).context("parsing the spec as OpenAPI 3.0")?;
     let operations = operations(&spec)?;
     let count = operations.len();
@@ -286,19 +289,31 @@ pub(super) fn generate(spec_text: &str) -> Result<String> {
         .collect::<Result<Vec<_>>>()?;
     let body_checks = operations.iter().zip(&variants).filter_map(|(op, variant)| {
         let type_name = format_ident!("{}", op.body.as_ref()?);
-        Some(quote! { Operation::#variant => call::check_body::<types::#type_name>(body), })
+        Some(quote! { Operation::#variant => wire::check_body::<types::#type_name>(body), })
     });
     let arms = operations.iter().map(dispatch_arm);
-    let tokens = quote! {
-        use agora_console_client::{Client, Error as ClientError, types};
+    let table = quote! {
         use http::Method;
 
-        use crate::call::{self, Call};
-        use crate::error::GatewayError;
         use crate::policy::{
-            CacheClass, Check, Invalidation, Location, OperationPolicy, OperationSpec, Ownership, ParamKind,
-            ParamSpec, Priority, Scope,
+            CacheClass, Check, Invalidation, Location, OperationPolicy, Ownership, ParamKind, ParamSpec, Priority,
+            Scope,
         };
+
+        /// One row of the operation table.
+        #[derive(Debug)]
+        pub(crate) struct OperationSpec {
+            pub(crate) operation: Operation,
+            /// The spec's operationId.
+            pub(crate) id: &'static str,
+            pub(crate) method: Method,
+            /// Path under `/dev`, as the spec writes it.
+            pub(crate) path: &'static str,
+            pub(crate) params: &'static [ParamSpec],
+            /// The request body's schema, for operations that take one.
+            pub(crate) body: Option<&'static str>,
+            pub(crate) policy: OperationPolicy,
+        }
 
         /// The operations of the Console API, in the spec's order.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -309,10 +324,32 @@ pub(super) fn generate(spec_text: &str) -> Result<String> {
         impl Operation {
             /// Every operation, in the order of `OPERATIONS`.
             pub(crate) const ALL: [Operation; #count] = [#(Operation::#variants),*];
+
+            /// Its row of the table.
+            pub(crate) fn spec(self) -> &'static OperationSpec {
+                &OPERATIONS[self as usize]
+            }
+
+            pub(crate) fn policy(self) -> &'static OperationPolicy {
+                &self.spec().policy
+            }
+
+            /// Its `operationId`.
+            pub(crate) fn id(self) -> &'static str {
+                self.spec().id
+            }
         }
 
         /// One row per operation: its route, parameters, body, and policy (`x-gateway`).
         pub(crate) static OPERATIONS: [OperationSpec; #count] = [#(#rows),*];
+    };
+    let dispatch = quote! {
+        use agora_console_client::{Client, Error as ClientError, types};
+
+        use crate::call::Call;
+        use crate::error::GatewayError;
+        use crate::operations::Operation;
+        use crate::wire;
 
         /// Checks a request body against the operation's generated type, naming the offending field.
         pub(crate) fn check_body(operation: Operation, body: &serde_json::Value) -> Result<(), GatewayError> {
@@ -330,6 +367,9 @@ pub(super) fn generate(spec_text: &str) -> Result<String> {
             }
         }
     };
-    let file: syn::File = syn::parse2(tokens).context("the gateway's generated code does not parse")?;
-    Ok(prettyplease::unparse(&file))
+    let unparse = |tokens: TokenStream| -> Result<String> {
+        let file: syn::File = syn::parse2(tokens).context("the gateway's generated code does not parse")?;
+        Ok(prettyplease::unparse(&file))
+    };
+    Ok((unparse(table)?, unparse(dispatch)?))
 }

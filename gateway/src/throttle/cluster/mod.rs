@@ -26,90 +26,37 @@ use redis::Script;
 use redis::aio::ConnectionManager;
 use tokio::time::Instant;
 
+mod fallback;
+
 use super::gcra::{Gcra, interval_for};
 use crate::config::{ConfigError, ThrottleConfig};
 use crate::metrics::Metrics;
 use crate::redis_link::within_timeout;
+use fallback::{fallback_interval, heartbeats};
 
 /// Reserve the next slot. `KEYS`: the GCRA's theoretical arrival time (µs), the set of replicas
 /// that reserved lately, the last reservation (`"<slot µs> <token>"`). `ARGV`: interval µs,
 /// tolerance µs, earliest slot µs from now, replica id, token.
 /// Answers `{µs from now until the slot, the previous reservation's token or "", µs from now
 /// until its slot}`.
-const RESERVE: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local tolerance = tonumber(ARGV[2])
-local earliest = now + tonumber(ARGV[3])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-local slot = math.max(earliest, tat - tolerance)
-local next_tat = math.max(tat, slot) + interval
-local ttl_ms = math.floor((next_tat - now) / 1000) + 60000
-local previous = redis.call('GET', KEYS[3])
-local previous_token = ''
-local previous_slot = now
-if previous then
-  local space = string.find(previous, ' ', 1, true)
-  previous_slot = tonumber(string.sub(previous, 1, space - 1))
-  previous_token = string.sub(previous, space + 1)
-end
-redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', ttl_ms)
-redis.call('SET', KEYS[3], string.format('%.0f', slot) .. ' ' .. ARGV[5], 'PX', ttl_ms)
-redis.call('ZADD', KEYS[2], math.floor(now / 1000), ARGV[4])
-return {math.floor(slot - now), previous_token, math.floor(previous_slot - now)}
-"#;
+const RESERVE: &str = include_str!("reserve.lua");
 
 /// A reserved slot's call left (or was given up): Redis's now, no earlier than the departure, is
 /// recorded for the next reservation to count from, and no new slot is reserved before one
 /// interval after it. `KEYS`: tat, the departure record. `ARGV`: interval µs.
-const DEPARTED: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-redis.call('SET', KEYS[2], string.format('%.0f', now), 'PX', 10000)
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-local next_tat = math.max(tat, now + tonumber(ARGV[1]))
-redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', math.floor((next_tat - now) / 1000) + 60000)
-return 1
-"#;
+const DEPARTED: &str = include_str!("departed.lua");
 
 /// When may the call after a departure leave? `KEYS`: the predecessor's departure record.
 /// `ARGV`: interval µs. Answers µs from now until one interval after the departure (0 when
 /// passed), or -1 when the predecessor has not reported yet.
-const AFTER: &str = r#"
-local departed = redis.call('GET', KEYS[1])
-if not departed then
-  return -1
-end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-return math.max(math.floor(tonumber(departed) + tonumber(ARGV[1]) - now), 0)
-"#;
+const AFTER: &str = include_str!("after.lua");
 
 /// Pause the budget: no slot before `ARGV[1]` µs from now.
-const PAUSE: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local resume = now + tonumber(ARGV[1])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if resume > tat then
-  redis.call('SET', KEYS[1], string.format('%.0f', resume), 'PX', math.floor(tonumber(ARGV[1]) / 1000) + 60000)
-end
-return 1
-"#;
+const PAUSE: &str = include_str!("pause.lua");
 
 /// Heartbeat: `KEYS[1]` replicas alive, `KEYS[2]` replicas reserving lately. `ARGV`: replica id,
 /// alive window ms, active window ms. Answers {alive, active}.
-const HEARTBEAT: &str = r#"
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[1], now_ms, ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms - tonumber(ARGV[2]))
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms - tonumber(ARGV[3]))
-redis.call('PEXPIRE', KEYS[1], 60000)
-redis.call('PEXPIRE', KEYS[2], 60000)
-return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2])}
-"#;
+const HEARTBEAT: &str = include_str!("heartbeat.lua");
 
 /// How long after its slot a replica may take to report its call sent; past it, the next one
 /// goes on as if the call had left then.
@@ -356,26 +303,6 @@ impl ClusterBudget {
         }
     }
 
-    fn fall_back(&self, state: &mut State, error: String) -> Reservation {
-        let now = Instant::now();
-        if state.mode != Mode::Fallback {
-            let replicas = state.replicas_seen.max(self.configured_replicas).max(1);
-            tracing::warn!(
-                %error, replicas,
-                "Redis is unreachable: falling back to a local share of the upstream budget (rate / {replicas})"
-            );
-            state.mode = Mode::Fallback;
-            let pacing = self.pacing();
-            let mut local =
-                Gcra::new(fallback_interval(pacing.rate, replicas, pacing.safety_margin), 1, now.into_std());
-            local.pause_until((now + FALLBACK_QUIET).into_std());
-            state.local = local;
-            self.metrics.redis_up.set(0);
-        }
-        state.last_error = Some(error);
-        Reservation { due: Instant::from_std(state.local.next_slot(now.into_std())), token: None, after: None }
-    }
-
     /// The call of `reservation` left at `at` (or was given up then): the local pace follows it
     /// while it matters, and the departure is reported to Redis for the next reservation.
     pub(crate) async fn commit(&self, reservation: Reservation, at: Instant) {
@@ -415,63 +342,5 @@ impl ClusterBudget {
                 tracing::warn!(%error, "could not pause the shared budget in Redis");
             }
         });
-    }
-
-    pub(crate) fn not_ready(&self) -> Option<String> {
-        let state = self.state();
-        match (&state.mode, &state.last_error) {
-            (Mode::Fallback, Some(error)) => {
-                Some(format!("Redis is unreachable ({error}); spending a local share of the budget"))
-            }
-            (Mode::Fallback, None) => Some("Redis is unreachable; spending a local share of the budget".into()),
-            _ => None,
-        }
-    }
-
-    async fn heartbeat(&self) {
-        let mut connection = self.connection.clone();
-        let mut invocation = self.heartbeat_script.key(&self.alive_key);
-        invocation.key(&self.active_key).arg(&self.replica_id).arg(ALIVE_WINDOW_MS).arg(ACTIVE_WINDOW_MS);
-        let invocation = invocation.invoke_async::<(u32, u32)>(&mut connection);
-        match within_timeout(invocation).await {
-            Ok((alive, active)) => {
-                self.active_replicas.store(active.max(1), Ordering::Relaxed);
-                self.state().replicas_seen = alive.max(1);
-            }
-            Err(error) => self.state().last_error = Some(error),
-        }
-    }
-}
-
-/// Each replica's safe local pace: at most `floor(rate / replicas)` in any second.
-/// (With more replicas than `rate`, each still sends one per second: the guarantee needs replicas <= rate.)
-fn fallback_interval(rate: u32, replicas: u32, safety_margin: f64) -> Duration {
-    let share = (rate / replicas.max(1)).max(1);
-    interval_for(share, 1, safety_margin)
-}
-
-async fn heartbeats(budget: std::sync::Weak<ClusterBudget>) {
-    let mut ticker = tokio::time::interval(HEARTBEAT_EVERY);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        let Some(budget) = budget.upgrade() else {
-            return;
-        };
-        budget.heartbeat().await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_fallback_share_keeps_every_second_within_the_rate() {
-        // Three replicas at 10/s: 3 each per second, never 4.
-        let interval = fallback_interval(10, 3, 0.02);
-        assert!(interval > Duration::from_millis(333), "{interval:?}");
-        assert!(Duration::from_secs(1).as_nanos() / interval.as_nanos() < 4);
-        assert_eq!(fallback_interval(10, 1, 0.0), Duration::from_millis(100));
     }
 }

@@ -6,16 +6,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod serve;
+
 use crate::auth::mint::{MintRequest, mint};
 use crate::config::{Config, LogFormat};
-#[cfg(feature = "demo")]
-use crate::demo;
-use crate::{Gateway, docs, serve};
+use crate::docs;
+use serve::{run_demo, run_serve};
 
 /// Where the demo listens unless told otherwise.
 const DEMO_LISTEN: &str = "127.0.0.1:8080";
 use clap::{Parser, Subcommand};
-use tokio::net::TcpListener;
 
 /// A gateway in front of Agora's Console RESTful API. With no command, runs the demo.
 #[derive(Parser)]
@@ -261,142 +261,4 @@ fn token(
     let request = MintRequest { tenant, kid, scope: Some(scope), subject, ttl, private_key: private_key.as_deref() };
     println!("{}", mint(&request).map_err(anyhow::Error::msg)?);
     Ok(())
-}
-
-async fn run_serve(config: Config, path: PathBuf) -> anyhow::Result<()> {
-    init_logging(config.server.log_format);
-    let gateway = Gateway::new(&config, Some(path)).await?;
-    let listener = TcpListener::bind(config.server.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("server.listen {}: {e}", config.server.listen))?;
-    tracing::info!(listen = %config.server.listen, tenants = config.tenants.len(), "agora-gateway serving");
-    let admin = crate::bind_admin(&config).await?;
-    if let Some(admin) = &admin {
-        tracing::info!(admin_listen = %admin.local_addr()?, "health, readiness and metrics served here too");
-    }
-    serve_until_signal(gateway, listener, admin, config.server.shutdown_grace).await
-}
-
-#[cfg(not(feature = "demo"))]
-async fn run_demo(_listen: SocketAddr) -> anyhow::Result<()> {
-    anyhow::bail!(
-        "this build has no demo (it was built without the `demo` feature): use `agora-gateway serve --config FILE`"
-    )
-}
-
-#[cfg(feature = "demo")]
-async fn run_demo(listen: SocketAddr) -> anyhow::Result<()> {
-    init_logging(LogFormat::Text);
-    let config = demo::config();
-    let listener = TcpListener::bind(listen).await.map_err(|e| {
-        anyhow::anyhow!("cannot listen on {listen}: {e} (pass --listen to the demo command for another address)")
-    })?;
-    let gateway = Gateway::new(&config, None).await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    println!();
-    println!("agora-gateway demo: in front of the embedded Console API sandbox, with demo data");
-    println!("  Swagger UI   {base}/docs   (Authorize with a token below)");
-    println!("  Console API  {base}/dev    (drop-in for https://api.agora.io/dev)");
-    println!("  Metrics      {base}/metrics   (with the ops token)");
-    println!();
-    println!("Tokens, valid for 12 hours:");
-    let tokens = demo::tokens(&config);
-    for ((tenant, token), tenant_config) in tokens.iter().zip(&config.tenants) {
-        let scopes: Vec<&str> = tenant_config.scopes.iter().map(|s| s.as_str()).collect();
-        println!("  {tenant} ({}):", scopes.join(" "));
-        println!("    {token}");
-    }
-    println!();
-    println!("Try:");
-    println!("  curl -s -H \"Authorization: Bearer {}\" {base}/dev/v1/projects", tokens[0].1);
-    println!();
-    serve_until_signal(gateway, listener, None, config.server.shutdown_grace).await
-}
-
-/// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish for up to `grace`.
-async fn serve_until_signal(
-    gateway: std::sync::Arc<Gateway>,
-    listener: TcpListener,
-    admin: Option<TcpListener>,
-    grace: Duration,
-) -> anyhow::Result<()> {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    on_signals(&gateway);
-    let mut server = tokio::spawn(serve(gateway, listener, admin, async move {
-        let _ = stopped.await;
-    }));
-    tokio::select! {
-        _ = shutdown_signal() => {}
-        _ = &mut server => return Ok(()),
-    }
-    tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: finishing in-flight requests");
-    let _ = stop.send(());
-    if tokio::time::timeout(grace, server).await.is_err() {
-        tracing::warn!("in-flight requests did not finish within the grace period");
-    }
-    Ok(())
-}
-
-/// SIGHUP reloads the config file (`reload.rs`); SIGUSR1 reopens the audit file (after a
-/// rotation).
-fn on_signals(gateway: &std::sync::Arc<Gateway>) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::SignalKind;
-        let reloading = gateway.clone();
-        on_signal(SignalKind::hangup(), "SIGHUP", move || {
-            let gateway = reloading.clone();
-            async move {
-                tracing::info!("SIGHUP: reloading the configuration");
-                // The outcome is logged and counted by the reload itself.
-                let _ = gateway.reload().await;
-            }
-        });
-        let reopening = gateway.clone();
-        on_signal(SignalKind::user_defined1(), "SIGUSR1", move || {
-            let gateway = reopening.clone();
-            async move { gateway.audit.reopen() }
-        });
-    }
-    #[cfg(not(unix))]
-    let _ = gateway;
-}
-
-/// Runs `action` on every `signal`, in the background.
-#[cfg(unix)]
-fn on_signal<F, Fut>(kind: tokio::signal::unix::SignalKind, name: &'static str, mut action: F)
-where
-    F: FnMut() -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    tokio::spawn(async move {
-        let Ok(mut signals) = tokio::signal::unix::signal(kind) else {
-            tracing::warn!(signal = name, "cannot listen for the signal");
-            return;
-        };
-        while signals.recv().await.is_some() {
-            action().await;
-        }
-    });
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
-    }
 }

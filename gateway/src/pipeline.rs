@@ -1,0 +1,277 @@
+//! Steps 4 to 8 of the pipeline for one validated request ([`serve`]): authorize (scope, then
+//! ownership), the cache for reads (coalesced on a miss), a slot of the budget, the upstream call
+//! through the generated dispatch, and egress — the answer cut down to the tenant. Routes and
+//! admin handlers call it; it calls down into the steps' modules and never back up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use crate::answer::Answer;
+use crate::auth::{Principal, Tenant};
+use crate::authorize::{self, Decision, Directory};
+use crate::cache::{CacheStatus, Entry, Read};
+use crate::call::Call;
+use crate::egress;
+use crate::error::GatewayError;
+use crate::operations::Operation;
+use crate::policy::{CacheClass, Invalidation, Scope};
+use crate::state::Gateway;
+use crate::throttle::{Promotion, Throttle};
+use crate::upstream::{Attempt, Retry, Upstream};
+
+/// How the client wants its request handled: `refresh` when it sent `Cache-Control: no-cache` (or
+/// `Pragma: no-cache`); `deadline`, the edge's, by when it must be answered.
+#[derive(Clone, Copy)]
+pub(crate) struct Directives {
+    pub(crate) refresh: bool,
+    pub(crate) deadline: Option<Instant>,
+}
+
+/// Steps 4 to 8 for one validated request; errors become their responses here.
+pub(crate) async fn serve(
+    gateway: &Arc<Gateway>,
+    principal: Arc<Principal>,
+    call: Call,
+    directives: Directives,
+) -> Response {
+    match gateway.pipeline(&principal, call, directives).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+impl Gateway {
+    async fn pipeline(
+        self: &Arc<Self>,
+        principal: &Arc<Principal>,
+        call: Call,
+        directives: Directives,
+    ) -> Result<Response, GatewayError> {
+        let policy = call.operation.policy();
+        let refresh = directives.refresh;
+        let upstream = self.fetcher(&principal.tenant, directives.deadline);
+        // 4. authorize
+        authorize::require_scope(principal, policy)?;
+        let directory = ProjectDirectory { gateway: self, upstream: &upstream };
+        let call = match authorize::check_ownership(&directory, principal, policy, call).await? {
+            Decision::Send(call) => call,
+            Decision::Answer(body) => {
+                let mut response = Response::new(Body::from(body));
+                response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                return Ok(response);
+            }
+        };
+        match policy.cache {
+            // 5. cache, 6-7 on a miss, 8. egress
+            Some(class) => {
+                if !refresh && let Some(response) = self.project_from_list(principal, &call).await? {
+                    return Ok(response);
+                }
+                let (entry, status) = self.read(upstream, call, class, refresh, principal.tenant.index).await?;
+                let body = egress::render(principal, policy.ownership, &entry.answer.body, &entry.views)?;
+                Ok(answer_response(&entry.answer, body, Some((status, entry.age()))))
+            }
+            // 6-7, invalidation, 8.
+            None => {
+                let operation = call.operation;
+                let result = upstream.fetch(call.clone(), None).await;
+                // A write refused before it was sent changed nothing; any other outcome may have.
+                if !matches!(result, Err(GatewayError::Throttled { .. })) {
+                    self.invalidate(&call, policy.invalidates).await;
+                }
+                let entry = Entry::new(operation, result?)?;
+                let body = egress::render(principal, policy.ownership, &entry.answer.body, &entry.views)?;
+                Ok(answer_response(&entry.answer, body, None))
+            }
+        }
+    }
+
+    /// How this request reaches the upstream: its tenant's turn in the budget, by its deadline.
+    fn fetcher(&self, tenant: &Arc<Tenant>, deadline: Option<Instant>) -> Fetcher {
+        Fetcher { throttle: self.throttle.clone(), upstream: self.upstream.clone(), tenant: tenant.clone(), deadline }
+    }
+
+    /// A read through the cache: fresh, or one coalesced upstream call (for the whole cluster,
+    /// with Redis), or stale.
+    async fn read(
+        &self,
+        upstream: Fetcher,
+        call: Call,
+        class: CacheClass,
+        refresh: bool,
+        tenant: usize,
+    ) -> Result<(Arc<Entry>, CacheStatus), GatewayError> {
+        let read = Read {
+            key: call.cache_key(),
+            operation: call.operation,
+            class,
+            refresh,
+            tenant,
+            // Usage answers stay with each replica; `get_project` is answered from the list
+            // first, so what reaches the shared tier are lists and channel answers.
+            shared: class != CacheClass::Usage,
+            // Another replica's fill may queue for a slot and then take the upstream's timeout.
+            wait_for_others: self.throttle.max_wait() + self.upstream.timeout(),
+        };
+        let fill = move |promotion: Arc<Promotion>| async move { upstream.fetch(call, Some(promotion)).await };
+        self.cache.read(read, fill).await
+    }
+
+    /// `get_project` answered from a fresh cached project list, when the project is in it (in the
+    /// document's shape, `{"project": [...]}`, with the list's status).
+    async fn project_from_list(&self, principal: &Principal, call: &Call) -> Result<Option<Response>, GatewayError> {
+        if call.operation != Operation::GetProject {
+            return Ok(None);
+        }
+        let (id, name) = (call.get("id"), call.get("name"));
+        let Some(list) = self.cache.fresh(&Call::new(Operation::ListProjects).cache_key(), CacheClass::Project).await
+        else {
+            return Ok(None);
+        };
+        let Some(item) = list.projects().iter().find(|item| item.is_asked_for(id, name)) else {
+            return Ok(None);
+        };
+        if !principal.owns(&item.id, &item.name) {
+            return Err(GatewayError::not_found("project not found"));
+        }
+        self.cache.record(CacheClass::Project, CacheStatus::Hit);
+        let body = egress::projects::single(item, principal.has(Scope::ProjectsSecrets));
+        Ok(Some(answer_response(&list.answer, body, Some((CacheStatus::Hit, list.age())))))
+    }
+
+    async fn invalidate(&self, call: &Call, invalidation: Invalidation) {
+        match invalidation {
+            Invalidation::Nothing => {}
+            Invalidation::Project => self.cache.invalidate_project(call.value("id").unwrap_or_default()).await,
+            Invalidation::KickingRules => {
+                let appid = call.value("appid").unwrap_or_default();
+                let rules = Call::with(Operation::ListKickingRules, &[("appid", appid)]);
+                self.cache.invalidate_key(&rules.cache_key(), CacheClass::Channel).await;
+            }
+        }
+    }
+}
+
+/// The project list through the cache, as the ownership checks see it.
+struct ProjectDirectory<'a> {
+    gateway: &'a Arc<Gateway>,
+    upstream: &'a Fetcher,
+}
+
+impl Directory for ProjectDirectory<'_> {
+    async fn projects(&self, refresh: bool) -> Result<Arc<Entry>, GatewayError> {
+        let list = Call::new(Operation::ListProjects);
+        let read =
+            self.gateway.read(self.upstream.clone(), list, CacheClass::Project, refresh, self.upstream.tenant.index);
+        read.await.map(|(entry, _)| entry)
+    }
+
+    async fn catch_up(&self) -> bool {
+        self.gateway.cache.catch_up().await
+    }
+
+    async fn kicking_rules(&self, appid: &str, refresh: bool) -> Result<Arc<Entry>, GatewayError> {
+        let rules = Call::with(Operation::ListKickingRules, &[("appid", appid)]);
+        let tenant = self.upstream.tenant.index;
+        let read = self.gateway.read(self.upstream.clone(), rules, CacheClass::Channel, refresh, tenant);
+        read.await.map(|(entry, _)| entry)
+    }
+}
+
+/// Steps 6 and 7 for one request: its tenant's turn in the budget, then the call.
+#[derive(Clone)]
+struct Fetcher {
+    throttle: Throttle,
+    upstream: Arc<Upstream>,
+    tenant: Arc<Tenant>,
+    /// The request's own deadline: it queues only as long as leaves time for the upstream call.
+    deadline: Option<Instant>,
+}
+
+impl Fetcher {
+    /// A slot, then the call. If Agora answers 429 anyway, the budget pauses (for its
+    /// `Retry-After`, at most `upstream.max_retry_after`) and an idempotent read is tried once
+    /// more, if a slot comes within its deadline. `promotion`: the call fills the cache, and moves
+    /// to the shared lane of the budget when another tenant waits for it too.
+    async fn fetch(self, call: Call, promotion: Option<Arc<Promotion>>) -> Result<Answer, GatewayError> {
+        let promotion = promotion.as_deref();
+        let policy = call.operation.policy();
+        let queue_until = Instant::now() + self.throttle.max_wait();
+        let deadline = match self.deadline.and_then(|d| d.checked_sub(self.upstream.timeout())) {
+            Some(latest) => latest.min(queue_until),
+            None => queue_until,
+        };
+        let (mut attempts, mut paused) = (0, false);
+        // The outcome of the last attempt, answered if no slot comes for the next one.
+        let mut last: Option<Result<Answer, GatewayError>> = None;
+        loop {
+            // Every attempt spends a slot: Agora counts them all.
+            match self.throttle.acquire(&self.tenant, policy.priority, deadline, promotion).await {
+                Ok(permit) => permit.sending(),
+                Err(refused) => return last.unwrap_or(Err(refused)),
+            }
+            attempts += 1;
+            let Attempt { result, retry } = self.upstream.execute(&call).await;
+            // Another domain: at once when the request was not sent; for a read, while its
+            // deadline allows; a write that may have been sent is never sent twice.
+            let fail_over = attempts < self.upstream.domains()
+                && match retry {
+                    Retry::NotSent => true,
+                    Retry::IfIdempotent => policy.is_idempotent_read() && Instant::now() < deadline,
+                    Retry::No => false,
+                };
+            if fail_over {
+                last = Some(result);
+                continue;
+            }
+            match result {
+                // Agora answered 429 anyway: the budget pauses (for its `Retry-After`, at most
+                // `upstream.max_retry_after`) and an idempotent read is tried once more.
+                Err(GatewayError::Upstream(refused)) if refused.status.as_u16() == 429 && !paused => {
+                    let pause =
+                        refused.retry_after().unwrap_or(Duration::from_secs(1)).min(self.upstream.max_retry_after());
+                    self.throttle.pause(pause);
+                    let too_late = Instant::now().checked_add(pause).is_none_or(|after| after >= deadline);
+                    if !policy.is_idempotent_read() || too_late {
+                        return Err(GatewayError::Upstream(refused));
+                    }
+                    paused = true;
+                    last = Some(Err(GatewayError::Upstream(refused)));
+                }
+                result => return result,
+            }
+        }
+    }
+}
+
+/// An upstream answer with the body for this caller: Agora's status and `Content-Type`; its other
+/// headers (`Retry-After`, `RateLimit-*`, its request ID) only when the answer is this request's
+/// own, not a cache hit. `cache`: how the cache answered, and the answer's age.
+fn answer_response(answer: &Answer, body: Bytes, cache: Option<(CacheStatus, Duration)>) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = answer.status;
+    let headers = response.headers_mut();
+    let replayed = matches!(cache, Some((CacheStatus::Hit | CacheStatus::Stale, _)));
+    if replayed {
+        if let Some(content_type) = answer.headers.get(header::CONTENT_TYPE) {
+            headers.insert(header::CONTENT_TYPE, content_type.clone());
+        }
+    } else {
+        headers.extend(answer.headers.clone());
+    }
+    if !headers.contains_key(header::CONTENT_TYPE) {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    if let Some((status, age)) = cache {
+        headers.insert("x-cache", HeaderValue::from_static(status.as_str()));
+        let age = if replayed { age.as_secs() } else { 0 };
+        headers.insert(header::AGE, HeaderValue::from(age));
+    }
+    response
+}

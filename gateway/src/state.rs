@@ -1,0 +1,113 @@
+//! The gateway's state: everything a request needs, one per process, and its construction from a
+//! validated configuration (the embedded sandbox, the upstream domains, the budget, the cache and
+//! its shared tier, the audit trail). Every step of the pipeline reads it; it calls none of them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::audit::Audit;
+use crate::auth::{Authenticator, HasAuthenticator};
+use crate::cache::{ClusterCache, ResponseCache};
+use crate::config::{Config, Secret};
+use crate::embedded::{self, EmbeddedSandbox};
+use crate::metrics::Metrics;
+use crate::server::Limits;
+use crate::throttle::{ClusterBudget, Throttle};
+use crate::upstream::Upstream;
+
+/// Everything a request needs; one per process.
+pub(crate) struct Gateway {
+    /// The tenants and their keys, swapped whole by a reload (`reload.rs`).
+    pub(crate) auth: arc_swap::ArcSwap<Authenticator>,
+    pub(crate) cache: ResponseCache,
+    pub(crate) throttle: Throttle,
+    pub(crate) upstream: Arc<Upstream>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) request_timeout: Duration,
+    pub(crate) max_body: usize,
+    /// What each client connection may do (`server.rs`).
+    pub(crate) limits: Limits,
+    /// `/metrics` is served on `server.admin_listen`, not on the main listener.
+    pub(crate) admin_listener: bool,
+    /// The audit trail of writes and admin actions (`audit.rs`).
+    pub(crate) audit: Arc<Audit>,
+    /// The file the config came from (what a reload reads again), if it came from one.
+    pub(crate) config_path: Option<std::path::PathBuf>,
+    /// The configuration applied now; held by a reload while it runs.
+    pub(crate) applied: tokio::sync::Mutex<Config>,
+    /// The embedded sandbox, when `upstream.base_url = "sandbox"`; kept alive with the gateway.
+    _sandbox: Option<EmbeddedSandbox>,
+}
+
+impl HasAuthenticator for Arc<Gateway> {
+    fn authenticator(&self) -> Arc<Authenticator> {
+        self.auth.load_full()
+    }
+}
+
+impl Gateway {
+    /// Builds the gateway from a validated config (starting the embedded sandbox if asked to, and
+    /// fetching the tenants' JWKS); `config_path` is what a reload reads again.
+    pub(crate) async fn new(config: &Config, config_path: Option<std::path::PathBuf>) -> anyhow::Result<Arc<Self>> {
+        let metrics = Arc::new(Metrics::new());
+        let auth = Authenticator::new(config, metrics.clone()).map_err(anyhow::Error::msg)?;
+        auth.fetch_new_key_sets().await;
+        let (customer_id, customer_secret) = account_credentials(config)?;
+        let (sandbox, base_urls) = if config.upstream.is_embedded_sandbox() {
+            let (sandbox, base_url) = embedded::start(&customer_id, &customer_secret).await?;
+            (Some(sandbox), vec![base_url])
+        } else {
+            (None, config.upstream.domains())
+        };
+        let upstream = Upstream::new(&base_urls, &customer_id, &customer_secret, &config.upstream, metrics.clone())?;
+        let throttle = budget(config, &auth, &customer_id, &metrics)?;
+        let cluster = match &config.throttle.redis_url {
+            Some(url) => {
+                let prefix = &config.throttle.redis_key_prefix;
+                Some(ClusterCache::new(url.expose(), prefix, &customer_id, metrics.clone())?)
+            }
+            None => None,
+        };
+        let metrics_for_audit = metrics.clone();
+        Ok(Arc::new(Self {
+            auth: arc_swap::ArcSwap::from_pointee(auth),
+            cache: ResponseCache::new(&config.cache, cluster, metrics.clone()),
+            throttle,
+            upstream,
+            metrics,
+            request_timeout: config.request_timeout(),
+            max_body: usize::try_from(config.server.max_body.as_u64()).unwrap_or(usize::MAX),
+            limits: Limits::new(&config.server),
+            admin_listener: config.server.admin_listen.is_some(),
+            audit: Arc::new(Audit::new(&config.audit, metrics_for_audit)?),
+            config_path,
+            applied: tokio::sync::Mutex::new(config.clone()),
+            _sandbox: sandbox,
+        }))
+    }
+}
+
+/// The account's Basic credentials; made up for the embedded sandbox when the config has none
+/// (validation requires both otherwise), the secret from the operating system's CSPRNG.
+fn account_credentials(config: &Config) -> anyhow::Result<(String, String)> {
+    let secret = |value: &Option<Secret>| value.as_ref().map(|s| s.expose().to_string());
+    Ok(match (secret(&config.upstream.customer_id), secret(&config.upstream.customer_secret)) {
+        (Some(id), Some(secret)) => (id, secret),
+        _ => {
+            let generated = Secret::generate()
+                .map_err(|error| anyhow::anyhow!("no random numbers from the operating system: {error}"))?;
+            ("sandbox".to_string(), generated.expose().to_string())
+        }
+    })
+}
+
+/// The upstream budget: this process's own, or shared through Redis.
+fn budget(config: &Config, auth: &Authenticator, account: &str, metrics: &Arc<Metrics>) -> anyhow::Result<Throttle> {
+    Ok(match &config.throttle.redis_url {
+        None => Throttle::local(&config.throttle, auth.tenants(), metrics.clone()),
+        Some(url) => {
+            let cluster = ClusterBudget::new(&config.throttle, url.expose(), account, metrics.clone())?;
+            Throttle::cluster(&config.throttle, cluster, auth.tenants(), metrics.clone())
+        }
+    })
+}
