@@ -54,6 +54,10 @@ pub(crate) enum GatewayError {
     BadGateway(String),
     #[error("the upstream did not answer within {0:?}")]
     GatewayTimeout(Duration),
+    /// The caller went away (disconnected, or past its deadline) before its write was sent:
+    /// nothing was done. Nobody reads this answer; the audit does.
+    #[error("the caller went away before the write was sent upstream: nothing was done")]
+    ClientClosed,
     /// The gateway took longer than its request timeout.
     #[error("the gateway could not answer within {0:?}")]
     RequestTimeout(Duration),
@@ -116,6 +120,8 @@ impl GatewayError {
             Self::UpstreamCredentials { .. } | Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::GatewayTimeout(_) | Self::RequestTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            // nginx's "client closed request": no standard status says it.
+            Self::ClientClosed => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
         }
     }
 
@@ -136,6 +142,7 @@ impl GatewayError {
             Self::GatewayTimeout(_) => ("upstream-timeout", "Upstream timeout"),
             Self::RequestTimeout(_) => ("request-timeout", "Gateway timeout"),
             Self::Internal(_) => ("internal", "Internal error"),
+            Self::ClientClosed => ("client-closed", "Client closed the request"),
         }
     }
 

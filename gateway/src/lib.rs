@@ -27,6 +27,7 @@ mod error;
 mod metrics;
 mod ops;
 mod pipeline;
+mod readiness;
 mod policy;
 mod redis_link;
 mod reload;

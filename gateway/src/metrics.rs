@@ -77,6 +77,12 @@ pub(crate) struct Metrics {
     pub(crate) upstream_domain_up: Family<DomainLabels, Gauge>,
     pub(crate) upstream_failovers: Family<DomainLabels, Counter>,
     pub(crate) audit_write_failures: Counter,
+    pub(crate) degraded: Family<CauseLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct CauseLabels {
+    pub(crate) cause: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -200,6 +206,13 @@ impl Metrics {
             "Audit events that could not be written to the audit sink",
             audit_write_failures.clone(),
         );
+        let degraded = Family::default();
+        registry.register(
+            "degraded",
+            "1 while this replica serves in a degraded state, by cause (redis, tenant_keys, \
+             upstream_credentials, upstream_unreachable); /readyz stays 200 for these",
+            degraded.clone(),
+        );
         Self {
             registry,
             request_handles: std::sync::RwLock::default(),
@@ -222,6 +235,7 @@ impl Metrics {
             upstream_domain_up,
             upstream_failovers,
             audit_write_failures,
+            degraded,
         }
     }
 

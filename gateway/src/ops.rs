@@ -21,6 +21,7 @@ use crate::audit::AuditScope;
 use crate::auth::{Authenticated, Principal};
 use crate::error::GatewayError;
 use crate::policy::{CacheClass, Scope};
+use crate::readiness;
 use crate::routes::{BoundedBody, method_not_allowed};
 use crate::state::Gateway;
 
@@ -56,20 +57,23 @@ pub(crate) async fn healthz() -> Json<Health> {
 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct Readiness {
-    /// `ready`, or `degraded` while the shared budget's Redis is unreachable or Agora refuses the gateway's credentials.
+    /// `ready`; `degraded` while serving without a shared dependency (Redis, a tenant's keys,
+    /// Agora accepting the credentials or reachable); `starting`, `draining` or `unavailable`
+    /// when not ready.
     status: &'static str,
-    /// Why not ready (on the admin listener only; the logs say it too).
+    /// Why (on the admin listener only; the logs and `agora_gateway_degraded` say it too).
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
 }
 
-/// Ready: configuration loaded, Redis reachable when the budget is shared through it, and Agora not
-/// refusing the gateway's credentials. Why not is on the admin listener and in the logs.
+/// Ready: this process can serve. Not ready (503) only while it starts, while it drains after
+/// SIGTERM, or when it could serve nothing at all; a shared dependency's failure is a degraded
+/// state (200). Why is on the admin listener and in the logs.
 #[utoipa::path(
     get, path = "/readyz", tag = "gateway", security(()),
     responses(
-        (status = 200, description = "Ready", body = Readiness),
-        (status = 503, description = "Redis unreachable (this replica spends a local share of the budget), or Agora refuses the gateway's credentials", body = Readiness)
+        (status = 200, description = "Ready, perhaps degraded (Redis unreachable, a tenant without keys, Agora refusing the credentials or unreachable)", body = Readiness),
+        (status = 503, description = "Starting (no share of the shared budget yet), draining after SIGTERM, or unable to serve anything", body = Readiness)
     )
 )]
 pub(crate) async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
@@ -81,18 +85,15 @@ async fn admin_readyz(State(gateway): State<Arc<Gateway>>) -> Response {
 }
 
 fn readiness(gateway: &Gateway, with_reason: bool) -> Response {
-    let keyless = || {
-        let auth = gateway.auth.load();
-        let tenants = auth.tenants_without_keys();
-        (!tenants.is_empty())
-            .then(|| format!("no keys for tenant(s) {}: their JWKS could not be fetched yet", tenants.join(", ")))
-    };
-    match gateway.throttle.not_ready().or_else(|| gateway.upstream.not_ready()).or_else(keyless) {
-        None => Json(Readiness { status: "ready", reason: None }).into_response(),
-        Some(reason) => {
-            let reason = with_reason.then_some(reason);
-            let mut response =
-                (StatusCode::SERVICE_UNAVAILABLE, Json(Readiness { status: "degraded", reason })).into_response();
+    let assessment = readiness::assess(gateway);
+    let reason = assessment.reasons().filter(|_| with_reason);
+    match assessment.unready {
+        None => {
+            let status = if assessment.degraded.is_empty() { "ready" } else { "degraded" };
+            Json(Readiness { status, reason }).into_response()
+        }
+        Some((status, _)) => {
+            let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(Readiness { status, reason })).into_response();
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             response
         }
@@ -125,6 +126,7 @@ async fn admin_metrics(State(gateway): State<Arc<Gateway>>) -> Response {
 
 async fn exposition(gateway: &Gateway) -> Response {
     gateway.cache.weighted_size().await;
+    readiness::assess(gateway);
     let text = gateway.metrics.render();
     let mut response = Bytes::from(text).into_response();
     response

@@ -25,6 +25,9 @@ use crate::state::Gateway;
 use crate::throttle::{Promotion, Throttle};
 use crate::upstream::{Attempt, Retry, Upstream};
 
+/// The caller of a write, while it waits: the sender is dropped when it goes away.
+pub(crate) type Caller = tokio::sync::watch::Receiver<()>;
+
 /// How the client wants its request handled: `refresh` when it sent `Cache-Control: no-cache` (or
 /// `Pragma: no-cache`); `deadline`, the edge's, by when it must be answered.
 #[derive(Clone, Copy)]
@@ -33,14 +36,16 @@ pub(crate) struct Directives {
     pub(crate) deadline: Option<Instant>,
 }
 
-/// Steps 4 to 8 for one validated request; errors become their responses here.
+/// Steps 4 to 8 for one validated request; errors become their responses here. `caller`, for a
+/// write: closed when the caller goes away, which calls the write off if it was not sent yet.
 pub(crate) async fn serve(
     gateway: &Arc<Gateway>,
     principal: Arc<Principal>,
     call: Call,
     directives: Directives,
+    caller: Option<Caller>,
 ) -> Response {
-    match gateway.pipeline(&principal, call, directives).await {
+    match gateway.pipeline(&principal, call, directives, caller).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
@@ -52,6 +57,7 @@ impl Gateway {
         principal: &Arc<Principal>,
         call: Call,
         directives: Directives,
+        caller: Option<Caller>,
     ) -> Result<Response, GatewayError> {
         let policy = call.operation.policy();
         let refresh = directives.refresh;
@@ -80,9 +86,10 @@ impl Gateway {
             // 6-7, invalidation, 8.
             None => {
                 let operation = call.operation;
-                let result = upstream.fetch(call.clone(), None).await;
-                // A write refused before it was sent changed nothing; any other outcome may have.
-                if !matches!(result, Err(GatewayError::Throttled { .. })) {
+                let result = Fetcher { caller, ..upstream }.fetch(call.clone(), None).await;
+                // A write refused or called off before it was sent changed nothing; any other
+                // outcome may have.
+                if !matches!(result, Err(GatewayError::Throttled { .. } | GatewayError::ClientClosed)) {
                     self.invalidate(&call, policy.invalidates).await;
                 }
                 let entry = Entry::new(operation, result?)?;
@@ -94,7 +101,13 @@ impl Gateway {
 
     /// How this request reaches the upstream: its tenant's turn in the budget, by its deadline.
     fn fetcher(&self, tenant: &Arc<Tenant>, deadline: Option<Instant>) -> Fetcher {
-        Fetcher { throttle: self.throttle.clone(), upstream: self.upstream.clone(), tenant: tenant.clone(), deadline }
+        Fetcher {
+            throttle: self.throttle.clone(),
+            upstream: self.upstream.clone(),
+            tenant: tenant.clone(),
+            deadline,
+            caller: None,
+        }
     }
 
     /// A read through the cache: fresh, or one coalesced upstream call (for the whole cluster,
@@ -192,6 +205,8 @@ struct Fetcher {
     tenant: Arc<Tenant>,
     /// The request's own deadline: it queues only as long as leaves time for the upstream call.
     deadline: Option<Instant>,
+    /// A write's caller: gone before the first attempt is sent, the write is called off.
+    caller: Option<Caller>,
 }
 
 impl Fetcher {
@@ -199,7 +214,7 @@ impl Fetcher {
     /// `Retry-After`, at most `upstream.max_retry_after`) and an idempotent read is tried once
     /// more, if a slot comes within its deadline. `promotion`: the call fills the cache, and moves
     /// to the shared lane of the budget when another tenant waits for it too.
-    async fn fetch(self, call: Call, promotion: Option<Arc<Promotion>>) -> Result<Answer, GatewayError> {
+    async fn fetch(mut self, call: Call, promotion: Option<Arc<Promotion>>) -> Result<Answer, GatewayError> {
         let promotion = promotion.as_deref();
         let policy = call.operation.policy();
         let queue_until = Instant::now() + self.throttle.max_wait();
@@ -212,7 +227,15 @@ impl Fetcher {
         let mut last: Option<Result<Answer, GatewayError>> = None;
         loop {
             // Every attempt spends a slot: Agora counts them all.
-            match self.throttle.acquire(&self.tenant, policy.priority, deadline, promotion).await {
+            let acquire = self.throttle.acquire(&self.tenant, policy.priority, deadline, promotion);
+            let granted = match self.caller.as_mut().filter(|_| attempts == 0) {
+                None => acquire.await,
+                Some(caller) => tokio::select! {
+                    granted = acquire => granted,
+                    _ = caller.changed() => return Err(GatewayError::ClientClosed),
+                },
+            };
+            match granted {
                 Ok(permit) => permit.sending(),
                 Err(refused) => return last.unwrap_or(Err(refused)),
             }

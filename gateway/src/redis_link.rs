@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
+use sha2::{Digest, Sha256};
 
 use crate::config::ConfigError;
 
@@ -30,5 +31,38 @@ pub(crate) async fn within_timeout<T>(command: impl Future<Output = redis::Redis
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => Err(error.to_string()),
         Err(_) => Err(format!("no answer within {REDIS_TIMEOUT:?}")),
+    }
+}
+
+/// The account's part of every Redis key: `{<hash>}`, 16 hex digits of a SHA-256 of the customer
+/// ID and the upstream's domains. The customer ID never appears in Redis in clear; a gateway in
+/// front of another upstream (a staging one sharing Redis, prefix and account) keeps apart; and,
+/// as a hash tag, it puts every key of the account in one slot of a cluster-mode Redis, where the
+/// scripts that touch several keys need them.
+pub(crate) fn namespace(customer_id: &str, upstream: &[String]) -> String {
+    let mut hash = Sha256::new();
+    hash.update(b"agora-gateway namespace\n");
+    hash.update(customer_id.as_bytes());
+    for domain in upstream {
+        hash.update(b"\n");
+        hash.update(domain.as_bytes());
+    }
+    let digest = hash.finalize();
+    let hex: String = digest.iter().take(8).map(|byte| format!("{byte:02x}")).collect();
+    format!("{{{hex}}}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_namespace_hides_the_account_and_tells_upstreams_apart() {
+        let live = namespace("customer-1", &["https://api.agora.io/dev".into()]);
+        assert!(live.starts_with('{') && live.ends_with('}') && live.len() == 18, "{live}");
+        assert!(!live.contains("customer-1"));
+        assert_eq!(live, namespace("customer-1", &["https://api.agora.io/dev".into()]));
+        assert_ne!(live, namespace("customer-1", &["http://staging.internal/dev".into()]));
+        assert_ne!(live, namespace("customer-2", &["https://api.agora.io/dev".into()]));
     }
 }

@@ -87,6 +87,7 @@ fn keep_what_needs_a_restart(old: &Config, new: &mut Config) -> Vec<&'static str
         ("server.request_timeout", old_server.request_timeout != server.request_timeout),
         ("server.max_body", old_server.max_body != server.max_body),
         ("server.shutdown_grace", old_server.shutdown_grace != server.shutdown_grace),
+        ("server.shutdown_delay", old_server.shutdown_delay != server.shutdown_delay),
         ("server.log_format", old_server.log_format != server.log_format),
         ("server.header_read_timeout", old_server.header_read_timeout != server.header_read_timeout),
         ("server.max_header_bytes", old_server.max_header_bytes != server.max_header_bytes),

@@ -3,6 +3,7 @@
 //! its shared tier, the audit trail). Every step of the pipeline reads it; it calls none of them.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use crate::audit::Audit;
@@ -33,6 +34,9 @@ pub(crate) struct Gateway {
     pub(crate) audit: Arc<Audit>,
     /// The file the config came from (what a reload reads again), if it came from one.
     pub(crate) config_path: Option<std::path::PathBuf>,
+    /// SIGTERM came: `/readyz` answers 503 while requests are still served
+    /// (`server.shutdown_delay`), so load balancers stop sending before the listener closes.
+    pub(crate) draining: AtomicBool,
     /// The configuration applied now; held by a reload while it runs.
     pub(crate) applied: tokio::sync::Mutex<Config>,
     /// The embedded sandbox, when `upstream.base_url = "sandbox"`; kept alive with the gateway.
@@ -60,11 +64,12 @@ impl Gateway {
             (None, config.upstream.domains())
         };
         let upstream = Upstream::new(&base_urls, &customer_id, &customer_secret, &config.upstream, metrics.clone())?;
-        let throttle = budget(config, &auth, &customer_id, &metrics)?;
+        let namespace = crate::redis_link::namespace(&customer_id, &base_urls);
+        let throttle = budget(config, &auth, &namespace, &metrics)?;
         let cluster = match &config.throttle.redis_url {
             Some(url) => {
                 let prefix = &config.throttle.redis_key_prefix;
-                Some(ClusterCache::new(url.expose(), prefix, &customer_id, metrics.clone())?)
+                Some(ClusterCache::new(url.expose(), prefix, &namespace, metrics.clone())?)
             }
             None => None,
         };
@@ -81,6 +86,7 @@ impl Gateway {
             admin_listener: config.server.admin_listen.is_some(),
             audit: Arc::new(Audit::new(&config.audit, metrics_for_audit)?),
             config_path,
+            draining: AtomicBool::new(false),
             applied: tokio::sync::Mutex::new(config.clone()),
             _sandbox: sandbox,
         }))
@@ -102,11 +108,11 @@ fn account_credentials(config: &Config) -> anyhow::Result<(String, String)> {
 }
 
 /// The upstream budget: this process's own, or shared through Redis.
-fn budget(config: &Config, auth: &Authenticator, account: &str, metrics: &Arc<Metrics>) -> anyhow::Result<Throttle> {
+fn budget(config: &Config, auth: &Authenticator, namespace: &str, metrics: &Arc<Metrics>) -> anyhow::Result<Throttle> {
     Ok(match &config.throttle.redis_url {
         None => Throttle::local(&config.throttle, auth.tenants(), metrics.clone()),
         Some(url) => {
-            let cluster = ClusterBudget::new(&config.throttle, url.expose(), account, metrics.clone())?;
+            let cluster = ClusterBudget::new(&config.throttle, url.expose(), namespace, metrics.clone())?;
             Throttle::cluster(&config.throttle, cluster, auth.tenants(), metrics.clone())
         }
     })

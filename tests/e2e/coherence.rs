@@ -481,7 +481,10 @@ async fn with_redis_killed_and_restarted_under_load_nothing_is_fresh_past_its_tt
         pressed.iter().filter(|o| o.status == 200).count(),
         pressed.len()
     );
-    assert!(writes.len() >= 10, "the writes kept going: {}", writes.len());
+    // Loosely: a replica cut off from Redis spends nothing until its lease has expired and a quiet
+    // second passed (about 2.5 s: the price of a budget safe under partitions), so a write sent
+    // then waits that long; 8 to 11 of the 33 the writer could send at best came through here.
+    assert!(writes.len() >= 6, "the writes kept going: {}", writes.len());
     assert!(stats.max_in_1s <= 10, "the sandbox saw {} requests within one second", stats.max_in_1s);
     assert_eq!(stats.throttled, 0, "the sandbox never said 429");
     for outcome in &pressed {

@@ -177,14 +177,18 @@ async fn agora_refusing_the_gateways_credentials_is_a_502_that_says_so() {
     assert!(detail.contains("Agora refused the gateway's credentials"), "{detail}");
     assert!(detail.contains("Invalid authentication credentials"), "Agora's message: {detail}");
     assert!(!detail.contains("not-the-secret"), "never the secret");
+    // Every replica shares Agora's refusal: degraded, not unready (a 503 would take the fleet out
+    // while hits and the other answers can still be served).
     let ready = http().get(format!("{}/readyz", gateway.base_url())).send().await.unwrap();
-    assert_eq!(ready.status(), 503);
-    assert!(!ready.text().await.unwrap().contains("credentials"), "why is for operators only");
+    assert_eq!(ready.status(), 200);
+    let text = ready.text().await.unwrap();
+    assert!(text.contains("degraded") && !text.contains("credentials"), "why is for operators only: {text}");
     let ready = http().get(format!("{}/readyz", gateway.admin_url())).send().await.unwrap();
-    assert_eq!(ready.status(), 503);
+    assert_eq!(ready.status(), 200);
     assert!(ready.text().await.unwrap().contains("credentials"), "the admin listener says why");
     let metrics = http().get(format!("{}/metrics", gateway.admin_url())).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("agora_gateway_upstream_credentials_refused_total 1"), "{metrics}");
+    assert!(metrics.contains("agora_gateway_degraded{cause=\"upstream_credentials\"} 1"), "{metrics}");
 }
 
 #[tokio::test]

@@ -4,12 +4,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 
 use super::init_logging;
-use crate::config::Config;
+use crate::config::{Config, ServerConfig};
 use crate::{Gateway, serve};
 #[cfg(feature = "demo")]
 use crate::{config::LogFormat, demo};
@@ -25,7 +24,7 @@ pub(super) async fn run_serve(config: Config, path: PathBuf) -> anyhow::Result<(
     if let Some(admin) = &admin {
         tracing::info!(admin_listen = %admin.local_addr()?, "health, readiness and metrics served here too");
     }
-    serve_until_signal(gateway, listener, admin, config.server.shutdown_grace).await
+    serve_until_signal(gateway, listener, admin, &config.server).await
 }
 
 #[cfg(not(feature = "demo"))]
@@ -61,30 +60,42 @@ pub(super) async fn run_demo(listen: SocketAddr) -> anyhow::Result<()> {
     println!("Try:");
     println!("  curl -s -H \"Authorization: Bearer {}\" {base}/dev/v1/projects", tokens[0].1);
     println!();
-    serve_until_signal(gateway, listener, None, config.server.shutdown_grace).await
+    serve_until_signal(gateway, listener, None, &config.server).await
 }
 
-/// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish for up to `grace`.
+/// Serves until SIGTERM or Ctrl-C; then drains — `/readyz` 503 while everything is still served
+/// for `shutdown_delay` — and lets in-flight requests finish for up to `shutdown_grace`.
 async fn serve_until_signal(
     gateway: std::sync::Arc<Gateway>,
     listener: TcpListener,
     admin: Option<TcpListener>,
-    grace: Duration,
+    server_config: &ServerConfig,
 ) -> anyhow::Result<()> {
+    let (grace, delay) = (server_config.shutdown_grace, server_config.shutdown_delay);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     on_signals(&gateway);
-    let mut server = tokio::spawn(serve(gateway, listener, admin, async move {
+    let mut server = tokio::spawn(serve(gateway.clone(), listener, admin, async move {
         let _ = stopped.await;
     }));
     tokio::select! {
         _ = shutdown_signal() => {}
         _ = &mut server => return Ok(()),
     }
+    gateway.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+    if !delay.is_zero() {
+        tracing::info!(delay_ms = delay.as_millis() as u64, "draining: /readyz says 503, requests are still served");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = &mut server => return Ok(()),
+        }
+    }
     tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: finishing in-flight requests");
     let _ = stop.send(());
     if tokio::time::timeout(grace, server).await.is_err() {
         tracing::warn!("in-flight requests did not finish within the grace period");
     }
+    // No call of this process leaves any more: the shared budget need not hold its share back.
+    gateway.throttle.leave().await;
     Ok(())
 }
 

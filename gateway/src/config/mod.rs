@@ -123,6 +123,11 @@ pub(crate) struct ServerConfig {
     /// On SIGTERM or Ctrl-C, how long in-flight requests may take to finish.
     #[serde(deserialize_with = "human::duration")]
     pub(crate) shutdown_grace: Duration,
+    /// On SIGTERM, how long `/readyz` answers 503 while every request (on open and new
+    /// connections) is still served, before the listener closes: the time a load balancer takes
+    /// to stop sending (Kubernetes: `5s`).
+    #[serde(deserialize_with = "human::duration")]
+    pub(crate) shutdown_delay: Duration,
     /// Log format: `text` or `json`.
     pub(crate) log_format: LogFormat,
     /// How long a verified token is remembered (by its SHA-256), capped by its own `exp`.
@@ -155,6 +160,7 @@ impl Default for ServerConfig {
             request_timeout: None,
             max_body: ByteSize::kib(64),
             shutdown_grace: Duration::from_secs(10),
+            shutdown_delay: Duration::ZERO,
             log_format: LogFormat::Text,
             token_cache_ttl: Duration::from_secs(60),
             max_token_lifetime: Some(Duration::from_secs(7 * 86_400)),

@@ -58,6 +58,7 @@ impl Config {
         let bounded = [
             ("server.request_timeout", server.request_timeout, HOUR),
             ("server.shutdown_grace", Some(server.shutdown_grace), HOUR),
+            ("server.shutdown_delay", Some(server.shutdown_delay), HOUR),
             ("server.token_cache_ttl", Some(server.token_cache_ttl), HOUR),
             ("server.max_token_lifetime", server.max_token_lifetime, 3650 * DAY),
             ("server.header_read_timeout", Some(server.header_read_timeout), HOUR),

@@ -128,8 +128,25 @@ async fn handle(
         audit.target(target_of(&call));
     }
     // 4-8
-    let response = pipeline::serve(&gateway, principal, call, inbound.directives).await;
-    finish(audit, response)
+    if !write {
+        let response = pipeline::serve(&gateway, principal, call, inbound.directives, None).await;
+        return finish(audit, response);
+    }
+    // A write runs in a task of its own: once sent, its answer, its invalidations (here and on
+    // every replica) and its audit event come to their end even if the caller goes away. Until it
+    // is sent, a caller that goes away (this handler dropped: a disconnect, the edge's deadline)
+    // calls it off.
+    let (present, caller) = tokio::sync::watch::channel(());
+    let task = tokio::spawn(async move {
+        let response = pipeline::serve(&gateway, principal, call, inbound.directives, Some(caller)).await;
+        finish(audit, response)
+    });
+    let response = match task.await {
+        Ok(response) => response,
+        Err(error) => GatewayError::Internal(format!("a write's task failed: {error}")).into_response(),
+    };
+    drop(present);
+    response
 }
 
 #[cfg(test)]

@@ -100,7 +100,7 @@ impl Shared {
         let (local_interval, max_wait) = self.pacing();
         let (next_slot, interval) = match &self.slots {
             Slots::Local(gcra) => (lock(gcra).next_slot(now.into_std()), local_interval),
-            Slots::Cluster(cluster) => (now.into_std(), cluster.effective_interval()),
+            Slots::Cluster(cluster) => (cluster.next_slot(now).into_std(), cluster.effective_interval()),
         };
         Pace { next_slot, interval, max_wait }
     }
@@ -259,24 +259,38 @@ impl Throttle {
             true => tenant_removed(),
             false => GatewayError::Internal("the throttle's dispatcher stopped".into()),
         };
-        let grant = match promotion.filter(|_| lane != shared.shared_lane) {
-            None => wait_for_grant.await.map_err(|_| stopped())?,
-            Some(promotion) => tokio::select! {
-                biased;
-                grant = &mut wait_for_grant => grant.map_err(|_| stopped())?,
-                () = promotion.raised() => match wait_for_grant.try_recv() {
-                    Ok(grant) => grant,
-                    // Leave the tenant's lane (the dropped receiver is skipped there) for the
-                    // shared lane, keeping the deadline it was admitted with.
-                    Err(_) => {
-                        drop(wait_for_grant);
-                        let (granted, moved) = oneshot::channel();
-                        shared.queue().requeue(shared.shared_lane, priority, deadline.into_std(), Waiter { granted });
-                        shared.work.notify_one();
-                        moved.await.map_err(|_| stopped())?
-                    }
+        let wait = async {
+            Ok::<Grant, GatewayError>(match promotion.filter(|_| lane != shared.shared_lane) {
+                None => wait_for_grant.await.map_err(|_| stopped())?,
+                Some(promotion) => tokio::select! {
+                    biased;
+                    grant = &mut wait_for_grant => grant.map_err(|_| stopped())?,
+                    () = promotion.raised() => match wait_for_grant.try_recv() {
+                        Ok(grant) => grant,
+                        // Leave the tenant's lane (the dropped receiver is skipped there) for the
+                        // shared lane, keeping the deadline it was admitted with.
+                        Err(_) => {
+                            drop(wait_for_grant);
+                            let (granted, moved) = oneshot::channel();
+                            shared.queue().requeue(shared.shared_lane, priority, deadline.into_std(), Waiter { granted });
+                            shared.work.notify_one();
+                            moved.await.map_err(|_| stopped())?
+                        }
+                    },
                 },
-            },
+            })
+        };
+        // Admission predicts the wait; a shared budget can still move its slots later (another
+        // replica's 429 paused it). Nobody waits past its deadline: it leaves with a 429 (or a
+        // stale answer), and a slot that comes later is not used with too little time left.
+        let grant = match tokio::time::timeout_at(deadline, wait).await {
+            Ok(grant) => grant?,
+            Err(_) => {
+                shared.metrics.throttle_rejected.get_or_create(&TenantLabels { tenant: tenant.label }).inc();
+                let next = shared.pace(Instant::now()).next_slot;
+                let retry_after = Instant::from_std(next).saturating_duration_since(Instant::now());
+                return Err(GatewayError::Throttled { retry_after: retry_after.max(Duration::from_secs(1)) });
+            }
         };
         let waited = grant.at.saturating_duration_since(now);
         shared
@@ -299,11 +313,27 @@ impl Throttle {
         tracing::warn!(pause_ms = duration.as_millis() as u64, "Agora answered 429: the upstream budget pauses");
     }
 
-    /// `None` when ready; why not otherwise (the shared budget's Redis is unreachable).
-    pub(crate) fn not_ready(&self) -> Option<String> {
+    /// Why the budget is degraded (the shared budget's Redis is unreachable), if it is.
+    pub(crate) fn degraded(&self) -> Option<String> {
         match &self.shared.slots {
             Slots::Local(_) => None,
-            Slots::Cluster(cluster) => cluster.not_ready(),
+            Slots::Cluster(cluster) => cluster.degraded(),
+        }
+    }
+
+    /// Shutting down: a shared budget hands this replica's lease and share back at once.
+    pub(crate) async fn leave(&self) {
+        if let Slots::Cluster(cluster) = &self.shared.slots {
+            cluster.leave().await;
+        }
+    }
+
+    /// Why this process cannot spend the budget yet (a shared budget that has not granted it a
+    /// share), if so.
+    pub(crate) fn starting(&self) -> Option<String> {
+        match &self.shared.slots {
+            Slots::Local(_) => None,
+            Slots::Cluster(cluster) => cluster.starting(),
         }
     }
 }
@@ -337,7 +367,18 @@ async fn dispatch(shared: std::sync::Weak<Shared>, work: Arc<Notify>) {
 async fn grant_one_slot(shared: &Shared) {
     let reservation = match &shared.slots {
         Slots::Local(_) => None,
-        Slots::Cluster(cluster) => Some(cluster.reserve().await),
+        Slots::Cluster(cluster) => {
+            let wanted = || {
+                let mut queue = shared.queue();
+                queue.retain(|waiter| !waiter.granted.is_closed());
+                !queue.is_empty()
+            };
+            match cluster.reserve(wanted).await {
+                Some(reservation) => Some(reservation),
+                // Everybody who waited has given up meanwhile: nothing to reserve.
+                None => return,
+            }
+        }
     };
     // Sleep until the slot; a pause that arrives meanwhile moves it.
     loop {

@@ -111,14 +111,15 @@ impl Upstream {
         self.max_retry_after
     }
 
-    /// `Some(why)` while Agora refuses the gateway's credentials, or no domain can be connected
-    /// to (for `/readyz`).
-    pub(crate) fn not_ready(&self) -> Option<String> {
-        if let Some(refused) = lock(&self.credentials_refused).clone() {
-            return Some(refused);
-        }
+    /// `Some(why)` while Agora refuses the gateway's credentials (a degraded state: `/readyz`).
+    pub(crate) fn credentials_refused(&self) -> Option<String> {
+        lock(&self.credentials_refused).clone()
+    }
+
+    /// `Some(why)` while no domain can be connected to (a degraded state: `/readyz`).
+    pub(crate) fn unreachable(&self) -> Option<String> {
         // (Through a proxy nothing probes: a domain counts as unreachable only until it is due
-        // to be tried again, so readiness cannot keep away the traffic that would bring it back.)
+        // to be tried again.)
         let now = Instant::now();
         let all_unreachable = self.domains.len() > 1
             && self.domains.iter().all(|domain| domain.unreachable.load(Ordering::SeqCst) && !domain.is_usable(now));

@@ -54,18 +54,18 @@ async fn an_unreachable_domain_waits_for_the_probe_unless_a_proxy_stands_between
     direct.mark_down(0, true, "cannot connect");
     assert!(out_for(&direct) > SUSPECT_FOR, "out until the probe connects");
     assert_eq!(direct.pick(), 1, "the next domain takes the calls");
-    assert!(direct.not_ready().is_none(), "ready while one domain is");
+    assert!(direct.unreachable().is_none(), "reachable while one domain is");
     direct.mark_down(1, true, "cannot connect");
-    assert!(direct.not_ready().is_some(), "not ready when none can be connected to");
+    assert!(direct.unreachable().is_some(), "unreachable when none can be connected to");
 
     let proxied = two_domains("proxy = \"http://127.0.0.1:3128\"");
     proxied.mark_down(0, true, "cannot connect");
     assert!(out_for(&proxied) <= SUSPECT_FOR, "through a proxy, tried again like a timeout");
     assert_eq!(proxied.pick(), 1);
     proxied.mark_down(1, true, "cannot connect");
-    assert!(proxied.not_ready().is_some());
+    assert!(proxied.unreachable().is_some());
     *lock(&proxied.domains[0].down_until) = Some(Instant::now());
-    assert!(proxied.not_ready().is_none(), "ready again once a domain is due to be tried");
+    assert!(proxied.unreachable().is_none(), "reachable again once a domain is due to be tried");
 }
 
 /// The generated client's verdict on a body it could not decode.
@@ -99,7 +99,7 @@ fn errors_pass_byte_for_byte_except_the_gateways_own_credentials() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(upstream.not_ready().is_none());
+    assert!(upstream.credentials_refused().is_none());
     let refused = raw(401, "{\"message\":\"Invalid authentication credentials\"}", &[]);
     match upstream.outcome("list_projects", Err(undecodable()), Some(refused)) {
         Err(GatewayError::UpstreamCredentials { status: 401, detail }) => {
@@ -107,9 +107,9 @@ fn errors_pass_byte_for_byte_except_the_gateways_own_credentials() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(upstream.not_ready().is_some_and(|why| why.contains("credentials")), "readyz says so");
+    assert!(upstream.credentials_refused().is_some_and(|why| why.contains("credentials")), "readyz says so");
     upstream.outcome("list_projects", Ok(()), Some(raw(200, "{}", &[]))).unwrap();
-    assert!(upstream.not_ready().is_none(), "until Agora accepts them again");
+    assert!(upstream.credentials_refused().is_none(), "until Agora accepts them again");
 }
 
 #[test]

@@ -103,11 +103,11 @@ impl ClusterCache {
     pub(crate) fn new(
         redis_url: &str,
         prefix: &str,
-        account: &str,
+        namespace: &str,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, ConfigError> {
         let (client, connection) = crate::redis_link::connect_lazily(redis_url)?;
-        let prefix = format!("{prefix}:{account}:cache");
+        let prefix = format!("{prefix}:{namespace}:cache");
         let cache = Arc::new(Self {
             connection,
             client,

@@ -10,13 +10,13 @@
 //! after it instead of crowding a second with them. A predecessor that never reports counts as
 //! having left at the end of its report window.
 //!
-//! Fail safe, never open: when Redis cannot be reached, a replica waits one second (so nothing it
-//! sends shares a one-second window with what the shared budget granted), then spends
-//! `floor(rate / replicas)` per second locally, where `replicas` is the number of replicas seen
-//! alive through heartbeats before Redis went away (or `throttle.replicas`). When Redis answers
-//! again, the replica keeps its local pace as a floor for two more seconds while it rejoins the
-//! shared budget, so the replicas that have not noticed yet and the ones that have never crowd
-//! a second between them.
+//! Fail safe under any partition (`lease.rs`): each replica holds a lease in Redis, renewed by
+//! its heartbeat, and a share of the budget granted there (the shares add up to `rate` at most).
+//! A replica cut off from Redis spends its share on its own only once its lease has expired
+//! everywhere and a quiet second has passed, and only until its share is forgotten; meanwhile the
+//! shared GCRA runs at `rate` minus the shares of every replica whose lease has expired. So the
+//! replicas that reach Redis and the ones that cannot never add up to more than `rate` in any
+//! second. A replica that never reached Redis has no share and spends nothing.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,19 +26,20 @@ use redis::Script;
 use redis::aio::ConnectionManager;
 use tokio::time::Instant;
 
-mod fallback;
+mod lease;
 
 use super::gcra::{Gcra, interval_for};
 use crate::config::{ConfigError, ThrottleConfig};
 use crate::metrics::Metrics;
 use crate::redis_link::within_timeout;
-use fallback::{fallback_interval, heartbeats};
+use lease::{fallback_interval, heartbeats};
 
 /// Reserve the next slot. `KEYS`: the GCRA's theoretical arrival time (µs), the set of replicas
-/// that reserved lately, the last reservation (`"<slot µs> <token>"`). `ARGV`: interval µs,
-/// tolerance µs, earliest slot µs from now, replica id, token.
-/// Answers `{µs from now until the slot, the previous reservation's token or "", µs from now
-/// until its slot}`.
+/// that reserved lately, the last reservation (`"<slot µs> <token>"`), the replicas' leases, their
+/// shares, the last tolerance. `ARGV`: rate, burst, safety margin, earliest slot µs from now,
+/// replica id, token, lease ms. The GCRA runs at `rate` minus the shares of replicas whose lease
+/// has expired. Answers `{µs from now until the slot, the previous reservation's token or "", µs
+/// from now until its slot, the interval µs}`, or `{-1, ...}` when no share is left to reserve.
 const RESERVE: &str = include_str!("reserve.lua");
 
 /// A reserved slot's call left (or was given up): Redis's now, no earlier than the departure, is
@@ -51,44 +52,60 @@ const DEPARTED: &str = include_str!("departed.lua");
 /// passed), or -1 when the predecessor has not reported yet.
 const AFTER: &str = include_str!("after.lua");
 
-/// Pause the budget: no slot before `ARGV[1]` µs from now.
+/// Pause the budget: no slot before `ARGV[1]` µs from now; `KEYS[2]` tells the other replicas.
 const PAUSE: &str = include_str!("pause.lua");
 
-/// Heartbeat: `KEYS[1]` replicas alive, `KEYS[2]` replicas reserving lately. `ARGV`: replica id,
-/// alive window ms, active window ms. Answers {alive, active}.
+/// Heartbeat: renews the replica's lease and grants its share. `KEYS`: leases, replicas reserving
+/// lately, shares, the pause. `ARGV`: replica id, lease ms, active window ms, rate, the share the
+/// replica holds, forget-after ms, replicas to assume at least. Answers {alive, active, share,
+/// pause ms left, whether Redis knew the replica (0: it was forgotten, or Redis lost its keys)}.
 const HEARTBEAT: &str = include_str!("heartbeat.lua");
+
+/// A replica leaves (shut down): its lease and share go at once. `KEYS`: leases, replicas
+/// reserving lately, shares. `ARGV`: replica id.
+const LEAVE: &str = include_str!("leave.lua");
 
 /// How long after its slot a replica may take to report its call sent; past it, the next one
 /// goes on as if the call had left then.
 const REPORT_WINDOW: Duration = Duration::from_secs(1);
 /// While the predecessor has not reported, ask again this often.
 const REPORT_POLL: Duration = Duration::from_millis(2);
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
-const ALIVE_WINDOW_MS: u64 = 5_000;
+/// While no slot can be had (no share, a lease not yet expired, no capacity), look again this often.
+const NO_SLOT_POLL: Duration = Duration::from_millis(100);
 const ACTIVE_WINDOW_MS: u64 = 2_000;
-/// After Redis went away: nothing for this long, then the local share.
-const FALLBACK_QUIET: Duration = Duration::from_secs(1);
-/// After Redis came back: the local pace stays a floor for this long.
-const RECOVERY_FLOOR: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Mode {
+    /// Redis has not granted this replica a share yet: no slots.
+    Starting,
     Shared,
-    /// Redis unreachable: local share only.
-    Fallback,
     /// Redis back: shared budget, with the local pace as a floor until then.
-    Recovering {
-        until: Instant,
-    },
+    Recovering { until: Instant },
+    /// Redis unreachable: the local share, from `start` (this replica's lease has expired in Redis
+    /// and a quiet second passed) until `stop` (Redis forgets its share).
+    Fallback { start: Instant, stop: Instant },
+    /// Redis answers again: no slots until `until` (the last call of its own share is a quiet
+    /// second old); then the lease is renewed and the shared budget resumes.
+    Rejoining { until: Instant },
 }
 
 struct State {
     mode: Mode,
     /// The local share's pace: used in `Fallback`, a floor while `Recovering`.
     local: Gcra,
+    /// The share of the budget Redis granted this replica, calls per second.
+    share: u32,
     replicas_seen: u32,
     last_error: Option<String>,
     paused_until: Instant,
+    /// When the last heartbeat that Redis answered was sent, and when its answer came.
+    last_heartbeat: Option<(Instant, Instant)>,
+    /// When the last call of this replica's own share left (while cut off from Redis).
+    last_local_call: Option<Instant>,
+    /// The due time of the reservation the dispatcher holds.
+    pending: Option<Instant>,
+    /// The shared budget's interval at the last reservation (wider while shares are out).
+    shared_interval: Duration,
 }
 
 /// A slot, and how to report its call sent.
@@ -98,6 +115,21 @@ pub(crate) struct Reservation {
     token: Option<String>,
     /// The reservation before it (its token and slot), whose departure this one waits for.
     after: Option<(String, Instant)>,
+    /// The shared budget's interval when it was reserved.
+    interval: Duration,
+}
+
+/// Redis's keys of the shared budget.
+struct Keys {
+    tat: String,
+    last: String,
+    tolerance: String,
+    /// Prefix of the departure records, one key per reservation token.
+    departed_prefix: String,
+    leases: String,
+    active: String,
+    shares: String,
+    pause: String,
 }
 
 pub(crate) struct ClusterBudget {
@@ -107,16 +139,12 @@ pub(crate) struct ClusterBudget {
     after_script: Script,
     pause_script: Script,
     heartbeat_script: Script,
-    tat_key: String,
-    last_key: String,
-    /// Prefix of the departure records, one key per reservation token.
-    departed_prefix: String,
+    leave_script: Script,
+    keys: Keys,
     reservations: AtomicU64,
-    alive_key: String,
-    active_key: String,
     replica_id: String,
     configured_replicas: u32,
-    /// Rate, margin and the slot spacing they make (a reload may change them).
+    /// Rate, burst and margin (a reload may change them).
     pacing: std::sync::RwLock<Pacing>,
     active_replicas: AtomicU32,
     state: Mutex<State>,
@@ -127,19 +155,18 @@ pub(crate) struct ClusterBudget {
 #[derive(Debug, Clone, Copy)]
 struct Pacing {
     rate: u32,
+    burst: u32,
     safety_margin: f64,
     interval: Duration,
-    tolerance: Duration,
 }
 
 impl Pacing {
     fn of(config: &ThrottleConfig) -> Self {
-        let interval = interval_for(config.rate, config.burst, config.safety_margin);
         Self {
             rate: config.rate,
+            burst: config.burst,
             safety_margin: config.safety_margin,
-            interval,
-            tolerance: interval * config.burst.saturating_sub(1),
+            interval: interval_for(config.rate, config.burst, config.safety_margin),
         }
     }
 }
@@ -154,17 +181,19 @@ fn signed_micros(us: i64) -> Duration {
 }
 
 impl ClusterBudget {
-    /// Connects lazily: a gateway starts even while Redis is down (in fallback).
+    /// Connects lazily: a gateway starts even while Redis is down (with no share until it answers).
+    /// `namespace`: the account's part of every key (`redis_link::namespace`).
     pub(crate) fn new(
         config: &ThrottleConfig,
         redis_url: &str,
-        account: &str,
+        namespace: &str,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, ConfigError> {
         let (_, connection) = crate::redis_link::connect_lazily(redis_url)?;
         let configured_replicas = config.replicas.unwrap_or(1);
-        let prefix = format!("{}:{account}", config.redis_key_prefix);
+        let prefix = format!("{}:{namespace}", config.redis_key_prefix);
         let now = Instant::now();
+        let pacing = Pacing::of(config);
         let budget = Arc::new(Self {
             connection,
             reserve_script: Script::new(RESERVE),
@@ -172,30 +201,37 @@ impl ClusterBudget {
             after_script: Script::new(AFTER),
             pause_script: Script::new(PAUSE),
             heartbeat_script: Script::new(HEARTBEAT),
-            tat_key: format!("{prefix}:tat"),
-            last_key: format!("{prefix}:last"),
-            departed_prefix: format!("{prefix}:departed:"),
+            leave_script: Script::new(LEAVE),
+            keys: Keys {
+                tat: format!("{prefix}:tat"),
+                last: format!("{prefix}:last"),
+                tolerance: format!("{prefix}:tolerance"),
+                departed_prefix: format!("{prefix}:departed:"),
+                leases: format!("{prefix}:replicas"),
+                active: format!("{prefix}:active"),
+                shares: format!("{prefix}:shares"),
+                pause: format!("{prefix}:paused"),
+            },
             reservations: AtomicU64::new(0),
-            alive_key: format!("{prefix}:replicas"),
-            active_key: format!("{prefix}:active"),
             replica_id: format!("{}-{:016x}", std::process::id(), fastrand::u64(..)),
             configured_replicas,
-            pacing: std::sync::RwLock::new(Pacing::of(config)),
+            pacing: std::sync::RwLock::new(pacing),
             active_replicas: AtomicU32::new(1),
             state: Mutex::new(State {
-                mode: Mode::Shared,
-                local: Gcra::new(
-                    fallback_interval(config.rate, configured_replicas, config.safety_margin),
-                    1,
-                    now.into_std(),
-                ),
+                mode: Mode::Starting,
+                local: Gcra::new(fallback_interval(0, config.safety_margin), 1, now.into_std()),
+                share: 0,
                 replicas_seen: configured_replicas,
                 last_error: None,
                 paused_until: now,
+                last_heartbeat: None,
+                last_local_call: None,
+                pending: None,
+                shared_interval: pacing.interval,
             }),
             metrics,
         });
-        budget.metrics.redis_up.set(1);
+        budget.metrics.redis_up.set(0);
         tokio::spawn(heartbeats(Arc::downgrade(&budget)));
         Ok(budget)
     }
@@ -208,31 +244,53 @@ impl ClusterBudget {
         *self.pacing.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A reload changed the rate, burst or margin: every reservation from now on uses them, and
-    /// so does the fallback share.
+    /// A reload changed the rate, burst or margin: every reservation from now on uses them (a
+    /// larger burst is earned, not granted at once: `reserve.lua`); shares follow at the next
+    /// heartbeat.
     pub(crate) fn reconfigure(&self, config: &ThrottleConfig) {
-        let pacing = Pacing::of(config);
-        *self.pacing.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = pacing;
-        let mut state = self.state();
-        let replicas = state.replicas_seen.max(self.configured_replicas).max(1);
-        state.local.reconfigure(fallback_interval(pacing.rate, replicas, pacing.safety_margin), 1);
+        *self.pacing.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Pacing::of(config);
     }
 
-    /// The interval this replica can count on: the budget's, times the replicas reserving lately.
+    /// The interval this replica can count on: the shared budget's, times the replicas reserving
+    /// lately; its own share's while cut off.
     pub(crate) fn effective_interval(&self) -> Duration {
         let state = self.state();
         match state.mode {
-            Mode::Fallback => state.local.interval(),
-            _ => self.pacing().interval * self.active_replicas.load(Ordering::Relaxed).max(1),
+            Mode::Fallback { .. } => state.local.interval(),
+            _ => state.shared_interval * self.active_replicas.load(Ordering::Relaxed).max(1),
         }
+    }
+
+    /// The earliest a slot can come, as far as this replica knows: not before a pause (its own,
+    /// or another replica's, heard at the heartbeat), nor before the reservation it holds.
+    pub(crate) fn next_slot(&self, now: Instant) -> Instant {
+        let state = self.state();
+        let mut next = now.max(state.paused_until).max(state.pending.unwrap_or(now));
+        if let Mode::Fallback { start, .. } | Mode::Rejoining { until: start } = state.mode {
+            next = next.max(start);
+        }
+        next
     }
 
     pub(crate) fn paused_until(&self) -> Instant {
         self.state().paused_until
     }
 
-    /// Reserves the next slot and answers when it is due.
-    pub(crate) async fn reserve(&self) -> Reservation {
+    /// Reserves the next slot and answers when it is due. While none can be had (no share yet,
+    /// a lease not expired yet, a fallback window over, no capacity left), it waits — as long as
+    /// somebody `wants` one.
+    pub(crate) async fn reserve(&self, wanted: impl Fn() -> bool) -> Option<Reservation> {
+        while wanted() {
+            if let Some(reservation) = self.try_reserve().await {
+                self.state().pending = Some(reservation.due);
+                return Some(reservation);
+            }
+            tokio::time::sleep(NO_SLOT_POLL).await;
+        }
+        None
+    }
+
+    async fn try_reserve(&self) -> Option<Reservation> {
         let now = Instant::now();
         let floor = {
             let mut state = self.state();
@@ -242,49 +300,68 @@ impl ClusterBudget {
                 state.mode = Mode::Shared;
             }
             match state.mode {
-                Mode::Recovering { .. } | Mode::Fallback => Instant::from_std(state.local.next_slot(now.into_std())),
+                Mode::Starting | Mode::Rejoining { .. } => return None,
+                Mode::Fallback { start, stop } => return self.local_slot(&mut state, now, start, stop),
+                // The pace of the share it was cut off with, until the window ends.
+                Mode::Recovering { until } => Instant::from_std(state.local.next_slot(now.into_std())).min(until),
                 Mode::Shared => now,
             }
         };
-        let earliest = floor.saturating_duration_since(now);
+        let pacing = self.pacing();
         let token = format!("{}-{}", self.replica_id, self.reservations.fetch_add(1, Ordering::Relaxed));
         let mut connection = self.connection.clone();
-        let mut invocation = self.reserve_script.key(&self.tat_key);
+        let keys = &self.keys;
+        let mut invocation = self.reserve_script.key(&keys.tat);
         invocation
-            .key(&self.active_key)
-            .key(&self.last_key)
-            .arg(micros(self.pacing().interval))
-            .arg(micros(self.pacing().tolerance))
-            .arg(micros(earliest))
+            .key(&keys.active)
+            .key(&keys.last)
+            .key(&keys.leases)
+            .key(&keys.shares)
+            .key(&keys.tolerance)
+            .arg(pacing.rate)
+            .arg(pacing.burst)
+            .arg(pacing.safety_margin)
+            .arg(micros(floor.saturating_duration_since(now)))
             .arg(&self.replica_id)
-            .arg(&token);
-        let invocation = invocation.invoke_async::<(i64, String, i64)>(&mut connection);
+            .arg(&token)
+            .arg(lease::LEASE.as_millis() as u64);
+        let invocation = invocation.invoke_async::<(i64, String, i64, i64)>(&mut connection);
         let answer = within_timeout(invocation).await;
         let mut state = self.state();
         match answer {
-            Ok((wait_us, previous, previous_us)) => {
-                if state.mode == Mode::Fallback {
-                    tracing::info!("Redis answers again: rejoining the shared upstream budget");
-                    state.mode = Mode::Recovering { until: Instant::now() + RECOVERY_FLOOR };
-                    self.metrics.redis_up.set(1);
-                }
+            Ok((wait_us, _, _, _)) if wait_us < 0 => None,
+            Ok((wait_us, previous, previous_us, interval_us)) => {
                 state.last_error = None;
+                let interval = signed_micros(interval_us).max(pacing.interval);
+                state.shared_interval = interval;
                 // Counted from after the answer: late, never early.
                 let answered = Instant::now();
                 let after = (!previous.is_empty()).then(|| (previous, answered + signed_micros(previous_us)));
-                Reservation { due: answered + signed_micros(wait_us), token: Some(token), after }
+                Some(Reservation { due: answered + signed_micros(wait_us), token: Some(token), after, interval })
             }
-            Err(error) => self.fall_back(&mut state, error),
+            Err(error) => {
+                self.fall_back(&mut state, error);
+                None
+            }
         }
+    }
+
+    /// A slot of this replica's own share, while cut off from Redis: none outside its window.
+    fn local_slot(&self, state: &mut State, now: Instant, start: Instant, stop: Instant) -> Option<Reservation> {
+        if state.share == 0 || now >= stop {
+            return None;
+        }
+        let due = Instant::from_std(state.local.next_slot(now.into_std())).max(start).max(state.paused_until);
+        (due < stop).then(|| Reservation { due, token: None, after: None, interval: state.local.interval() })
     }
 
     /// Waits until one interval after the previous reservation's call left (at most until the end
     /// of its report window, plus one interval, when it never reports or Redis cannot say).
     pub(crate) async fn after_predecessor(&self, reservation: &Reservation) {
         let Some((previous, previous_due)) = &reservation.after else { return };
-        let interval = self.pacing().interval;
+        let interval = reservation.interval;
         let give_up = *previous_due + REPORT_WINDOW + interval;
-        let key = format!("{}{previous}", self.departed_prefix);
+        let key = format!("{}{previous}", self.keys.departed_prefix);
         loop {
             let mut connection = self.connection.clone();
             let mut invocation = self.after_script.key(&key);
@@ -308,14 +385,18 @@ impl ClusterBudget {
     pub(crate) async fn commit(&self, reservation: Reservation, at: Instant) {
         {
             let mut state = self.state();
+            state.pending = None;
             if state.mode != Mode::Shared {
                 state.local.commit(at.into_std());
+            }
+            if reservation.token.is_none() {
+                state.last_local_call = Some(at);
             }
         }
         let Some(token) = reservation.token else { return };
         let mut connection = self.connection.clone();
-        let mut invocation = self.departed_script.key(&self.tat_key);
-        invocation.key(format!("{}{token}", self.departed_prefix)).arg(micros(self.pacing().interval));
+        let mut invocation = self.departed_script.key(&self.keys.tat);
+        invocation.key(format!("{}{token}", self.keys.departed_prefix)).arg(micros(reservation.interval));
         let invocation = invocation.invoke_async::<i64>(&mut connection);
         if let Err(error) = within_timeout(invocation).await {
             // The next reservation waits out the report window instead.
@@ -323,7 +404,8 @@ impl ClusterBudget {
         }
     }
 
-    /// Agora answered 429: pause every replica (through Redis) and this one at once.
+    /// Agora answered 429: pause every replica (through Redis; the others hear of it at their next
+    /// heartbeat) and this one at once.
     pub(crate) fn pause(self: &Arc<Self>, duration: Duration) {
         let duration = duration.min(super::MAX_PAUSE);
         {
@@ -335,8 +417,8 @@ impl ClusterBudget {
         let budget = self.clone();
         tokio::spawn(async move {
             let mut connection = budget.connection.clone();
-            let mut invocation = budget.pause_script.key(&budget.tat_key);
-            invocation.arg(micros(duration));
+            let mut invocation = budget.pause_script.key(&budget.keys.tat);
+            invocation.key(&budget.keys.pause).arg(micros(duration));
             let invocation = invocation.invoke_async::<i64>(&mut connection);
             if let Err(error) = within_timeout(invocation).await {
                 tracing::warn!(%error, "could not pause the shared budget in Redis");
