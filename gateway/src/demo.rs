@@ -29,6 +29,7 @@ fn tenant(id: &str, prefix: &str, scopes: &[Scope], weight: u32) -> TenantConfig
         }],
         jwks_url: None,
         issuer_discovery: false,
+        allow_insecure_jwks: false,
         algorithms: vec![],
     }
 }

@@ -27,8 +27,8 @@ mod error;
 mod metrics;
 mod ops;
 mod pipeline;
-mod readiness;
 mod policy;
+mod readiness;
 mod redis_link;
 mod reload;
 mod routes;
@@ -130,11 +130,11 @@ pub(crate) async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let shutdown = shutdown.boxed().shared();
-    let limits = gateway.limits;
-    let main = server::serve(listener, router(gateway.clone()), limits, shutdown.clone());
+    let (limits, connections) = (gateway.limits, gateway.connections.clone());
+    let main = server::serve(listener, router(gateway.clone()), limits, connections.clone(), shutdown.clone());
     match admin {
         Some(admin) => {
-            let admin = server::serve(admin, admin_router(gateway), limits, shutdown);
+            let admin = server::serve(admin, admin_router(gateway), limits, connections, shutdown);
             tokio::join!(main, admin);
         }
         None => main.await,

@@ -71,12 +71,14 @@ pub(crate) struct Metrics {
     pub(crate) upstream_credentials_refused: Counter,
     pub(crate) cache_cluster_up: Gauge,
     pub(crate) cache_invalidations_missed: Counter,
+    pub(crate) cache_shared_rejected: Counter,
     pub(crate) jwks_keys: Family<TenantLabels, Gauge>,
     pub(crate) jwks_fetch_failures: Family<TenantLabels, Counter>,
     pub(crate) config_reloads: Family<ResultLabels, Counter>,
     pub(crate) upstream_domain_up: Family<DomainLabels, Gauge>,
     pub(crate) upstream_failovers: Family<DomainLabels, Counter>,
     pub(crate) audit_write_failures: Counter,
+    pub(crate) audit_unauthenticated: Counter,
     pub(crate) degraded: Family<CauseLabels, Gauge>,
 }
 
@@ -206,6 +208,18 @@ impl Metrics {
             "Audit events that could not be written to the audit sink",
             audit_write_failures.clone(),
         );
+        let audit_unauthenticated = Counter::default();
+        registry.register(
+            "audit_unauthenticated",
+            "Writes and admin actions refused for want of a valid token: counted here, not audited one by one",
+            audit_unauthenticated.clone(),
+        );
+        let cache_shared_rejected = Counter::default();
+        registry.register(
+            "cache_shared_rejected",
+            "Shared cache entries and invalidation messages in Redis that failed their seal (not written by a gateway of this account): ignored",
+            cache_shared_rejected.clone(),
+        );
         let degraded = Family::default();
         registry.register(
             "degraded",
@@ -229,12 +243,14 @@ impl Metrics {
             upstream_credentials_refused,
             cache_cluster_up,
             cache_invalidations_missed,
+            cache_shared_rejected,
             jwks_keys,
             jwks_fetch_failures,
             config_reloads,
             upstream_domain_up,
             upstream_failovers,
             audit_write_failures,
+            audit_unauthenticated,
             degraded,
         }
     }

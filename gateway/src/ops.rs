@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -22,7 +23,7 @@ use crate::auth::{Authenticated, Principal};
 use crate::error::GatewayError;
 use crate::policy::{CacheClass, Scope};
 use crate::readiness;
-use crate::routes::{BoundedBody, method_not_allowed};
+use crate::routes::{method_not_allowed, read_body};
 use crate::state::Gateway;
 
 /// The endpoints on the main listener; `/metrics` only when there is no admin listener.
@@ -184,7 +185,10 @@ async fn admin_action<T: IntoResponse>(
     let request_id = headers.get("x-request-id").and_then(|id| id.to_str().ok()).map(str::to_string);
     let mut audit = AuditScope::start(&gateway.audit, operation, request_id, true);
     let result = match principal {
-        Err(error) => Err(error),
+        Err(error) => {
+            audit.unauthenticated();
+            return error.into_response();
+        }
         Ok(Authenticated(principal)) => {
             audit.principal(&principal);
             if principal.has(Scope::Admin) {
@@ -234,10 +238,12 @@ pub(crate) async fn purge_cache(
     State(gateway): State<Arc<Gateway>>,
     principal: Result<Authenticated, GatewayError>,
     headers: HeaderMap,
-    body: Result<BoundedBody, GatewayError>,
+    body: Body,
 ) -> Response {
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|length| length.to_str().ok()?.parse().ok());
     admin_action(&gateway, "purge_cache", principal, &headers, async |principal: &Principal| {
-        let BoundedBody(body) = body?;
+        // Read only once the caller is known to be an admin.
+        let body = read_body(body, declared, gateway.max_body).await?;
         let request: PurgeRequest = if body.iter().all(u8::is_ascii_whitespace) {
             PurgeRequest::default()
         } else {

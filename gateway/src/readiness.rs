@@ -26,8 +26,12 @@ pub(crate) struct Assessment {
 impl Assessment {
     /// The reasons, in one line.
     pub(crate) fn reasons(&self) -> Option<String> {
-        let reasons: Vec<&str> =
-            self.unready.iter().map(|(_, why)| why.as_str()).chain(self.degraded.iter().map(|(_, why)| why.as_str())).collect();
+        let reasons: Vec<&str> = self
+            .unready
+            .iter()
+            .map(|(_, why)| why.as_str())
+            .chain(self.degraded.iter().map(|(_, why)| why.as_str()))
+            .collect();
         (!reasons.is_empty()).then(|| reasons.join("; "))
     }
 }

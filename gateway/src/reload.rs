@@ -92,6 +92,8 @@ fn keep_what_needs_a_restart(old: &Config, new: &mut Config) -> Vec<&'static str
         ("server.header_read_timeout", old_server.header_read_timeout != server.header_read_timeout),
         ("server.max_header_bytes", old_server.max_header_bytes != server.max_header_bytes),
         ("server.max_connections", old_server.max_connections != server.max_connections),
+        ("server.max_connections_per_ip", old_server.max_connections_per_ip != server.max_connections_per_ip),
+        ("server.write_timeout", old_server.write_timeout != server.write_timeout),
         ("server.worker_threads", old_server.worker_threads != server.worker_threads),
     ];
     changed.extend(server_fields.iter().filter(|(_, differs)| *differs).map(|(name, _)| *name));
@@ -129,6 +131,11 @@ fn keep_what_needs_a_restart(old: &Config, new: &mut Config) -> Vec<&'static str
     if old.cache.max_bytes != new.cache.max_bytes {
         changed.push("cache.max_bytes");
         new.cache.max_bytes = old.cache.max_bytes;
+    }
+    // The sink is opened once, at start.
+    if old.audit != new.audit {
+        changed.push("audit");
+        new.audit = old.audit.clone();
     }
     changed
 }

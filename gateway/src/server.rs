@@ -5,22 +5,31 @@
 //!   counted from when the connection is ready for a request — so an idle keep-alive connection
 //!   is closed after that long too, and a connection that never sends anything sooner;
 //! - request heads of at most `max_header_bytes` (431 beyond), and at most 100 headers;
-//! - at most `max_connections` connections at once: beyond that the loop stops accepting (new
-//!   connections wait in the kernel's listen backlog), and the cap is kept below the process's
-//!   open-file limit, so the process never runs out of descriptors;
+//! - at most `max_connections` connections at once, over both listeners: beyond that the loops
+//!   stop accepting (new connections wait in the kernel's listen backlog), and the cap is kept
+//!   below the process's open-file limit, so the process never runs out of descriptors; at most
+//!   `max_connections_per_ip` from one client address (beyond it, closed at once);
+//! - a connection whose writes make no progress for `write_timeout` — a client that does not read
+//!   its answers, holding its place — is closed (hyper has no write timeout of its own);
+//! - TCP keepalive, so a client that vanished without a word is found out;
 //! - on shutdown, idle connections close at once and busy ones after their response.
 //!
 //! Request bodies and handlers are bounded by the edge's request timeout (`edge.rs`).
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::config::ServerConfig;
@@ -31,23 +40,152 @@ const RESERVED_DESCRIPTORS: u64 = 64;
 /// After an accept error other than a client's connection failing (e.g. out of descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// Idle time before the first keepalive probe, and between probes.
+const KEEPALIVE: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(10));
+
 /// What one connection may do.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     pub(crate) header_read_timeout: Duration,
     pub(crate) max_header_bytes: usize,
-    pub(crate) max_connections: usize,
+    pub(crate) write_timeout: Duration,
 }
 
 impl Limits {
-    /// The configured limits; the connection cap kept below the open-file limit.
+    /// The configured limits.
     pub(crate) fn new(server: &ServerConfig) -> Self {
         Self {
             header_read_timeout: server.header_read_timeout,
             max_header_bytes: usize::try_from(server.max_header_bytes.as_u64()).unwrap_or(usize::MAX),
-            max_connections: connection_cap(server.max_connections, open_file_limit()),
+            write_timeout: server.write_timeout,
         }
     }
+}
+
+/// The connections of the process, over every listener: one cap for all, and one per address.
+pub(crate) struct Connections {
+    permits: Arc<Semaphore>,
+    per_ip: Option<usize>,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl Connections {
+    /// The configured caps, the total kept below the open-file limit.
+    pub(crate) fn new(server: &ServerConfig) -> Arc<Self> {
+        let cap = connection_cap(server.max_connections, open_file_limit());
+        Arc::new(Self {
+            permits: Arc::new(Semaphore::new(cap)),
+            per_ip: server.max_connections_per_ip,
+            open: Mutex::default(),
+        })
+    }
+
+    /// A place for a connection from `ip`, if that address has one left.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = open.entry(ip).or_insert(0);
+        if self.per_ip.is_some_and(|cap| *count >= cap) {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot { connections: self.clone(), ip })
+    }
+}
+
+/// One connection's place among its address's.
+struct AddressSlot {
+    connections: Arc<Connections>,
+    ip: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.connections.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A stream whose writes fail once they have made no progress for `timeout`.
+struct WriteTimeout<S> {
+    inner: S,
+    timeout: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WriteTimeout<S> {
+    fn new(inner: S, timeout: Duration) -> Self {
+        Self { inner, timeout, stalled: None }
+    }
+
+    /// The write could not go on: ready with an error once it has waited `timeout`.
+    fn stall<T>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<T>> {
+        let timeout = self.timeout;
+        let stalled = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client read nothing for server.write_timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn progressed<T>(&mut self, result: Poll<std::io::Result<T>>, cx: &mut Context<'_>) -> Poll<std::io::Result<T>> {
+        match result {
+            Poll::Ready(result) => {
+                self.stalled = None;
+                Poll::Ready(result)
+            }
+            Poll::Pending => self.stall(cx),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteTimeout<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.progressed(result, cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.progressed(result, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let result = Pin::new(&mut self.inner).poll_flush(cx);
+        self.progressed(result, cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let result = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.progressed(result, cx)
+    }
+}
+
+/// TCP keepalive on an accepted socket (best effort: a platform without it serves all the same).
+fn keep_alive(stream: &TcpStream) {
+    let keepalive = socket2::TcpKeepalive::new().with_time(KEEPALIVE.0).with_interval(KEEPALIVE.1);
+    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive);
 }
 
 /// The process's open-file limit, raised to its hard maximum first (as servers do).
@@ -72,26 +210,31 @@ fn connection_cap(configured: usize, open_files: Option<u64>) -> usize {
 
 /// Serves `app` on `listener` until `shutdown` resolves; then stops accepting and waits for the
 /// open connections to finish their responses.
-pub(crate) async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown: impl Future<Output = ()>) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    connections: Arc<Connections>,
+    shutdown: impl Future<Output = ()>,
+) {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_header_size(limits.max_header_bytes)
         .max_headers(100);
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => match permit {
+            permit = connections.permits.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_) => break,
             },
             () = &mut shutdown => break,
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     if !is_connection_error(&error) {
                         tracing::error!(%error, "accepting a connection failed");
@@ -102,11 +245,15 @@ pub(crate) async fn serve(listener: TcpListener, app: Router, limits: Limits, sh
             },
             () = &mut shutdown => break,
         };
+        // One address over its cap: closed at once (its permit goes back with it).
+        let Some(address_slot) = connections.admit(peer.ip()) else { continue };
         let _ = stream.set_nodelay(true);
+        keep_alive(&stream);
         let service = TowerToHyperService::new(app.clone());
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let io = TokioIo::new(WriteTimeout::new(stream, limits.write_timeout));
+        let connection = graceful.watch(http.serve_connection(io, service));
         tokio::spawn(async move {
-            let _permit = permit;
+            let _held = (permit, address_slot);
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "connection ended");
             }

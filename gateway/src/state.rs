@@ -12,7 +12,7 @@ use crate::cache::{ClusterCache, ResponseCache};
 use crate::config::{Config, Secret};
 use crate::embedded::{self, EmbeddedSandbox};
 use crate::metrics::Metrics;
-use crate::server::Limits;
+use crate::server::{Connections, Limits};
 use crate::throttle::{ClusterBudget, Throttle};
 use crate::upstream::Upstream;
 
@@ -28,9 +28,11 @@ pub(crate) struct Gateway {
     pub(crate) max_body: usize,
     /// What each client connection may do (`server.rs`).
     pub(crate) limits: Limits,
+    /// The client connections, over every listener (`server.rs`).
+    pub(crate) connections: Arc<Connections>,
     /// `/metrics` is served on `server.admin_listen`, not on the main listener.
     pub(crate) admin_listener: bool,
-    /// The audit trail of writes and admin actions (`audit.rs`).
+    /// The audit trail of writes and admin actions (`audit/mod.rs`).
     pub(crate) audit: Arc<Audit>,
     /// The file the config came from (what a reload reads again), if it came from one.
     pub(crate) config_path: Option<std::path::PathBuf>,
@@ -69,7 +71,7 @@ impl Gateway {
         let cluster = match &config.throttle.redis_url {
             Some(url) => {
                 let prefix = &config.throttle.redis_key_prefix;
-                Some(ClusterCache::new(url.expose(), prefix, &namespace, metrics.clone())?)
+                Some(ClusterCache::new(url.expose(), prefix, &namespace, &customer_secret, metrics.clone())?)
             }
             None => None,
         };
@@ -83,6 +85,7 @@ impl Gateway {
             request_timeout: config.request_timeout(),
             max_body: usize::try_from(config.server.max_body.as_u64()).unwrap_or(usize::MAX),
             limits: Limits::new(&config.server),
+            connections: Connections::new(&config.server),
             admin_listener: config.server.admin_listen.is_some(),
             audit: Arc::new(Audit::new(&config.audit, metrics_for_audit)?),
             config_path,

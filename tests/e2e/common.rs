@@ -479,6 +479,8 @@ pub(crate) async fn wait_for(what: &str, mut ready: impl AsyncFnMut() -> bool) {
 /// What a gateway process does with its logs.
 pub(crate) enum Output {
     Discard,
+    /// Warnings only (`RUST_LOG=warn`), kept for the test to read.
+    CaptureWarn,
     /// Debug logs, kept for the test to read (`child.wait_with_output()`).
     CaptureDebug,
 }
@@ -506,7 +508,19 @@ impl GatewayProcess {
         env: &[(&str, &str)],
         open_files: Option<u32>,
     ) -> Self {
-        let port = free_port();
+        Self::spawn_on(free_port(), toml, dir, name, output, env, open_files).await
+    }
+
+    /// [`GatewayProcess::spawn`] on `port` (a replica restarted where it served before).
+    pub(crate) async fn spawn_on(
+        port: u16,
+        toml: &str,
+        dir: &Path,
+        name: &str,
+        output: Output,
+        env: &[(&str, &str)],
+        open_files: Option<u32>,
+    ) -> Self {
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(&config, toml.replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\"")))
             .unwrap();
@@ -523,6 +537,7 @@ impl GatewayProcess {
         match output {
             Output::Discard => command.env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::null()),
             Output::CaptureDebug => command.env("RUST_LOG", "debug").stdout(Stdio::piped()).stderr(Stdio::piped()),
+            Output::CaptureWarn => command.env("RUST_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::piped()),
         };
         let child = command.spawn().expect("the gateway binary starts");
         let base = format!("http://127.0.0.1:{port}");

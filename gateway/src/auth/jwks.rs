@@ -9,8 +9,10 @@
 //! - When the identity provider does not answer, the last good set stays (counted in
 //!   `agora_gateway_jwks_fetch_failures_total`, logged).
 //! - Each key is pinned to one algorithm (`keys::from_jwks_entry`); encryption and symmetric keys
-//!   are refused. The fetch has its own client and timeout, and never carries the account's
-//!   credentials.
+//!   are refused. A set with no usable key does not replace the last good one. The fetch has its
+//!   own client and timeout, follows no redirect, reads at most 1 MiB as it streams in, and never
+//!   carries the account's credentials; a discovery document must name the tenant's own issuer
+//!   and an `https` `jwks_uri` (`http` only with `allow_insecure_jwks`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,15 +34,20 @@ const MAX_JWKS_BYTES: usize = 1024 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Source {
     Url(String),
-    /// `jwks_uri` of `{issuer}/.well-known/openid-configuration`.
-    Discovery(String),
+    /// `jwks_uri` of `{issuer}/.well-known/openid-configuration`; whether `http` may be followed.
+    Discovery {
+        issuer: String,
+        allow_insecure: bool,
+    },
 }
 
 impl Source {
     pub(crate) fn of(tenant: &TenantConfig) -> Option<Self> {
         match (&tenant.jwks_url, tenant.issuer_discovery) {
             (Some(url), _) => Some(Source::Url(url.clone())),
-            (None, true) => Some(Source::Discovery(tenant.issuer.clone())),
+            (None, true) => {
+                Some(Source::Discovery { issuer: tenant.issuer.clone(), allow_insecure: tenant.allow_insecure_jwks })
+            }
             (None, false) => None,
         }
     }
@@ -70,6 +77,8 @@ impl Fetcher {
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout)
             .no_proxy()
+            // A redirect could lead anywhere, `https` to `http` included: a 3xx is a failure.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("agora-gateway/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|error| format!("building the JWKS client: {error}"))?;
@@ -86,12 +95,18 @@ impl Fetcher {
             .get(reqwest::header::CACHE_CONTROL)
             .and_then(|value| value.to_str().ok())
             .and_then(max_age);
+        let too_large = || format!("{url}: the answer is larger than {MAX_JWKS_BYTES} bytes");
         if response.content_length().is_some_and(|length| length > MAX_JWKS_BYTES as u64) {
-            return Err(format!("{url}: the answer is larger than {MAX_JWKS_BYTES} bytes"));
+            return Err(too_large());
         }
-        let body = response.bytes().await.map_err(|error| format!("{url}: {error}"))?;
-        if body.len() > MAX_JWKS_BYTES {
-            return Err(format!("{url}: the answer is larger than {MAX_JWKS_BYTES} bytes"));
+        // Read as it streams in, so a chunked answer without a length is cut off at the cap too.
+        let mut response = response;
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|error| format!("{url}: {error}"))? {
+            if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
         }
         let json = serde_json::from_slice(&body).map_err(|error| format!("{url}: not JSON ({error})"))?;
         Ok((json, max_age))
@@ -101,10 +116,17 @@ impl Fetcher {
     pub(crate) async fn fetch(&self, source: &Source, allowed: &[Algorithm]) -> Result<Fetched, String> {
         let url = match source {
             Source::Url(url) => url.clone(),
-            Source::Discovery(issuer) => {
+            Source::Discovery { issuer, allow_insecure } => {
                 let well_known = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
                 let (document, _) = self.get_json(&well_known).await?;
-                document["jwks_uri"].as_str().ok_or_else(|| format!("{well_known} names no jwks_uri"))?.to_string()
+                // OpenID Connect Discovery: the document's issuer is the one asked about.
+                if document["issuer"].as_str() != Some(issuer.as_str()) {
+                    return Err(format!("{well_known} names another issuer than {issuer}"));
+                }
+                let uri = document["jwks_uri"].as_str().ok_or_else(|| format!("{well_known} names no jwks_uri"))?;
+                crate::config::check_key_url(uri, *allow_insecure)
+                    .map_err(|why| format!("{well_known}: its jwks_uri {why}"))?;
+                uri.to_string()
             }
         };
         let (document, max_age) = self.get_json(&url).await?;
@@ -232,6 +254,17 @@ impl Jwks {
     async fn fetch_and_keep(&self) -> Duration {
         let settings = &self.fetcher.settings;
         match self.fetcher.fetch(&self.source, &self.allowed).await {
+            // A set with no usable key would log every caller of the tenant out: the last good
+            // set stays, as when the identity provider does not answer.
+            Ok(fetched) if fetched.keys.is_empty() && self.has_keys() => {
+                self.metrics.jwks_fetch_failures.get_or_create(&TenantLabels { tenant: self.tenant }).inc();
+                tracing::warn!(
+                    tenant = self.tenant,
+                    skipped = ?fetched.skipped,
+                    "the tenant's JWKS holds no usable key: keeping the last good set"
+                );
+                settings.unknown_kid_cooldown.min(settings.refresh_min)
+            }
             Ok(fetched) => {
                 for skipped in &fetched.skipped {
                     tracing::warn!(tenant = self.tenant, key = skipped, "a JWKS key is not used");

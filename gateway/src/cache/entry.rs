@@ -24,6 +24,8 @@ pub(crate) struct Entry {
     pub(crate) trust: u64,
     /// It came from the cluster's shared tier, not from an upstream call of this replica.
     pub(crate) shared: bool,
+    /// A stale copy of the shared tier, covering an upstream failure (answered as `STALE`).
+    pub(crate) stale: bool,
     pub(super) weight: u32,
 }
 
@@ -35,7 +37,7 @@ impl Entry {
         let weight = answer.body.len() + views.weight() + 256;
         let weight = u32::try_from(weight).unwrap_or(u32::MAX);
         let now = Instant::now();
-        Ok(Self { class: None, answer, views, fetched_at: now, trust: 0, shared: false, weight })
+        Ok(Self { class: None, answer, views, fetched_at: now, trust: 0, shared: false, stale: false, weight })
     }
 
     pub(crate) fn age(&self) -> Duration {

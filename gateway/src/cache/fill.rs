@@ -120,7 +120,8 @@ impl Inner {
         let trust = self.trust.load(Ordering::Acquire);
         let ttl = self.timings.ttl(class);
         let lifetime = self.timings.lifetime(class);
-        let cluster = self.cluster.as_ref().filter(|cluster| params.tenant_shared && cluster.is_up());
+        let cluster =
+            self.cluster.as_ref().filter(|cluster| params.tenant_shared && cluster.is_up() && cluster.trusts(class));
         let (answer, age, shared) = match cluster {
             None => (upstream.await?, Duration::ZERO, false),
             Some(cluster) => {
@@ -142,6 +143,7 @@ impl Inner {
                             entry.backdate(age);
                             entry.class = Some(class);
                             entry.trust = trust;
+                            entry.stale = true;
                             return Ok(Arc::new(entry));
                         }
                         _ => return Err(failure.error),

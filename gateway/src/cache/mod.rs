@@ -217,6 +217,11 @@ impl ResponseCache {
         }
         let refresh = read.refresh;
         match self.fill(read, fill).await {
+            // The shared tier's stale copy, covering a failure: labelled so, with its age.
+            Ok((entry, _)) if entry.stale => {
+                self.record(class, CacheStatus::Stale);
+                Ok((entry, CacheStatus::Stale))
+            }
             Ok((entry, shared)) => {
                 let status = match (refresh, shared) {
                     (true, _) => CacheStatus::Bypass,

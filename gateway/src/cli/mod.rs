@@ -8,6 +8,7 @@ use std::time::Duration;
 
 mod serve;
 
+use crate::audit::escaped;
 use crate::auth::mint::{MintRequest, mint};
 use crate::config::{Config, LogFormat};
 use crate::docs;
@@ -128,6 +129,11 @@ fn runtime(worker_threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runt
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // The audit trail's log sink is not a log level's to silence: `RUST_LOG=warn` keeps it.
+    let filter = match "audit=info".parse() {
+        Ok(audit) => filter.add_directive(audit),
+        Err(_) => filter,
+    };
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
@@ -217,15 +223,15 @@ fn audit(
         println!(
             "{} | {} | {} | {} | {} | {} | {} | {} | {} | {}",
             event.time_text(),
-            event.tenant.as_deref().unwrap_or("-"),
-            event.subject.as_deref().unwrap_or("-"),
-            event.operation,
-            event.target_text().replace('|', "\\|"),
+            escaped(event.tenant.as_deref().unwrap_or("-")),
+            escaped(event.subject.as_deref().unwrap_or("-")),
+            escaped(&event.operation),
+            event.target_text(),
             event.status,
             event.outcome.as_str(),
-            event.reason.as_deref().unwrap_or("").replace('|', "\\|"),
-            event.request_id.as_deref().unwrap_or(""),
-            event.upstream_request_id.as_deref().unwrap_or(""),
+            escaped(event.reason.as_deref().unwrap_or("")),
+            escaped(event.request_id.as_deref().unwrap_or("")),
+            escaped(event.upstream_request_id.as_deref().unwrap_or("")),
         );
     }
     eprintln!(

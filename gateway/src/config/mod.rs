@@ -3,13 +3,16 @@
 //! file) and resolved at load (`secret.rs`); a resolved secret never appears in `Debug` output.
 //! What the types cannot check is checked in `validate.rs`.
 
+mod audit;
 mod human;
 mod secret;
 mod tenants;
 mod validate;
 
+pub(crate) use audit::{AuditConfig, AuditSink};
 pub(crate) use secret::Secret;
 pub(crate) use tenants::{KeyConfig, TenantConfig};
+pub(crate) use validate::check_key_url;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -58,26 +61,6 @@ pub struct Config {
     /// The internal services that may call the gateway, one entry per tenant.
     #[serde(default)]
     pub(crate) tenants: Vec<TenantConfig>,
-}
-
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub(crate) struct AuditConfig {
-    /// `log`: one line per event in the log stream (target `audit`); `file`: JSON lines appended
-    /// to `path` (reopened on SIGUSR1, for log rotation).
-    pub(crate) sink: AuditSink,
-    /// The audit file (relative to the config file), with `sink = "file"`.
-    pub(crate) path: Option<PathBuf>,
-    /// Audit reads too (by default only writes and admin actions are).
-    pub(crate) reads: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum AuditSink {
-    #[default]
-    Log,
-    File,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -142,9 +125,16 @@ pub(crate) struct ServerConfig {
     pub(crate) header_read_timeout: Duration,
     /// Largest request head (request line and headers) accepted.
     pub(crate) max_header_bytes: ByteSize,
-    /// Most client connections open at once; more wait in the listen backlog. Also kept below the
-    /// process's open-file limit.
+    /// Most client connections open at once, over both listeners; more wait in the listen backlog.
+    /// Also kept below the process's open-file limit.
     pub(crate) max_connections: usize,
+    /// Most connections open at once from one client address (none: no cap). Behind a load
+    /// balancer every connection comes from its addresses: leave it out there.
+    pub(crate) max_connections_per_ip: Option<usize>,
+    /// A connection whose writes make no progress for this long (a client that does not read its
+    /// answers) is closed, and its place freed.
+    #[serde(deserialize_with = "human::duration")]
+    pub(crate) write_timeout: Duration,
     /// A second address serving `/healthz`, `/readyz` (with reasons) and `/metrics` without a
     /// token, for probes and scrapers; bind it where only they can reach it. Without it, `/metrics`
     /// needs a token with the `admin` scope and `/readyz` tells others only ready or not.
@@ -167,6 +157,8 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: ByteSize::kib(16),
             max_connections: 1024,
+            max_connections_per_ip: None,
+            write_timeout: Duration::from_secs(30),
             admin_listen: None,
             worker_threads: None,
         }

@@ -36,6 +36,10 @@ pub(crate) struct TenantConfig {
     /// Find the JWKS at `jwks_uri` of `{issuer}/.well-known/openid-configuration` instead.
     #[serde(default)]
     pub(crate) issuer_discovery: bool,
+    /// Fetch the JWKS (and the discovery document) over plain `http://` too: anyone on the path
+    /// could then add keys and mint this tenant's tokens. For a local identity provider only.
+    #[serde(default)]
+    pub(crate) allow_insecure_jwks: bool,
     /// The algorithms this tenant's JWKS keys may use (a JWK without `alg` takes the one of these
     /// that fits it); any asymmetric one when left out.
     #[serde(default)]

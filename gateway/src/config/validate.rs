@@ -62,6 +62,7 @@ impl Config {
             ("server.token_cache_ttl", Some(server.token_cache_ttl), HOUR),
             ("server.max_token_lifetime", server.max_token_lifetime, 3650 * DAY),
             ("server.header_read_timeout", Some(server.header_read_timeout), HOUR),
+            ("server.write_timeout", Some(server.write_timeout), HOUR),
             ("upstream.timeout", Some(upstream.timeout), HOUR),
             ("upstream.connect_timeout", Some(upstream.connect_timeout), HOUR),
             ("upstream.max_retry_after", Some(upstream.max_retry_after), DAY),
@@ -87,6 +88,13 @@ impl Config {
         let jwks = &self.jwks;
         if jwks.timeout.is_zero() || jwks.refresh_min.is_zero() {
             return Err(ConfigError::new("jwks", "timeout and refresh_min must be more than 0"));
+        }
+        // Floors: a fetch per random `kid`, or a refresh loop, would hammer an identity provider.
+        if jwks.unknown_kid_cooldown < Duration::from_secs(1) {
+            return Err(ConfigError::new("jwks.unknown_kid_cooldown", "must be at least 1s"));
+        }
+        if jwks.refresh_min < Duration::from_secs(10) {
+            return Err(ConfigError::new("jwks.refresh_min", "must be at least 10s"));
         }
         if jwks.refresh_min > jwks.refresh_max {
             return Err(ConfigError::new("jwks.refresh_min", "must not be longer than jwks.refresh_max"));
@@ -252,6 +260,15 @@ impl Config {
         if server.max_connections == 0 {
             return Err(ConfigError::new("server.max_connections", "must be at least 1"));
         }
+        if server.max_connections_per_ip == Some(0) {
+            return Err(ConfigError::new(
+                "server.max_connections_per_ip",
+                "must be at least 1 (leave it out for no cap)",
+            ));
+        }
+        if server.write_timeout.is_zero() {
+            return Err(ConfigError::new("server.write_timeout", "must be more than 0"));
+        }
         if server.admin_listen == Some(server.listen) && server.listen.port() != 0 {
             return Err(ConfigError::new("server.admin_listen", "must differ from server.listen"));
         }
@@ -299,11 +316,12 @@ impl Config {
                     "either jwks_url or issuer_discovery, not both",
                 ));
             }
+            let insecure = tenant.allow_insecure_jwks;
             if let Some(url) = &tenant.jwks_url {
-                check_http_url(url).map_err(|why| ConfigError::new(field("jwks_url"), why))?;
+                check_key_url(url, insecure).map_err(|why| ConfigError::new(field("jwks_url"), why))?;
             }
             if tenant.issuer_discovery {
-                check_http_url(&tenant.issuer).map_err(|why| {
+                check_key_url(&tenant.issuer, insecure).map_err(|why| {
                     ConfigError::new(field("issuer"), format!("issuer_discovery needs the issuer to be a URL: {why}"))
                 })?;
             }
@@ -339,10 +357,16 @@ impl Config {
 }
 
 /// An http(s) URL, or why not.
-fn check_http_url(url: &str) -> Result<(), String> {
+/// A URL keys are fetched from: `https://`, or `http://` only with `allow_insecure_jwks` (anyone
+/// on the path of a plain fetch could add keys and mint the tenant's tokens).
+pub(crate) fn check_key_url(url: &str, allow_insecure: bool) -> Result<(), String> {
     let parsed = reqwest::Url::parse(url).map_err(|error| format!("not a URL ({error})"))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err("must be an http(s) URL".into());
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if allow_insecure => Ok(()),
+        "http" => Err("must be an https URL (keys fetched over plain http could be replaced on the way; \
+                       allow_insecure_jwks = true for a local identity provider)"
+            .into()),
+        _ => Err("must be an https URL".into()),
     }
-    Ok(())
 }

@@ -18,6 +18,8 @@ pub(crate) struct OperationSpec {
     pub(crate) params: &'static [ParamSpec],
     /// The request body's schema, for operations that take one.
     pub(crate) body: Option<&'static str>,
+    /// The properties of that schema.
+    pub(crate) body_fields: &'static [&'static str],
     pub(crate) policy: OperationPolicy,
 }
 /// The operations of the Console API, in the spec's order.
@@ -120,6 +122,7 @@ pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
             },
         ],
         body: None,
+        body_fields: &[],
         policy: OperationPolicy {
             scope: Scope::ProjectsRead,
             cache: Some(CacheClass::Project),
@@ -137,6 +140,7 @@ pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
         path: "/v1/project",
         params: &[],
         body: Some("CreateProjectRequest"),
+        body_fields: &["name", "enable_sign_key"],
         policy: OperationPolicy {
             scope: Scope::ProjectsWrite,
             cache: None,
@@ -154,6 +158,7 @@ pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
         path: "/v1/project",
         params: &[],
         body: Some("ProjectIdRequest"),
+        body_fields: &["id"],
         policy: OperationPolicy {
             scope: Scope::ProjectsWrite,
             cache: None,
@@ -171,6 +176,7 @@ pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
         path: "/v1/projects",
         params: &[],
         body: None,
+        body_fields: &[],
         policy: OperationPolicy {
             scope: Scope::ProjectsRead,
             cache: Some(CacheClass::Project),
@@ -188,6 +194,7 @@ pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
         path: "/v1/project_status",
         params: &[],
         body: Some("SetProjectStatusRequest"),
+        body_fields: &["id", "status"],
         policy: OperationPolicy {
             scope: Scope::ProjectsWrite,
             cache: None,
@@ -205,6 +212,7 @@ pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
         path: "/v1/recording_config",
         params: &[],
         body: Some("SetRecordingConfigRequest"),
+        body_fields: &["id", "recording_server"],
         policy: OperationPolicy {
             scope: Scope::ProjectsWrite,
             cache: None,
@@ -222,6 +230,7 @@ pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
         path: "/v1/signkey",
         params: &[],
         body: Some("EnableSignKeyRequest"),
+        body_fields: &["id", "enable"],
         policy: OperationPolicy {
             scope: Scope::ProjectsWrite,
             cache: None,
@@ -239,6 +248,7 @@ pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
         path: "/v1/reset_signkey",
         params: &[],
         body: Some("ProjectIdRequest"),
+        body_fields: &["id"],
         policy: OperationPolicy {
             scope: Scope::ProjectsWrite,
             cache: None,
@@ -281,6 +291,7 @@ pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
             },
         ],
         body: None,
+        body_fields: &[],
         policy: OperationPolicy {
             scope: Scope::UsageRead,
             cache: Some(CacheClass::Usage),
@@ -339,6 +350,7 @@ pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
             },
         ],
         body: None,
+        body_fields: &[],
         policy: OperationPolicy {
             scope: Scope::UsageRead,
             cache: Some(CacheClass::Usage),
@@ -365,6 +377,7 @@ pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
             },
         ],
         body: None,
+        body_fields: &[],
         policy: OperationPolicy {
             scope: Scope::KickingRead,
             cache: Some(CacheClass::Channel),
@@ -382,6 +395,7 @@ pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
         path: "/v1/kicking-rule",
         params: &[],
         body: Some("UpdateKickingRuleRequest"),
+        body_fields: &["appid", "id", "time"],
         policy: OperationPolicy {
             scope: Scope::KickingWrite,
             cache: None,
@@ -399,6 +413,7 @@ pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
         path: "/v1/kicking-rule",
         params: &[],
         body: Some("CreateKickingRuleRequest"),
+        body_fields: &["appid", "cname", "uid", "ip", "time", "privileges"],
         policy: OperationPolicy {
             scope: Scope::KickingWrite,
             cache: None,
@@ -416,6 +431,7 @@ pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
         path: "/v1/kicking-rule",
         params: &[],
         body: Some("DeleteKickingRuleRequest"),
+        body_fields: &["appid", "id"],
         policy: OperationPolicy {
             scope: Scope::KickingWrite,
             cache: None,
@@ -458,6 +474,7 @@ pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
             },
         ],
         body: None,
+        body_fields: &[],
         policy: OperationPolicy {
             scope: Scope::ChannelsRead,
             cache: Some(CacheClass::Channel),
@@ -492,6 +509,7 @@ pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
             },
         ],
         body: None,
+        body_fields: &[],
         policy: OperationPolicy {
             scope: Scope::ChannelsRead,
             cache: Some(CacheClass::Channel),
@@ -526,6 +544,7 @@ pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
             },
         ],
         body: None,
+        body_fields: &[],
         policy: OperationPolicy {
             scope: Scope::ChannelsRead,
             cache: Some(CacheClass::Channel),
@@ -568,6 +587,7 @@ pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
             },
         ],
         body: None,
+        body_fields: &[],
         policy: OperationPolicy {
             scope: Scope::ChannelsRead,
             cache: Some(CacheClass::Channel),

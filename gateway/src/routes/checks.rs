@@ -31,6 +31,11 @@ pub(crate) fn run(check: Check, call: &mut Call) -> Result<(), GatewayError> {
             if let Ok(rule) = serde_json::from_value::<types::CreateKickingRuleRequest>(body.clone()) {
                 rules::check_kicking_rule(&rule).map_err(GatewayError::bad_request)?;
             }
+            // Agora's channel-name rule, as for a channel name in a path.
+            if let Some(cname) = body.get("cname").and_then(|cname| cname.as_str()).filter(|cname| !cname.is_empty()) {
+                rules::check_channel_name(cname)
+                    .map_err(|why| GatewayError::bad_request(format!("body field cname: {why}")))?;
+            }
             Ok(())
         }
     }

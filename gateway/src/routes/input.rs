@@ -6,7 +6,7 @@
 use agora_console_client::rules;
 use axum::body::Body;
 use axum::extract::rejection::RawPathParamsRejection;
-use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
+use axum::extract::{FromRequestParts, RawPathParams};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, header};
 use bytes::Bytes;
@@ -21,26 +21,6 @@ use crate::pipeline::Directives;
 use crate::policy::{Location, ParamKind, ParamSpec};
 
 use super::checks;
-
-/// Application states that bound request bodies.
-pub(crate) trait HasBodyLimit {
-    /// Largest body accepted, in bytes.
-    fn body_limit(&self) -> usize;
-}
-
-/// The request body, bounded by `server.max_body` (413 beyond it).
-pub(crate) struct BoundedBody(pub(crate) Bytes);
-
-impl<S: HasBodyLimit + Send + Sync> FromRequest<S> for BoundedBody {
-    type Rejection = GatewayError;
-
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let limit = state.body_limit();
-        let declared =
-            request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-        read_body(request.into_body(), declared, limit).await.map(BoundedBody)
-    }
-}
 
 /// Reads a body of at most `limit` bytes (413 beyond, also when `declared` says so up front).
 pub(crate) async fn read_body(body: Body, declared: Option<usize>, limit: usize) -> Result<Bytes, GatewayError> {
@@ -147,6 +127,28 @@ fn check_path_param(name: &str, value: &str) -> Result<(), GatewayError> {
     Ok(())
 }
 
+/// A body key that is one of the schema's fields but for case is refused. Unknown keys go on to
+/// Agora as they came (transparency), but Go's `encoding/json` — and so, perhaps, Agora — matches
+/// keys ignoring case, with Unicode's simple folding (`ſ` reads as `s`, the Kelvin sign as `k`),
+/// and the last match wins: `{"id": own, "ID": another's}` passes the ownership check of `id` and
+/// could make Agora act on the other. Other unknown keys pass.
+fn check_key_case<'a>(fields: &[&str], keys: impl Iterator<Item = &'a String>) -> Result<(), GatewayError> {
+    let folded =
+        |text: &str| -> String { text.chars().flat_map(char::to_uppercase).flat_map(char::to_lowercase).collect() };
+    for key in keys {
+        if fields.contains(&key.as_str()) {
+            continue;
+        }
+        let key_folded = folded(key);
+        if let Some(field) = fields.iter().find(|field| folded(field) == key_folded) {
+            return Err(GatewayError::bad_request(format!(
+                "body key {key:?} is the field {field:?} but for case, which Agora may read as {field}: send {field} only"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The call of `operation` from its inputs, checked as the spec and the document say.
 pub(crate) fn build_call(
     operation: Operation,
@@ -188,8 +190,11 @@ pub(crate) fn build_call(
         if body.iter().all(u8::is_ascii_whitespace) {
             return Err(GatewayError::bad_request("the request needs a JSON body"));
         }
-        let value = serde_json::from_slice(&body)
+        let value: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|error| GatewayError::bad_request(format!("the body is not valid JSON: {error}")))?;
+        if let Some(keys) = value.as_object() {
+            check_key_case(spec.body_fields, keys.keys())?;
+        }
         call.body = Some(value);
     }
     for check in spec.policy.checks {
@@ -254,6 +259,16 @@ mod tests {
         assert!(detail(status(r#"{"id": 5, "status": 1}"#)).starts_with("invalid body field id"));
         assert!(detail(status(r#"{"id": "x", "status": 2}"#)).starts_with("invalid body field status"));
         assert!(detail(status(r#"{"status": 1}"#)).contains("missing field `id`"));
+        // A key that is a field but for case (Go's folding included) would be read as that field.
+        for smuggled in [r#""ID": "other""#, r#""Id": "other""#, r#""ſtatus": 1"#, r#""STATUS": 1"#] {
+            let refused = detail(status(&format!(r#"{{"id": "x", "status": 0, {smuggled}}}"#)));
+            assert!(refused.starts_with("body key") && refused.contains("but for case"), "{smuggled}: {refused}");
+        }
+        let create = |body: &str| {
+            build_call(Operation::CreateProject, path(&[]), None, Some(Bytes::copy_from_slice(body.as_bytes())))
+        };
+        assert!(detail(create(r#"{"name": "acme-a", "NAME": "globex-b"}"#)).contains(r#""NAME""#));
+        assert!(detail(create("{\"name\": \"acme-a\", \"enable_sign_\u{212A}ey\": true}")).contains("but for case"));
         let kept = status(r#"{"id": "x", "status": 0, "note": "unknown fields stay"}"#).unwrap();
         assert_eq!(kept.body, Some(json!({"id": "x", "status": 0, "note": "unknown fields stay"})));
     }

@@ -22,13 +22,7 @@ use crate::error::GatewayError;
 use crate::operations::{OPERATIONS, Operation};
 use crate::pipeline;
 use crate::state::Gateway;
-pub(crate) use input::{BoundedBody, HasBodyLimit, Inbound, PathValues, read_body};
-
-impl HasBodyLimit for Arc<Gateway> {
-    fn body_limit(&self) -> usize {
-        self.max_body
-    }
-}
+pub(crate) use input::{Inbound, PathValues, read_body};
 
 /// The Console routes, under `/dev`, from the operation table.
 pub(crate) fn console_routes() -> Router<Arc<Gateway>> {
@@ -106,7 +100,12 @@ async fn handle(
     // 2. auth
     let principal = match gateway.auth.load().authenticate(inbound.authorization.as_ref()).await {
         Ok(principal) => principal,
-        Err(error) => return finish(audit, error.into_response()),
+        Err(error) => {
+            if let Some(audit) = audit {
+                audit.unauthenticated();
+            }
+            return error.into_response();
+        }
     };
     inbound.slot.set_tenant(principal.tenant.label);
     if let Some(audit) = audit.as_mut() {

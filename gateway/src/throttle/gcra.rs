@@ -24,10 +24,15 @@ impl Gcra {
         self.interval
     }
 
-    /// A new pace (a reload): slots after the next are spaced by `interval`.
-    pub(crate) fn reconfigure(&mut self, interval: Duration, burst: u32) {
+    /// A new pace (a reload): slots after the next are spaced by `interval`. A larger burst is
+    /// earned over time, not granted at once on top of the last second's slots.
+    pub(crate) fn reconfigure(&mut self, interval: Duration, burst: u32, now: Instant) {
+        let tolerance = interval * burst.saturating_sub(1);
+        if tolerance > self.tolerance {
+            self.tat = self.tat.max(now + tolerance);
+        }
         self.interval = interval;
-        self.tolerance = interval * burst.saturating_sub(1);
+        self.tolerance = tolerance;
     }
 
     /// The earliest instant at or after `now` at which a slot may be granted.
@@ -94,6 +99,30 @@ mod tests {
         let mut gcra = Gcra::new(Duration::from_millis(100), 1, start);
         gcra.pause_until(start + Duration::from_secs(1));
         assert_eq!(gcra.next_slot(start), start + Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_burst_raised_under_load_is_earned_not_granted_at_once() {
+        let start = Instant::now();
+        let interval = Duration::from_millis(100);
+        let mut gcra = Gcra::new(interval, 1, start);
+        for k in 0..10 {
+            let at = start + interval * k;
+            assert_eq!(gcra.next_slot(at), at);
+            gcra.commit(at);
+        }
+        let now = start + Duration::from_millis(950);
+        gcra.reconfigure(interval, 5, now);
+        // Still one slot per interval right after the reload: no four extra at once.
+        let next = gcra.next_slot(now);
+        gcra.commit(next);
+        assert!(gcra.next_slot(next) >= next + interval, "no burst on top of the last second");
+        // After idle time the larger burst is there.
+        let later = now + Duration::from_secs(10);
+        for _ in 0..5 {
+            assert_eq!(gcra.next_slot(later), later);
+            gcra.commit(later);
+        }
     }
 
     #[test]

@@ -38,6 +38,8 @@ struct Operation {
     params: Vec<Param>,
     /// The request body's schema name.
     body: Option<String>,
+    /// The properties of the request body's schema.
+    body_fields: Vec<String>,
     policy: Value,
 }
 
@@ -140,10 +142,25 @@ fn operations(spec: &OpenAPI) -> Result<Vec<Operation>> {
                 }
                 Some(_) => bail!("{id}: the request body must be written in place"),
             };
-            found.push(Operation { id, method: method.to_uppercase(), path: path.clone(), params, body, policy });
+            let body_fields = match &body {
+                Some(name) => properties(spec, name).with_context(|| format!("{id}: the body schema {name}"))?,
+                None => Vec::new(),
+            };
+            let method = method.to_uppercase();
+            found.push(Operation { id, method, path: path.clone(), params, body, body_fields, policy });
         }
     }
     Ok(found)
+}
+
+/// The property names of a named object schema.
+fn properties(spec: &OpenAPI, name: &str) -> Result<Vec<String>> {
+    let schemas = spec.components.as_ref().map(|components| &components.schemas).context("no components")?;
+    let Some(ReferenceOr::Item(schema)) = schemas.get(name) else { bail!("not a schema written in place") };
+    match &schema.schema_kind {
+        SchemaKind::Type(Type::Object(object)) => Ok(object.properties.keys().cloned().collect()),
+        _ => bail!("a request body must be an object with properties"),
+    }
 }
 
 fn policy(operation: &Operation) -> Result<TokenStream> {
@@ -273,6 +290,7 @@ pub(super) fn generate(spec_text: &str) -> Result<(String, String)> {
                 Some(name) => quote! { Some(#name) },
                 None => quote! { None },
             };
+            let body_fields = &op.body_fields;
             let policy = policy(op)?;
             Ok(quote! {
                 OperationSpec {
@@ -282,6 +300,7 @@ pub(super) fn generate(spec_text: &str) -> Result<(String, String)> {
                     path: #path,
                     params: &[#(#params),*],
                     body: #body,
+                    body_fields: &[#(#body_fields),*],
                     policy: #policy,
                 }
             })
@@ -312,6 +331,8 @@ pub(super) fn generate(spec_text: &str) -> Result<(String, String)> {
             pub(crate) params: &'static [ParamSpec],
             /// The request body's schema, for operations that take one.
             pub(crate) body: Option<&'static str>,
+            /// The properties of that schema.
+            pub(crate) body_fields: &'static [&'static str],
             pub(crate) policy: OperationPolicy,
         }
 

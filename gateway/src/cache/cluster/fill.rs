@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::wire::{Reply, copy, encode_headers, int};
+use super::wire::{Reply, SealedCopy, copy, decode, encode_headers, entry_context, int};
 use super::{ClusterCache, LOCK_LIFETIME, MAX_SHARED_BYTES, WAIT_POLL};
 use crate::answer::Answer;
 use crate::error::GatewayError;
@@ -38,13 +38,28 @@ impl ClusterCache {
             .arg(u64::try_from(LOCK_LIFETIME.as_millis()).unwrap_or(1200));
         let reply: Reply = self.run(invocation).await?;
         Ok(match int(reply.first()) {
-            1 => match copy(&reply, 2, 1) {
+            1 => match self.open(key, copy(&reply, 2, 1)) {
                 Some((answer, age)) => Shared::Fresh(answer, age),
-                None => return Err("a shared copy could not be read".into()),
+                None => return Err("a shared copy could not be read, or failed its seal".into()),
             },
-            2 => Shared::Fill { token, generation: int(reply.get(1)), stale: copy(&reply, 2, 5) },
-            _ => Shared::Wait { stale: copy(&reply, 2, 5) },
+            2 => Shared::Fill { token, generation: int(reply.get(1)), stale: self.open(key, copy(&reply, 2, 5)) },
+            _ => Shared::Wait { stale: self.open(key, copy(&reply, 2, 5)) },
         })
+    }
+
+    /// A shared copy, if its seal holds (`seal.rs`); one that fails it is counted and ignored.
+    fn open(&self, key: &str, copy: Option<SealedCopy>) -> Option<(Answer, Duration)> {
+        let copy = copy?;
+        let context = entry_context(key, &copy.status, &copy.headers);
+        let Some(body) = self.seal.open(&context, &copy.body) else {
+            self.metrics.cache_shared_rejected.inc();
+            tracing::warn!(
+                key,
+                "a shared cache entry failed its seal: ignored (not written by a gateway of this account)"
+            );
+            return None;
+        };
+        Some((decode(&copy.status, &copy.headers, body)?, copy.age))
     }
 
     /// Keeps the lock of a fill alive until the returned guard is dropped.
@@ -75,18 +90,20 @@ impl ClusterCache {
         answer: &Answer,
         lifetime: Duration,
     ) {
-        if answer.body.len() > MAX_SHARED_BYTES {
+        let (status, headers) = (answer.status.as_u16().to_string(), encode_headers(&answer.headers));
+        let sealed = self.seal.seal(&entry_context(key, &status, &headers), &answer.body);
+        let Some(sealed) = sealed.filter(|_| answer.body.len() <= MAX_SHARED_BYTES) else {
             return self.release(key, token).await;
-        }
+        };
         let mut invocation = self.store.key(self.key("entry", key));
         invocation
             .key(self.key("lock", key))
             .key(self.generation_key(class))
             .arg(token)
             .arg(generation)
-            .arg(answer.status.as_u16())
-            .arg(encode_headers(&answer.headers))
-            .arg(answer.body.as_ref())
+            .arg(status)
+            .arg(headers)
+            .arg(sealed)
             .arg(u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX));
         if let Err(error) = self.run::<i64>(invocation).await {
             tracing::debug!(%error, "could not share a cache fill");

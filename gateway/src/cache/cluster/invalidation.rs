@@ -2,8 +2,8 @@
 //! every replica applies it to its own cache, and a replica that may have missed one — a gap in
 //! the epochs, a lost subscription — distrusts what it fetched before.
 
-use std::sync::Weak;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -16,9 +16,33 @@ use crate::redis_link::within_timeout;
 
 impl ClusterCache {
     /// Tells every replica what changed (voiding the shared copies of `class`, the generation's).
-    pub(crate) async fn publish(&self, class: CacheClass, change: Change, drop: &[String]) {
-        let message = Message { epoch: 0, from: self.replica.clone(), change };
-        let Ok(message) = serde_json::to_string(&message) else { return };
+    /// If Redis does not take it, it is tried again (every 200 ms to 1 s) until it does, and this
+    /// replica takes no shared copy of the class meanwhile.
+    pub(crate) async fn publish(self: &Arc<Self>, class: CacheClass, change: Change, drop: &[String]) {
+        if self.publish_once(class, &change, drop).await {
+            return;
+        }
+        self.unpublished[class as usize].store(true, Ordering::SeqCst);
+        let (cache, drop) = (Arc::downgrade(self), drop.to_vec());
+        tokio::spawn(async move {
+            let mut wait = Duration::from_millis(200);
+            loop {
+                tokio::time::sleep(wait).await;
+                let Some(cache) = cache.upgrade() else { return };
+                if cache.publish_once(class, &change, &drop).await {
+                    cache.unpublished[class as usize].store(false, Ordering::SeqCst);
+                    tracing::info!("an invalidation that could not be published is published now");
+                    return;
+                }
+                wait = (wait * 2).min(Duration::from_secs(1));
+            }
+        });
+    }
+
+    async fn publish_once(&self, class: CacheClass, change: &Change, drop: &[String]) -> bool {
+        let Some(seal) = self.seal.tag(&Message::context(&self.replica, change)) else { return false };
+        let message = Message { epoch: 0, from: self.replica.clone(), change: change.clone(), seal };
+        let Ok(message) = serde_json::to_string(&message) else { return false };
         let mut invocation = self.invalidate.key(self.generation_key(class));
         invocation.key(self.epoch_key());
         for key in drop {
@@ -29,8 +53,12 @@ impl ClusterCache {
             // Our own message is applied already; the epoch moves past it.
             Ok(epoch) => {
                 let _ = self.applied_epoch.compare_exchange(epoch - 1, epoch, Ordering::SeqCst, Ordering::SeqCst);
+                true
             }
-            Err(error) => tracing::warn!(%error, "could not tell the other replicas about a write"),
+            Err(error) => {
+                tracing::warn!(%error, "could not tell the other replicas about a write: trying again");
+                false
+            }
         }
     }
 
@@ -145,7 +173,13 @@ pub(super) async fn subscriber(cache: Weak<ClusterCache>) {
                     let Some(strong) = cache.upgrade() else { return };
                     let text = message.get_payload::<String>().ok();
                     match text.and_then(|text| serde_json::from_str::<Message>(&text).ok()) {
-                        Some(message) => strong.apply(message),
+                        Some(message) if strong.seal.verify(&Message::context(&message.from, &message.change), &message.seal) => {
+                            strong.apply(message);
+                        }
+                        Some(_) => {
+                            strong.metrics.cache_shared_rejected.inc();
+                            tracing::warn!("an invalidation message failed its seal: ignored");
+                        }
                         None => tracing::warn!("an invalidation message could not be read"),
                     }
                 }

@@ -22,6 +22,7 @@
 
 mod fill;
 mod invalidation;
+mod seal;
 mod wire;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -95,6 +96,11 @@ pub(crate) struct ClusterCache {
     /// Shared copies stored before this (Redis ms) are not trusted.
     trusted_from_ms: AtomicU64,
     metrics: Arc<Metrics>,
+    /// Seals what goes into Redis (`seal.rs`).
+    seal: seal::Seal,
+    /// Classes whose last invalidation could not be published yet (retried until it is): this
+    /// replica takes no shared copy of them meanwhile.
+    unpublished: [AtomicBool; 3],
     /// Set once the local cache exists (the subscriber applies invalidations to it).
     local: Mutex<Option<Weak<Inner>>>,
 }
@@ -104,6 +110,7 @@ impl ClusterCache {
         redis_url: &str,
         prefix: &str,
         namespace: &str,
+        customer_secret: &str,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, ConfigError> {
         let (client, connection) = crate::redis_link::connect_lazily(redis_url)?;
@@ -124,6 +131,8 @@ impl ClusterCache {
             applied_epoch: AtomicU64::new(0),
             trusted_from_ms: AtomicU64::new(u64::MAX),
             metrics,
+            seal: seal::Seal::of_account(customer_secret),
+            unpublished: [AtomicBool::new(false), AtomicBool::new(false), AtomicBool::new(false)],
             local: Mutex::new(None),
         });
         Ok(cache)
@@ -138,6 +147,12 @@ impl ClusterCache {
     /// The shared tier and the invalidations are in use (Redis answers and the subscription is live).
     pub(crate) fn is_up(&self) -> bool {
         self.subscribed.load(Ordering::SeqCst)
+    }
+
+    /// Whether this replica takes shared copies of `class`: not while one of its invalidations
+    /// of the class is still to be published.
+    pub(crate) fn trusts(&self, class: CacheClass) -> bool {
+        !self.unpublished[class as usize].load(Ordering::SeqCst)
     }
 
     fn key(&self, kind: &str, key: &str) -> String {

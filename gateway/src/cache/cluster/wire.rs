@@ -18,6 +18,17 @@ pub(super) struct Message {
     pub(super) from: String,
     #[serde(flatten)]
     pub(super) change: Change,
+    /// The account's seal of `from` and `change` (`seal.rs`): without it, the message is ignored.
+    #[serde(default)]
+    pub(super) seal: String,
+}
+
+impl Message {
+    /// What the seal covers (the epoch is Redis's own, filled in by the script).
+    pub(super) fn context(from: &str, change: &Change) -> Vec<u8> {
+        let change = serde_json::to_string(change).unwrap_or_default();
+        format!("message\n{from}\n{change}").into_bytes()
+    }
 }
 
 /// What changed.
@@ -71,9 +82,25 @@ pub(super) fn int(value: Option<&redis::Value>) -> i64 {
     }
 }
 
+/// A shared copy as Redis holds it: status and headers as text, the body sealed.
+pub(super) struct SealedCopy {
+    pub(super) status: String,
+    pub(super) headers: String,
+    pub(super) body: Vec<u8>,
+    pub(super) age: Duration,
+}
+
 /// The copy at `offset` of a lookup's reply (status, headers, body, then its age at `age_at`).
-pub(super) fn copy(reply: &Reply, offset: usize, age_at: usize) -> Option<(Answer, Duration)> {
-    let answer = decode(&text(reply.get(offset))?, &text(reply.get(offset + 1))?, bytes(reply.get(offset + 2))?)?;
-    let age = Duration::from_millis(u64::try_from(int(reply.get(age_at))).unwrap_or(0));
-    Some((answer, age))
+pub(super) fn copy(reply: &Reply, offset: usize, age_at: usize) -> Option<SealedCopy> {
+    Some(SealedCopy {
+        status: text(reply.get(offset))?,
+        headers: text(reply.get(offset + 1))?,
+        body: bytes(reply.get(offset + 2))?,
+        age: Duration::from_millis(u64::try_from(int(reply.get(age_at))).unwrap_or(0)),
+    })
+}
+
+/// What an entry's seal covers besides its body: its key, status and headers.
+pub(super) fn entry_context(key: &str, status: &str, headers: &str) -> Vec<u8> {
+    format!("entry\n{key}\n{status}\n{headers}").into_bytes()
 }

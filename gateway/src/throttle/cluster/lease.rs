@@ -104,7 +104,8 @@ impl ClusterBudget {
             let state = self.state();
             // A slot of its own share still held by the dispatcher may leave yet (up to a second
             // after it is due); the quiet second counts from then.
-            let pending = state.pending.filter(|_| matches!(state.mode, Mode::Fallback { .. } | Mode::Rejoining { .. }));
+            let pending =
+                state.pending.filter(|_| matches!(state.mode, Mode::Fallback { .. } | Mode::Rejoining { .. }));
             let quiet_from = state.last_local_call.max(pending.map(|due| due + Duration::from_secs(1)));
             (state.mode, state.share, quiet_from)
         };

@@ -26,6 +26,7 @@ use redis::Script;
 use redis::aio::ConnectionManager;
 use tokio::time::Instant;
 
+mod departures;
 mod lease;
 
 use super::gcra::{Gcra, interval_for};
@@ -42,16 +43,6 @@ use lease::{fallback_interval, heartbeats};
 /// from now until its slot, the interval µs}`, or `{-1, ...}` when no share is left to reserve.
 const RESERVE: &str = include_str!("reserve.lua");
 
-/// A reserved slot's call left (or was given up): Redis's now, no earlier than the departure, is
-/// recorded for the next reservation to count from, and no new slot is reserved before one
-/// interval after it. `KEYS`: tat, the departure record. `ARGV`: interval µs.
-const DEPARTED: &str = include_str!("departed.lua");
-
-/// When may the call after a departure leave? `KEYS`: the predecessor's departure record.
-/// `ARGV`: interval µs. Answers µs from now until one interval after the departure (0 when
-/// passed), or -1 when the predecessor has not reported yet.
-const AFTER: &str = include_str!("after.lua");
-
 /// Pause the budget: no slot before `ARGV[1]` µs from now; `KEYS[2]` tells the other replicas.
 const PAUSE: &str = include_str!("pause.lua");
 
@@ -65,11 +56,6 @@ const HEARTBEAT: &str = include_str!("heartbeat.lua");
 /// reserving lately, shares. `ARGV`: replica id.
 const LEAVE: &str = include_str!("leave.lua");
 
-/// How long after its slot a replica may take to report its call sent; past it, the next one
-/// goes on as if the call had left then.
-const REPORT_WINDOW: Duration = Duration::from_secs(1);
-/// While the predecessor has not reported, ask again this often.
-const REPORT_POLL: Duration = Duration::from_millis(2);
 /// While no slot can be had (no share, a lease not yet expired, no capacity), look again this often.
 const NO_SLOT_POLL: Duration = Duration::from_millis(100);
 const ACTIVE_WINDOW_MS: u64 = 2_000;
@@ -80,13 +66,20 @@ enum Mode {
     Starting,
     Shared,
     /// Redis back: shared budget, with the local pace as a floor until then.
-    Recovering { until: Instant },
+    Recovering {
+        until: Instant,
+    },
     /// Redis unreachable: the local share, from `start` (this replica's lease has expired in Redis
     /// and a quiet second passed) until `stop` (Redis forgets its share).
-    Fallback { start: Instant, stop: Instant },
+    Fallback {
+        start: Instant,
+        stop: Instant,
+    },
     /// Redis answers again: no slots until `until` (the last call of its own share is a quiet
     /// second old); then the lease is renewed and the shared budget resumes.
-    Rejoining { until: Instant },
+    Rejoining {
+        until: Instant,
+    },
 }
 
 struct State {
@@ -197,8 +190,8 @@ impl ClusterBudget {
         let budget = Arc::new(Self {
             connection,
             reserve_script: Script::new(RESERVE),
-            departed_script: Script::new(DEPARTED),
-            after_script: Script::new(AFTER),
+            departed_script: Script::new(departures::DEPARTED),
+            after_script: Script::new(departures::AFTER),
             pause_script: Script::new(PAUSE),
             heartbeat_script: Script::new(HEARTBEAT),
             leave_script: Script::new(LEAVE),
@@ -353,55 +346,6 @@ impl ClusterBudget {
         }
         let due = Instant::from_std(state.local.next_slot(now.into_std())).max(start).max(state.paused_until);
         (due < stop).then(|| Reservation { due, token: None, after: None, interval: state.local.interval() })
-    }
-
-    /// Waits until one interval after the previous reservation's call left (at most until the end
-    /// of its report window, plus one interval, when it never reports or Redis cannot say).
-    pub(crate) async fn after_predecessor(&self, reservation: &Reservation) {
-        let Some((previous, previous_due)) = &reservation.after else { return };
-        let interval = reservation.interval;
-        let give_up = *previous_due + REPORT_WINDOW + interval;
-        let key = format!("{}{previous}", self.keys.departed_prefix);
-        loop {
-            let mut connection = self.connection.clone();
-            let mut invocation = self.after_script.key(&key);
-            invocation.arg(micros(interval));
-            let invocation = invocation.invoke_async::<i64>(&mut connection);
-            match within_timeout(invocation).await {
-                Ok(wait_us) if wait_us >= 0 => {
-                    let wait = Duration::from_micros(u64::try_from(wait_us).unwrap_or(0));
-                    let ready = Instant::now().checked_add(wait).map_or(give_up, |ready| ready.min(give_up));
-                    return tokio::time::sleep_until(ready).await;
-                }
-                Ok(_) if Instant::now() + REPORT_POLL < give_up => tokio::time::sleep(REPORT_POLL).await,
-                // No report in time, or no answer: count the predecessor as gone at its window's end.
-                _ => return tokio::time::sleep_until(give_up).await,
-            }
-        }
-    }
-
-    /// The call of `reservation` left at `at` (or was given up then): the local pace follows it
-    /// while it matters, and the departure is reported to Redis for the next reservation.
-    pub(crate) async fn commit(&self, reservation: Reservation, at: Instant) {
-        {
-            let mut state = self.state();
-            state.pending = None;
-            if state.mode != Mode::Shared {
-                state.local.commit(at.into_std());
-            }
-            if reservation.token.is_none() {
-                state.last_local_call = Some(at);
-            }
-        }
-        let Some(token) = reservation.token else { return };
-        let mut connection = self.connection.clone();
-        let mut invocation = self.departed_script.key(&self.keys.tat);
-        invocation.key(format!("{}{token}", self.keys.departed_prefix)).arg(micros(reservation.interval));
-        let invocation = invocation.invoke_async::<i64>(&mut connection);
-        if let Err(error) = within_timeout(invocation).await {
-            // The next reservation waits out the report window instead.
-            tracing::debug!(%error, "could not report a departure to Redis");
-        }
     }
 
     /// Agora answered 429: pause every replica (through Redis; the others hear of it at their next
