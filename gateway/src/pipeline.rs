@@ -4,6 +4,7 @@
 //! admin handlers call it; it calls down into the steps' modules and never back up.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -13,6 +14,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::answer::Answer;
+use crate::audit::MaybeDone;
 use crate::auth::{Principal, Tenant};
 use crate::authorize::{self, Decision, Directory};
 use crate::cache::{CacheStatus, Entry, Read};
@@ -86,15 +88,31 @@ impl Gateway {
             // 6-7, invalidation, 8.
             None => {
                 let operation = call.operation;
-                let result = Fetcher { caller, ..upstream }.fetch(call.clone(), None).await;
+                let sent = Arc::new(AtomicBool::new(false));
+                let fetcher = Fetcher { caller, sent: Some(sent.clone()), ..upstream };
+                let result = fetcher.fetch(call.clone(), None).await;
                 // A write refused or called off before it was sent changed nothing; any other
                 // outcome may have.
                 if !matches!(result, Err(GatewayError::Throttled { .. } | GatewayError::ClientClosed)) {
                     self.invalidate(&call, policy.invalidates).await;
                 }
-                let entry = Entry::new(operation, result?)?;
-                let body = egress::render(principal, policy.ownership, &entry.answer.body, &entry.views)?;
-                Ok(answer_response(&entry.answer, body, None))
+                let answered = (|| {
+                    let entry = Entry::new(operation, result?)?;
+                    let body = egress::render(principal, policy.ownership, &entry.answer.body, &entry.views)?;
+                    Ok(answer_response(&entry.answer, body, None))
+                })();
+                match answered {
+                    // Sent, and what came back is not Agora's own answer (a broken connection, an
+                    // answer that cannot be read or passed on): it may have been done.
+                    Err(error @ (GatewayError::BadGateway(_) | GatewayError::Internal(_)))
+                        if sent.load(Ordering::SeqCst) =>
+                    {
+                        let mut response = error.into_response();
+                        response.extensions_mut().insert(MaybeDone);
+                        Ok(response)
+                    }
+                    answered => answered,
+                }
             }
         }
     }
@@ -107,6 +125,7 @@ impl Gateway {
             tenant: tenant.clone(),
             deadline,
             caller: None,
+            sent: None,
         }
     }
 
@@ -207,6 +226,8 @@ struct Fetcher {
     deadline: Option<Instant>,
     /// A write's caller: gone before the first attempt is sent, the write is called off.
     caller: Option<Caller>,
+    /// Set once an attempt may have reached Agora (for the audit of a write).
+    sent: Option<Arc<AtomicBool>>,
 }
 
 impl Fetcher {
@@ -241,6 +262,11 @@ impl Fetcher {
             }
             attempts += 1;
             let Attempt { result, retry } = self.upstream.execute(&call).await;
+            if retry != Retry::NotSent
+                && let Some(sent) = &self.sent
+            {
+                sent.store(true, Ordering::SeqCst);
+            }
             // Another domain: at once when the request was not sent; for a read, while its
             // deadline allows; a write that may have been sent is never sent twice.
             let fail_over = attempts < self.upstream.domains()

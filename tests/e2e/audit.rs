@@ -22,6 +22,13 @@ fn lines(file: &Path) -> Vec<Value> {
     text.lines().map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"))).collect()
 }
 
+/// The file's events once it holds at least `count` (its writer is a thread of its own: an event
+/// lands a moment after the answer).
+async fn at_least(file: &Path, count: usize) -> Vec<Value> {
+    wait_for("the audit events", async || lines(file).len() >= count).await;
+    lines(file)
+}
+
 /// Sends a request with its own request id; answers the status.
 async fn send(base: &str, method: Method, path: &str, token: &str, body: Option<Value>, request_id: &str) -> u16 {
     let mut request =
@@ -136,7 +143,7 @@ async fn every_write_and_admin_action_is_one_audit_line_and_none_holds_a_secret(
     // Reads are not audited by default.
     assert_eq!(send(&base, Method::GET, "/dev/v1/projects", &acme, None, "audit-read").await, PROJECTS_OK);
 
-    let events = lines(&file);
+    let events = at_least(&file, expected.len()).await;
     for (id, (outcome, status)) in &expected {
         let event = the_line(&events, id);
         assert_eq!(
@@ -272,8 +279,8 @@ async fn a_sink_that_cannot_be_written_is_counted_and_never_fails_the_request() 
         assert_eq!(status, PROJECTS_OK, "the write is done although its audit event could not be");
     }
     assert_eq!(sandbox_stats(&stack.sandbox).await.by_operation.get("set_recording_config"), Some(&3));
-    let metrics = metrics_text(&base).await;
-    assert!(metrics.contains("agora_gateway_audit_write_failures_total 3"), "{metrics}");
+    let failures = "agora_gateway_audit_write_failures_total 3";
+    wait_for("the failures counted", async || metrics_text(&base).await.contains(failures)).await;
 }
 
 #[tokio::test]

@@ -100,6 +100,9 @@ async fn newlines_in_a_subject_or_a_body_forge_no_audit_line_in_the_log_or_the_t
     assert!(events.iter().all(|line| !line.contains(forged) || line.contains(&format!("\\n{forged}"))), "{events:#?}");
 
     // The `audit` table: one row per event, the forged text inside its column.
+    let file = dir.join("audit.jsonl");
+    let written = async || std::fs::read_to_string(&file).unwrap_or_default().lines().count() >= requests.len();
+    wait_for("the audit events", written).await;
     let table = std::process::Command::new(env!("CARGO_BIN_EXE_gateway-under-test"))
         .args(["audit", "--config", dir.join("file-sink.toml").to_str().unwrap()])
         .output()
@@ -400,4 +403,93 @@ async fn an_identity_provider_that_misbehaves_cannot_log_a_tenant_out_or_fill_th
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     assert!(failures >= 4, "each refused set is counted: {failures}");
+}
+
+#[tokio::test]
+async fn a_write_that_was_sent_and_whose_answer_cannot_be_passed_on_is_audited_as_maybe_done() {
+    let dir = temp_dir("hostile-maybe-done");
+    let sandbox = start_sandbox(agora_sandbox::Seed::Demo, 0).await;
+    let projects = DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
+    let sections = "\n[audit]\nsink = \"file\"\npath = \"audit.jsonl\"\n".to_string();
+    let toml = gateway_toml(
+        &sandbox.base_url(),
+        &projects.named("initech-staging").id,
+        &Options { sections, ..Options::default() },
+    );
+    let gateway = GatewayProcess::start(&toml, &dir, "maybe-done", Output::Discard).await;
+    // Agora answers 2xx, but with a project that is no project: the gateway cannot pass it on.
+    let faults = agora_sandbox::Faults {
+        fail_rate: 1.0,
+        status: Some(201),
+        body: Some("{\"project\": 5}".into()),
+        path: Some("/dev/v1/project_status".into()),
+        times: Some(1),
+        ..agora_sandbox::Faults::default()
+    };
+    set_faults(&sandbox, faults).await;
+    let acme = token("acme", TENANT_SCOPES);
+    let body = json!({"id": projects.named("acme-web").id, "status": 0});
+    let answer = http()
+        .post(format!("{}/dev/v1/project_status", gateway.base))
+        .bearer_auth(&acme)
+        .header("x-request-id", "maybe-done")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 502);
+    let file = dir.join("audit.jsonl");
+    wait_for("the audit event", async || std::fs::read_to_string(&file).unwrap_or_default().contains("maybe-done"))
+        .await;
+    let audit = std::fs::read_to_string(&file).unwrap();
+    let event: Value = audit
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .find(|event| event["request_id"] == "maybe-done")
+        .expect("audited");
+    assert_eq!(event["outcome"], "unknown", "sent: it may have been done, not failed: {event}");
+    assert!(event["reason"].as_str().unwrap().contains("may have been done"), "{event}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_domain_that_accepts_connections_but_fails_tls_stays_out() {
+    let dir = temp_dir("hostile-tls-domain");
+    let sandbox = start_sandbox(agora_sandbox::Seed::Demo, 0).await;
+    let projects = DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
+    // A "domain" that takes every TCP connection and answers no TLS: garbage, then goodbye.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let broken = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let _ = socket.write_all(b"this is no TLS\r\n").await;
+        }
+    });
+    let toml = gateway_toml(&sandbox.base_url(), &projects.named("initech-staging").id, &Options::default()).replace(
+        &format!("base_url = \"{}\"", sandbox.base_url()),
+        &format!("base_urls = [\"https://{broken}/dev\", \"{}\"]", sandbox.base_url()),
+    );
+    let gateway = GatewayProcess::start(&toml, &dir, "tls-domain", Output::Discard).await;
+    let acme = token("acme", TENANT_SCOPES);
+    let app = projects.named("acme-web").vendor_key.clone();
+    // Reads for four seconds: the first fails over to the sandbox; the probe (every second)
+    // must not bring the broken domain back, or each read after it would waste a slot there.
+    let started = std::time::Instant::now();
+    let mut page = 0;
+    while started.elapsed() < std::time::Duration::from_secs(4) {
+        let path = format!("/dev/v1/channel/{app}?page_no={page}");
+        let answer = http().get(format!("{}{path}", gateway.base)).bearer_auth(&acme).send().await.unwrap();
+        assert_eq!(answer.status(), 200, "served by the second domain");
+        page += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let metrics = metrics_text(&gateway.base).await;
+    let failovers: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("agora_gateway_upstream_failovers_total{{domain=\"{broken}\"}} ")))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert_eq!(failovers, 1, "the broken domain failed once and stayed out: {metrics}");
+    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -13,7 +13,8 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 
 use chrono::{DateTime, Utc};
 
@@ -25,11 +26,22 @@ mod event;
 mod scope;
 
 pub(crate) use event::{Event, Outcome, escaped, target_of};
-pub(crate) use scope::AuditScope;
+pub(crate) use scope::{AuditScope, MaybeDone};
+
+/// Events waiting for the file's writer; past this many, an event is dropped and counted rather
+/// than make a request wait for the disk.
+const FILE_QUEUE: usize = 8192;
 
 enum Sink {
     Log,
-    File { path: PathBuf, file: Mutex<File> },
+    File { path: PathBuf, queue: SyncSender<ToFile> },
+}
+
+/// What the file's writer is told.
+enum ToFile {
+    Line(String),
+    /// Open the file again by name (SIGUSR1, after a rotation).
+    Reopen,
 }
 
 /// Where events go.
@@ -43,12 +55,44 @@ fn open(path: &Path) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
+/// The file's writer: a thread of its own, so a slow or stuck disk never holds a request or a
+/// runtime worker; it ends when the audit is dropped (after writing what was queued).
+fn writer(path: PathBuf, mut file: File, queue: Receiver<ToFile>, metrics: Arc<Metrics>) {
+    for command in queue {
+        match command {
+            // One write of the whole line: appends never interleave, even from another process.
+            ToFile::Line(line) => {
+                if let Err(error) = file.write_all(line.as_bytes()) {
+                    metrics.audit_write_failures.inc();
+                    tracing::error!(%error, path = %path.display(), "could not write an audit event");
+                }
+            }
+            ToFile::Reopen => match open(&path) {
+                Ok(reopened) => {
+                    file = reopened;
+                    tracing::info!(path = %path.display(), "audit file reopened");
+                }
+                Err(error) => {
+                    metrics.audit_write_failures.inc();
+                    tracing::error!(%error, path = %path.display(), "could not reopen the audit file: still writing the old one");
+                }
+            },
+        }
+    }
+}
+
 impl Audit {
     pub(crate) fn new(config: &AuditConfig, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
         let sink = match (config.sink, &config.path) {
             (AuditSink::File, Some(path)) => {
                 let file = open(path).map_err(|error| anyhow::anyhow!("audit.path {}: {error}", path.display()))?;
-                Sink::File { path: path.clone(), file: Mutex::new(file) }
+                let (queue, commands) = std::sync::mpsc::sync_channel(FILE_QUEUE);
+                let (path_for_writer, metrics_for_writer) = (path.clone(), metrics.clone());
+                std::thread::Builder::new()
+                    .name("audit-writer".into())
+                    .spawn(move || writer(path_for_writer, file, commands, metrics_for_writer))
+                    .map_err(|error| anyhow::anyhow!("starting the audit file's writer: {error}"))?;
+                Sink::File { path: path.clone(), queue }
             }
             _ => Sink::Log,
         };
@@ -60,7 +104,8 @@ impl Audit {
         operation.policy().cache.is_none() || self.reads
     }
 
-    /// Writes one event; a failure is counted and logged, never the caller's.
+    /// Writes one event (the file sink: hands it to its writer, never waiting); a failure is
+    /// counted and logged, never the caller's.
     pub(crate) fn record(&self, event: &Event) {
         match &self.sink {
             Sink::Log => tracing::info!(
@@ -70,13 +115,15 @@ impl Audit {
                 event = %event.summary(),
                 "audit"
             ),
-            Sink::File { path, file } => {
-                let written = serde_json::to_string(event).map_err(std::io::Error::other).and_then(|mut line| {
+            Sink::File { path, queue } => {
+                let queued = serde_json::to_string(event).map_err(|error| error.to_string()).and_then(|mut line| {
                     line.push('\n');
-                    // One write of the whole line: appends from concurrent requests never interleave.
-                    file.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).write_all(line.as_bytes())
+                    queue.try_send(ToFile::Line(line)).map_err(|error| match error {
+                        TrySendError::Full(_) => "the audit file's writer is behind".to_string(),
+                        TrySendError::Disconnected(_) => "the audit file's writer has stopped".to_string(),
+                    })
                 });
-                if let Err(error) = written {
+                if let Err(error) = queued {
                     self.metrics.audit_write_failures.inc();
                     tracing::error!(%error, path = %path.display(), event = %event.summary(), "could not write an audit event");
                 }
@@ -84,19 +131,14 @@ impl Audit {
         }
     }
 
-    /// SIGUSR1: the file is opened again by name (after a rotation moved the old one away).
+    /// SIGUSR1: the file is opened again by name (after a rotation moved the old one away), in
+    /// order with the events: those recorded before go to the old file.
     pub(crate) fn reopen(&self) {
-        if let Sink::File { path, file } = &self.sink {
-            match open(path) {
-                Ok(reopened) => {
-                    *file.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = reopened;
-                    tracing::info!(path = %path.display(), "audit file reopened");
-                }
-                Err(error) => {
-                    self.metrics.audit_write_failures.inc();
-                    tracing::error!(%error, path = %path.display(), "could not reopen the audit file: still writing the old one");
-                }
-            }
+        if let Sink::File { path, queue } = &self.sink
+            && queue.try_send(ToFile::Reopen).is_err()
+        {
+            self.metrics.audit_write_failures.inc();
+            tracing::error!(path = %path.display(), "could not reopen the audit file: its writer is behind or stopped");
         }
     }
 }

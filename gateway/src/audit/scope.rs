@@ -11,6 +11,11 @@ use super::{Audit, Event, Outcome};
 use crate::auth::Principal;
 use crate::error::ProblemReport;
 
+/// Left on a write's response that is not Agora's own answer although the write was sent (a
+/// broken connection, an answer that cannot be passed on): it may have been done.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MaybeDone;
+
 /// The audit event of one request, from its start to its end: recorded exactly once — by
 /// [`AuditScope::finish`], or, if the request is dropped before it ends (the edge's deadline
 /// passed), with an unknown outcome. Routes and admin actions alike keep one.
@@ -61,9 +66,13 @@ impl AuditScope {
         let problem = response.extensions().get::<ProblemReport>().map(|report| report.problem.detail.clone());
         event.upstream_request_id =
             response.headers().get(crate::answer::AGORA_REQUEST_ID).and_then(|id| id.to_str().ok()).map(str::to_string);
-        event.outcome = outcome(status, self.write);
+        let maybe_done = response.extensions().get::<MaybeDone>().is_some();
+        event.outcome = if maybe_done { Outcome::Unknown } else { outcome(status, self.write) };
         event.reason = match (&event.outcome, problem) {
             (Outcome::Ok, _) => None,
+            (Outcome::Unknown, Some(detail)) if maybe_done => {
+                Some(format!("sent, and what came back cannot be passed on ({detail}): it may have been done"))
+            }
             (Outcome::Unknown, _) => Some("sent, and no answer came: it may or may not have been done".into()),
             (_, Some(detail)) => Some(detail),
             (_, None) => Some(format!("Agora answered {status}")),

@@ -48,9 +48,40 @@ fn events_round_trip_through_a_file_and_filter() {
         audit.record(&event);
     }
     std::fs::write(dir.join("other"), "").unwrap();
+    // The file's writer is a thread of its own: the events land a moment later.
+    for _ in 0..200 {
+        if read(&path, None, None, None).unwrap().0.len() == 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let (events, unreadable) = read(&path, Some("globex"), None, None).unwrap();
     assert_eq!((events.len(), unreadable, events[0].operation.as_str()), (1, 0, "delete_kicking_rule"));
     let (events, _) = read(&path, None, Some(Utc::now() + chrono::Duration::hours(1)), None).unwrap();
     assert!(events.is_empty());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_scope_dropped_before_its_end_still_leaves_its_event() {
+    // An admin action or a request cut off by the edge's deadline, or by the caller going away.
+    let dir = std::env::temp_dir().join(format!("agora-audit-drop-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("audit.jsonl");
+    let config = AuditConfig { sink: AuditSink::File, path: Some(path.clone()), reads: false };
+    let audit = Arc::new(Audit::new(&config, Arc::new(Metrics::new())).unwrap());
+    let scope = AuditScope::start(&audit, "reload", Some("cut-off".into()), true);
+    drop(scope);
+    let mut events = Vec::new();
+    for _ in 0..200 {
+        events = read(&path, None, None, None).unwrap().0;
+        if !events.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(events.len(), 1);
+    assert_eq!((events[0].operation.as_str(), events[0].outcome), ("reload", Outcome::Unknown));
+    assert_eq!(events[0].request_id.as_deref(), Some("cut-off"));
     std::fs::remove_dir_all(dir).unwrap();
 }

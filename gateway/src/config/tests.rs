@@ -38,6 +38,7 @@ fn errors_name_the_field() {
         (MINIMAL.replace("alg = \"HS256\"", "alg = \"XS256\""), "tenants[0].keys[0]"),
         (MINIMAL.replace("scopes = [\"projects:read\"]", "scopes = [\"projects:raed\"]"), "tenants[0].scopes[0]"),
         (format!("{MINIMAL}\n[throttle]\nrate = 0\n"), "throttle.rate"),
+        (format!("{MINIMAL}\n[throttle]\nrate = 100000\n"), "throttle.rate"),
         (format!("{MINIMAL}\n[throttle]\nmax_wait = \"soon\"\n"), "throttle.max_wait"),
         (format!("{MINIMAL}\n[cache]\nmax_bytes = \"lots\"\n"), "cache.max_bytes"),
         (format!("{MINIMAL}\n[cache]\nproject_tll = \"5s\"\n"), "cache"),

@@ -203,8 +203,10 @@ impl Config {
 
     fn validate_throttle(&self) -> Result<(), ConfigError> {
         let throttle = &self.throttle;
-        if throttle.rate == 0 {
-            return Err(ConfigError::new("throttle.rate", "must be at least 1"));
+        // Agora grants 10 per second; a typo of a few zeros would spend an account's budget many
+        // times over (and turn the slot spacing to nothing).
+        if !(1..=1000).contains(&throttle.rate) {
+            return Err(ConfigError::new("throttle.rate", "must be between 1 and 1000 (Agora grants 10 per second)"));
         }
         if throttle.burst == 0 || throttle.burst > throttle.rate {
             return Err(ConfigError::new(

@@ -1,6 +1,8 @@
 //! The API's domains (`upstream.base_urls`) and the choice between them: the first usable one takes
 //! each call; one that failed is out for a while, and one that could not be connected to is out
-//! until a TCP connect to it succeeds (the probe, which spends no budget).
+//! until the probe reaches it: an HTTP request to its origin, TLS and all, without the account's
+//! credentials — so it spends no budget, and a domain that accepts TCP but fails TLS stays out
+//! instead of taking (and wasting) a slot every second.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,14 +15,16 @@ use crate::metrics::DomainLabels;
 
 /// After a timeout or a 5xx, a domain is tried again (first) after this long.
 pub(super) const SUSPECT_FOR: Duration = Duration::from_secs(10);
-/// A domain that could not be connected to is probed (a TCP connect, no API call) this often.
+/// A domain that could not be connected to is probed (a request to its origin, no API call) this often.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// One of the API's domains (`upstream.base_urls`).
 pub(super) struct Domain {
     pub(super) client: Client,
-    /// `host:port`, for metrics, logs and the probe.
+    /// `host:port`, for metrics and logs.
     pub(super) label: &'static str,
+    /// `scheme://host:port`, what the probe asks.
+    pub(super) origin: String,
     /// Not tried first until then (a failure; all domains down: tried anyway).
     pub(super) down_until: Mutex<Option<Instant>>,
     /// Could not be connected to: out until a probe connects.
@@ -73,6 +77,14 @@ impl Upstream {
     }
 }
 
+/// `scheme://host:port` of a base URL (itself when it does not parse).
+pub(super) fn origin_of(base_url: &str) -> String {
+    match reqwest::Url::parse(base_url) {
+        Ok(url) => url.origin().ascii_serialization(),
+        Err(_) => base_url.to_string(),
+    }
+}
+
 /// `host:port` of a base URL.
 pub(super) fn domain_label(base_url: &str) -> String {
     match reqwest::Url::parse(base_url) {
@@ -92,8 +104,9 @@ pub(super) async fn probe(upstream: std::sync::Weak<Upstream>) {
             if !domain.unreachable.load(Ordering::SeqCst) {
                 continue;
             }
-            let connect = tokio::net::TcpStream::connect(domain.label);
-            if let Ok(Ok(_)) = tokio::time::timeout(upstream.connect_timeout, connect).await {
+            // Any answer at all (a 404 is fine) means the connection and its TLS work.
+            let asked = upstream.prober.get(&domain.origin).send();
+            if let Ok(Ok(_)) = tokio::time::timeout(upstream.connect_timeout * 2, asked).await {
                 upstream.mark_up(index);
             }
         }

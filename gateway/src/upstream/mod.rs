@@ -20,7 +20,7 @@ use crate::config::UpstreamConfig;
 use crate::dispatch;
 use crate::error::GatewayError;
 use crate::metrics::{DomainLabels, Metrics, OperationLabels, UpstreamLabels};
-use domains::{Domain, domain_label, lock, probe};
+use domains::{Domain, domain_label, lock, origin_of, probe};
 
 /// Largest upstream answer the gateway reads (a project list of 5,000 projects is about 1.5 MiB).
 pub(crate) const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
@@ -48,6 +48,8 @@ pub(crate) struct Upstream {
     timeout: Duration,
     connect_timeout: Duration,
     max_retry_after: Duration,
+    /// Asks an unreachable domain's origin whether it answers again (`domains.rs`).
+    prober: reqwest::Client,
     /// No `upstream.proxy`: a domain can be probed by connecting to it. Through a proxy, a
     /// direct connect says nothing (and may never succeed), so a domain that could not be
     /// reached is tried again after [`SUSPECT_FOR`](domains::SUSPECT_FOR) instead.
@@ -66,7 +68,7 @@ impl Upstream {
         customer_secret: &str,
         config: &UpstreamConfig,
         metrics: std::sync::Arc<Metrics>,
-    ) -> Result<std::sync::Arc<Self>, agora_console_client::BuildError> {
+    ) -> anyhow::Result<std::sync::Arc<Self>> {
         let options = ClientOptions {
             timeout: config.timeout,
             connect_timeout: config.connect_timeout,
@@ -79,10 +81,21 @@ impl Upstream {
             let client = Client::with_basic_auth(base_url, customer_id, customer_secret, &options)?;
             let label: &'static str = Box::leak(domain_label(base_url).into_boxed_str());
             metrics.upstream_domain_up.get_or_create(&DomainLabels { domain: label }).set(1);
-            domains.push(Domain { client, label, down_until: Mutex::new(None), unreachable: AtomicBool::new(false) });
+            let origin = origin_of(base_url);
+            let (down_until, unreachable) = (Mutex::new(None), AtomicBool::new(false));
+            domains.push(Domain { client, label, origin, down_until, unreachable });
         }
+        // The probe's own client: no credentials (so no budget), no redirect, no proxy.
+        let prober = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.connect_timeout * 2)
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("agora-gateway/", env!("CARGO_PKG_VERSION"), " (probe)"))
+            .build()?;
         let upstream = std::sync::Arc::new(Self {
             domains,
+            prober,
             timeout: config.timeout,
             connect_timeout: config.connect_timeout,
             max_retry_after: config.max_retry_after,
