@@ -453,7 +453,15 @@ async fn with_redis_killed_and_restarted_under_load_nothing_is_fresh_past_its_tt
     // A read is stale by how long before it was sent the write after the one it shows completed.
     let mut worst = Duration::ZERO;
     for read in &seen {
-        assert_eq!(read.status, PROJECTS_OK, "every read answered");
+        // While Redis is away a replica spends nothing until its lease has expired (the budget's
+        // safety under partitions): a read that a write had just invalidated may then find no
+        // slot within max_wait, and says so with a 429. Before the outage and after it, every
+        // read is answered.
+        let outage = Duration::from_secs(4)..Duration::from_secs(12);
+        if read.status == 429 && outage.contains(&(read.sent - started)) {
+            continue;
+        }
+        assert_eq!(read.status, PROJECTS_OK, "every read answered (sent at {:?})", read.sent - started);
         if read.x_cache == "STALE" {
             continue; // Says so: allowed while the upstream or the budget cannot refresh it.
         }

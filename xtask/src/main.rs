@@ -64,3 +64,13 @@ fn workspace_root() -> PathBuf {
     let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     manifest_dir.parent().expect("xtask sits inside the workspace").to_path_buf()
 }
+
+/// Where cargo builds for the workspace at `root`: `CARGO_TARGET_DIR` when set (relative to the
+/// root when relative), `target/` otherwise — so the bench and the walkthrough find what they
+/// built.
+fn target_dir(root: &std::path::Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
+    }
+}

@@ -60,7 +60,7 @@ const OWN_APP: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const OTHER_APP: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
 pub(crate) fn run(root: &Path) -> Result<()> {
-    let copy = root.join("target/walkthrough/workspace");
+    let copy = crate::target_dir(root).join("walkthrough/workspace");
     println!("1. copy the workspace to {}", copy.display());
     copy_workspace(root, &copy)?;
 
@@ -102,7 +102,7 @@ pub(crate) fn run(root: &Path) -> Result<()> {
     ensure!(table.contains("GetChannelSummary"), "regen did not put the operation in the gateway's table");
 
     // Sharing this workspace's target dir, so only the copy's own crates are compiled.
-    let target = root.join("target");
+    let target = crate::target_dir(root);
     println!("5. the spec tests and the gateway's table test (in the copy)");
     for (package, filter) in [("agora-console-client", None), ("agora-gateway", Some("policy::tests"))] {
         let mut test = Command::new(env!("CARGO"));
@@ -127,7 +127,7 @@ pub(crate) fn run(root: &Path) -> Result<()> {
         .status()
         .context("running cargo build")?;
     ensure!(status.success(), "the copy's gateway does not build");
-    let binary = root.join("target/walkthrough/agora-gateway");
+    let binary = target.join("walkthrough/agora-gateway");
     std::fs::copy(target.join("debug/agora-gateway"), &binary)?;
 
     println!("7. the new operation's end-to-end test: proxied through the copy's gateway");

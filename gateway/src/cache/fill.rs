@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -21,11 +21,28 @@ use crate::throttle::Promotion;
 pub(super) type SharedFill = Shared<BoxFuture<'static, Result<Arc<Entry>, GatewayError>>>;
 
 /// A fill under way: its answer, shared by every caller; who waits for it; how to promote it.
+/// Kept a moment after it ends ([`COMPLETED_GRACE`]), so a caller that looked at the cache just
+/// before the fill stored its entry takes that entry instead of making a second upstream call.
 pub(super) struct UnderWay {
+    id: u64,
     answer: SharedFill,
     first_tenant: usize,
     promotion: Arc<Promotion>,
 }
+
+impl UnderWay {
+    /// Whether its fill has ended (it is only kept to be joined a moment longer).
+    #[cfg(test)]
+    pub(super) fn has_ended(&self) -> bool {
+        self.answer.peek().is_some()
+    }
+}
+
+/// How long an ended fill stays joinable.
+const COMPLETED_GRACE: Duration = Duration::from_secs(1);
+
+/// Source of [`UnderWay::id`].
+static NEXT_FILL: AtomicU64 = AtomicU64::new(1);
 
 impl ResponseCache {
     /// One fill for any number of concurrent callers of the same key; answers the entry and
@@ -38,18 +55,28 @@ impl ResponseCache {
         let answer = {
             let mut filling = self.inner.filling.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             match filling.get(&read.key) {
-                Some(under_way) => {
+                Some(under_way) if under_way.answer.peek().is_none() => {
                     // Another tenant waits for it too: it is nobody's now.
                     if under_way.first_tenant != read.tenant {
                         under_way.promotion.raise();
                     }
                     under_way.answer.clone()
                 }
-                None => {
+                // Ended a moment ago, between this caller's look at the cache and now: its entry,
+                // if still fresh and still in the cache (no invalidation came since).
+                Some(under_way)
+                    if !read.refresh
+                        && matches!(under_way.answer.peek(), Some(Ok(entry))
+                            if self.is_fresh(entry, read.class) && self.inner.entries.contains_key(&read.key)) =>
+                {
+                    under_way.answer.clone()
+                }
+                _ => {
+                    let id = NEXT_FILL.fetch_add(1, Ordering::Relaxed);
                     let promotion = Arc::new(Promotion::default());
                     let upstream = fill(promotion.clone());
-                    let task =
-                        tokio::spawn(self.inner.clone().fill_task(read.key.clone(), read_params(&read), upstream));
+                    let params = read_params(&read);
+                    let task = tokio::spawn(self.inner.clone().fill_task(read.key.clone(), id, params, upstream));
                     let answer = async move {
                         task.await.unwrap_or_else(|error| {
                             Err(GatewayError::Internal(format!("a cache fill failed: {error}")))
@@ -57,7 +84,7 @@ impl ResponseCache {
                     }
                     .boxed()
                     .shared();
-                    let under_way = UnderWay { answer: answer.clone(), first_tenant: read.tenant, promotion };
+                    let under_way = UnderWay { id, answer: answer.clone(), first_tenant: read.tenant, promotion };
                     filling.insert(read.key.clone(), under_way);
                     answer
                 }
@@ -94,11 +121,31 @@ fn read_params(read: &Read) -> FillParams {
 struct UnderWayGuard {
     inner: Arc<Inner>,
     key: String,
+    id: u64,
+}
+
+impl UnderWayGuard {
+    fn remove(inner: &Inner, key: &str, id: u64) {
+        let mut filling = inner.filling.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if filling.get(key).is_some_and(|under_way| under_way.id == id) {
+            filling.remove(key);
+        }
+    }
 }
 
 impl Drop for UnderWayGuard {
     fn drop(&mut self) {
-        self.inner.filling.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&self.key);
+        // After a grace, unless a newer fill of the key took its place meanwhile.
+        let (inner, key, id) = (self.inner.clone(), std::mem::take(&mut self.key), self.id);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    tokio::time::sleep(COMPLETED_GRACE).await;
+                    Self::remove(&inner, &key, id);
+                });
+            }
+            Err(_) => Self::remove(&inner, &key, id),
+        }
     }
 }
 
@@ -108,13 +155,14 @@ impl Inner {
     async fn fill_task<Fut>(
         self: Arc<Self>,
         key: String,
+        id: u64,
         params: FillParams,
         upstream: Fut,
     ) -> Result<Arc<Entry>, GatewayError>
     where
         Fut: Future<Output = Result<Answer, GatewayError>> + Send + 'static,
     {
-        let _under_way = UnderWayGuard { inner: self.clone(), key: key.clone() };
+        let _under_way = UnderWayGuard { inner: self.clone(), key: key.clone(), id };
         let class = params.class;
         let generation = self.generations[class as usize].load(Ordering::SeqCst);
         let trust = self.trust.load(Ordering::Acquire);

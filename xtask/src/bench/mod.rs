@@ -79,7 +79,7 @@ pub(crate) fn run(root: &Path, quick: bool, compare: Option<PathBuf>, rounds: us
         let (warmup, closed, overload) = (Duration::from_secs(1), Duration::from_secs(6), Duration::from_secs(15));
         Durations { warmup, closed, overload, rounds: 5 }
     };
-    let out = root.join("target/bench");
+    let out = crate::target_dir(root).join("bench");
     std::fs::create_dir_all(&out)?;
     let bench = Bench {
         root: root.to_path_buf(),
@@ -116,7 +116,7 @@ fn build(root: &Path) -> Result<()> {
 
 impl Bench {
     fn binary(&self, name: &str) -> PathBuf {
-        self.root.join("target/release").join(name)
+        crate::target_dir(&self.root).join("release").join(name)
     }
 
     async fn sandbox(&self, name: &str, rate_limit: u32) -> Result<(Proc, String)> {
