@@ -19,6 +19,24 @@ async fn post(base: &str, path: &str, token: &str, body: String) -> (u16, Value)
     (status, answer.json().await.unwrap_or(Value::Null))
 }
 
+/// The `[audit]` table of a file sink beside the config file.
+const AUDIT_FILE: &str = "\n[audit]\nsink = \"file\"\npath = \"audit.jsonl\"\n";
+
+/// A sandbox and a gateway process in front of it (`options` on top of the defaults), in a
+/// temporary directory of its own.
+async fn gateway_in(
+    dir: &str,
+    name: &str,
+    options: Options,
+) -> (std::path::PathBuf, agora_sandbox::Sandbox, DemoProjects, GatewayProcess) {
+    let dir = temp_dir(dir);
+    let sandbox = start_sandbox(agora_sandbox::Seed::Demo, 0).await;
+    let projects = DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
+    let toml = gateway_toml(&sandbox.base_url(), &projects.named("initech-staging").id, &options);
+    let gateway = GatewayProcess::start(&toml, &dir, name, Output::Discard).await;
+    (dir, sandbox, projects, gateway)
+}
+
 #[tokio::test]
 async fn a_key_that_is_a_field_but_for_case_is_refused_before_anything_is_sent() {
     let stack = Stack::start(Options::default()).await;
@@ -62,8 +80,8 @@ async fn newlines_in_a_subject_or_a_body_forge_no_audit_line_in_the_log_or_the_t
     // The log sink, at RUST_LOG=warn (which must not silence it), and a file sink for the table.
     let toml = gateway_toml(&sandbox.base_url(), &initech, &Options::default());
     let logged = GatewayProcess::start(&toml, &dir, "log-sink", Output::CaptureWarn).await;
-    let sections = "\n[audit]\nsink = \"file\"\npath = \"audit.jsonl\"\n".to_string();
-    let file_toml = gateway_toml(&sandbox.base_url(), &initech, &Options { sections, ..Options::default() });
+    let file_toml =
+        gateway_toml(&sandbox.base_url(), &initech, &Options { sections: AUDIT_FILE.into(), ..Options::default() });
     let filed = GatewayProcess::start(&file_toml, &dir, "file-sink", Output::Discard).await;
 
     let forged = "2026-01-01T00:00:00.000Z globex admin delete_project [project=p] 200 ok";
@@ -117,16 +135,8 @@ async fn newlines_in_a_subject_or_a_body_forge_no_audit_line_in_the_log_or_the_t
 #[tokio::test]
 async fn ten_thousand_anonymous_writes_write_no_audit_line_and_one_counter() {
     let _load = LOAD.lock().await;
-    let dir = temp_dir("hostile-anonymous");
-    let sandbox = start_sandbox(agora_sandbox::Seed::Demo, 0).await;
-    let projects = DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
-    let sections = "\n[audit]\nsink = \"file\"\npath = \"audit.jsonl\"\n".to_string();
-    let toml = gateway_toml(
-        &sandbox.base_url(),
-        &projects.named("initech-staging").id,
-        &Options { sections, ..Options::default() },
-    );
-    let gateway = GatewayProcess::start(&toml, &dir, "anonymous", Output::Discard).await;
+    let options = Options { sections: AUDIT_FILE.into(), ..Options::default() };
+    let (dir, _sandbox, _, gateway) = gateway_in("hostile-anonymous", "anonymous", options).await;
     let client = http();
     let url = format!("{}/dev/v1/project_status", gateway.base);
     let mut sends = tokio::task::JoinSet::new();
@@ -152,13 +162,9 @@ async fn ten_thousand_anonymous_writes_write_no_audit_line_and_one_counter() {
 
 #[tokio::test]
 async fn a_reload_that_changes_the_audit_says_it_needs_a_restart() {
-    let dir = temp_dir("hostile-reload");
-    let sandbox = start_sandbox(agora_sandbox::Seed::Demo, 0).await;
-    let projects = DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
-    let toml = gateway_toml(&sandbox.base_url(), &projects.named("initech-staging").id, &Options::default());
-    let gateway = GatewayProcess::start(&toml, &dir, "reloaded", Output::Discard).await;
+    let (dir, _sandbox, _, gateway) = gateway_in("hostile-reload", "reloaded", Options::default()).await;
     let file = dir.join("reloaded.toml");
-    let text = std::fs::read_to_string(&file).unwrap() + "\n[audit]\nsink = \"file\"\npath = \"audit.jsonl\"\n";
+    let text = std::fs::read_to_string(&file).unwrap() + AUDIT_FILE;
     std::fs::write(&file, text).unwrap();
     let ops = token("ops", ALL_SCOPES);
     let answer = http().post(format!("{}/admin/reload", gateway.base)).bearer_auth(&ops).send().await.unwrap();
@@ -186,13 +192,9 @@ async fn non_reader(base: &str) -> tokio::net::TcpStream {
 #[tokio::test]
 async fn clients_that_never_read_are_closed_and_a_new_client_is_served() {
     let _load = LOAD.lock().await;
-    let dir = temp_dir("hostile-readers");
-    let sandbox = start_sandbox(agora_sandbox::Seed::Demo, 0).await;
-    let projects = DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
     let server = "max_connections = 64\nwrite_timeout = \"2s\"\nheader_read_timeout = \"60s\"\n";
     let options = Options { server_extra: server, ..Options::default() };
-    let toml = gateway_toml(&sandbox.base_url(), &projects.named("initech-staging").id, &options);
-    let gateway = GatewayProcess::start(&toml, &dir, "readers", Output::Discard).await;
+    let (dir, _sandbox, _, gateway) = gateway_in("hostile-readers", "readers", options).await;
     let mut stalled = Vec::new();
     for _ in 0..80 {
         stalled.push(non_reader(&gateway.base).await);
@@ -214,12 +216,8 @@ async fn clients_that_never_read_are_closed_and_a_new_client_is_served() {
 #[tokio::test]
 async fn one_address_holds_at_most_its_share_of_connections() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let dir = temp_dir("hostile-per-ip");
-    let sandbox = start_sandbox(agora_sandbox::Seed::Demo, 0).await;
-    let projects = DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
     let options = Options { server_extra: "max_connections_per_ip = 2\n", ..Options::default() };
-    let toml = gateway_toml(&sandbox.base_url(), &projects.named("initech-staging").id, &options);
-    let gateway = GatewayProcess::start(&toml, &dir, "per-ip", Output::Discard).await;
+    let (dir, _sandbox, _, gateway) = gateway_in("hostile-per-ip", "per-ip", options).await;
     let address = gateway.base.trim_start_matches("http://").to_string();
     let health = format!("GET /healthz HTTP/1.1\r\nhost: {address}\r\n\r\n");
     let answer = async |stream: &mut tokio::net::TcpStream| {
@@ -407,16 +405,8 @@ async fn an_identity_provider_that_misbehaves_cannot_log_a_tenant_out_or_fill_th
 
 #[tokio::test]
 async fn a_write_that_was_sent_and_whose_answer_cannot_be_passed_on_is_audited_as_maybe_done() {
-    let dir = temp_dir("hostile-maybe-done");
-    let sandbox = start_sandbox(agora_sandbox::Seed::Demo, 0).await;
-    let projects = DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
-    let sections = "\n[audit]\nsink = \"file\"\npath = \"audit.jsonl\"\n".to_string();
-    let toml = gateway_toml(
-        &sandbox.base_url(),
-        &projects.named("initech-staging").id,
-        &Options { sections, ..Options::default() },
-    );
-    let gateway = GatewayProcess::start(&toml, &dir, "maybe-done", Output::Discard).await;
+    let options = Options { sections: AUDIT_FILE.into(), ..Options::default() };
+    let (dir, sandbox, projects, gateway) = gateway_in("hostile-maybe-done", "maybe-done", options).await;
     // Agora answers 2xx, but with a project that is no project: the gateway cannot pass it on.
     let faults = agora_sandbox::Faults {
         fail_rate: 1.0,
