@@ -233,7 +233,8 @@ pub(crate) struct ThrottleConfig {
     pub(crate) safety_margin: f64,
     /// Redis shared by the replicas (`redis://host:6379/`): every replica takes its slots there.
     pub(crate) redis_url: Option<Secret>,
-    /// Replicas assumed while Redis is unreachable and no heartbeat was seen (each then spends `rate / replicas`).
+    /// Replicas to assume at least when Redis grants each its share of the budget (what it may
+    /// spend on its own while cut off): `floor(rate / max(replicas alive, this))`.
     pub(crate) replicas: Option<u32>,
     /// Prefix of the gateway's Redis keys; the customer ID is appended, one budget per account.
     pub(crate) redis_key_prefix: String,
