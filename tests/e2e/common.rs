@@ -387,6 +387,12 @@ pub(crate) fn initech_token(scope: &str) -> String {
     sign(Algorithm::EdDSA, Some("initech-ed"), &claims("initech", scope), &EncodingKey::from_ed_pem(&pem).unwrap())
 }
 
+/// The value of one series (its name and labels as `/metrics` writes them) in a Prometheus
+/// text; 0 when the series is not there.
+pub(crate) fn metric_value(metrics: &str, series: &str) -> u64 {
+    metrics.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0)
+}
+
 /// The gateway's `/metrics` at `base`, read with an admin token.
 pub(crate) async fn metrics_text(base: &str) -> String {
     let response = http().get(format!("{base}/metrics")).bearer_auth(token("ops", ALL_SCOPES)).send().await.unwrap();

@@ -85,6 +85,31 @@ async fn demo(sandbox: &agora_sandbox::Sandbox) -> DemoProjects {
     DemoProjects(console_client(sandbox).list_projects().send().await.unwrap().into_inner().projects)
 }
 
+/// A test's fleet: a sandbox (10 calls per second), its demo projects, and `count` gateway
+/// processes in front of it with `options`, each ready, in a temporary directory of its own.
+struct Fleet {
+    sandbox: agora_sandbox::Sandbox,
+    projects: DemoProjects,
+    dir: std::path::PathBuf,
+    toml: String,
+    replicas: Vec<GatewayProcess>,
+}
+
+async fn fleet(dir: &str, count: usize, options: Options) -> Fleet {
+    let sandbox = start_sandbox(Seed::Demo, 10).await;
+    let projects = demo(&sandbox).await;
+    let toml = config(&sandbox, &projects, options);
+    let dir = temp_dir(dir);
+    let mut replicas = Vec::new();
+    for n in 0..count {
+        replicas.push(GatewayProcess::start(&toml, &dir, &format!("replica-{n}"), Output::Discard).await);
+    }
+    for replica in &replicas {
+        wait_for("a share of the budget", async || replica.ready().await == 200).await;
+    }
+    Fleet { sandbox, projects, dir, toml, replicas }
+}
+
 /// Distinct channel pages of every tenant through `base` (none a cache hit), their project lists
 /// read first so that ownership checks cost nothing during the load.
 async fn targets(base: &str, projects: &DemoProjects) -> Vec<(String, String)> {
@@ -265,15 +290,9 @@ fn terminate(replica: &GatewayProcess) {
 #[tokio::test]
 async fn a_rolling_restart_behind_a_balancer_fails_no_request() {
     let _load = LOAD.lock().await;
-    let sandbox = start_sandbox(Seed::Demo, 10).await;
-    let projects = demo(&sandbox).await;
     // A delay long enough for a loaded machine to see the drain and still be served in it.
-    let toml = config(&sandbox, &projects, Options { server_extra: "shutdown_delay = \"3s\"\n", ..Options::default() });
-    let dir = temp_dir("fleet-rolling");
-    let mut replicas = Vec::new();
-    for n in 0..2 {
-        replicas.push(GatewayProcess::start(&toml, &dir, &format!("replica-{n}"), Output::Discard).await);
-    }
+    let options = Options { server_extra: "shutdown_delay = \"3s\"\n", ..Options::default() };
+    let Fleet { sandbox: _sandbox, dir, toml, mut replicas, .. } = fleet("fleet-rolling", 2, options).await;
     let backends: Vec<String> = replicas.iter().map(|replica| replica.base.clone()).collect();
     let balancer = Balancer::start(backends.clone()).await;
     let acme = token("acme", TENANT_SCOPES);
@@ -334,15 +353,9 @@ async fn a_rolling_restart_behind_a_balancer_fails_no_request() {
 async fn a_write_whose_caller_goes_away_after_it_was_sent_completes_everywhere_and_is_audited_once() {
     let _load = LOAD.lock().await;
     let Some(redis) = RedisServer::start().await else { return };
-    let sandbox = start_sandbox(Seed::Demo, 10).await;
-    let projects = demo(&sandbox).await;
     let sections = "\n[audit]\nsink = \"file\"\npath = \"audit.jsonl\"\n".to_string();
-    let toml = config(&sandbox, &projects, Options { redis_url: Some(redis.url()), sections, ..Options::default() });
-    let dir = temp_dir("fleet-write");
-    let mut replicas = Vec::new();
-    for n in 0..2 {
-        replicas.push(GatewayProcess::start(&toml, &dir, &format!("replica-{n}"), Output::Discard).await);
-    }
+    let options = Options { redis_url: Some(redis.url()), sections, ..Options::default() };
+    let Fleet { sandbox, projects, dir, replicas, .. } = fleet("fleet-write", 2, options).await;
     let acme = token("acme", TENANT_SCOPES);
     let project = projects.named("acme-web").clone();
     assert_eq!(project.status, Some(1), "the demo project starts enabled");
@@ -403,18 +416,8 @@ async fn a_write_whose_caller_goes_away_after_it_was_sent_completes_everywhere_a
 async fn agoras_429_seen_by_one_replica_pauses_every_replica_and_nobody_waits_into_a_504() {
     let _load = LOAD.lock().await;
     let Some(redis) = RedisServer::start().await else { return };
-    let sandbox = start_sandbox(Seed::Demo, 10).await;
-    let projects = demo(&sandbox).await;
     let options = Options { redis_url: Some(redis.url()), max_wait: "2s", ..Options::default() };
-    let toml = config(&sandbox, &projects, options);
-    let dir = temp_dir("fleet-pause");
-    let mut replicas = Vec::new();
-    for n in 0..2 {
-        replicas.push(GatewayProcess::start(&toml, &dir, &format!("replica-{n}"), Output::Discard).await);
-    }
-    for replica in &replicas {
-        wait_for("a share of the budget", async || replica.ready().await == 200).await;
-    }
+    let Fleet { sandbox, projects, dir, replicas, .. } = fleet("fleet-pause", 2, options).await;
     let targets_1 = targets(&replicas[1].base, &projects).await;
     let (app_url, acme) = targets(&replicas[0].base, &projects).await.remove(0);
 
@@ -464,17 +467,11 @@ async fn a_reload_that_raises_burst_under_load_keeps_every_second_within_the_rat
 }
 
 async fn burst_reload(redis: Option<&RedisServer>) {
-    let sandbox = start_sandbox(Seed::Demo, 10).await;
-    let projects = demo(&sandbox).await;
-    let toml = config(&sandbox, &projects, Options { redis_url: redis.map(RedisServer::url), ..Options::default() });
-    let dir = temp_dir("fleet-burst");
-    let mut replicas = Vec::new();
-    for n in 0..if redis.is_some() { 2 } else { 1 } {
-        replicas.push(GatewayProcess::start(&toml, &dir, &format!("replica-{n}"), Output::Discard).await);
-    }
+    let options = Options { redis_url: redis.map(RedisServer::url), ..Options::default() };
+    let count = if redis.is_some() { 2 } else { 1 };
+    let Fleet { sandbox, projects, dir, replicas, .. } = fleet("fleet-burst", count, options).await;
     let mut load_targets = Vec::new();
     for replica in &replicas {
-        wait_for("a share of the budget", async || replica.ready().await == 200).await;
         load_targets.extend(targets(&replica.base, &projects).await);
     }
     reset_sandbox(&sandbox).await;
@@ -515,18 +512,8 @@ fn redis_cli(redis: &RedisServer, args: &[&str]) -> Vec<u8> {
 async fn what_redis_holds_is_sealed_a_forged_entry_is_ignored_and_a_stale_copy_says_so() {
     let _load = LOAD.lock().await;
     let Some(redis) = RedisServer::start().await else { return };
-    let sandbox = start_sandbox(Seed::Demo, 10).await;
-    let projects = demo(&sandbox).await;
     let options = Options { redis_url: Some(redis.url()), channel_ttl: "1s", ..Options::default() };
-    let toml = config(&sandbox, &projects, options);
-    let dir = temp_dir("fleet-sealed");
-    let mut replicas = Vec::new();
-    for n in 0..2 {
-        replicas.push(GatewayProcess::start(&toml, &dir, &format!("replica-{n}"), Output::Discard).await);
-    }
-    for replica in &replicas {
-        wait_for("a share of the budget", async || replica.ready().await == 200).await;
-    }
+    let Fleet { sandbox, projects, dir, replicas, .. } = fleet("fleet-sealed", 2, options).await;
     let ops = token("ops", ALL_SCOPES);
     let (status, _, listed) = call_at(&replicas[0].base, Method::GET, "/dev/v1/projects", Some(&ops), None).await;
     assert_eq!(status, PROJECTS_OK);

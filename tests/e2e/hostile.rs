@@ -395,11 +395,7 @@ async fn an_identity_provider_that_misbehaves_cannot_log_a_tenant_out_or_fill_th
     let streamed = idp.streamed.load(std::sync::atomic::Ordering::SeqCst);
     assert!(streamed < 8 * 1024 * 1024, "the gateway took {streamed} bytes of the endless answer");
     let metrics = metrics_text(&base).await;
-    let failures: u64 = metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("agora_gateway_jwks_fetch_failures_total{tenant=\"acme\"} "))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
+    let failures = metric_value(&metrics, "agora_gateway_jwks_fetch_failures_total{tenant=\"acme\"}");
     assert!(failures >= 4, "each refused set is counted: {failures}");
 }
 
@@ -475,11 +471,7 @@ async fn a_domain_that_accepts_connections_but_fails_tls_stays_out() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     let metrics = metrics_text(&gateway.base).await;
-    let failovers: u64 = metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(&format!("agora_gateway_upstream_failovers_total{{domain=\"{broken}\"}} ")))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
+    let failovers = metric_value(&metrics, &format!("agora_gateway_upstream_failovers_total{{domain=\"{broken}\"}}"));
     assert_eq!(failovers, 1, "the broken domain failed once and stayed out: {metrics}");
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -164,11 +164,7 @@ async fn with_the_identity_provider_down_the_last_good_keys_keep_working() {
     assert_eq!(ready.status(), 200, "ready while a good set exists");
     let metrics = http().get(format!("{}/metrics", stack.gateway.admin_url())).send().await.unwrap();
     let metrics = metrics.text().await.unwrap();
-    let failures: u64 = metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("agora_gateway_jwks_fetch_failures_total{tenant=\"acme\"} "))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
+    let failures = metric_value(&metrics, "agora_gateway_jwks_fetch_failures_total{tenant=\"acme\"}");
     assert!(failures >= 1, "the failures are counted: {failures}");
 }
 
@@ -325,13 +321,8 @@ fn rewrite(path: &Path, edit: impl FnOnce(String) -> String) {
 /// `(applied, failed)` reloads so far.
 async fn reloads(base: &str) -> (u64, u64) {
     let metrics = metrics_text(base).await;
-    let count = |result: &str| {
-        metrics
-            .lines()
-            .find_map(|line| line.strip_prefix(&format!("agora_gateway_config_reloads_total{{result=\"{result}\"}} ")))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    };
+    let count =
+        |result: &str| metric_value(&metrics, &format!("agora_gateway_config_reloads_total{{result=\"{result}\"}}"));
     (count("applied"), count("failed"))
 }
 

@@ -145,9 +145,9 @@ impl ClusterBudget {
         let answered = Instant::now();
         let mut state = self.state();
         match answer {
-            Ok((alive, active, share, pause_ms, known)) => {
+            // (How many replicas are alive is Redis's to weigh: it sets the share.)
+            Ok((_alive, active, share, pause_ms, known)) => {
                 self.active_replicas.store(active.max(1), Ordering::Relaxed);
-                state.replicas_seen = alive.max(1);
                 state.last_heartbeat = Some((sent, answered));
                 state.last_error = None;
                 if let Ok(pause_ms) = u64::try_from(pause_ms) {

@@ -88,7 +88,6 @@ struct State {
     local: Gcra,
     /// The share of the budget Redis granted this replica, calls per second.
     share: u32,
-    replicas_seen: u32,
     last_error: Option<String>,
     paused_until: Instant,
     /// When the last heartbeat that Redis answered was sent, and when its answer came.
@@ -214,7 +213,6 @@ impl ClusterBudget {
                 mode: Mode::Starting,
                 local: Gcra::new(fallback_interval(0, config.safety_margin), 1, now.into_std()),
                 share: 0,
-                replicas_seen: configured_replicas,
                 last_error: None,
                 paused_until: now,
                 last_heartbeat: None,
