@@ -11,6 +11,9 @@
 //! 7. **upstream** — the generated client, through the generated dispatch (`upstream/`);
 //! 8. **egress** — the answer cut down to the tenant (`egress/`).
 //!
+//! Agora's notices (NCS) come in beside the Console routes (`routes/notices.rs`, `notify/`) and
+//! feed the channel state that step 5 answers channel reads from.
+//!
 //! Steps 4 to 8 are `pipeline::serve`; the state every step reads is `state.rs`. This file keeps
 //! only the routers: the handlers call down into the pipeline, never back up here.
 
@@ -40,6 +43,7 @@ pub(crate) fn admin_router(gateway: Arc<Gateway>) -> Router {
 pub(crate) fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .merge(routes::console_routes())
+        .merge(routes::notification_routes())
         .merge(ops::routes(gateway.admin_listener))
         .merge(docs::router(docs::document()))
         .fallback(not_found)

@@ -66,6 +66,7 @@ pub(crate) fn config() -> Config {
             tenant("globex", "globex-", &[ProjectsRead, UsageRead, KickingRead, KickingWrite, ChannelsRead], 1),
             tenant("ops", "", &Scope::ALL, 1),
         ],
+        notifications: vec![],
     };
     config.validate().expect("the demo config is valid");
     config

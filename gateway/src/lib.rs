@@ -25,6 +25,7 @@ mod egress;
 mod embedded;
 mod error;
 mod metrics;
+mod notify;
 mod ops;
 mod pipeline;
 mod policy;

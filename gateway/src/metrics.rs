@@ -80,6 +80,10 @@ pub(crate) struct Metrics {
     pub(crate) audit_write_failures: Counter,
     pub(crate) audit_unauthenticated: Counter,
     pub(crate) degraded: Family<CauseLabels, Gauge>,
+    pub(crate) ncs_notices: Family<ResultLabels, Counter>,
+    pub(crate) ncs_reads: Counter,
+    pub(crate) ncs_reconcile_polls: Counter,
+    pub(crate) ncs_corrections: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -227,6 +231,31 @@ impl Metrics {
              upstream_credentials, upstream_unreachable); /readyz stays 200 for these",
             degraded.clone(),
         );
+        let ncs_notices = Family::default();
+        registry.register(
+            "ncs_notices",
+            "Agora NCS notices by result: accepted, duplicate (a noticeId seen before), refused (bad signature, \
+             unknown App ID, unreadable)",
+            ncs_notices.clone(),
+        );
+        let ncs_reads = Counter::default();
+        registry.register(
+            "ncs_channel_reads",
+            "Channel reads answered from the channel state built from NCS notices (no upstream call)",
+            ncs_reads.clone(),
+        );
+        let ncs_reconcile_polls = Counter::default();
+        registry.register(
+            "ncs_reconcile_polls",
+            "Polls of Agora that reconcile the channel state built from NCS notices (each spends a slot)",
+            ncs_reconcile_polls.clone(),
+        );
+        let ncs_corrections = Counter::default();
+        registry.register(
+            "ncs_reconcile_corrections",
+            "Users and channels the reconciliation polls corrected in the state built from NCS notices",
+            ncs_corrections.clone(),
+        );
         Self {
             registry,
             request_handles: std::sync::RwLock::default(),
@@ -252,6 +281,10 @@ impl Metrics {
             audit_write_failures,
             audit_unauthenticated,
             degraded,
+            ncs_notices,
+            ncs_reads,
+            ncs_reconcile_polls,
+            ncs_corrections,
         }
     }
 

@@ -22,7 +22,7 @@ use crate::call::Call;
 use crate::egress;
 use crate::error::GatewayError;
 use crate::operations::Operation;
-use crate::policy::{CacheClass, Invalidation, Scope};
+use crate::policy::{CacheClass, Invalidation, Priority, Scope};
 use crate::state::Gateway;
 use crate::throttle::{Promotion, Throttle};
 use crate::upstream::{Attempt, Retry, Upstream};
@@ -81,7 +81,22 @@ impl Gateway {
                 if !refresh && let Some(response) = self.project_from_list(principal, &call).await? {
                     return Ok(response);
                 }
+                // A channel read of a project whose channel state comes from notices.
+                if !refresh && let Some(body) = self.notifications.answer(&call) {
+                    return Ok(from_notices(body));
+                }
+                let asked = Instant::now();
+                let learn = (call.operation == Operation::GetUserProperty).then(|| call.clone());
                 let (entry, status) = self.read(upstream, call, class, refresh, principal.tenant.index).await?;
+                if let Some(call) = learn
+                    && entry.answer.status == 200
+                {
+                    // A fresh answer (not a copy from before `asked`) teaches the notices' state.
+                    let fetched = Instant::now().checked_sub(entry.age()).unwrap_or(asked);
+                    if fetched >= asked {
+                        self.notifications.learn(&call, &entry.answer.body, asked);
+                    }
+                }
                 let body = egress::render(principal, policy.ownership, &entry.answer.body, &entry.views)?;
                 Ok(answer_response(&entry.answer, body, Some((status, entry.age()))))
             }
@@ -126,7 +141,17 @@ impl Gateway {
             deadline,
             caller: None,
             sent: None,
+            priority: None,
         }
+    }
+
+    /// A poll of Agora for the reconciliation of notices' channel state (`notify/reconcile.rs`):
+    /// the gateway's own, at low priority, in the shared lane.
+    pub(crate) async fn reconcile_poll(&self, call: Call) -> Result<Answer, GatewayError> {
+        let promotion = Arc::new(Promotion::default());
+        promotion.raise();
+        let fetcher = Fetcher { priority: Some(Priority::Low), ..self.fetcher(&self.itself, None) };
+        fetcher.fetch(call, Some(promotion)).await
     }
 
     /// A read through the cache: fresh, or one coalesced upstream call (for the whole cluster,
@@ -228,6 +253,8 @@ struct Fetcher {
     caller: Option<Caller>,
     /// Set once an attempt may have reached Agora (for the audit of a write).
     sent: Option<Arc<AtomicBool>>,
+    /// Another priority than the operation's (the gateway's own background polls).
+    priority: Option<Priority>,
 }
 
 impl Fetcher {
@@ -248,7 +275,8 @@ impl Fetcher {
         let mut last: Option<Result<Answer, GatewayError>> = None;
         loop {
             // Every attempt spends a slot: Agora counts them all.
-            let acquire = self.throttle.acquire(&self.tenant, policy.priority, deadline, promotion);
+            let priority = self.priority.unwrap_or(policy.priority);
+            let acquire = self.throttle.acquire(&self.tenant, priority, deadline, promotion);
             let granted = match self.caller.as_mut().filter(|_| attempts == 0) {
                 None => acquire.await,
                 Some(caller) => tokio::select! {
@@ -297,6 +325,17 @@ impl Fetcher {
             }
         }
     }
+}
+
+/// A channel read answered from the notices' channel state: Agora's shape, `X-Cache: EVENTS`, and
+/// no age (the state is as of the last notice).
+fn from_notices(body: Bytes) -> Response {
+    let mut response = Response::new(Body::from(body));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert("x-cache", HeaderValue::from_static("EVENTS"));
+    headers.insert(header::AGE, HeaderValue::from(0));
+    response
 }
 
 /// An upstream answer with the body for this caller: Agora's status and `Content-Type`; its other

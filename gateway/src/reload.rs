@@ -132,6 +132,15 @@ fn keep_what_needs_a_restart(old: &Config, new: &mut Config) -> Vec<&'static str
         changed.push("cache.max_bytes");
         new.cache.max_bytes = old.cache.max_bytes;
     }
+    // The books and their reconcilers are made once, at start.
+    let notifications = |config: &Config| -> Vec<(String, String, std::time::Duration, std::time::Duration)> {
+        let entries = config.notifications.iter();
+        entries.map(|n| (n.appid.clone(), n.secret.expose().to_string(), n.reconcile_every, n.silence_after)).collect()
+    };
+    if notifications(old) != notifications(new) {
+        changed.push("notifications");
+        new.notifications = old.notifications.clone();
+    }
     // The sink is opened once, at start.
     if old.audit != new.audit {
         changed.push("audit");

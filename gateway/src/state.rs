@@ -7,11 +7,13 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use crate::audit::Audit;
-use crate::auth::{Authenticator, HasAuthenticator};
+use crate::auth::{Authenticator, HasAuthenticator, Tenant};
 use crate::cache::{ClusterCache, ResponseCache};
 use crate::config::{Config, Secret};
 use crate::embedded::{self, EmbeddedSandbox};
 use crate::metrics::Metrics;
+use crate::notify::Notifications;
+use crate::notify::reconcile::{IdleFn, PollFn, Reconciler};
 use crate::server::{Connections, Limits};
 use crate::throttle::{ClusterBudget, Throttle};
 use crate::upstream::Upstream;
@@ -41,6 +43,10 @@ pub(crate) struct Gateway {
     pub(crate) draining: AtomicBool,
     /// The configuration applied now; held by a reload while it runs.
     pub(crate) applied: tokio::sync::Mutex<Config>,
+    /// The channel state of projects whose notices (NCS) come here (`notify/`).
+    pub(crate) notifications: Notifications,
+    /// The gateway as a caller of Agora, for its own background polls.
+    pub(crate) itself: Arc<Tenant>,
     /// The embedded sandbox, when `upstream.base_url = "sandbox"`; kept alive with the gateway.
     _sandbox: Option<EmbeddedSandbox>,
 }
@@ -76,7 +82,16 @@ impl Gateway {
             None => None,
         };
         let metrics_for_audit = metrics.clone();
-        Ok(Arc::new(Self {
+        // Several replicas each get a share of the notices: none has them all to answer from.
+        let serve_reads = config.throttle.redis_url.is_none();
+        if !serve_reads && !config.notifications.is_empty() {
+            tracing::warn!(
+                "[[notifications]] with throttle.redis_url: channel reads go through the cache (each replica \
+                 sees only the notices sent to it)"
+            );
+        }
+        let notifications = Notifications::new(&config.notifications, serve_reads, metrics.clone());
+        let gateway = Arc::new(Self {
             auth: arc_swap::ArcSwap::from_pointee(auth),
             cache: ResponseCache::new(&config.cache, cluster, metrics.clone()),
             throttle,
@@ -91,8 +106,33 @@ impl Gateway {
             config_path,
             draining: AtomicBool::new(false),
             applied: tokio::sync::Mutex::new(config.clone()),
+            notifications,
+            itself: Arc::new(Tenant::gateway_itself()),
             _sandbox: sandbox,
-        }))
+        });
+        gateway.start_reconcilers();
+        Ok(gateway)
+    }
+
+    /// One reconciliation task per project with notifications; each ends with the gateway.
+    fn start_reconcilers(self: &Arc<Self>) {
+        for project in self.notifications.projects() {
+            let weak = Arc::downgrade(self);
+            let poll: PollFn = Arc::new(move |call| {
+                let weak = weak.clone();
+                Box::pin(async move {
+                    match weak.upgrade() {
+                        Some(gateway) => gateway.reconcile_poll(call).await,
+                        None => Err(crate::error::GatewayError::Internal("the gateway stopped".into())),
+                    }
+                })
+            });
+            let throttle = self.throttle.clone();
+            let idle: IdleFn = Arc::new(move || throttle.is_idle());
+            let reconciler = Reconciler { project: project.clone(), poll, idle, metrics: self.metrics.clone() };
+            let alive = Arc::downgrade(self);
+            tokio::spawn(reconciler.run(move || alive.strong_count() > 0));
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! reaches it (`GET /__sandbox/stats`), so it is also the ruler of the gateway's throttle.
 
 mod answer;
+mod notify;
 mod routes;
 mod seed;
 mod traffic;
@@ -21,6 +22,7 @@ use tokio::sync::oneshot;
 use tower::Layer;
 use tower_http::normalize_path::NormalizePathLayer;
 
+pub use notify::{Delivery, NotifyConfig, NotifyCounts, NotifyFaults, sign};
 pub use traffic::{Faults, Stats};
 
 /// How the sandbox answers: as the live service is observed to, or as the document shows.
@@ -55,6 +57,8 @@ pub struct SandboxConfig {
     pub flavor: Flavor,
     /// Projects added after the seed (`filler-00001`, ...), for an account of realistic size.
     pub extra_projects: usize,
+    /// Send Notifications (NCS) events of the channels, signed, to this URL.
+    pub notify: Option<NotifyConfig>,
 }
 
 impl SandboxConfig {
@@ -68,23 +72,28 @@ impl SandboxConfig {
             seed: Seed::Demo,
             flavor: Flavor::Agora,
             extra_projects: 0,
+            notify: None,
         }
     }
 }
 
-/// The sandbox's router (paths with a trailing slash are served too).
+/// The sandbox's router (paths with a trailing slash are served too). Called within a Tokio
+/// runtime: the notices' sender (if any) is a task of it.
 pub fn app(config: &SandboxConfig) -> Router {
     let mut world = world::World::new(seed::DEMO_SEED);
     if config.seed == Seed::Demo {
         seed::demo(&mut world, chrono::Utc::now());
     }
     seed::fillers(&mut world, config.extra_projects);
+    // The seed's channels were there before anyone listened: no notices for them.
+    world.take_events();
     let state = routes::SandboxState::new(
         &config.customer_id,
         &config.customer_secret,
         config.flavor,
         world,
         traffic::Traffic::new(config.rate_limit, config.latency),
+        config.notify.clone().map(notify::Notifier::start),
     );
     routes::router(Arc::new(state))
 }

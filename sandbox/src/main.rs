@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use agora_sandbox::{Flavor, Sandbox, SandboxConfig, Seed};
+use agora_sandbox::{Flavor, NotifyConfig, Sandbox, SandboxConfig, Seed};
 use clap::Parser;
 
 /// An in-memory simulator of Agora's Console RESTful API.
@@ -34,6 +34,13 @@ struct Args {
     /// Projects to add after the seed (`filler-00001`, ...), for an account of realistic size.
     #[arg(long, default_value_t = 0)]
     extra_projects: usize,
+    /// Send Agora Notifications (NCS) events of the channels to this URL (`{appid}` in it is
+    /// replaced with the event's App ID), signed with --notify-secret.
+    #[arg(long, requires = "notify_secret")]
+    notify_url: Option<String>,
+    /// The NCS secret that signs the notices.
+    #[arg(long, env = "AGORA_NCS_SECRET", hide_env_values = true)]
+    notify_secret: Option<String>,
 }
 
 #[tokio::main]
@@ -48,10 +55,14 @@ async fn main() -> anyhow::Result<()> {
         seed: args.seed,
         flavor: args.flavor,
         extra_projects: args.extra_projects,
+        notify: match (args.notify_url, args.notify_secret) {
+            (Some(url), Some(secret)) => Some(NotifyConfig { url, secret }),
+            _ => None,
+        },
     };
     let sandbox = Sandbox::start(config, args.listen).await?;
     println!("agora-sandbox listening: base URL {}", sandbox.base_url());
-    println!("test hooks: {}/__sandbox/{{stats,faults,reset,channels}}", sandbox.root_url());
+    println!("test hooks: {}/__sandbox/{{stats,faults,reset,channels,notify}}", sandbox.root_url());
     tokio::signal::ctrl_c().await?;
     sandbox.stop().await;
     Ok(())

@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 
 use crate::Flavor;
 use crate::answer::{EdgeError, Shaper};
+use crate::notify::{Delivery, Notifier, NotifyFaults};
 use crate::traffic::{Admission, Faults, Traffic};
 use crate::world::{ApiError, ApiResult, ChannelMembers, Mode, World, missing_channel};
 
@@ -36,6 +37,8 @@ pub(crate) struct SandboxState {
     expected_authorization: String,
     world: Mutex<World>,
     traffic: Mutex<Traffic>,
+    /// Agora's Notifications service, when the sandbox sends notices (`notify.rs`).
+    notifier: Option<Notifier>,
 }
 
 impl SandboxState {
@@ -45,6 +48,7 @@ impl SandboxState {
         flavor: Flavor,
         world: World,
         traffic: Traffic,
+        notifier: Option<Notifier>,
     ) -> Self {
         let credentials = base64::engine::general_purpose::STANDARD.encode(format!("{customer_id}:{customer_secret}"));
         Self {
@@ -52,6 +56,17 @@ impl SandboxState {
             expected_authorization: format!("Basic {credentials}"),
             world: Mutex::new(world),
             traffic: Mutex::new(traffic),
+            notifier,
+        }
+    }
+
+    /// Sends the channel events of the last change (if the sandbox notifies), and answers what
+    /// became of them.
+    async fn notify(&self) -> Delivery {
+        let events = self.world().take_events();
+        match &self.notifier {
+            Some(notifier) => notifier.send(events).await,
+            None => Delivery::default(),
         }
     }
 
@@ -114,7 +129,10 @@ pub(crate) fn router(state: Arc<SandboxState>) -> Router {
         .route("/arrivals", get(arrivals))
         .route("/faults", post(set_faults))
         .route("/reset", post(reset))
-        .route("/channels", post(join_channel));
+        .route("/channels", post(join_channel))
+        .route("/channels/leave", post(leave_channel))
+        .route("/channels/role", post(change_role))
+        .route("/notify", post(set_notify_faults).get(notify_report));
     Router::new()
         .nest("/dev", console)
         .nest("/__sandbox", hooks)
@@ -338,6 +356,10 @@ async fn create_kicking_rule(State(state): AppState, body: Bytes) -> Answer {
     agora_console_client::rules::drop_empty_uid_and_ip(&mut value);
     let request: types::CreateKickingRuleRequest = from_value(&state, value)?;
     let created = state.world().create_rule(&request, Utc::now()).map_err(fail(&state))?;
+    // The users it kicked leave their channels: Agora notifies that on its own time.
+    if let Some(notifier) = &state.notifier {
+        notifier.send_later(state.world().take_events());
+    }
     Ok(state.shaper.rule_created(created))
 }
 
@@ -523,9 +545,79 @@ async fn join_channel(State(state): AppState, body: Bytes) -> Response {
         2 => Mode::Live,
         other => return hook_error(format!("mode must be 1 or 2, not {other}")),
     };
-    match state.world().join_channel(&request.appid, &request.cname, mode, &members, Utc::now()) {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+    let joined = state.world().join_channel(&request.appid, &request.cname, mode, &members, Utc::now());
+    match joined {
+        Ok(()) => axum::Json(state.notify().await).into_response(),
         Err(error) => hook_error(error.message),
+    }
+}
+
+/// `POST /__sandbox/channels/leave`: users leave a channel (which ends with its last user).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeaveChannel {
+    appid: String,
+    cname: String,
+    uids: Vec<u32>,
+}
+
+async fn leave_channel(State(state): AppState, body: Bytes) -> Response {
+    let request: LeaveChannel = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(error) => return hook_error(format!("invalid body: {error}")),
+    };
+    let left = state.world().leave_channel(&request.appid, &request.cname, &request.uids, Utc::now());
+    match left {
+        Ok(()) => axum::Json(state.notify().await).into_response(),
+        Err(error) => hook_error(error.message),
+    }
+}
+
+/// `POST /__sandbox/channels/role`: a user of a live channel becomes a broadcaster or audience.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangeRole {
+    appid: String,
+    cname: String,
+    uid: u32,
+    broadcaster: bool,
+}
+
+async fn change_role(State(state): AppState, body: Bytes) -> Response {
+    let request: ChangeRole = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(error) => return hook_error(format!("invalid body: {error}")),
+    };
+    let changed = state.world().change_role(&request.appid, &request.cname, request.uid, request.broadcaster);
+    match changed {
+        Ok(()) => axum::Json(state.notify().await).into_response(),
+        Err(error) => hook_error(error.message),
+    }
+}
+
+/// `POST /__sandbox/notify`: faults of the notices' delivery.
+async fn set_notify_faults(State(state): AppState, body: Bytes) -> Response {
+    let faults: NotifyFaults = match serde_json::from_slice(&body) {
+        Ok(faults) => faults,
+        Err(error) => return hook_error(format!("invalid faults: {error}")),
+    };
+    if let Err(message) = faults.validate() {
+        return hook_error(message);
+    }
+    match &state.notifier {
+        Some(notifier) => {
+            notifier.set_faults(faults);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        None => hook_error("the sandbox sends no notices (start it with a notify URL)"),
+    }
+}
+
+/// `GET /__sandbox/notify`: the faults, and what was delivered, dropped, duplicated, reordered.
+async fn notify_report(State(state): AppState) -> Response {
+    match &state.notifier {
+        Some(notifier) => axum::Json(notifier.report()).into_response(),
+        None => hook_error("the sandbox sends no notices (start it with a notify URL)"),
     }
 }
 

@@ -13,6 +13,7 @@ mod hardening;
 mod hostile;
 mod identity;
 mod live;
+mod notices;
 mod sandbox;
 mod throttle;
 mod tidy;

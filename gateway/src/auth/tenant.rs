@@ -102,6 +102,24 @@ impl Tenant {
         }
     }
 
+    /// The gateway itself, for its own background polls: no keys, no scopes, no lane of its own
+    /// (its polls take the shared lane).
+    pub(crate) fn gateway_itself() -> Self {
+        Self {
+            id: "gateway".into(),
+            uid: next_tenant_uid(),
+            label: "gateway",
+            index: usize::MAX,
+            issuer: String::new(),
+            scopes: ScopeSet::default(),
+            project_name_prefix: None,
+            project_ids: HashSet::new(),
+            weight: 1,
+            keys: HashMap::new(),
+            jwks: None,
+        }
+    }
+
     /// A tenant with no keys, for tests of what follows authentication.
     #[cfg(test)]
     pub(crate) fn for_tests(index: usize, id: &str, weight: u32) -> Self {

@@ -5,11 +5,13 @@
 
 mod audit;
 mod human;
+mod notifications;
 mod secret;
 mod tenants;
 mod validate;
 
 pub(crate) use audit::{AuditConfig, AuditSink};
+pub(crate) use notifications::NotificationsConfig;
 pub(crate) use secret::Secret;
 pub(crate) use tenants::{KeyConfig, TenantConfig};
 pub(crate) use validate::check_key_url;
@@ -61,6 +63,9 @@ pub struct Config {
     /// The internal services that may call the gateway, one entry per tenant.
     #[serde(default)]
     pub(crate) tenants: Vec<TenantConfig>,
+    /// Projects whose channel state comes from Agora's notifications (NCS), one entry each.
+    #[serde(default)]
+    pub(crate) notifications: Vec<NotificationsConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -24,6 +24,9 @@ impl Config {
         if let Some(proxy) = &mut self.upstream.proxy {
             proxy.resolve(base_dir, "upstream.proxy")?;
         }
+        for (i, entry) in self.notifications.iter_mut().enumerate() {
+            entry.secret.resolve(base_dir, &format!("notifications[{i}].secret"))?;
+        }
         for (t, tenant) in self.tenants.iter_mut().enumerate() {
             for (k, key) in tenant.keys.iter_mut().enumerate() {
                 for (name, secret) in
@@ -46,6 +49,7 @@ impl Config {
         self.validate_throttle()?;
         self.validate_cache_and_server()?;
         self.validate_tenants()?;
+        super::notifications::validate(&self.notifications)?;
         self.validate_ownership()
     }
 

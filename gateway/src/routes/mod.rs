@@ -7,6 +7,7 @@
 
 mod checks;
 mod input;
+mod notices;
 
 use std::sync::Arc;
 
@@ -23,6 +24,11 @@ use crate::operations::{OPERATIONS, Operation};
 use crate::pipeline;
 use crate::state::Gateway;
 pub(crate) use input::{Inbound, PathValues, read_body};
+
+/// Where Agora's Notifications service delivers notices (`notices.rs`).
+pub(crate) fn notification_routes() -> Router<Arc<Gateway>> {
+    Router::new().route("/agora/ncs/{appid}", axum::routing::post(notices::intake).fallback(method_not_allowed))
+}
 
 /// The Console routes, under `/dev`, from the operation table.
 pub(crate) fn console_routes() -> Router<Arc<Gateway>> {

@@ -200,6 +200,11 @@ impl Throttle {
         self.shared.pacing().1
     }
 
+    /// Nobody of this replica waits for a slot (background polls take only such slots).
+    pub(crate) fn is_idle(&self) -> bool {
+        self.shared.queue().is_empty()
+    }
+
     /// A reload: the new rate, burst, margin and `max_wait`, and the tenants' lanes — kept, new,
     /// re-weighted; a removed tenant's waiting requests are answered at once (401: the tenant is
     /// gone), and its lane admits nothing more.

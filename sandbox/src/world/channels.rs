@@ -6,14 +6,47 @@ use std::collections::BTreeMap;
 use agora_console_client::rules::{self, MAX_AUDIENCE_LISTED};
 use agora_console_client::types;
 use chrono::{DateTime, Utc};
+use serde_json::json;
 
 use super::{ApiError, ApiResult, World};
+
+/// A Notifications (NCS) event of a channel, as Agora would send it for this app: its `eventType`
+/// and `payload` (`notify.rs` signs and delivers it).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ChannelEvent {
+    pub appid: String,
+    pub event_type: u16,
+    pub payload: serde_json::Value,
+}
+
+/// NCS event types of RTC channels.
+mod event_type {
+    pub(super) const CHANNEL_CREATED: u16 = 101;
+    pub(super) const CHANNEL_DESTROYED: u16 = 102;
+    pub(super) const ROLE_TO_BROADCASTER: u16 = 111;
+    pub(super) const ROLE_TO_AUDIENCE: u16 = 112;
+}
+
+/// Why a user left, in Agora's codes: 1 quit, 3 kicked out through the RESTful API.
+pub(crate) const LEFT: i64 = 1;
+const KICKED: i64 = 3;
 
 /// Channel profile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
     Communication,
     Live,
+}
+
+impl Role {
+    /// The NCS event types of joining and leaving in this role.
+    fn join_leave_events(self) -> (u16, u16) {
+        match self {
+            Role::Broadcaster => (103, 104),
+            Role::Audience => (105, 106),
+            Role::Communication => (107, 108),
+        }
+    }
 }
 
 impl Mode {
@@ -38,6 +71,8 @@ pub(super) struct Member {
     uid: u32,
     role: Role,
     joined: i64,
+    /// The `clientSeq` of the user's last event.
+    seq: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -176,18 +211,95 @@ impl World {
         if joining.iter().any(|(uid, _)| *uid == 0) {
             return Err(ApiError::bad_request("uid 0 cannot join a channel"));
         }
-        let channel = self
-            .channels
-            .entry(appid.to_string())
-            .or_default()
-            .entry(cname.to_string())
-            .or_insert_with(|| Channel { mode, members: Vec::new() });
-        if channel.mode != mode {
+        let channels = self.channels.entry(appid.to_string()).or_default();
+        if channels.get(cname).is_some_and(|channel| channel.mode != mode) {
             return Err(ApiError::bad_request(format!("channel {cname:?} is already in the other mode")));
         }
+        let ts = now.timestamp();
+        if !channels.contains_key(cname) {
+            channels.insert(cname.to_string(), Channel { mode, members: Vec::new() });
+            let payload = json!({ "channelName": cname, "ts": ts });
+            self.events.push(ChannelEvent { appid: appid.into(), event_type: event_type::CHANNEL_CREATED, payload });
+        }
+        let channel = self.channels.get_mut(appid).and_then(|channels| channels.get_mut(cname)).expect("just made");
         joining.retain(|(uid, _)| !channel.members.iter().any(|m| m.uid == *uid));
-        channel.members.extend(joining.into_iter().map(|(uid, role)| Member { uid, role, joined: now.timestamp() }));
+        for (uid, role) in joining {
+            self.next_seq += 1;
+            let seq = self.next_seq;
+            channel.members.push(Member { uid, role, joined: ts, seq });
+            let payload = json!({
+                "channelName": cname, "uid": uid, "platform": platform_of(uid), "clientType": 0,
+                "clientSeq": seq, "ts": ts,
+            });
+            self.events.push(ChannelEvent { appid: appid.into(), event_type: role.join_leave_events().0, payload });
+        }
         Ok(())
+    }
+
+    /// Users leave a channel (`reason`: Agora's code); the channel ends with its last user.
+    pub(crate) fn leave_channel(&mut self, appid: &str, cname: &str, uids: &[u32], now: DateTime<Utc>) -> ApiResult<()> {
+        self.require_app(appid)?;
+        let Some(channel) = self.channels.get_mut(appid).and_then(|channels| channels.get_mut(cname)) else {
+            return Ok(());
+        };
+        let (leaving, staying): (Vec<Member>, Vec<Member>) =
+            channel.members.drain(..).partition(|member| uids.contains(&member.uid));
+        channel.members = staying;
+        self.left(appid, cname, leaving, LEFT, now.timestamp());
+        Ok(())
+    }
+
+    /// A user of a live channel changes role (broadcaster or audience).
+    pub(crate) fn change_role(&mut self, appid: &str, cname: &str, uid: u32, broadcaster: bool) -> ApiResult<()> {
+        self.require_app(appid)?;
+        let Some(member) = self
+            .channels
+            .get_mut(appid)
+            .and_then(|channels| channels.get_mut(cname))
+            .filter(|channel| channel.mode == Mode::Live)
+            .and_then(|channel| channel.members.iter_mut().find(|m| m.uid == uid))
+        else {
+            return Err(ApiError::bad_request(format!("uid {uid} is not in live channel {cname:?}")));
+        };
+        let (role, event_type) = match broadcaster {
+            true => (Role::Broadcaster, event_type::ROLE_TO_BROADCASTER),
+            false => (Role::Audience, event_type::ROLE_TO_AUDIENCE),
+        };
+        if member.role == role {
+            return Ok(());
+        }
+        self.next_seq += 1;
+        member.role = role;
+        member.seq = self.next_seq;
+        let payload = json!({
+            "channelName": cname, "uid": uid, "clientSeq": member.seq, "ts": Utc::now().timestamp(),
+        });
+        self.events.push(ChannelEvent { appid: appid.into(), event_type, payload });
+        Ok(())
+    }
+
+    /// The events of users who left `cname`, and of the channel's end if nobody is left.
+    fn left(&mut self, appid: &str, cname: &str, leaving: Vec<Member>, reason: i64, ts: i64) {
+        for member in leaving {
+            self.next_seq += 1;
+            let payload = json!({
+                "channelName": cname, "uid": member.uid, "platform": platform_of(member.uid), "clientType": 0,
+                "clientSeq": self.next_seq, "ts": ts, "reason": reason,
+            });
+            let event_type = member.role.join_leave_events().1;
+            self.events.push(ChannelEvent { appid: appid.into(), event_type, payload });
+        }
+        let Some(channels) = self.channels.get_mut(appid) else { return };
+        if channels.get(cname).is_some_and(|channel| channel.members.is_empty()) {
+            channels.remove(cname);
+            let payload = json!({ "channelName": cname, "ts": ts });
+            self.events.push(ChannelEvent { appid: appid.into(), event_type: event_type::CHANNEL_DESTROYED, payload });
+        }
+    }
+
+    /// The channel events since the last call, in the order they happened.
+    pub(crate) fn take_events(&mut self) -> Vec<ChannelEvent> {
+        std::mem::take(&mut self.events)
     }
 
     /// Takes the users a kicking rule matches out of their channels (the sandbox knows no IP
@@ -197,13 +309,19 @@ impl World {
             return;
         }
         let Some(channels) = self.channels.get_mut(appid) else { return };
+        let mut kicked = Vec::new();
         for (name, channel) in channels.iter_mut() {
             if cname.is_some_and(|cname| cname != name) {
                 continue;
             }
-            channel.members.retain(|m| uid.is_some_and(|uid| uid != m.uid));
+            let (leaving, staying) = channel.members.drain(..).partition(|m| uid.is_none_or(|uid| uid == m.uid));
+            channel.members = staying;
+            kicked.push((name.clone(), leaving));
         }
-        channels.retain(|_, channel| !channel.members.is_empty());
+        let ts = Utc::now().timestamp();
+        for (name, leaving) in kicked {
+            self.left(appid, &name, leaving, KICKED, ts);
+        }
     }
 }
 

@@ -6,7 +6,7 @@ mod channels;
 mod kicking;
 
 use channels::Channel;
-pub(crate) use channels::{ChannelMembers, Mode, UserState, missing_channel};
+pub(crate) use channels::{ChannelEvent, ChannelMembers, Mode, UserState, missing_channel};
 pub(crate) use kicking::CreatedRule;
 use kicking::RuleRecord;
 
@@ -89,6 +89,10 @@ pub(crate) struct World {
     next_opid: i64,
     /// Online channels by app ID, then by channel name.
     channels: BTreeMap<String, BTreeMap<String, Channel>>,
+    /// Channel events not yet taken for delivery (`take_events`).
+    events: Vec<ChannelEvent>,
+    /// The last `clientSeq` given: one counter, so each user's events are ordered.
+    next_seq: i64,
 }
 
 impl World {
@@ -100,6 +104,8 @@ impl World {
             next_rule_id: 1,
             next_opid: 1,
             channels: BTreeMap::new(),
+            events: Vec::new(),
+            next_seq: 0,
         }
     }
 

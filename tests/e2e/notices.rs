@@ -1,0 +1,412 @@
+//! Channel state from Agora's notifications (NCS): a real gateway process receives the sandbox's
+//! signed notices over HTTP — some dropped, some sent twice, some reordered — and answers channel
+//! reads from them, checked against the truth the test drives; forged notices change nothing;
+//! tenants stay apart; the budget holds while reconciliation polls; silence falls back to polling.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use agora_sandbox::{Delivery, NotifyConfig, NotifyFaults, Sandbox, SandboxConfig, Seed};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+const NCS_SECRET: &str = "e2e-ncs-secret";
+/// Channel modes of the test's channels.
+const COMMUNICATION: u8 = 1;
+const LIVE: u8 = 2;
+/// Roles, with Agora's codes.
+const USER: u8 = 1;
+const BROADCASTER: u8 = 2;
+const AUDIENCE: u8 = 3;
+
+/// A sandbox that notifies a gateway process (of the acme-web and initech-staging projects), and
+/// that gateway.
+struct Notified {
+    sandbox: Sandbox,
+    gateway: GatewayProcess,
+    acme: String,
+    initech: String,
+}
+
+impl Notified {
+    async fn start(name: &str, reconcile_every: &str, silence_after: &str) -> Self {
+        let port = free_port();
+        let notify = NotifyConfig {
+            url: format!("http://127.0.0.1:{port}/agora/ncs/{{appid}}"),
+            secret: NCS_SECRET.to_string(),
+        };
+        let config = SandboxConfig { seed: Seed::Demo, notify: Some(notify), ..SandboxConfig::new(CUSTOMER_ID, CUSTOMER_SECRET) };
+        let sandbox = Sandbox::start(config, any_port()).await.expect("the sandbox starts");
+        let projects = DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
+        let acme = projects.named("acme-web").vendor_key.clone();
+        let initech = projects.named("initech-staging").vendor_key.clone();
+        let mut sections = String::new();
+        for appid in [&acme, &initech] {
+            sections.push_str(&format!(
+                "\n[[notifications]]\nappid = \"{appid}\"\nsecret = \"{NCS_SECRET}\"\nreconcile_every = \"{reconcile_every}\"\nsilence_after = \"{silence_after}\"\n"
+            ));
+        }
+        let options = Options { channel_ttl: "1s", sections, ..Options::default() };
+        let toml = gateway_toml(&sandbox.base_url(), &projects.named("initech-staging").id, &options);
+        let gateway = GatewayProcess::spawn_on(port, &toml, &temp_dir(name), name, Output::Discard, &[], None).await;
+        Notified { sandbox, gateway, acme, initech }
+    }
+
+    async fn hook(&self, path: &str, body: Value) -> Delivery {
+        let response = http().post(format!("{}/__sandbox/{path}", self.sandbox.root_url())).json(&body).send().await;
+        let response = response.unwrap();
+        assert!(response.status().is_success(), "{path}: {}", response.text().await.unwrap());
+        response.json().await.unwrap()
+    }
+
+    async fn faults(&self, faults: NotifyFaults) {
+        let url = format!("{}/__sandbox/notify", self.sandbox.root_url());
+        let response = http().post(url).json(&faults).send().await.unwrap();
+        assert!(response.status().is_success());
+    }
+
+    async fn read(&self, token: &str, path: &str) -> (u16, String, Value) {
+        let (status, headers, body) = call_at(&self.gateway.base, Method::GET, path, Some(token), None).await;
+        let x_cache = headers.get("x-cache").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        (status, x_cache, body)
+    }
+
+    async fn metric(&self, series: &str) -> u64 {
+        metric_value(&metrics_text(&self.gateway.base).await, series)
+    }
+
+    async fn channel_calls(&self) -> u64 {
+        let stats = sandbox_stats(&self.sandbox).await;
+        ["list_channel_users", "list_channel_hosts", "get_user_property", "list_channels"]
+            .iter()
+            .map(|operation| stats.by_operation.get(*operation).copied().unwrap_or(0))
+            .sum()
+    }
+}
+
+/// The channels of acme-web as the test made them (and the demo seed before it): by name, the
+/// mode and the users with their roles.
+struct Truth(BTreeMap<String, (u8, BTreeMap<u32, u8>)>);
+
+impl Truth {
+    /// acme-web's channels in the demo seed.
+    fn seeded() -> Self {
+        let users = |uids: &[u32]| uids.iter().map(|uid| (*uid, USER)).collect();
+        let mut town_hall: BTreeMap<u32, u8> = (3001..3250).map(|uid| (uid, AUDIENCE)).collect();
+        town_hall.insert(2001, BROADCASTER);
+        Truth(BTreeMap::from([
+            ("lobby".to_string(), (COMMUNICATION, users(&[1001, 1002, 1003]))),
+            ("standup".to_string(), (COMMUNICATION, users(&[1001, 1004]))),
+            ("town-hall".to_string(), (LIVE, town_hall)),
+        ]))
+    }
+
+    fn users(&self, cname: &str) -> Value {
+        let Some((mode, users)) = self.0.get(cname).filter(|(_, users)| !users.is_empty()) else {
+            return json!({ "channel_exist": false });
+        };
+        let with = |role: u8| -> Vec<u32> { users.iter().filter(|(_, r)| **r == role).map(|(uid, _)| *uid).collect() };
+        let mut data = json!({ "channel_exist": true, "mode": mode });
+        let mut list = |name: &str, uids: Vec<u32>| {
+            if !uids.is_empty() {
+                data[name] = json!(uids);
+            }
+        };
+        if *mode == COMMUNICATION {
+            list("users", with(USER));
+            data["total"] = json!(users.len());
+        } else {
+            list("broadcasters", with(BROADCASTER));
+            list("audience", with(AUDIENCE));
+            data["audience_total"] = json!(with(AUDIENCE).len());
+        }
+        data
+    }
+
+    fn channels(&self) -> Value {
+        let channels: Vec<Value> = self
+            .0
+            .iter()
+            .filter(|(_, (_, users))| !users.is_empty())
+            .map(|(name, (_, users))| json!({ "channel_name": name, "user_count": users.len() }))
+            .collect();
+        json!({ "total_size": channels.len(), "channels": channels })
+    }
+
+    fn role(&self, cname: &str, uid: u32) -> Option<u8> {
+        self.0.get(cname).and_then(|(_, users)| users.get(&uid).copied())
+    }
+}
+
+/// An answer's `data` with its uid lists sorted (Agora lists them in no documented order).
+fn normalized(body: &Value) -> Value {
+    let mut data = body["data"].clone();
+    for name in ["users", "broadcasters", "audience"] {
+        if let Some(list) = data.get_mut(name).and_then(Value::as_array_mut) {
+            list.sort_by_key(|uid| uid.as_u64());
+        }
+    }
+    data
+}
+
+/// One random change of the channels, made at the sandbox (which notifies the gateway) and in
+/// the truth; answers the channel and user it was about, and what became of its notices.
+async fn change(stack: &Notified, truth: &mut Truth, rng: &mut fastrand_like::Rng) -> (String, u32, Delivery) {
+    let channels = [("ncs-talk", COMMUNICATION), ("ncs-live-a", LIVE), ("ncs-live-b", LIVE)];
+    let (cname, mode) = channels[rng.below(channels.len() as u64) as usize];
+    let uid = 1 + rng.below(12) as u32;
+    let appid = stack.acme.clone();
+    let users = &mut truth.0.entry(cname.to_string()).or_insert((mode, BTreeMap::new())).1;
+    let delivery = match users.get(&uid).copied() {
+        Some(role) if mode == LIVE && rng.below(3) == 0 => {
+            let broadcaster = role == AUDIENCE;
+            users.insert(uid, if broadcaster { BROADCASTER } else { AUDIENCE });
+            let body = json!({ "appid": appid, "cname": cname, "uid": uid, "broadcaster": broadcaster });
+            stack.hook("channels/role", body).await
+        }
+        Some(_) => {
+            users.remove(&uid);
+            stack.hook("channels/leave", json!({ "appid": appid, "cname": cname, "uids": [uid] })).await
+        }
+        None => {
+            let role = match mode {
+                COMMUNICATION => USER,
+                _ if rng.below(2) == 0 => BROADCASTER,
+                _ => AUDIENCE,
+            };
+            users.insert(uid, role);
+            let mut body = json!({ "appid": appid, "cname": cname, "mode": mode });
+            let list = match role {
+                USER => "users",
+                BROADCASTER => "broadcasters",
+                _ => "audience",
+            };
+            body[list] = json!([uid]);
+            stack.hook("channels", body).await
+        }
+    };
+    (cname.to_string(), uid, delivery)
+}
+
+/// The users of a channel answer (normalized), with their roles.
+fn members(data: &Value) -> std::collections::BTreeSet<(u64, u8)> {
+    let mut members = std::collections::BTreeSet::new();
+    for (name, role) in [("users", USER), ("broadcasters", BROADCASTER), ("audience", AUDIENCE)] {
+        for uid in data.get(name).and_then(Value::as_array).into_iter().flatten() {
+            members.insert((uid.as_u64().unwrap(), role));
+        }
+    }
+    members
+}
+
+/// A small seeded generator, so a failing run can be replayed.
+mod fastrand_like {
+    pub(super) struct Rng(u64);
+
+    impl Rng {
+        pub(super) fn new(seed: u64) -> Self {
+            Rng(seed | 1)
+        }
+
+        /// xorshift64*, reduced to `0..n`.
+        pub(super) fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+        }
+    }
+}
+
+/// Reads of every channel kind match the truth, unless a notice of that channel was lost or held
+/// back less than a reconcile interval (plus slack) ago.
+#[tokio::test]
+async fn channel_reads_come_from_notices_spend_nothing_and_match_the_truth() {
+    let _load = LOAD.lock().await;
+    const RECONCILE: Duration = Duration::from_secs(2);
+    // Slack for a busy machine: the poll after the interval, its slot, its answer.
+    const TOLERANCE: Duration = Duration::from_secs(5);
+    let stack = Notified::start("ncs-reads", "2s", "60s").await;
+    let acme = token("acme", TENANT_SCOPES);
+    let mut truth = Truth::seeded();
+    let mut rng = fastrand_like::Rng::new(0x5eed_2026);
+    // Notices start: the gateway reconciles once with Agora, then answers from them.
+    change(&stack, &mut truth, &mut rng).await;
+    let path = |cname: &str| format!("/dev/v1/channel/user/{}/{cname}", stack.acme);
+    wait_for("reads answered from notices", async || stack.read(&acme, &path("ncs-talk")).await.1 == "EVENTS").await;
+
+    stack.faults(NotifyFaults { drop: 0.1, duplicate: 0.1, reorder: 0.1, paused: false }).await;
+    let (calls_before, polls_before) = (stack.channel_calls().await, stack.metric("agora_gateway_ncs_reconcile_polls_total").await);
+    // The users whose notice was lost (or held back), by channel, and when.
+    let mut unsure_since: BTreeMap<(String, u32), Instant> = BTreeMap::new();
+    let (mut tolerated, mut lost, mut asked_upstream) = (0, 0, 0);
+    let all = ["ncs-talk", "ncs-live-a", "ncs-live-b"];
+    for i in 0..300 {
+        let (cname, uid, delivery) = change(&stack, &mut truth, &mut rng).await;
+        if delivery.dropped > 0 || delivery.held {
+            lost += delivery.dropped;
+            unsure_since.insert((cname, uid), Instant::now());
+        }
+        let unsure = |cname: &str, uid: u64| {
+            let key = (cname.to_string(), u32::try_from(uid).unwrap());
+            unsure_since.get(&key).is_some_and(|at| at.elapsed() < RECONCILE + TOLERANCE)
+        };
+        let read = all[i % 3];
+        // Which reads may differ from the truth: those about a user whose notice was lost lately.
+        let explained = |got: &Value, expected: &Value, channels: &[&str]| -> bool {
+            match i % 5 {
+                0 => channels.iter().any(|cname| (1..=12).any(|uid| unsure(cname, uid))),
+                1 => unsure(read, 1 + (i as u64 % 12)),
+                _ => members(got).symmetric_difference(&members(expected)).all(|(uid, _)| unsure(read, *uid)),
+            }
+        };
+        let (status, x_cache, body, expected) = match i % 5 {
+            0 => {
+                let (status, x_cache, body) = stack.read(&acme, &format!("/dev/v1/channel/{}", stack.acme)).await;
+                (status, x_cache, body["data"].clone(), truth.channels())
+            }
+            1 => {
+                let uid = 1 + (i as u32 % 12);
+                let property = format!("/dev/v1/channel/user/property/{}/{uid}/{read}", stack.acme);
+                let (status, x_cache, body) = stack.read(&acme, &property).await;
+                let got = json!({ "in_channel": body["data"]["in_channel"], "role": body["data"]["role"] });
+                let expected = match truth.role(read, uid) {
+                    Some(role) => json!({ "in_channel": true, "role": role }),
+                    None => json!({ "in_channel": false, "role": null }),
+                };
+                (status, x_cache, got, expected)
+            }
+            _ => {
+                let (status, x_cache, body) = stack.read(&acme, &path(read)).await;
+                (status, x_cache, normalized(&body), truth.users(read))
+            }
+        };
+        assert_eq!(status, 200, "read {i}: {body}");
+        // A user whose join notice was lost is known by a poll alone until its join time is
+        // learned: its property may be asked of Agora once meanwhile.
+        if x_cache != "EVENTS" {
+            assert!(i % 5 == 1 && explained(&body, &expected, &all), "read {i} was not answered from notices: {body}");
+            asked_upstream += 1;
+        }
+        if body != expected {
+            assert!(
+                explained(&body, &expected, &all),
+                "read {i}: {body} differs from the truth {expected} beyond the users whose notices were lost lately"
+            );
+            tolerated += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    assert!(lost > 0, "the faults dropped no notice: the test proved nothing about reconciliation");
+    // Every channel call that reached the sandbox was a reconciliation poll: the reads spent nothing.
+    let calls = stack.channel_calls().await - calls_before;
+    let polls = stack.metric("agora_gateway_ncs_reconcile_polls_total").await - polls_before;
+    assert_eq!(calls, polls + asked_upstream, "channel calls at the sandbox are the reconciliation's polls");
+    assert!(asked_upstream <= 10, "{asked_upstream} of 300 reads were asked of Agora");
+    // Once notices stop being lost, the state converges on the truth within a reconcile interval.
+    stack.faults(NotifyFaults::default()).await;
+    for cname in ["ncs-talk", "ncs-live-a", "ncs-live-b"] {
+        wait_for("the state converges", async || normalized(&stack.read(&acme, &path(cname)).await.2) == truth.users(cname))
+            .await;
+    }
+    let stats = sandbox_stats(&stack.sandbox).await;
+    assert!(stats.max_in_1s <= 10 && stats.throttled == 0, "the budget held: {stats:?}");
+    let notices = stack.metric("agora_gateway_ncs_notices_total{result=\"duplicate\"}").await;
+    assert!(notices > 0, "duplicates were answered as duplicates");
+    println!(
+        "300 reads: {lost} notices lost, {tolerated} reads differed while one was owed, {asked_upstream} asked of \
+         Agora, {polls} reconciliation polls"
+    );
+}
+
+/// Forged, unsigned, oversized and misaddressed notices are refused and change nothing; tenants
+/// read only their own projects' channels; the budget holds while reconciliation polls under a
+/// flood; after `silence_after` without notices, reads go back to the cache and polling.
+#[tokio::test]
+async fn forged_notices_change_nothing_tenants_stay_apart_and_silence_falls_back() {
+    let _load = LOAD.lock().await;
+    let stack = Notified::start("ncs-refusals", "1s", "3s").await;
+    let (acme, initech) = (token("acme", TENANT_SCOPES), initech_token("channels:read"));
+    let join = json!({ "appid": stack.acme, "cname": "ncs-room", "mode": 1, "users": [41] });
+    stack.hook("channels", join).await;
+    let path = format!("/dev/v1/channel/user/{}/ncs-room", stack.acme);
+    wait_for("reads answered from notices", async || stack.read(&acme, &path).await.1 == "EVENTS").await;
+
+    let forged = json!({ "noticeId": "forged-1", "productId": 1, "eventType": 107, "notifyMs": 1,
+        "payload": { "channelName": "ncs-room", "uid": 666, "platform": 1, "clientSeq": 1_000_000, "ts": 1 } })
+    .to_string();
+    let url = format!("{}/agora/ncs/{}", stack.gateway.base, stack.acme);
+    let post = |headers: Vec<(&'static str, String)>, body: String, url: String| async move {
+        let mut request = http().post(url).header("content-type", "application/json").body(body);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.headers().get("content-type").cloned(), response.text().await.unwrap())
+    };
+    let (_, right) = agora_sandbox::sign(NCS_SECRET, forged.as_bytes());
+    let (_, wrong_key) = agora_sandbox::sign("not-the-secret", forged.as_bytes());
+    for (headers, what) in [
+        (vec![], "unsigned"),
+        (vec![("agora-signature-v2", wrong_key.clone())], "signed with another secret"),
+        (vec![("agora-signature", wrong_key[..40].to_string())], "a wrong SHA-1"),
+        (vec![("agora-signature-v2", "not hex".to_string())], "not hex"),
+    ] {
+        let (status, content_type, body) = post(headers, forged.clone(), url.clone()).await;
+        assert_eq!(status, 401, "{what}: {body}");
+        assert_eq!(content_type.unwrap(), "application/problem+json");
+        assert!(!body.contains(&right) && !body.contains(NCS_SECRET), "the answer gives nothing away: {body}");
+    }
+    // The right signature, but for a project with no [[notifications]] entry.
+    let elsewhere = format!("{}/agora/ncs/{}", stack.gateway.base, "f".repeat(32));
+    assert_eq!(post(vec![("agora-signature-v2", right.clone())], forged.clone(), elsewhere).await.0, 404);
+    let huge = format!("{{\"pad\":\"{}\"}}", "x".repeat(100_000));
+    let (_, huge_signature) = agora_sandbox::sign(NCS_SECRET, huge.as_bytes());
+    assert_eq!(post(vec![("agora-signature-v2", huge_signature)], huge, url.clone()).await.0, 413);
+    let (status, _, body) = stack.read(&acme, &path).await;
+    assert_eq!((status, normalized(&body)), (200, json!({ "channel_exist": true, "mode": 1, "users": [41], "total": 1 })));
+    assert_eq!(stack.metric("agora_gateway_ncs_notices_total{result=\"refused\"}").await, 5);
+
+    // Tenants: initech cannot read acme's channels, from notices or otherwise; its own it can.
+    let (status, _, _) = stack.read(&initech, &path).await;
+    assert!(status == 403 || status == 404, "initech reading acme's channel: {status}");
+    stack.hook("channels", json!({ "appid": stack.initech, "cname": "ncs-initech", "mode": 1, "users": [7] })).await;
+    let initech_path = format!("/dev/v1/channel/user/{}/ncs-initech", stack.initech);
+    wait_for("initech's reads from notices", async || stack.read(&initech, &initech_path).await.1 == "EVENTS").await;
+    let (status, _, _) = stack.read(&acme, &initech_path).await;
+    assert!(status == 403 || status == 404, "acme reading initech's channel: {status}");
+
+    // A flood of reads that miss, while reconciliation polls every second: the budget holds.
+    reset_sandbox(&stack.sandbox).await;
+    let flood = (0..60).map(|day| {
+        let acme = acme.clone();
+        let base = stack.gateway.base.clone();
+        async move {
+            let path = format!("/dev/v1/usage?from_date=2026-01-{:02}&to_date=2026-01-{:02}", day % 28 + 1, day % 28 + 1);
+            let _ = call_at(&base, Method::GET, &path, Some(&acme), None).await;
+        }
+    });
+    let changes = async {
+        for uid in 100..130 {
+            stack.hook("channels", json!({ "appid": stack.acme, "cname": "ncs-room", "mode": 1, "users": [uid] })).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::join!(futures::future::join_all(flood), changes);
+    let stats = sandbox_stats(&stack.sandbox).await;
+    assert!(stats.max_in_1s <= 10, "at most 10 upstream calls in any second: {stats:?}");
+    assert_eq!(stats.throttled, 0, "{stats:?}");
+
+    // Silence: no notice for `silence_after`, and reads go back to the cache and polling.
+    stack.faults(NotifyFaults { paused: true, ..NotifyFaults::default() }).await;
+    stack.hook("channels/leave", json!({ "appid": stack.acme, "cname": "ncs-room", "uids": [41] })).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (status, x_cache, body) = stack.read(&acme, &path).await;
+    assert_eq!(status, 200);
+    assert_ne!(x_cache, "EVENTS", "a silent project's reads are not answered from notices");
+    let users = normalized(&body)["users"].clone();
+    assert!(!users.as_array().unwrap().contains(&json!(41)), "the poll sees that 41 left: {body}");
+}
