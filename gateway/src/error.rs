@@ -26,6 +26,13 @@ pub(crate) enum GatewayError {
     /// Missing or bad token (RFC 6750 `invalid_token`).
     #[error("{0}")]
     Unauthorized(String),
+    /// A notice of Agora's Notifications service whose signature is missing or wrong.
+    #[error("{0}")]
+    BadSignature(String),
+    /// The gateway cannot take this now; the sender should try again (a notice that could not be
+    /// passed on to the other replicas).
+    #[error("{0}")]
+    Unavailable(String),
     /// The token lacks the scope the operation needs (RFC 6750 `insufficient_scope`).
     #[error("this operation needs the scope {scope}")]
     InsufficientScope { scope: Scope },
@@ -110,7 +117,8 @@ impl GatewayError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized(_) | Self::BadSignature(_) => StatusCode::UNAUTHORIZED,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::InsufficientScope { .. } | Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -130,6 +138,8 @@ impl GatewayError {
             Self::BadRequest(_) => ("bad-request", "Bad request"),
             Self::PayloadTooLarge { .. } => ("payload-too-large", "Request body too large"),
             Self::Unauthorized(_) => ("invalid-token", "Missing or invalid token"),
+            Self::BadSignature(_) => ("bad-signature", "Missing or invalid signature"),
+            Self::Unavailable(_) => ("unavailable", "Try again later"),
             Self::InsufficientScope { .. } => ("insufficient-scope", "Insufficient scope"),
             Self::Forbidden(_) => ("forbidden", "Forbidden"),
             Self::NotFound(_) => ("not-found", "Not found"),

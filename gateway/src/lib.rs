@@ -33,6 +33,7 @@ mod readiness;
 mod redis_link;
 mod reload;
 mod routes;
+mod seal;
 mod server;
 mod state;
 mod throttle;

@@ -13,7 +13,7 @@ use crate::config::{Config, Secret};
 use crate::embedded::{self, EmbeddedSandbox};
 use crate::metrics::Metrics;
 use crate::notify::Notifications;
-use crate::notify::reconcile::{IdleFn, PollFn, Reconciler};
+use crate::notify::reconcile::{GenerationFn, IdleFn, PollFn, Reconciler};
 use crate::server::{Connections, Limits};
 use crate::throttle::{ClusterBudget, Throttle};
 use crate::upstream::Upstream;
@@ -44,7 +44,7 @@ pub(crate) struct Gateway {
     /// The configuration applied now; held by a reload while it runs.
     pub(crate) applied: tokio::sync::Mutex<Config>,
     /// The channel state of projects whose notices (NCS) come here (`notify/`).
-    pub(crate) notifications: Notifications,
+    pub(crate) notifications: Arc<Notifications>,
     /// The gateway as a caller of Agora, for its own background polls.
     pub(crate) itself: Arc<Tenant>,
     /// The embedded sandbox, when `upstream.base_url = "sandbox"`; kept alive with the gateway.
@@ -82,15 +82,14 @@ impl Gateway {
             None => None,
         };
         let metrics_for_audit = metrics.clone();
-        // Several replicas each get a share of the notices: none has them all to answer from.
-        let serve_reads = config.throttle.redis_url.is_none();
-        if !serve_reads && !config.notifications.is_empty() {
-            tracing::warn!(
-                "[[notifications]] with throttle.redis_url: channel reads go through the cache (each replica \
-                 sees only the notices sent to it)"
-            );
-        }
-        let notifications = Notifications::new(&config.notifications, serve_reads, metrics.clone());
+        // Several replicas: each passes the notices it takes on to the others, through Redis.
+        let relay = config.throttle.redis_url.as_ref().map(|url| crate::notify::RelayTerms {
+            redis_url: url.expose(),
+            prefix: &config.throttle.redis_key_prefix,
+            namespace: &namespace,
+            customer_secret: &customer_secret,
+        });
+        let notifications = Notifications::new(&config.notifications, relay, metrics.clone())?;
         let gateway = Arc::new(Self {
             auth: arc_swap::ArcSwap::from_pointee(auth),
             cache: ResponseCache::new(&config.cache, cluster, metrics.clone()),
@@ -129,7 +128,11 @@ impl Gateway {
             });
             let throttle = self.throttle.clone();
             let idle: IdleFn = Arc::new(move || throttle.is_idle());
-            let reconciler = Reconciler { project: project.clone(), poll, idle, metrics: self.metrics.clone() };
+            let notifications = Arc::downgrade(&self.notifications);
+            let generation: GenerationFn =
+                Arc::new(move || notifications.upgrade().map_or(u64::MAX - 1, |n| n.generation()));
+            let metrics = self.metrics.clone();
+            let reconciler = Reconciler { project: project.clone(), poll, idle, generation, metrics };
             let alive = Arc::downgrade(self);
             tokio::spawn(reconciler.run(move || alive.strong_count() > 0));
         }

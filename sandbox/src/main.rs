@@ -35,9 +35,10 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     extra_projects: usize,
     /// Send Agora Notifications (NCS) events of the channels to this URL (`{appid}` in it is
-    /// replaced with the event's App ID), signed with --notify-secret.
+    /// replaced with the event's App ID), signed with --notify-secret. Given several times, the
+    /// notices go to each in turn (as a load balancer would send them to several replicas).
     #[arg(long, requires = "notify_secret")]
-    notify_url: Option<String>,
+    notify_url: Vec<String>,
     /// The NCS secret that signs the notices.
     #[arg(long, env = "AGORA_NCS_SECRET", hide_env_values = true)]
     notify_secret: Option<String>,
@@ -55,8 +56,8 @@ async fn main() -> anyhow::Result<()> {
         seed: args.seed,
         flavor: args.flavor,
         extra_projects: args.extra_projects,
-        notify: match (args.notify_url, args.notify_secret) {
-            (Some(url), Some(secret)) => Some(NotifyConfig { url, secret }),
+        notify: match (args.notify_url.is_empty(), args.notify_secret) {
+            (false, Some(secret)) => Some(NotifyConfig { urls: args.notify_url, secret }),
             _ => None,
         },
     };

@@ -15,10 +15,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::world::ChannelEvent;
 
-/// Where notices go (`{appid}` in the URL is replaced with the event's App ID) and their secret.
+/// Where notices go (`{appid}` in a URL is replaced with the event's App ID) and their secret.
+/// With several URLs, each notice (and each resending of one) goes to the next, as a load
+/// balancer in front of several replicas would send them.
 #[derive(Debug, Clone)]
 pub struct NotifyConfig {
-    pub url: String,
+    pub urls: Vec<String>,
     pub secret: String,
 }
 
@@ -102,6 +104,7 @@ impl Notifier {
             counts: counts.clone(),
             rng: fastrand::Rng::new(),
             held: None,
+            next_url: std::sync::atomic::AtomicUsize::new(0),
         };
         tokio::spawn(sender.run(receiver));
         Self { batches, faults, counts }
@@ -140,6 +143,8 @@ struct Sender {
     rng: fastrand::Rng,
     /// A notice held back (a reorder), with its App ID: sent after the next one.
     held: Option<(String, String)>,
+    /// The URL the next sending goes to.
+    next_url: std::sync::atomic::AtomicUsize,
 }
 
 impl Sender {
@@ -184,10 +189,12 @@ impl Sender {
 
     /// One notice, answered 200 or sent again: at once, after one second, after two; then dropped.
     async fn post(&self, appid: &str, body: &str, delivery: &mut Delivery) {
-        let url = self.config.url.replace("{appid}", appid);
         let (v1, v2) = sign(&self.config.secret, body.as_bytes());
         for pause in [0, 0, 1, 2] {
             tokio::time::sleep(Duration::from_secs(pause)).await;
+            let turn = self.next_url.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(url) = self.config.urls.get(turn % self.config.urls.len().max(1)) else { break };
+            let url = url.replace("{appid}", appid);
             let sent = self
                 .client
                 .post(&url)

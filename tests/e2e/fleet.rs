@@ -20,7 +20,7 @@ use crate::throttle::offer;
 
 /// One replica's own way to Redis, which the test can cut (a partition: its connections reset,
 /// new ones closed at once) and restore.
-struct RedisLink {
+pub(crate) struct RedisLink {
     port: u16,
     cut: Arc<AtomicBool>,
     connections: Arc<Mutex<Vec<AbortHandle>>>,
@@ -28,7 +28,7 @@ struct RedisLink {
 }
 
 impl RedisLink {
-    async fn to(redis: &RedisServer) -> Self {
+    pub(crate) async fn to(redis: &RedisServer) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (cut, connections) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Vec::new())));
@@ -54,18 +54,18 @@ impl RedisLink {
         RedisLink { port, cut, connections, accept }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    fn cut(&self) {
+    pub(crate) fn cut(&self) {
         self.cut.store(true, Ordering::SeqCst);
         for connection in self.connections.lock().unwrap().drain(..) {
             connection.abort();
         }
     }
 
-    fn restore(&self) {
+    pub(crate) fn restore(&self) {
         self.cut.store(false, Ordering::SeqCst);
     }
 }

@@ -34,12 +34,17 @@ impl Notified {
     async fn start(name: &str, reconcile_every: &str, silence_after: &str) -> Self {
         let port = free_port();
         let notify = NotifyConfig {
-            url: format!("http://127.0.0.1:{port}/agora/ncs/{{appid}}"),
+            urls: vec![format!("http://127.0.0.1:{port}/agora/ncs/{{appid}}")],
             secret: NCS_SECRET.to_string(),
         };
-        let config = SandboxConfig { seed: Seed::Demo, notify: Some(notify), ..SandboxConfig::new(CUSTOMER_ID, CUSTOMER_SECRET) };
+        let config = SandboxConfig {
+            seed: Seed::Demo,
+            notify: Some(notify),
+            ..SandboxConfig::new(CUSTOMER_ID, CUSTOMER_SECRET)
+        };
         let sandbox = Sandbox::start(config, any_port()).await.expect("the sandbox starts");
-        let projects = DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
+        let projects =
+            DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
         let acme = projects.named("acme-web").vendor_key.clone();
         let initech = projects.named("initech-staging").vendor_key.clone();
         let mut sections = String::new();
@@ -238,7 +243,8 @@ async fn channel_reads_come_from_notices_spend_nothing_and_match_the_truth() {
     wait_for("reads answered from notices", async || stack.read(&acme, &path("ncs-talk")).await.1 == "EVENTS").await;
 
     stack.faults(NotifyFaults { drop: 0.1, duplicate: 0.1, reorder: 0.1, paused: false }).await;
-    let (calls_before, polls_before) = (stack.channel_calls().await, stack.metric("agora_gateway_ncs_reconcile_polls_total").await);
+    let (calls_before, polls_before) =
+        (stack.channel_calls().await, stack.metric("agora_gateway_ncs_reconcile_polls_total").await);
     // The users whose notice was lost (or held back), by channel, and when.
     let mut unsure_since: BTreeMap<(String, u32), Instant> = BTreeMap::new();
     let (mut tolerated, mut lost, mut asked_upstream) = (0, 0, 0);
@@ -308,8 +314,10 @@ async fn channel_reads_come_from_notices_spend_nothing_and_match_the_truth() {
     // Once notices stop being lost, the state converges on the truth within a reconcile interval.
     stack.faults(NotifyFaults::default()).await;
     for cname in ["ncs-talk", "ncs-live-a", "ncs-live-b"] {
-        wait_for("the state converges", async || normalized(&stack.read(&acme, &path(cname)).await.2) == truth.users(cname))
-            .await;
+        wait_for("the state converges", async || {
+            normalized(&stack.read(&acme, &path(cname)).await.2) == truth.users(cname)
+        })
+        .await;
     }
     let stats = sandbox_stats(&stack.sandbox).await;
     assert!(stats.max_in_1s <= 10 && stats.throttled == 0, "the budget held: {stats:?}");
@@ -367,7 +375,10 @@ async fn forged_notices_change_nothing_tenants_stay_apart_and_silence_falls_back
     let (_, huge_signature) = agora_sandbox::sign(NCS_SECRET, huge.as_bytes());
     assert_eq!(post(vec![("agora-signature-v2", huge_signature)], huge, url.clone()).await.0, 413);
     let (status, _, body) = stack.read(&acme, &path).await;
-    assert_eq!((status, normalized(&body)), (200, json!({ "channel_exist": true, "mode": 1, "users": [41], "total": 1 })));
+    assert_eq!(
+        (status, normalized(&body)),
+        (200, json!({ "channel_exist": true, "mode": 1, "users": [41], "total": 1 }))
+    );
     assert_eq!(stack.metric("agora_gateway_ncs_notices_total{result=\"refused\"}").await, 5);
 
     // Tenants: initech cannot read acme's channels, from notices or otherwise; its own it can.
@@ -385,13 +396,16 @@ async fn forged_notices_change_nothing_tenants_stay_apart_and_silence_falls_back
         let acme = acme.clone();
         let base = stack.gateway.base.clone();
         async move {
-            let path = format!("/dev/v1/usage?from_date=2026-01-{:02}&to_date=2026-01-{:02}", day % 28 + 1, day % 28 + 1);
+            let path =
+                format!("/dev/v1/usage?from_date=2026-01-{:02}&to_date=2026-01-{:02}", day % 28 + 1, day % 28 + 1);
             let _ = call_at(&base, Method::GET, &path, Some(&acme), None).await;
         }
     });
     let changes = async {
         for uid in 100..130 {
-            stack.hook("channels", json!({ "appid": stack.acme, "cname": "ncs-room", "mode": 1, "users": [uid] })).await;
+            stack
+                .hook("channels", json!({ "appid": stack.acme, "cname": "ncs-room", "mode": 1, "users": [uid] }))
+                .await;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
@@ -409,4 +423,98 @@ async fn forged_notices_change_nothing_tenants_stay_apart_and_silence_falls_back
     assert_ne!(x_cache, "EVENTS", "a silent project's reads are not answered from notices");
     let users = normalized(&body)["users"].clone();
     assert!(!users.as_array().unwrap().contains(&json!(41)), "the poll sees that 41 left: {body}");
+}
+
+/// Two replicas behind a "load balancer" (the sandbox sends each notice to the next in turn) share
+/// Redis: every notice reaches both books, so both answer the truth from notices at once (the
+/// reconciliation is a minute away). A replica cut off from Redis stops answering from notices
+/// (a notice it cannot pass on is answered 503, and Agora's resending finds the other); restored,
+/// it reconciles and answers from them again.
+#[tokio::test]
+async fn notices_reach_every_replica_and_one_cut_off_from_redis_stops_answering_from_them() {
+    let _load = LOAD.lock().await;
+    let Some(redis) = crate::cluster::RedisServer::start().await else { return };
+    let links = [crate::fleet::RedisLink::to(&redis).await, crate::fleet::RedisLink::to(&redis).await];
+    let ports = [free_port(), free_port()];
+    let notify = NotifyConfig {
+        urls: ports.iter().map(|port| format!("http://127.0.0.1:{port}/agora/ncs/{{appid}}")).collect(),
+        secret: NCS_SECRET.to_string(),
+    };
+    let config =
+        SandboxConfig { seed: Seed::Demo, notify: Some(notify), ..SandboxConfig::new(CUSTOMER_ID, CUSTOMER_SECRET) };
+    let sandbox = Sandbox::start(config, any_port()).await.expect("the sandbox starts");
+    let projects = DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
+    let acme = projects.named("acme-web").vendor_key.clone();
+    let sections = format!(
+        "\n[[notifications]]\nappid = \"{acme}\"\nsecret = \"{NCS_SECRET}\"\nreconcile_every = \"60s\"\nsilence_after = \"60s\"\n"
+    );
+    let dir = temp_dir("ncs-fleet");
+    let mut replicas = Vec::new();
+    for (i, (port, link)) in ports.iter().zip(&links).enumerate() {
+        let options = Options {
+            channel_ttl: "1s",
+            redis_url: Some(link.url()),
+            sections: sections.clone(),
+            ..Options::default()
+        };
+        let toml = gateway_toml(&sandbox.base_url(), &projects.named("initech-staging").id, &options);
+        let name = format!("replica-{i}");
+        replicas.push(GatewayProcess::spawn_on(*port, &toml, &dir, &name, Output::Discard, &[], None).await);
+    }
+    let token = token("acme", TENANT_SCOPES);
+    let path = format!("/dev/v1/channel/user/{acme}/fleet-room");
+    let read = async |replica: &GatewayProcess| {
+        let (status, headers, body) = call_at(&replica.base, Method::GET, &path, Some(&token), None).await;
+        assert_eq!(status, 200, "{body}");
+        let x_cache = headers.get("x-cache").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        (x_cache, normalized(&body))
+    };
+    let join = |uid: u32| json!({ "appid": acme, "cname": "fleet-room", "mode": 1, "users": [uid] });
+    let hook = |body: Value| {
+        let url = format!("{}/__sandbox/channels", sandbox.root_url());
+        async move {
+            let response = http().post(url).json(&body).send().await.unwrap();
+            assert!(response.status().is_success());
+        }
+    };
+    hook(join(1)).await;
+    for replica in &replicas {
+        wait_for("both replicas answer from notices", async || read(replica).await.0 == "EVENTS").await;
+    }
+    let expect = |uids: std::ops::RangeInclusive<u32>| {
+        let users: Vec<u32> = uids.collect();
+        json!({ "channel_exist": true, "mode": 1, "total": users.len(), "users": users })
+    };
+    for uid in 2..=20 {
+        hook(join(uid)).await;
+    }
+    // Half the notices went to each replica; each has them all.
+    for replica in &replicas {
+        wait_for("every notice on every replica", async || read(replica).await == ("EVENTS".into(), expect(1..=20)))
+            .await;
+    }
+
+    // Replica 1 is cut off from Redis: it stops answering from notices; replica 0 takes them all.
+    links[1].cut();
+    wait_for("the cut-off replica stops answering from notices", async || read(&replicas[1]).await.0 != "EVENTS").await;
+    for uid in 21..=30 {
+        hook(join(uid)).await;
+    }
+    assert_eq!(read(&replicas[0]).await, ("EVENTS".into(), expect(1..=30)));
+    let (x_cache, body) = read(&replicas[1]).await;
+    assert_ne!(x_cache, "EVENTS");
+    assert_eq!(body, expect(1..=30), "answered by a poll of Agora");
+    let unrelayed =
+        metric_value(&metrics_text(&replicas[1].base).await, "agora_gateway_ncs_notices_total{result=\"unrelayed\"}");
+    assert!(unrelayed > 0, "the cut-off replica answered 503 to the notices it could not pass on");
+
+    // Restored: it resubscribes, reconciles, and answers from notices again.
+    links[1].restore();
+    hook(join(31)).await;
+    wait_for("the restored replica answers from notices", async || {
+        read(&replicas[1]).await == ("EVENTS".into(), expect(1..=31))
+    })
+    .await;
+    let stats = sandbox_stats(&sandbox).await;
+    assert!(stats.max_in_1s <= 10 && stats.throttled == 0, "{stats:?}");
 }

@@ -68,10 +68,10 @@ impl Book {
                 }
                 let (cname, uid) = key;
                 // A channel new to the book is as fresh as this event: due for a poll in a while.
-                let channel = self.channels.entry(cname.clone()).or_insert_with(|| Channel {
-                    reconciled: Some(now),
-                    ..Default::default()
-                });
+                let channel = self
+                    .channels
+                    .entry(cname.clone())
+                    .or_insert_with(|| Channel { reconciled: Some(now), ..Default::default() });
                 if channel.users.get(&uid).is_some_and(|user| user.seq.is_some_and(|known| known >= seq)) {
                     return false;
                 }
@@ -179,7 +179,10 @@ impl Book {
         let data = &answer["data"];
         let (join, platform, role) = (data["join"].as_i64(), data["platform"].as_i64(), data["role"].as_i64());
         let agrees = data["in_channel"] == true && role == Some(user.role as i64) && user.touched < sent;
-        if agrees && user.join.is_none() && let (Some(join), Some(platform)) = (join, platform) {
+        if agrees
+            && user.join.is_none()
+            && let (Some(join), Some(platform)) = (join, platform)
+        {
             (user.join, user.platform) = (Some(join), Some(platform));
         }
     }
@@ -257,7 +260,8 @@ impl Book {
             return Some(json!({ "success": true, "data": { "in_channel": false } }));
         };
         let (join, platform) = (user.join?, user.platform?);
-        let data = json!({ "join": join, "in_channel": true, "role": user.role as i64, "uid": uid, "platform": platform });
+        let data =
+            json!({ "join": join, "in_channel": true, "role": user.role as i64, "uid": uid, "platform": platform });
         Some(json!({ "success": true, "data": data }))
     }
 

@@ -27,10 +27,29 @@ impl Role {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Event {
     Created,
-    Destroyed { cname: String, ts: i64 },
-    Joined { cname: String, uid: u32, role: Role, seq: i64, ts: i64, platform: Option<i64> },
-    Left { cname: String, uid: u32, seq: i64 },
-    RoleChanged { cname: String, uid: u32, role: Role, seq: i64 },
+    Destroyed {
+        cname: String,
+        ts: i64,
+    },
+    Joined {
+        cname: String,
+        uid: u32,
+        role: Role,
+        seq: i64,
+        ts: i64,
+        platform: Option<i64>,
+    },
+    Left {
+        cname: String,
+        uid: u32,
+        seq: i64,
+    },
+    RoleChanged {
+        cname: String,
+        uid: u32,
+        role: Role,
+        seq: i64,
+    },
     /// Another product's or type's event: accepted, and nothing to do.
     Other,
 }

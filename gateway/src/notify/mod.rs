@@ -12,16 +12,19 @@
 //!   a budgeted poll).
 //! - **Reconciliation** (`reconcile.rs`): polls of Agora in idle slots of the budget, every
 //!   channel every `reconcile_every`, correct what lost notices left wrong.
+//! - **Several replicas** (`relay.rs`): each notice taken from Agora is passed on, sealed, through
+//!   Redis, so every replica's books see every notice.
 
 mod book;
 mod event;
 pub(crate) mod reconcile;
+mod relay;
 mod signature;
 #[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -38,6 +41,7 @@ use crate::config::NotificationsConfig;
 use crate::error::GatewayError;
 use crate::metrics::{Metrics, ResultLabels};
 use crate::operations::Operation;
+use relay::{Relay, Relayed};
 
 /// At most this many `noticeId`s are remembered (for an hour each) to answer a resent one.
 const SEEN_CAPACITY: u64 = 200_000;
@@ -52,8 +56,9 @@ pub(crate) struct Project {
     book: Mutex<Book>,
     /// When the last notice of this project was accepted.
     last_notice: Mutex<Option<Instant>>,
-    /// The book was reconciled with Agora's channel list once since start.
-    pub(crate) baselined: AtomicBool,
+    /// The generation of notices (see [`Notifications::generation`]) the book was last baselined
+    /// in, plus one; 0: never.
+    baselined: AtomicU64,
 }
 
 impl Project {
@@ -67,9 +72,14 @@ impl Project {
         last.is_some_and(|at| now.saturating_duration_since(at) < self.silence_after)
     }
 
-    /// Reads are answered from the book: it was baselined, and notices keep coming.
-    pub(crate) fn is_live(&self, now: Instant) -> bool {
-        self.baselined.load(Ordering::SeqCst) && self.heard(now)
+    /// The book was baselined since notices last could have been missed (`generation`).
+    pub(crate) fn is_baselined(&self, generation: u64) -> bool {
+        self.baselined.load(Ordering::SeqCst) == generation + 1
+    }
+
+    /// The book was baselined in `generation`; `None`: it is not trusted any more.
+    pub(crate) fn set_baselined(&self, generation: Option<u64>) {
+        self.baselined.store(generation.map_or(0, |generation| generation + 1), Ordering::SeqCst);
     }
 }
 
@@ -83,13 +93,26 @@ pub(crate) enum Intake {
 pub(crate) struct Notifications {
     projects: HashMap<String, Arc<Project>>,
     seen: moka::sync::Cache<String, ()>,
-    /// Reads may be answered from the books (not in a fleet without a relay of the notices).
-    serve_reads: bool,
+    /// With several replicas: the notices each one takes, passed on to the others.
+    relay: Option<Arc<Relay>>,
     metrics: Arc<Metrics>,
 }
 
+/// Where the relay of notices across replicas lives: `throttle.redis_url`, its key prefix, the
+/// account's namespace, and the customer secret its seal is derived from.
+pub(crate) struct RelayTerms<'a> {
+    pub(crate) redis_url: &'a str,
+    pub(crate) prefix: &'a str,
+    pub(crate) namespace: &'a str,
+    pub(crate) customer_secret: &'a str,
+}
+
 impl Notifications {
-    pub(crate) fn new(configs: &[NotificationsConfig], serve_reads: bool, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(
+        configs: &[NotificationsConfig],
+        relay: Option<RelayTerms<'_>>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, crate::config::ConfigError> {
         let projects = configs
             .iter()
             .map(|config| {
@@ -100,13 +123,35 @@ impl Notifications {
                     silence_after: config.silence_after,
                     book: Mutex::new(Book::default()),
                     last_notice: Mutex::new(None),
-                    baselined: AtomicBool::new(false),
+                    baselined: AtomicU64::new(0),
                 };
                 (config.appid.clone(), Arc::new(project))
             })
             .collect();
         let seen = moka::sync::Cache::builder().max_capacity(SEEN_CAPACITY).time_to_live(SEEN_FOR).build();
-        Self { projects, seen, serve_reads, metrics }
+        let relay = match relay.filter(|_| !configs.is_empty()) {
+            Some(terms) => {
+                Some(Arc::new(Relay::new(terms.redis_url, terms.prefix, terms.namespace, terms.customer_secret)?))
+            }
+            None => None,
+        };
+        let notifications = Arc::new(Self { projects, seen, relay, metrics });
+        if let Some(relay) = &notifications.relay {
+            relay::start(relay, Arc::downgrade(&notifications));
+        }
+        Ok(notifications)
+    }
+
+    /// Notices could have been missed before this: the relay's subscriptions so far (0 alone).
+    pub(crate) fn generation(&self) -> u64 {
+        self.relay.as_ref().map_or(0, |relay| relay.subscriptions.load(Ordering::SeqCst))
+    }
+
+    /// Reads are answered from `project`'s book: it was baselined since notices last could have
+    /// been missed, every notice reaches this replica, and notices keep coming.
+    fn is_live(&self, project: &Project, now: Instant) -> bool {
+        let relayed = self.relay.as_ref().is_none_or(|relay| relay.is_subscribed());
+        relayed && project.is_baselined(self.generation()) && project.heard(now)
     }
 
     pub(crate) fn projects(&self) -> impl Iterator<Item = &Arc<Project>> {
@@ -118,14 +163,14 @@ impl Notifications {
     }
 
     /// One notice for `appid`: verified, then applied unless it was seen before.
-    pub(crate) fn intake(&self, appid: &str, headers: &HeaderMap, body: &[u8]) -> Result<Intake, GatewayError> {
+    pub(crate) async fn intake(&self, appid: &str, headers: &HeaderMap, body: &[u8]) -> Result<Intake, GatewayError> {
         let Some(project) = self.projects.get(appid) else {
             self.count("refused");
             return Err(GatewayError::not_found("no [[notifications]] entry for this App ID"));
         };
         if let Err(refused) = signature::verify(&project.secret, headers, body) {
             self.count("refused");
-            return Err(GatewayError::Unauthorized(refused.message().into()));
+            return Err(GatewayError::BadSignature(refused.message().into()));
         }
         let read = serde_json::from_slice::<Notice>(body)
             .map_err(|error| format!("the notice is not an NCS notice: {error}"))
@@ -137,18 +182,43 @@ impl Notifications {
                 return Err(GatewayError::bad_request(message));
             }
         };
-        if !self.seen.entry(format!("{appid}/{}", notice.notice_id)).or_insert(()).is_fresh() {
+        let seen = format!("{appid}/{}", notice.notice_id);
+        if !self.seen.entry(seen.clone()).or_insert(()).is_fresh() {
             self.count("duplicate");
             return Ok(Intake::Duplicate);
         }
+        if let Some(relay) = &self.relay
+            && let Err(error) = relay.publish(appid, body).await
+        {
+            // Agora sends it again; then it is new again.
+            self.seen.invalidate(&seen);
+            self.count("unrelayed");
+            tracing::warn!(%error, "could not pass an NCS notice on to the other replicas: answered 503");
+            return Err(GatewayError::Unavailable("the notice could not be passed on to every replica".into()));
+        }
+        self.apply(project, &notice, event);
+        self.count("accepted");
+        Ok(Intake::Accepted)
+    }
+
+    fn apply(&self, project: &Project, notice: &Notice, event: Event) {
         let now = Instant::now();
         if event != Event::Other {
             project.book().apply(event, now);
         }
         *project.last_notice.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(now);
-        self.count("accepted");
-        tracing::debug!(appid, event_type = notice.event_type, "NCS notice applied");
-        Ok(Intake::Accepted)
+        tracing::debug!(appid = %project.appid, event_type = notice.event_type, "NCS notice applied");
+    }
+
+    /// A notice another replica took from Agora (its signature was checked there).
+    fn apply_relayed(&self, relayed: &Relayed) {
+        let Some(project) = self.projects.get(&relayed.appid) else { return };
+        let Ok(notice) = serde_json::from_slice::<Notice>(&relayed.body) else { return };
+        let Ok(event) = notice.event() else { return };
+        if self.seen.entry(format!("{}/{}", relayed.appid, notice.notice_id)).or_insert(()).is_fresh() {
+            self.apply(project, &notice, event);
+            self.count("relayed");
+        }
     }
 
     /// Agora's answer to `get_user_property` (sent at `sent`), for a user the book has by a poll
@@ -168,11 +238,8 @@ impl Notifications {
 
     /// A channel read answered from a live project's book: Agora's JSON body.
     pub(crate) fn answer(&self, call: &Call) -> Option<Bytes> {
-        if !self.serve_reads {
-            return None;
-        }
         let project = self.projects.get(call.get("appid")?)?;
-        if !project.is_live(Instant::now()) {
+        if !self.is_live(project, Instant::now()) {
             return None;
         }
         let book = project.book();

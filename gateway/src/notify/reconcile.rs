@@ -13,7 +13,6 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use agora_console_client::types::{ChannelListResponse, ChannelUsersResponse};
@@ -33,6 +32,10 @@ pub(crate) type PollFn =
 /// Whether this replica has nobody waiting for a slot.
 pub(crate) type IdleFn = Arc<dyn Fn() -> bool + Send + Sync>;
 
+/// The generation of notices (`Notifications::generation`): a book baselined in an older one
+/// may have missed notices.
+pub(crate) type GenerationFn = Arc<dyn Fn() -> u64 + Send + Sync>;
+
 /// How often the task looks at its project.
 const TICK: Duration = Duration::from_millis(200);
 /// After a failed poll, wait this long before the next.
@@ -46,6 +49,7 @@ pub(crate) struct Reconciler {
     pub(crate) project: Arc<Project>,
     pub(crate) poll: PollFn,
     pub(crate) idle: IdleFn,
+    pub(crate) generation: GenerationFn,
     pub(crate) metrics: Arc<Metrics>,
 }
 
@@ -59,11 +63,12 @@ impl Reconciler {
             let project = &self.project;
             if !project.heard(now) {
                 // Silence: the book is no longer trusted, and nothing is polled for it.
-                project.baselined.store(false, Ordering::SeqCst);
+                project.set_baselined(None);
                 continue;
             }
             let every = project.reconcile_every;
-            let baselined = project.baselined.load(Ordering::SeqCst);
+            let generation = (self.generation)();
+            let baselined = project.is_baselined(generation);
             if !baselined || listed_at.is_none_or(|at| now.saturating_duration_since(at) >= every) {
                 match self.list().await {
                     Ok(()) => listed_at = Some(now),
@@ -74,7 +79,7 @@ impl Reconciler {
                     }
                 }
                 if !baselined {
-                    project.baselined.store(true, Ordering::SeqCst);
+                    project.set_baselined(Some(generation));
                     tracing::info!(appid = %project.appid, "NCS: channel reads of this project are answered from notices");
                 }
             }
@@ -127,7 +132,7 @@ impl Reconciler {
         let (corrections, due) = self.project.book().reconcile_list(&listed, sent);
         self.metrics.ncs_corrections.inc_by(corrections);
         // A baseline learns whole channels: their users' join times are learned when first asked.
-        let learn = self.project.baselined.load(Ordering::SeqCst);
+        let learn = self.project.is_baselined((self.generation)());
         for cname in due {
             self.channel(&cname, learn).await?;
         }

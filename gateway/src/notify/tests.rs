@@ -42,7 +42,10 @@ fn agoras_signature_vectors_verify_both_ways_and_nothing_else_does() {
     assert_eq!(refused(&[], secret, body), signature::Refused::Missing);
     assert_eq!(refused(&[("agora-signature-v2", VECTOR_SHA256)], b"other", body), signature::Refused::Wrong);
     let tampered = VECTOR_BODY.replace("1560408533119", "1560408533120");
-    assert_eq!(refused(&[("agora-signature-v2", VECTOR_SHA256)], secret, tampered.as_bytes()), signature::Refused::Wrong);
+    assert_eq!(
+        refused(&[("agora-signature-v2", VECTOR_SHA256)], secret, tampered.as_bytes()),
+        signature::Refused::Wrong
+    );
     assert_eq!(refused(&[("agora-signature-v2", "zz")], secret, body), signature::Refused::NotHex);
     // A V2 that is wrong is not rescued by a right V1.
     let both = [("agora-signature-v2", VECTOR_SHA1), ("agora-signature", VECTOR_SHA1)];
@@ -120,14 +123,16 @@ fn a_poll_corrects_what_no_event_touched_since_it_was_sent() {
     // After the poll was sent: user 4 joined (the poll cannot know).
     book.apply(joined("c", 4, Role::Communication, 4), sent + Duration::from_millis(1));
     // Agora: 1 and 3 (user 2's leave was lost, user 3's join was lost).
-    let polled = Polled { mode: Some(1), users: vec![(1, Role::Communication), (3, Role::Communication)], partial: false };
+    let polled =
+        Polled { mode: Some(1), users: vec![(1, Role::Communication), (3, Role::Communication)], partial: false };
     let corrections = book.reconcile("c", Some(polled), sent, sent + Duration::from_millis(2));
     assert_eq!(corrections, (2, vec![3]));
     assert_eq!(users(&book, "c")["users"], json!([1, 3, 4]));
     // User 3 came by a poll: its join time is not known, so its property is not answered here...
     assert_eq!(book.user_property(3, "c"), None);
     // ... until Agora's answer about it is learned.
-    let property = json!({ "success": true, "data": { "in_channel": true, "join": 99, "platform": 2, "role": 1, "uid": 3 } });
+    let property =
+        json!({ "success": true, "data": { "in_channel": true, "join": 99, "platform": 2, "role": 1, "uid": 3 } });
     book.learn("c", 3, &property, sent + Duration::from_millis(3));
     assert_eq!(book.user_property(3, "c").unwrap()["data"]["join"], 99);
     // Gone at Agora, untouched since: dropped.
@@ -154,7 +159,8 @@ fn the_channel_list_pages_and_reconciles() {
 #[test]
 fn notices_read_with_their_events_and_name_what_they_lack() {
     let notice = |event_type: i64, payload: Value| -> Result<Event, String> {
-        let body = json!({ "noticeId": "n", "productId": 1, "eventType": event_type, "notifyMs": 1, "payload": payload });
+        let body =
+            json!({ "noticeId": "n", "productId": 1, "eventType": event_type, "notifyMs": 1, "payload": payload });
         serde_json::from_value::<Notice>(body).unwrap().event()
     };
     let payload = json!({ "channelName": "c", "uid": 5, "platform": 1, "clientType": 0, "clientSeq": 9, "ts": 100 });
@@ -162,11 +168,14 @@ fn notices_read_with_their_events_and_name_what_they_lack() {
         Event::Joined { cname: "c".into(), uid: 5, role: Role::Audience, seq: 9, ts: 100, platform: Some(1) };
     assert_eq!(notice(105, payload.clone()), Ok(expected));
     assert_eq!(notice(108, payload), Ok(Event::Left { cname: "c".into(), uid: 5, seq: 9 }));
-    assert_eq!(notice(107, json!({ "channelName": "c", "uid": 5, "ts": 1 })).unwrap_err(), "payload.clientSeq is missing");
+    assert_eq!(
+        notice(107, json!({ "channelName": "c", "uid": 5, "ts": 1 })).unwrap_err(),
+        "payload.clientSeq is missing"
+    );
     assert_eq!(notice(999, json!({})), Ok(Event::Other));
 }
 
-fn notifications() -> Notifications {
+fn notifications() -> Arc<Notifications> {
     let config = format!(
         r#"
         [upstream]
@@ -183,7 +192,7 @@ fn notifications() -> Notifications {
     "#
     );
     let config = Config::parse(&config, std::path::Path::new(".")).unwrap();
-    Notifications::new(&config.notifications, true, Arc::new(Metrics::new()))
+    Notifications::new(&config.notifications, None, Arc::new(Metrics::new())).unwrap()
 }
 
 fn signed(body: &str) -> HeaderMap {
@@ -198,18 +207,21 @@ async fn intake_refuses_forgeries_answers_duplicates_and_serves_only_a_live_proj
         "payload": { "channelName": "c", "uid": 5, "platform": 1, "clientSeq": 1, "ts": 100 } })
     .to_string();
     let forged = headers(&[("agora-signature-v2", &"0".repeat(64))]);
-    assert!(notifications.intake(APPID, &forged, body.as_bytes()).is_err());
-    assert!(notifications.intake(APPID, &HeaderMap::new(), body.as_bytes()).is_err());
-    assert!(notifications.intake("ffffffffffffffffffffffffffffffff", &signed(&body), body.as_bytes()).is_err());
+    assert!(notifications.intake(APPID, &forged, body.as_bytes()).await.is_err());
+    assert!(notifications.intake(APPID, &HeaderMap::new(), body.as_bytes()).await.is_err());
+    assert!(notifications.intake("ffffffffffffffffffffffffffffffff", &signed(&body), body.as_bytes()).await.is_err());
     let call = Call::with(Operation::ListChannelUsers, &[("appid", APPID), ("cname", "c")]);
     assert_eq!(notifications.answer(&call), None, "nothing heard yet");
-    assert_eq!(notifications.intake(APPID, &signed(&body), body.as_bytes()).unwrap(), Intake::Accepted);
-    assert_eq!(notifications.intake(APPID, &signed(&body), body.as_bytes()).unwrap(), Intake::Duplicate);
+    assert_eq!(notifications.intake(APPID, &signed(&body), body.as_bytes()).await.unwrap(), Intake::Accepted);
+    assert_eq!(notifications.intake(APPID, &signed(&body), body.as_bytes()).await.unwrap(), Intake::Duplicate);
     assert_eq!(notifications.answer(&call), None, "not reconciled with Agora yet");
     let project = notifications.projects().next().unwrap();
-    project.baselined.store(true, std::sync::atomic::Ordering::SeqCst);
+    project.set_baselined(Some(notifications.generation()));
     let answer: Value = serde_json::from_slice(&notifications.answer(&call).unwrap()).unwrap();
-    assert_eq!(answer, json!({ "success": true, "data": { "channel_exist": true, "mode": 1, "total": 1, "users": [5] } }));
+    assert_eq!(
+        answer,
+        json!({ "success": true, "data": { "channel_exist": true, "mode": 1, "total": 1, "users": [5] } })
+    );
     let other = Call::with(Operation::ListChannelUsers, &[("appid", "abc"), ("cname", "c")]);
     assert_eq!(notifications.answer(&other), None);
 }

@@ -30,7 +30,7 @@ pub(crate) async fn intake(
         Ok(body) => body,
         Err(error) => return error.into_response(),
     };
-    match gateway.notifications.intake(&appid, &headers, &body) {
+    match gateway.notifications.intake(&appid, &headers, &body).await {
         Ok(intake) => {
             let duplicate = intake == Intake::Duplicate;
             (StatusCode::OK, axum::Json(json!({ "accepted": true, "duplicate": duplicate }))).into_response()

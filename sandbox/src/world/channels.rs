@@ -237,7 +237,13 @@ impl World {
     }
 
     /// Users leave a channel (`reason`: Agora's code); the channel ends with its last user.
-    pub(crate) fn leave_channel(&mut self, appid: &str, cname: &str, uids: &[u32], now: DateTime<Utc>) -> ApiResult<()> {
+    pub(crate) fn leave_channel(
+        &mut self,
+        appid: &str,
+        cname: &str,
+        uids: &[u32],
+        now: DateTime<Utc>,
+    ) -> ApiResult<()> {
         self.require_app(appid)?;
         let Some(channel) = self.channels.get_mut(appid).and_then(|channels| channels.get_mut(cname)) else {
             return Ok(());

@@ -17,12 +17,11 @@
 //!   before trusting the shared tier.
 //!
 //! Here: the shared state and Redis's keys; `fill.rs` the shared fills, `invalidation.rs` the
-//! invalidations and the subscriber, `wire.rs` what goes over the wire, and the Lua scripts each
+//! invalidations and the subscriber, `wire.rs` what goes over the wire (sealed: `seal.rs`), and the Lua scripts each
 //! in a file of its own.
 
 mod fill;
 mod invalidation;
-mod seal;
 mod wire;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -97,7 +96,7 @@ pub(crate) struct ClusterCache {
     trusted_from_ms: AtomicU64,
     metrics: Arc<Metrics>,
     /// Seals what goes into Redis (`seal.rs`).
-    seal: seal::Seal,
+    seal: crate::seal::Seal,
     /// Classes whose last invalidation could not be published yet (retried until it is): this
     /// replica takes no shared copy of them meanwhile.
     unpublished: [AtomicBool; 3],
@@ -131,7 +130,7 @@ impl ClusterCache {
             applied_epoch: AtomicU64::new(0),
             trusted_from_ms: AtomicU64::new(u64::MAX),
             metrics,
-            seal: seal::Seal::of_account(customer_secret),
+            seal: crate::seal::Seal::of_account(customer_secret),
             unpublished: [AtomicBool::new(false), AtomicBool::new(false), AtomicBool::new(false)],
             local: Mutex::new(None),
         });

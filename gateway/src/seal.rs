@@ -1,9 +1,10 @@
-//! What the shared cache puts in Redis is sealed with a key only the gateways of the account hold
-//! (derived from its customer secret): an entry's body is encrypted and, with its key, status and
-//! headers, authenticated (ChaCha20-Poly1305); an invalidation message is authenticated. So
-//! Redis never holds App certificates in clear, and an entry or message that something else wrote
-//! there — a forged project list would be an authorization bypass — fails its seal and is
-//! ignored (and counted: `agora_gateway_cache_shared_rejected_total`).
+//! What the gateways of an account put in Redis is sealed with a key only they hold (derived from
+//! its customer secret): a shared cache entry's body is encrypted and, with its key, status and
+//! headers, authenticated (ChaCha20-Poly1305); an invalidation message is authenticated; a
+//! notice relayed to the other replicas (`notify/relay.rs`) is encrypted and authenticated. So
+//! Redis never holds App certificates or channel members in clear, and an entry or message that
+//! something else wrote there — a forged project list would be an authorization bypass — fails
+//! its seal and is ignored (and counted: `agora_gateway_cache_shared_rejected_total`).
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
@@ -12,13 +13,13 @@ use sha2::{Digest, Sha256};
 const NONCE_BYTES: usize = 12;
 const TAG_BYTES: usize = 16;
 
-pub(super) struct Seal {
+pub(crate) struct Seal {
     cipher: ChaCha20Poly1305,
 }
 
 impl Seal {
     /// The account's seal: a key derived from its customer secret.
-    pub(super) fn of_account(customer_secret: &str) -> Self {
+    pub(crate) fn of_account(customer_secret: &str) -> Self {
         let key = Sha256::new()
             .chain_update(b"agora-gateway shared cache seal v1\n")
             .chain_update(customer_secret.as_bytes())
@@ -28,7 +29,7 @@ impl Seal {
 
     /// `plaintext` encrypted and, with `context`, authenticated: nonce, ciphertext, tag. `None`
     /// only if the operating system gives no random numbers (then nothing is shared).
-    pub(super) fn seal(&self, context: &[u8], plaintext: &[u8]) -> Option<Vec<u8>> {
+    pub(crate) fn seal(&self, context: &[u8], plaintext: &[u8]) -> Option<Vec<u8>> {
         let mut nonce = [0u8; NONCE_BYTES];
         getrandom::fill(&mut nonce).ok()?;
         let sealed = self.cipher.encrypt(&Nonce::from(nonce), Payload { msg: plaintext, aad: context }).ok()?;
@@ -39,7 +40,7 @@ impl Seal {
     }
 
     /// The plaintext, if `sealed` was sealed by this account's key for `context`.
-    pub(super) fn open(&self, context: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+    pub(crate) fn open(&self, context: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
         if sealed.len() < NONCE_BYTES + TAG_BYTES {
             return None;
         }
@@ -49,12 +50,12 @@ impl Seal {
     }
 
     /// A message's seal, as hex: `context` authenticated, nothing encrypted.
-    pub(super) fn tag(&self, context: &[u8]) -> Option<String> {
+    pub(crate) fn tag(&self, context: &[u8]) -> Option<String> {
         Some(self.seal(context, b"")?.iter().map(|byte| format!("{byte:02x}")).collect())
     }
 
     /// Whether `tag` (hex) is this account's seal of `context`.
-    pub(super) fn verify(&self, context: &[u8], tag: &str) -> bool {
+    pub(crate) fn verify(&self, context: &[u8], tag: &str) -> bool {
         let bytes: Option<Vec<u8>> = (0..tag.len())
             .step_by(2)
             .map(|at| tag.get(at..at + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
