@@ -39,6 +39,15 @@ pub(crate) fn admin_router(gateway: Arc<Gateway>) -> Router {
         .layer(EdgeLayer { metrics: gateway.metrics.clone(), timeout: gateway.request_timeout })
 }
 
+/// The listener for Agora's notices (`server.notifications_listen`): the intake alone, so that the
+/// address Agora's servers reach serves nothing else.
+pub(crate) fn notifications_router(gateway: Arc<Gateway>) -> Router {
+    routes::notification_routes()
+        .fallback(not_found)
+        .with_state(gateway.clone())
+        .layer(EdgeLayer { metrics: gateway.metrics.clone(), timeout: gateway.request_timeout })
+}
+
 /// The whole HTTP surface, with its layers (outermost first).
 pub(crate) fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()

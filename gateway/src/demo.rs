@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::auth::mint::{MintRequest, mint};
-use crate::config::{Config, KeyConfig, Secret, TenantConfig, UpstreamConfig};
+use crate::config::{Config, KeyConfig, NotificationsConfig, Secret, TenantConfig, UpstreamConfig};
 use crate::policy::Scope;
 
 pub(crate) const DEMO_AUDIENCE: &str = "agora-gateway";
@@ -66,10 +66,26 @@ pub(crate) fn config() -> Config {
             tenant("globex", "globex-", &[ProjectsRead, UsageRead, KickingRead, KickingWrite, ChannelsRead], 1),
             tenant("ops", "", &Scope::ALL, 1),
         ],
-        notifications: vec![],
+        notifications: notifications(),
+        demo: true,
     };
     config.validate().expect("the demo config is valid");
     config
+}
+
+/// Every demo project's channel state comes from the notices of the embedded sandbox (which plays
+/// Agora's Notifications service, with users joining and leaving the demo channels).
+fn notifications() -> Vec<NotificationsConfig> {
+    let secret = Secret::generate().expect("the operating system's random number generator works");
+    agora_sandbox::demo_app_ids()
+        .into_iter()
+        .map(|(_, appid)| NotificationsConfig {
+            appid,
+            secret: secret.clone(),
+            reconcile_every: Duration::from_secs(60),
+            silence_after: Duration::from_secs(300),
+        })
+        .collect()
 }
 
 /// A token for each demo tenant, with all of its scopes.

@@ -61,7 +61,7 @@ use std::sync::Arc;
 use futures::FutureExt;
 use tokio::net::TcpListener;
 
-use app::{admin_router, router};
+use app::{admin_router, notifications_router, router};
 pub use config::{Config, ConfigError};
 use state::Gateway;
 
@@ -71,6 +71,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// Where its admin listener listens (`server.admin_listen`), if it has one.
     pub admin_addr: Option<SocketAddr>,
+    /// Where its listener for Agora's notices listens (`server.notifications_listen`), if it has one.
+    pub notifications_addr: Option<SocketAddr>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -105,40 +107,60 @@ impl Drop for Running {
 /// Builds the gateway from `config` and serves it on `listener` in the background (and on
 /// `server.admin_listen`, bound here, if set).
 pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Running> {
-    let gateway = Gateway::new(config, None).await?;
     let addr = listener.local_addr()?;
-    let admin = bind_admin(config).await?;
-    let admin_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;
+    // Where an embedded sandbox sends its notices, if it plays Agora's Notifications service.
+    let mut config = config.clone();
+    config.server.listen = addr;
+    let config = &config;
+    let gateway = Gateway::new(config, None).await?;
+    let side = SideListeners::bind(config).await?;
+    let local = |listener: &Option<TcpListener>| listener.as_ref().map(TcpListener::local_addr).transpose();
+    let (admin_addr, notifications_addr) = (local(&side.admin)?, local(&side.notifications)?);
     let (shutdown, signal) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(serve(gateway, listener, admin, async move {
+    let task = tokio::spawn(serve(gateway, listener, side, async move {
         let _ = signal.await;
     }));
-    Ok(Running { addr, admin_addr, shutdown: Some(shutdown), task: Some(task) })
+    Ok(Running { addr, admin_addr, notifications_addr, shutdown: Some(shutdown), task: Some(task) })
 }
 
-/// The admin listener's socket, if `server.admin_listen` is set.
-pub(crate) async fn bind_admin(config: &Config) -> anyhow::Result<Option<TcpListener>> {
-    let Some(admin) = config.server.admin_listen else { return Ok(None) };
-    let listener =
-        TcpListener::bind(admin).await.map_err(|error| anyhow::anyhow!("server.admin_listen {admin}: {error}"))?;
-    Ok(Some(listener))
+/// The listeners beside the main one: `server.admin_listen` and `server.notifications_listen`.
+#[derive(Default)]
+pub(crate) struct SideListeners {
+    pub(crate) admin: Option<TcpListener>,
+    pub(crate) notifications: Option<TcpListener>,
+}
+
+impl SideListeners {
+    pub(crate) async fn bind(config: &Config) -> anyhow::Result<Self> {
+        let bind = async |address: Option<SocketAddr>, field: &str| -> anyhow::Result<Option<TcpListener>> {
+            let Some(address) = address else { return Ok(None) };
+            let listener = TcpListener::bind(address).await.map_err(|e| anyhow::anyhow!("{field} {address}: {e}"))?;
+            Ok(Some(listener))
+        };
+        Ok(Self {
+            admin: bind(config.server.admin_listen, "server.admin_listen").await?,
+            notifications: bind(config.server.notifications_listen, "server.notifications_listen").await?,
+        })
+    }
 }
 
 /// Serves until `shutdown` resolves, then lets in-flight requests finish.
 pub(crate) async fn serve(
     gateway: Arc<Gateway>,
     listener: TcpListener,
-    admin: Option<TcpListener>,
+    side: SideListeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let shutdown = shutdown.boxed().shared();
     let (limits, connections) = (gateway.limits, gateway.connections.clone());
     let main = server::serve(listener, router(gateway.clone()), limits, connections.clone(), shutdown.clone());
-    match admin {
-        Some(admin) => {
-            let admin = server::serve(admin, admin_router(gateway), limits, connections, shutdown);
-            tokio::join!(main, admin);
-        }
-        None => main.await,
-    }
+    let admin = side.admin.map(|admin| {
+        server::serve(admin, admin_router(gateway.clone()), limits, connections.clone(), shutdown.clone())
+    });
+    let notifications = side.notifications.map(|notifications| {
+        server::serve(notifications, notifications_router(gateway), limits, connections, shutdown)
+    });
+    tokio::join!(main, async { futures::future::OptionFuture::from(admin).await }, async {
+        futures::future::OptionFuture::from(notifications).await
+    });
 }

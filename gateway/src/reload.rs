@@ -84,6 +84,7 @@ fn keep_what_needs_a_restart(old: &Config, new: &mut Config) -> Vec<&'static str
     let server_fields = [
         ("server.listen", old_server.listen != server.listen),
         ("server.admin_listen", old_server.admin_listen != server.admin_listen),
+        ("server.notifications_listen", old_server.notifications_listen != server.notifications_listen),
         ("server.request_timeout", old_server.request_timeout != server.request_timeout),
         ("server.max_body", old_server.max_body != server.max_body),
         ("server.shutdown_grace", old_server.shutdown_grace != server.shutdown_grace),

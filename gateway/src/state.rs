@@ -66,7 +66,13 @@ impl Gateway {
         auth.fetch_new_key_sets().await;
         let (customer_id, customer_secret) = account_credentials(config)?;
         let (sandbox, base_urls) = if config.upstream.is_embedded_sandbox() {
-            let (sandbox, base_url) = embedded::start(&customer_id, &customer_secret).await?;
+            // The sandbox plays Agora's Notifications service too, for the projects that have it.
+            let notify = (!config.notifications.is_empty()).then(|| embedded::Notify {
+                listen: config.server.listen,
+                secrets: config.notifications.iter().map(|n| (n.appid.as_str(), n.secret.expose())).collect(),
+                activity: config.demo.then_some(Duration::from_secs(1)),
+            });
+            let (sandbox, base_url) = embedded::start(&customer_id, &customer_secret, notify).await?;
             (Some(sandbox), vec![base_url])
         } else {
             (None, config.upstream.domains())

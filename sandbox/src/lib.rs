@@ -59,6 +59,9 @@ pub struct SandboxConfig {
     pub extra_projects: usize,
     /// Send Notifications (NCS) events of the channels, signed, to this URL.
     pub notify: Option<NotifyConfig>,
+    /// Every this often, somebody joins or leaves a channel of the demo seed (the demo's
+    /// notifications).
+    pub activity: Option<Duration>,
 }
 
 impl SandboxConfig {
@@ -73,6 +76,7 @@ impl SandboxConfig {
             flavor: Flavor::Agora,
             extra_projects: 0,
             notify: None,
+            activity: None,
         }
     }
 }
@@ -87,15 +91,25 @@ pub fn app(config: &SandboxConfig) -> Router {
     seed::fillers(&mut world, config.extra_projects);
     // The seed's channels were there before anyone listened: no notices for them.
     world.take_events();
-    let state = routes::SandboxState::new(
+    let state = Arc::new(routes::SandboxState::new(
         &config.customer_id,
         &config.customer_secret,
         config.flavor,
         world,
         traffic::Traffic::new(config.rate_limit, config.latency),
         config.notify.clone().map(notify::Notifier::start),
-    );
-    routes::router(Arc::new(state))
+    ));
+    if let Some(every) = config.activity {
+        tokio::spawn(routes::activity(Arc::downgrade(&state), every));
+    }
+    routes::router(state)
+}
+
+/// The demo account's projects: name and App ID (the seed is deterministic).
+pub fn demo_app_ids() -> Vec<(String, String)> {
+    let mut world = world::World::new(seed::DEMO_SEED);
+    seed::demo(&mut world, chrono::Utc::now());
+    world.list_projects().into_iter().map(|project| (project.name, project.vendor_key)).collect()
 }
 
 /// A running sandbox, on a thread and runtime of its own: however busy the process that started

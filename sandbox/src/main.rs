@@ -39,6 +39,9 @@ struct Args {
     /// notices go to each in turn (as a load balancer would send them to several replicas).
     #[arg(long, requires = "notify_secret")]
     notify_url: Vec<String>,
+    /// Every this often (e.g. 2s), somebody joins or leaves a channel of the demo seed.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    activity: Option<Duration>,
     /// The NCS secret that signs the notices.
     #[arg(long, env = "AGORA_NCS_SECRET", hide_env_values = true)]
     notify_secret: Option<String>,
@@ -56,8 +59,9 @@ async fn main() -> anyhow::Result<()> {
         seed: args.seed,
         flavor: args.flavor,
         extra_projects: args.extra_projects,
+        activity: args.activity,
         notify: match (args.notify_url.is_empty(), args.notify_secret) {
-            (false, Some(secret)) => Some(NotifyConfig { urls: args.notify_url, secret }),
+            (false, Some(secret)) => Some(NotifyConfig { urls: args.notify_url, secret, ..Default::default() }),
             _ => None,
         },
     };

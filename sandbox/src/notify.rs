@@ -18,10 +18,19 @@ use crate::world::ChannelEvent;
 /// Where notices go (`{appid}` in a URL is replaced with the event's App ID) and their secret.
 /// With several URLs, each notice (and each resending of one) goes to the next, as a load
 /// balancer in front of several replicas would send them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct NotifyConfig {
     pub urls: Vec<String>,
+    /// The NCS secret of every app...
     pub secret: String,
+    /// ... but these, which have their own (by App ID).
+    pub app_secrets: std::collections::BTreeMap<String, String>,
+}
+
+impl NotifyConfig {
+    fn secret_of(&self, appid: &str) -> &str {
+        self.app_secrets.get(appid).unwrap_or(&self.secret)
+    }
 }
 
 /// Faults of delivery; each rate from 0.0 to 1.0, drawn per notice.
@@ -189,7 +198,7 @@ impl Sender {
 
     /// One notice, answered 200 or sent again: at once, after one second, after two; then dropped.
     async fn post(&self, appid: &str, body: &str, delivery: &mut Delivery) {
-        let (v1, v2) = sign(&self.config.secret, body.as_bytes());
+        let (v1, v2) = sign(self.config.secret_of(appid), body.as_bytes());
         for pause in [0, 0, 1, 2] {
             tokio::time::sleep(Duration::from_secs(pause)).await;
             let turn = self.next_url.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -621,6 +621,33 @@ async fn notify_report(State(state): AppState) -> Response {
     }
 }
 
+/// The demo's channels come alive: every `every`, a user joins a channel of the demo seed, or one
+/// who joined that way leaves it — and Agora's notices say so. Ends with the sandbox.
+pub(crate) async fn activity(state: std::sync::Weak<SandboxState>, every: std::time::Duration) {
+    let mut rng = fastrand::Rng::new();
+    let mut joined: Vec<(String, String, u32)> = Vec::new();
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(state) = state.upgrade() else { return };
+        let changed = if joined.len() > 8 || (!joined.is_empty() && rng.bool()) {
+            let (appid, cname, uid) = joined.swap_remove(rng.usize(..joined.len()));
+            state.world().leave_channel(&appid, &cname, &[uid], Utc::now())
+        } else {
+            let Some((appid, cname, mode)) = state.world().random_channel(&mut rng) else { continue };
+            let uid = rng.u32(90_000..100_000);
+            let members = match mode {
+                Mode::Communication => ChannelMembers { users: vec![uid], ..Default::default() },
+                Mode::Live => ChannelMembers { audience: vec![uid], ..Default::default() },
+            };
+            joined.push((appid.clone(), cname.clone(), uid));
+            state.world().join_channel(&appid, &cname, mode, &members, Utc::now())
+        };
+        if changed.is_ok() {
+            state.notify().await;
+        }
+    }
+}
+
 /// `Content-Type` of every JSON answer.
 pub(crate) fn json_content_type() -> HeaderValue {
     HeaderValue::from_static("application/json; charset=utf-8")

@@ -413,6 +413,14 @@ async fn the_demo_command_starts_and_the_readme_examples_work() {
     assert_eq!(list.projects.len(), 2);
     let (channels, rule) = readme_client_example(&base, &token).await.expect("the README's client example runs");
     assert!(channels > 0 && rule > 0, "{channels} channels, rule {rule}");
+    // The demo's channels come alive, and their reads are answered from the sandbox's notices.
+    let acme_web = list.projects.iter().find(|p| p.name == "acme-web").unwrap().vendor_key.clone();
+    let lobby = format!("{base}/dev/v1/channel/user/{acme_web}/lobby");
+    wait_for("the demo's channel reads answered from notices", async || {
+        let response = http().get(&lobby).bearer_auth(&token).send().await.unwrap();
+        response.status() == 200 && response.headers().get("x-cache").is_some_and(|value| value == "EVENTS")
+    })
+    .await;
     child.kill().await.unwrap();
 }
 

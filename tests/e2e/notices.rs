@@ -32,10 +32,15 @@ struct Notified {
 
 impl Notified {
     async fn start(name: &str, reconcile_every: &str, silence_after: &str) -> Self {
+        Self::start_with(name, reconcile_every, silence_after, "").await
+    }
+
+    async fn start_with(name: &str, reconcile_every: &str, silence_after: &str, server_extra: &'static str) -> Self {
         let port = free_port();
         let notify = NotifyConfig {
             urls: vec![format!("http://127.0.0.1:{port}/agora/ncs/{{appid}}")],
             secret: NCS_SECRET.to_string(),
+            ..Default::default()
         };
         let config = SandboxConfig {
             seed: Seed::Demo,
@@ -53,7 +58,7 @@ impl Notified {
                 "\n[[notifications]]\nappid = \"{appid}\"\nsecret = \"{NCS_SECRET}\"\nreconcile_every = \"{reconcile_every}\"\nsilence_after = \"{silence_after}\"\n"
             ));
         }
-        let options = Options { channel_ttl: "1s", sections, ..Options::default() };
+        let options = Options { channel_ttl: "1s", sections, server_extra, ..Options::default() };
         let toml = gateway_toml(&sandbox.base_url(), &projects.named("initech-staging").id, &options);
         let gateway = GatewayProcess::spawn_on(port, &toml, &temp_dir(name), name, Output::Discard, &[], None).await;
         Notified { sandbox, gateway, acme, initech }
@@ -335,7 +340,9 @@ async fn channel_reads_come_from_notices_spend_nothing_and_match_the_truth() {
 #[tokio::test]
 async fn forged_notices_change_nothing_tenants_stay_apart_and_silence_falls_back() {
     let _load = LOAD.lock().await;
-    let stack = Notified::start("ncs-refusals", "1s", "3s").await;
+    let notifications_port = free_port();
+    let server_extra = format!("notifications_listen = \"127.0.0.1:{notifications_port}\"\n");
+    let stack = Notified::start_with("ncs-refusals", "1s", "3s", server_extra.leak()).await;
     let (acme, initech) = (token("acme", TENANT_SCOPES), initech_token("channels:read"));
     let join = json!({ "appid": stack.acme, "cname": "ncs-room", "mode": 1, "users": [41] });
     stack.hook("channels", join).await;
@@ -380,6 +387,28 @@ async fn forged_notices_change_nothing_tenants_stay_apart_and_silence_falls_back
         (200, json!({ "channel_exist": true, "mode": 1, "users": [41], "total": 1 }))
     );
     assert_eq!(stack.metric("agora_gateway_ncs_notices_total{result=\"refused\"}").await, 5);
+
+    // The listener for Agora alone (`server.notifications_listen`): a notice Agora would have
+    // sent (here, for a join the sandbox did not notify) is taken there, and nothing else is served.
+    let agora_side = format!("http://127.0.0.1:{notifications_port}");
+    stack.faults(NotifyFaults { paused: true, ..NotifyFaults::default() }).await;
+    stack.hook("channels", json!({ "appid": stack.acme, "cname": "ncs-room", "mode": 1, "users": [43] })).await;
+    stack.faults(NotifyFaults::default()).await;
+    let notice = json!({ "noticeId": "by-hand-43", "productId": 1, "eventType": 107, "notifyMs": 1,
+        "payload": { "channelName": "ncs-room", "uid": 43, "platform": 7, "clientType": 0, "clientSeq": 1_000_000_000, "ts": 1 } })
+    .to_string();
+    let (_, signature) = agora_sandbox::sign(NCS_SECRET, notice.as_bytes());
+    let at_agora_side = format!("{agora_side}/agora/ncs/{}", stack.acme);
+    let (status, _, body) =
+        post(vec![("agora-signature-v2", signature.clone())], notice.clone(), at_agora_side.clone()).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"accepted":true,"duplicate":false}"#));
+    let (status, _, body) = post(vec![("agora-signature-v2", signature)], notice, at_agora_side).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"accepted":true,"duplicate":true}"#), "the same noticeId again");
+    let (status, x_cache, body) = stack.read(&acme, &path).await;
+    assert_eq!((status, x_cache.as_str()), (200, "EVENTS"));
+    assert_eq!(normalized(&body)["users"], json!([41, 43]));
+    let console = http().get(format!("{agora_side}/dev/v1/projects")).bearer_auth(&acme).send().await.unwrap();
+    assert_eq!(console.status(), 404, "the notices' listener serves nothing else");
 
     // Tenants: initech cannot read acme's channels, from notices or otherwise; its own it can.
     let (status, _, _) = stack.read(&initech, &path).await;
@@ -439,6 +468,7 @@ async fn notices_reach_every_replica_and_one_cut_off_from_redis_stops_answering_
     let notify = NotifyConfig {
         urls: ports.iter().map(|port| format!("http://127.0.0.1:{port}/agora/ncs/{{appid}}")).collect(),
         secret: NCS_SECRET.to_string(),
+        ..Default::default()
     };
     let config =
         SandboxConfig { seed: Seed::Demo, notify: Some(notify), ..SandboxConfig::new(CUSTOMER_ID, CUSTOMER_SECRET) };

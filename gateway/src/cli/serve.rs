@@ -20,11 +20,14 @@ pub(super) async fn run_serve(config: Config, path: PathBuf) -> anyhow::Result<(
         .await
         .map_err(|e| anyhow::anyhow!("server.listen {}: {e}", config.server.listen))?;
     tracing::info!(listen = %config.server.listen, tenants = config.tenants.len(), "agora-gateway serving");
-    let admin = crate::bind_admin(&config).await?;
-    if let Some(admin) = &admin {
+    let side = crate::SideListeners::bind(&config).await?;
+    if let Some(admin) = &side.admin {
         tracing::info!(admin_listen = %admin.local_addr()?, "health, readiness and metrics served here too");
     }
-    serve_until_signal(gateway, listener, admin, &config.server).await
+    if let Some(notifications) = &side.notifications {
+        tracing::info!(notifications_listen = %notifications.local_addr()?, "Agora's notices (NCS) taken here too");
+    }
+    serve_until_signal(gateway, listener, side, &config.server).await
 }
 
 #[cfg(not(feature = "demo"))]
@@ -37,10 +40,12 @@ pub(super) async fn run_demo(_listen: SocketAddr) -> anyhow::Result<()> {
 #[cfg(feature = "demo")]
 pub(super) async fn run_demo(listen: SocketAddr) -> anyhow::Result<()> {
     init_logging(LogFormat::Text);
-    let config = demo::config();
+    let mut config = demo::config();
     let listener = TcpListener::bind(listen).await.map_err(|e| {
         anyhow::anyhow!("cannot listen on {listen}: {e} (pass --listen to the demo command for another address)")
     })?;
+    // Where the embedded sandbox sends its notices.
+    config.server.listen = listener.local_addr()?;
     let gateway = Gateway::new(&config, None).await?;
     let base = format!("http://{}", listener.local_addr()?);
     println!();
@@ -57,10 +62,12 @@ pub(super) async fn run_demo(listen: SocketAddr) -> anyhow::Result<()> {
         println!("    {token}");
     }
     println!();
+    println!("Channel reads are answered from the sandbox's notifications (NCS): X-Cache: EVENTS.");
+    println!();
     println!("Try:");
     println!("  curl -s -H \"Authorization: Bearer {}\" {base}/dev/v1/projects", tokens[0].1);
     println!();
-    serve_until_signal(gateway, listener, None, &config.server).await
+    serve_until_signal(gateway, listener, crate::SideListeners::default(), &config.server).await
 }
 
 /// Serves until SIGTERM or Ctrl-C; then drains — `/readyz` 503 while everything is still served
@@ -68,13 +75,13 @@ pub(super) async fn run_demo(listen: SocketAddr) -> anyhow::Result<()> {
 async fn serve_until_signal(
     gateway: std::sync::Arc<Gateway>,
     listener: TcpListener,
-    admin: Option<TcpListener>,
+    side: crate::SideListeners,
     server_config: &ServerConfig,
 ) -> anyhow::Result<()> {
     let (grace, delay) = (server_config.shutdown_grace, server_config.shutdown_delay);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     on_signals(&gateway);
-    let mut server = tokio::spawn(serve(gateway.clone(), listener, admin, async move {
+    let mut server = tokio::spawn(serve(gateway.clone(), listener, side, async move {
         let _ = stopped.await;
     }));
     tokio::select! {

@@ -66,6 +66,9 @@ pub struct Config {
     /// Projects whose channel state comes from Agora's notifications (NCS), one entry each.
     #[serde(default)]
     pub(crate) notifications: Vec<NotificationsConfig>,
+    /// The demo's configuration (not a setting: the demo command sets it).
+    #[serde(skip)]
+    pub(crate) demo: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -144,6 +147,9 @@ pub(crate) struct ServerConfig {
     /// token, for probes and scrapers; bind it where only they can reach it. Without it, `/metrics`
     /// needs a token with the `admin` scope and `/readyz` tells others only ready or not.
     pub(crate) admin_listen: Option<SocketAddr>,
+    /// A third address serving only `POST /agora/ncs/{appid}`, Agora's notices (they are taken on
+    /// `listen` too): the one to expose to Agora's servers.
+    pub(crate) notifications_listen: Option<SocketAddr>,
     /// Worker threads of the runtime (`serve` only); one per CPU when left out.
     pub(crate) worker_threads: Option<usize>,
 }
@@ -165,6 +171,7 @@ impl Default for ServerConfig {
             max_connections_per_ip: None,
             write_timeout: Duration::from_secs(30),
             admin_listen: None,
+            notifications_listen: None,
             worker_threads: None,
         }
     }

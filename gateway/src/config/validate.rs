@@ -278,6 +278,12 @@ impl Config {
         if server.admin_listen == Some(server.listen) && server.listen.port() != 0 {
             return Err(ConfigError::new("server.admin_listen", "must differ from server.listen"));
         }
+        if let Some(notifications) = server.notifications_listen
+            && notifications.port() != 0
+            && (notifications == server.listen || Some(notifications) == server.admin_listen)
+        {
+            return Err(ConfigError::new("server.notifications_listen", "must differ from listen and admin_listen"));
+        }
         Ok(())
     }
 

@@ -303,6 +303,16 @@ impl World {
         }
     }
 
+    /// A channel with somebody in it, picked at random (an app, then one of its channels): its
+    /// app, name and mode.
+    pub(crate) fn random_channel(&self, rng: &mut fastrand::Rng) -> Option<(String, String, Mode)> {
+        let apps: Vec<(&String, &BTreeMap<String, Channel>)> =
+            self.channels.iter().filter(|(_, channels)| !channels.is_empty()).collect();
+        let (appid, channels) = apps.get(rng.usize(..apps.len().max(1)))?;
+        let (cname, channel) = channels.iter().nth(rng.usize(..channels.len()))?;
+        Some(((*appid).clone(), cname.clone(), channel.mode))
+    }
+
     /// The channel events since the last call, in the order they happened.
     pub(crate) fn take_events(&mut self) -> Vec<ChannelEvent> {
         std::mem::take(&mut self.events)
