@@ -1,7 +1,7 @@
 //! Derives the gateway's OpenAPI document from `openapi/agora-console.yaml` at build time, so the
 //! served `/openapi.json` can never drift from the spec the client is generated from:
 //! OpenAPI 3.0.3 → 3.1 (`nullable` becomes a `"null"` type, as utoipa's 3.1 output expects), the
-//! paths moved under `/dev`, Basic auth replaced by bearer tokens, and the gateway's own error
+//! paths moved under `/dev` (but those at Agora's domain root), Basic auth replaced by bearer tokens, and the gateway's own error
 //! answers (problem+json) added beside Agora's.
 
 use std::path::Path;
@@ -55,10 +55,17 @@ fn gateway_document(mut spec: Value) -> Value {
     let paths = spec["paths"].as_object().expect("paths").clone();
     let mut moved = Map::new();
     for (path, mut item) in paths {
-        for (_, operation) in item.as_object_mut().expect("path item") {
+        let item_map = item.as_object_mut().expect("path item");
+        // Served by the gateway itself: the path item's `servers` (Agora's domain root) go.
+        item_map.remove("servers");
+        let mut root = false;
+        for (_, operation) in item_map.iter_mut() {
+            root |= operation["x-gateway"]["base"] == "root";
             gateway_operation(operation);
         }
-        moved.insert(format!("/dev{path}"), item);
+        // Agora's paths under `/dev` stay there; one at the domain's root (`x-gateway.base: root`)
+        // stays at the root.
+        moved.insert(if root { path } else { format!("/dev{path}") }, item);
     }
     spec["paths"] = Value::Object(moved);
     spec

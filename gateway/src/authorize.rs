@@ -105,6 +105,8 @@ pub(crate) async fn check_ownership(
         },
         // Filtered on the way out.
         Ownership::FilterProjects => Ok(Decision::Send(call)),
+        // No project's: the scope (`admin`) is the whole check, and it was made.
+        Ownership::Account => Err(GatewayError::Forbidden("this is the account's own, for administrators".into())),
         // Decided before asking, so that another tenant's project and a missing one answer alike.
         Ownership::ResultProject => {
             let (id, name) = (call.get("id"), call.get("name"));

@@ -84,6 +84,7 @@ fn notifications() -> Vec<NotificationsConfig> {
             secret: secret.clone(),
             reconcile_every: Duration::from_secs(60),
             silence_after: Duration::from_secs(300),
+            allow_agora_ips: false,
         })
         .collect()
 }

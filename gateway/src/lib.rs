@@ -153,12 +153,13 @@ pub(crate) async fn serve(
 ) {
     let shutdown = shutdown.boxed().shared();
     let (limits, connections) = (gateway.limits, gateway.connections.clone());
-    let main = server::serve(listener, router(gateway.clone()), limits, connections.clone(), shutdown.clone());
+    let main = server::serve(listener, router(gateway.clone()), false, limits, connections.clone(), shutdown.clone());
     let admin = side.admin.map(|admin| {
-        server::serve(admin, admin_router(gateway.clone()), limits, connections.clone(), shutdown.clone())
+        server::serve(admin, admin_router(gateway.clone()), false, limits, connections.clone(), shutdown.clone())
     });
     let notifications = side.notifications.map(|notifications| {
-        server::serve(notifications, notifications_router(gateway), limits, connections, shutdown)
+        // Where the notices came from, for `allow_agora_ips`.
+        server::serve(notifications, notifications_router(gateway), true, limits, connections, shutdown)
     });
     tokio::join!(main, async { futures::future::OptionFuture::from(admin).await }, async {
         futures::future::OptionFuture::from(notifications).await

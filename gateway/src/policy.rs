@@ -113,16 +113,20 @@ pub(crate) enum CacheClass {
     Project,
     Channel,
     Usage,
+    /// Agora's own addresses (the NCS servers'), which change rarely.
+    Addresses,
 }
 
 impl CacheClass {
-    pub(crate) const ALL: [CacheClass; 3] = [CacheClass::Project, CacheClass::Channel, CacheClass::Usage];
+    pub(crate) const ALL: [CacheClass; 4] =
+        [CacheClass::Project, CacheClass::Channel, CacheClass::Usage, CacheClass::Addresses];
 
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             CacheClass::Project => "project",
             CacheClass::Channel => "channel",
             CacheClass::Usage => "usage",
+            CacheClass::Addresses => "addresses",
         }
     }
 
@@ -149,6 +153,8 @@ pub(crate) enum Ownership {
     AppId,
     /// As `AppId`, and the kicking rule (the body's `id`) must be one of that app's rules.
     AppRule,
+    /// The account's own (Agora's addresses): no project's, so for the `admin` scope only.
+    Account,
 }
 
 /// What a write makes stale (`x-gateway.invalidates`).
@@ -301,6 +307,11 @@ mod tests {
         out
     }
 
+    /// `x-gateway.base: root`: at Agora's domain root, not under `/dev`.
+    fn x_root(operation: &serde_json::Value) -> bool {
+        operation["x-gateway"]["base"] == "root"
+    }
+
     /// The table `cargo xtask regen` generated says what the spec says, operation by operation.
     #[test]
     fn the_generated_table_agrees_with_the_spec() {
@@ -308,9 +319,11 @@ mod tests {
         let spec: serde_json::Value = serde_yaml_ng::from_str(text).unwrap();
         let mut seen = 0;
         for (path, item) in spec["paths"].as_object().unwrap() {
-            for (method, operation) in item.as_object().unwrap() {
+            // A path item's `servers` are not an operation.
+            for (method, operation) in item.as_object().unwrap().iter().filter(|(key, _)| *key != "servers") {
                 seen += 1;
                 let id = operation["operationId"].as_str().unwrap();
+                assert_eq!(OPERATIONS.iter().find(|row| row.id == id).map(|row| row.root), Some(x_root(operation)));
                 let row =
                     OPERATIONS.iter().find(|row| row.id == id).unwrap_or_else(|| panic!("{id} is not in the table"));
                 assert_eq!((row.method.as_str(), row.path), (method.to_uppercase().as_str(), path.as_str()), "{id}");

@@ -134,9 +134,13 @@ fn keep_what_needs_a_restart(old: &Config, new: &mut Config) -> Vec<&'static str
         new.cache.max_bytes = old.cache.max_bytes;
     }
     // The books and their reconcilers are made once, at start.
-    let notifications = |config: &Config| -> Vec<(String, String, std::time::Duration, std::time::Duration)> {
+    let notifications = |config: &Config| -> Vec<(String, String, std::time::Duration, std::time::Duration, bool)> {
         let entries = config.notifications.iter();
-        entries.map(|n| (n.appid.clone(), n.secret.expose().to_string(), n.reconcile_every, n.silence_after)).collect()
+        entries
+            .map(|n| {
+                (n.appid.clone(), n.secret.expose().to_string(), n.reconcile_every, n.silence_after, n.allow_agora_ips)
+            })
+            .collect()
     };
     if notifications(old) != notifications(new) {
         changed.push("notifications");

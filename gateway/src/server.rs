@@ -208,11 +208,17 @@ fn connection_cap(configured: usize, open_files: Option<u64>) -> usize {
     configured.min(room)
 }
 
+/// The address a request came from, on a listener that tags them (`server.notifications_listen`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub(crate) std::net::SocketAddr);
+
 /// Serves `app` on `listener` until `shutdown` resolves; then stops accepting and waits for the
-/// open connections to finish their responses.
+/// open connections to finish their responses. `tag_peer`: each request carries its [`Peer`] (at
+/// the cost of a router per connection: for a listener of few connections).
 pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
+    tag_peer: bool,
     limits: Limits,
     connections: Arc<Connections>,
     shutdown: impl Future<Output = ()>,
@@ -249,7 +255,8 @@ pub(crate) async fn serve(
         let Some(address_slot) = connections.admit(peer.ip()) else { continue };
         let _ = stream.set_nodelay(true);
         keep_alive(&stream);
-        let service = TowerToHyperService::new(app.clone());
+        let app = if tag_peer { app.clone().layer(axum::Extension(Peer(peer))) } else { app.clone() };
+        let service = TowerToHyperService::new(app);
         let io = TokioIo::new(WriteTimeout::new(stream, limits.write_timeout));
         let connection = graceful.watch(http.serve_connection(io, service));
         tokio::spawn(async move {

@@ -115,23 +115,32 @@ impl Gateway {
             itself: Arc::new(Tenant::gateway_itself()),
             _sandbox: sandbox,
         });
-        gateway.start_reconcilers();
+        gateway.start_reconcilers(config.cache.addresses_ttl);
         Ok(gateway)
     }
 
-    /// One reconciliation task per project with notifications; each ends with the gateway.
-    fn start_reconcilers(self: &Arc<Self>) {
+    /// The gateway's own polls of Agora, at low priority in idle slots; they end with the gateway.
+    fn own_polls(self: &Arc<Self>) -> PollFn {
+        let weak = Arc::downgrade(self);
+        Arc::new(move |call| {
+            let weak = weak.clone();
+            Box::pin(async move {
+                match weak.upgrade() {
+                    Some(gateway) => gateway.reconcile_poll(call).await,
+                    None => Err(crate::error::GatewayError::Internal("the gateway stopped".into())),
+                }
+            })
+        })
+    }
+
+    /// One reconciliation task per project with notifications, and the fetch of Agora's NCS
+    /// addresses if a project takes notices from them alone; each ends with the gateway.
+    fn start_reconcilers(self: &Arc<Self>, addresses_ttl: Duration) {
+        if let Some(agora) = &self.notifications.agora {
+            crate::notify::allow::start(agora, self.own_polls(), addresses_ttl / 2);
+        }
         for project in self.notifications.projects() {
-            let weak = Arc::downgrade(self);
-            let poll: PollFn = Arc::new(move |call| {
-                let weak = weak.clone();
-                Box::pin(async move {
-                    match weak.upgrade() {
-                        Some(gateway) => gateway.reconcile_poll(call).await,
-                        None => Err(crate::error::GatewayError::Internal("the gateway stopped".into())),
-                    }
-                })
-            });
+            let poll = self.own_polls();
             let throttle = self.throttle.clone();
             let idle: IdleFn = Arc::new(move || throttle.is_idle());
             let notifications = Arc::downgrade(&self.notifications);

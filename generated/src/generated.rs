@@ -362,6 +362,56 @@ Either or both may be present; other fields are kept.
             Default::default()
         }
     }
+    ///`NcsHost`
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct NcsHost {
+        ///An IP address Agora's NCS servers send from.
+        #[serde(rename = "primaryIP")]
+        pub primary_ip: ::std::string::String,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+    }
+    impl NcsHost {
+        pub fn builder() -> builder::NcsHost {
+            Default::default()
+        }
+    }
+    ///`NcsIpResponse`
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct NcsIpResponse {
+        pub data: NcsIpResponseData,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+    }
+    impl NcsIpResponse {
+        pub fn builder() -> builder::NcsIpResponse {
+            Default::default()
+        }
+    }
+    ///`NcsIpResponseData`
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct NcsIpResponseData {
+        pub service: NcsIpResponseDataService,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+    }
+    impl NcsIpResponseData {
+        pub fn builder() -> builder::NcsIpResponseData {
+            Default::default()
+        }
+    }
+    ///`NcsIpResponseDataService`
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct NcsIpResponseDataService {
+        pub hosts: ::std::vec::Vec<NcsHost>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+    }
+    impl NcsIpResponseDataService {
+        pub fn builder() -> builder::NcsIpResponseDataService {
+            Default::default()
+        }
+    }
     /**An Agora project. Only `id`, `name` and `vendor_key` are required:
 live answers leave out fields the document lists (a create answer
 has no `recording_server`) and carry fields it does not
@@ -2613,6 +2663,269 @@ answers `in_channel: false` alone.
             }
         }
         #[derive(Clone, Debug)]
+        pub struct NcsHost {
+            primary_ip: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for NcsHost {
+            fn default() -> Self {
+                Self {
+                    primary_ip: Err("no value supplied for primary_ip".to_string()),
+                    extra: Ok(Default::default()),
+                }
+            }
+        }
+        impl NcsHost {
+            pub fn primary_ip<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.primary_ip = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for primary_ip: {e}")
+                    });
+                self
+            }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<NcsHost> for super::NcsHost {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: NcsHost,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    primary_ip: value.primary_ip?,
+                    extra: value.extra?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::NcsHost> for NcsHost {
+            fn from(value: super::NcsHost) -> Self {
+                Self {
+                    primary_ip: Ok(value.primary_ip),
+                    extra: Ok(value.extra),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct NcsIpResponse {
+            data: ::std::result::Result<super::NcsIpResponseData, ::std::string::String>,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for NcsIpResponse {
+            fn default() -> Self {
+                Self {
+                    data: Err("no value supplied for data".to_string()),
+                    extra: Ok(Default::default()),
+                }
+            }
+        }
+        impl NcsIpResponse {
+            pub fn data<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<super::NcsIpResponseData>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.data = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for data: {e}")
+                    });
+                self
+            }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<NcsIpResponse> for super::NcsIpResponse {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: NcsIpResponse,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    data: value.data?,
+                    extra: value.extra?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::NcsIpResponse> for NcsIpResponse {
+            fn from(value: super::NcsIpResponse) -> Self {
+                Self {
+                    data: Ok(value.data),
+                    extra: Ok(value.extra),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct NcsIpResponseData {
+            service: ::std::result::Result<
+                super::NcsIpResponseDataService,
+                ::std::string::String,
+            >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for NcsIpResponseData {
+            fn default() -> Self {
+                Self {
+                    service: Err("no value supplied for service".to_string()),
+                    extra: Ok(Default::default()),
+                }
+            }
+        }
+        impl NcsIpResponseData {
+            pub fn service<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<super::NcsIpResponseDataService>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.service = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for service: {e}")
+                    });
+                self
+            }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<NcsIpResponseData> for super::NcsIpResponseData {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: NcsIpResponseData,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    service: value.service?,
+                    extra: value.extra?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::NcsIpResponseData> for NcsIpResponseData {
+            fn from(value: super::NcsIpResponseData) -> Self {
+                Self {
+                    service: Ok(value.service),
+                    extra: Ok(value.extra),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct NcsIpResponseDataService {
+            hosts: ::std::result::Result<
+                ::std::vec::Vec<super::NcsHost>,
+                ::std::string::String,
+            >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for NcsIpResponseDataService {
+            fn default() -> Self {
+                Self {
+                    hosts: Err("no value supplied for hosts".to_string()),
+                    extra: Ok(Default::default()),
+                }
+            }
+        }
+        impl NcsIpResponseDataService {
+            pub fn hosts<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<super::NcsHost>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.hosts = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for hosts: {e}")
+                    });
+                self
+            }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<NcsIpResponseDataService>
+        for super::NcsIpResponseDataService {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: NcsIpResponseDataService,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    hosts: value.hosts?,
+                    extra: value.extra?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::NcsIpResponseDataService>
+        for NcsIpResponseDataService {
+            fn from(value: super::NcsIpResponseDataService) -> Self {
+                Self {
+                    hosts: Ok(value.hosts),
+                    extra: Ok(value.extra),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
         pub struct Project {
             company_id: ::std::result::Result<
                 ::std::option::Option<i64>,
@@ -4036,13 +4349,16 @@ and its operation table from this document with `cargo xtask regen`.
 
 **`x-gateway`.** Each operation carries agora-gateway's policy for it:
 the `scope` a token needs; the `cache` class of a read (`project`,
-`channel`, `usage`); the `ownership` rule (`name-prefix`,
+`channel`, `usage`, `addresses`); the `ownership` rule (`name-prefix`,
 `filter-projects`, `result-project`, `project-id`, `usage-projects`,
-`app-id`, `app-rule`: the app's, and the kicking rule one of its rules)
+`app-id`, `app-rule`: the app's, and the kicking rule one of its rules;
+`account`: the account's own, no project's)
 and the input it reads (`owner-param`); what a write
 `invalidates` (`project`, `kicking-rules`); the throttle `priority`
-(`high`, `normal`, `low`); and documented input `checks` beyond the types
-(`id-or-name`, `usage-range`, `kicking-rule`). Clients ignore it.
+(`high`, `normal`, `low`); documented input `checks` beyond the types
+(`id-or-name`, `usage-range`, `kicking-rule`); and `base: root` for an
+operation at the domain's root rather than under `/dev` (the gateway
+serves it at that path too). Clients ignore it.
 
 **Authentication.** HTTP Basic with the account's Customer ID as user name
 and Customer Certificate (customer secret) as password. Wrong or missing
@@ -4562,6 +4878,25 @@ let response = client.list_channels()
 ```*/
     pub fn list_channels(&self) -> builder::ListChannels<'_> {
         builder::ListChannels::new(self)
+    }
+    /**The addresses Agora's Notifications service sends from
+
+The IP addresses of the servers of Agora's Notifications service
+(NCS), which deliver notices to the account's endpoints. Agora changes
+them and asks integrators to fetch them at least every 24 hours. At
+the domain's root (`https://api.agora.io/v2/ncs/ip`), not under
+`/dev`.
+
+
+Sends a `GET` request to `/v2/ncs/ip`
+
+```ignore
+let response = client.get_ncs_ips()
+    .send()
+    .await;
+```*/
+    pub fn get_ncs_ips(&self) -> builder::GetNcsIps<'_> {
+        builder::GetNcsIps::new(self)
     }
 }
 /// Types for composing operation parameters.
@@ -6939,6 +7274,103 @@ pub mod builder {
                 .build()?;
             let info = OperationInfo {
                 operation_id: "list_channels",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200..=299 => ResponseValue::from_response(response).await,
+                400u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                400u16..=499u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                401u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                404u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                429u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                500u16..=599u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::get_ncs_ips`]
+
+[`Client::get_ncs_ips`]: super::Client::get_ncs_ips*/
+    #[derive(Debug, Clone)]
+    pub struct GetNcsIps<'a> {
+        client: &'a super::Client,
+    }
+    impl<'a> GetNcsIps<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self { client: client }
+        }
+        ///Sends a `GET` request to `/v2/ncs/ip`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::NcsIpResponse>, Error<types::ErrorBody>> {
+            let Self { client } = self;
+            let url = format!("{}/v2/ncs/ip", client.baseurl,);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .get(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "get_ncs_ips",
             };
             client.pre(&mut request, &info).await?;
             let result = client.exec(request, &info).await;

@@ -11,9 +11,9 @@ fn spec() -> Value {
     serde_yaml_ng::from_str(SPEC).expect("the spec is YAML")
 }
 
-/// The operations of the Console API: the 17 of the project's design, and the hosts-only user list of
-/// Agora's English reference.
-const OPERATION_IDS: [&str; 18] = [
+/// The operations of the Console API: the 17 of the project's design, the hosts-only user list of
+/// Agora's English reference, and the addresses of Agora's Notifications service.
+const OPERATION_IDS: [&str; 19] = [
     "create_project",
     "list_projects",
     "get_project",
@@ -31,14 +31,19 @@ const OPERATION_IDS: [&str; 18] = [
     "get_user_property",
     "list_channel_users",
     "list_channels",
+    "get_ncs_ips",
     "list_channel_hosts",
 ];
 
 fn operations(spec: &Value) -> Vec<(String, String, Value)> {
     let mut found = Vec::new();
+    const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
     for (path, item) in spec["paths"].as_object().expect("paths") {
+        // A path item also holds `servers`, `parameters`, ...: only its methods are operations.
         for (method, operation) in item.as_object().expect("path item") {
-            found.push((method.clone(), path.clone(), operation.clone()));
+            if METHODS.contains(&method.as_str()) {
+                found.push((method.clone(), path.clone(), operation.clone()));
+            }
         }
     }
     found
@@ -191,6 +196,7 @@ fn round_trip(name: &str, example: &Value) -> Result<Value, String> {
         "UserPropertyResponse" => through::<types::UserPropertyResponse>(example),
         "ChannelUsersResponse" => through::<types::ChannelUsersResponse>(example),
         "ChannelListResponse" => through::<types::ChannelListResponse>(example),
+        "NcsIpResponse" => through::<types::NcsIpResponse>(example),
         other => Err(format!("no generated type is mapped for schema {other}: add it to round_trip()")),
     }
 }

@@ -39,6 +39,9 @@ pub(crate) struct SandboxState {
     traffic: Mutex<Traffic>,
     /// Agora's Notifications service, when the sandbox sends notices (`notify.rs`).
     notifier: Option<Notifier>,
+    /// What `GET /v2/ncs/ip` answers: where the notices come from (this machine, unless a test
+    /// says otherwise through `POST /__sandbox/ncs-ips`).
+    ncs_ips: Mutex<Vec<String>>,
 }
 
 impl SandboxState {
@@ -57,6 +60,7 @@ impl SandboxState {
             world: Mutex::new(world),
             traffic: Mutex::new(traffic),
             notifier,
+            ncs_ips: Mutex::new(vec!["127.0.0.1".into()]),
         }
     }
 
@@ -124,6 +128,10 @@ pub(crate) fn router(state: Arc<SandboxState>) -> Router {
             async move { state.shaper.edge_error(EdgeError::NoRoute) }
         })
         .route_layer(middleware::from_fn_with_state(state.clone(), gatekeeper));
+    // At the domain's root, not under `/dev`.
+    let notifications = Router::new()
+        .route("/ncs/ip", method_fallback(get(get_ncs_ips)))
+        .route_layer(middleware::from_fn_with_state(state.clone(), gatekeeper));
     let hooks = Router::new()
         .route("/stats", get(stats))
         .route("/arrivals", get(arrivals))
@@ -132,20 +140,24 @@ pub(crate) fn router(state: Arc<SandboxState>) -> Router {
         .route("/channels", post(join_channel))
         .route("/channels/leave", post(leave_channel))
         .route("/channels/role", post(change_role))
-        .route("/notify", post(set_notify_faults).get(notify_report));
+        .route("/notify", post(set_notify_faults).get(notify_report))
+        .route("/ncs-ips", post(set_ncs_ips));
     Router::new()
         .nest("/dev", console)
+        .nest("/v2", notifications)
         .nest("/__sandbox", hooks)
         .with_state(state)
         .layer(middleware::map_request(stamp_arrival))
 }
 
-/// When a request arrived: stamped before routing, as the first thing the sandbox does with it.
-#[derive(Clone, Copy)]
-struct Arrived(Instant);
+/// When a request arrived, and its whole URI: stamped before routing (which strips the prefix of a
+/// nested router), as the first thing the sandbox does with it.
+#[derive(Clone)]
+struct Arrived(Instant, http::Uri);
 
 async fn stamp_arrival(mut request: Request) -> Request {
-    request.extensions_mut().insert(Arrived(Instant::now()));
+    let uri = request.uri().clone();
+    request.extensions_mut().insert(Arrived(Instant::now(), uri));
     request
 }
 
@@ -153,7 +165,10 @@ async fn stamp_arrival(mut request: Request) -> Request {
 async fn gatekeeper(State(state): AppState, request: Request, next: Next) -> Response {
     let arrived = request.extensions().get::<Arrived>().map_or_else(Instant::now, |arrived| arrived.0);
     // Inside `nest("/dev")` the path has lost its prefix; faults name the whole path.
-    let path = format!("/dev{}", request.uri().path());
+    let path = match request.extensions().get::<Arrived>() {
+        Some(arrived) => arrived.1.path().to_string(),
+        None => request.uri().path().to_string(),
+    };
     let admission = state.traffic().arrive(arrived, &path);
     let (delay, fail_with) = match admission {
         Admission::Throttled => return state.shaper.edge_error(EdgeError::RateLimited),
@@ -477,7 +492,36 @@ async fn list_channels(State(state): AppState, Path(appid): Path<String>, RawQue
     }))
 }
 
+// ---- notifications ----
+
+/// `GET /v2/ncs/ip`: the addresses Agora's NCS servers send from.
+async fn get_ncs_ips(State(state): AppState) -> Response {
+    state.count("get_ncs_ips");
+    let hosts: Vec<Value> = lock(&state.ncs_ips).iter().map(|ip| json!({ "primaryIP": ip })).collect();
+    state.shaper.ok(&json!({ "data": { "service": { "hosts": hosts } } }))
+}
+
 // ---- test hooks ----
+
+/// `POST /__sandbox/ncs-ips`: what `GET /v2/ncs/ip` answers, `{"ips": [...]}`.
+async fn set_ncs_ips(State(state): AppState, body: Bytes) -> Response {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct NcsIps {
+        ips: Vec<String>,
+    }
+    match serde_json::from_slice::<NcsIps>(&body) {
+        Ok(request) => {
+            *lock(&state.ncs_ips) = request.ips;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(error) => hook_error(format!("invalid body: {error}")),
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 async fn stats(State(state): AppState) -> axum::Json<crate::Stats> {
     axum::Json(state.traffic().stats())

@@ -128,6 +128,8 @@ pub(crate) struct Options {
     pub server_extra: &'static str,
     /// Further `[upstream]` settings, as TOML lines.
     pub upstream_extra: &'static str,
+    /// Further `[cache]` settings, as TOML lines.
+    pub cache_extra: &'static str,
     /// Further settings of the acme tenant, as TOML lines (a `jwks_url`, ...).
     pub acme_extra: String,
     /// Further tables at the end of the file (`[jwks]`, more `[[tenants]]`).
@@ -163,6 +165,7 @@ impl Default for Options {
             admin_listener: false,
             server_extra: "",
             upstream_extra: "",
+            cache_extra: "",
             acme_extra: String::new(),
             sections: String::new(),
         }
@@ -198,6 +201,7 @@ project_ttl = "{project_ttl}"
 channel_ttl = "{channel_ttl}"
 stale_for = "{stale_for}"
 max_bytes = "{max_bytes}"
+{cache_extra}
 
 [[tenants]]
 id = "acme"
@@ -237,6 +241,7 @@ keys = [{{ kid = "ops-hs", alg = "HS256", secret = "{OPS_SECRET}" }}]
 {sections}
 "#,
         sections = options.sections,
+        cache_extra = options.cache_extra,
         max_body = options.max_body,
         upstream_timeout = options.upstream_timeout,
         max_wait = options.max_wait,

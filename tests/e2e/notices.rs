@@ -548,3 +548,93 @@ async fn notices_reach_every_replica_and_one_cut_off_from_redis_stops_answering_
     let stats = sandbox_stats(&sandbox).await;
     assert!(stats.max_in_1s <= 10 && stats.throttled == 0, "{stats:?}");
 }
+
+/// Agora's NCS addresses: `GET /v2/ncs/ip` is an operation at the domain's root for administrators,
+/// cached; a project with `allow_agora_ips` takes notices on `server.notifications_listen` only,
+/// from the addresses Agora names, and follows the list as Agora changes it.
+#[tokio::test]
+async fn agoras_addresses_are_an_admin_read_and_the_allow_list_of_notices() {
+    let _load = LOAD.lock().await;
+    let (port, notifications_port) = (free_port(), free_port());
+    let notify = NotifyConfig {
+        urls: vec![format!("http://127.0.0.1:{notifications_port}/agora/ncs/{{appid}}")],
+        secret: NCS_SECRET.to_string(),
+        ..Default::default()
+    };
+    let config =
+        SandboxConfig { seed: Seed::Demo, notify: Some(notify), ..SandboxConfig::new(CUSTOMER_ID, CUSTOMER_SECRET) };
+    let sandbox = Sandbox::start(config, any_port()).await.expect("the sandbox starts");
+    let projects = DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
+    let acme = projects.named("acme-web").vendor_key.clone();
+    let sections = format!(
+        "\n[[notifications]]\nappid = \"{acme}\"\nsecret = \"{NCS_SECRET}\"\nallow_agora_ips = true\nreconcile_every = \"60s\"\n"
+    );
+    let server_extra = format!("notifications_listen = \"127.0.0.1:{notifications_port}\"\n").leak();
+    let options = Options { server_extra, cache_extra: "addresses_ttl = \"2s\"", sections, ..Options::default() };
+    let toml = gateway_toml(&sandbox.base_url(), &projects.named("initech-staging").id, &options);
+    let name = "ncs-addresses";
+    let gateway = GatewayProcess::spawn_on(port, &toml, &temp_dir(name), name, Output::Discard, &[], None).await;
+
+    // The operation: at the root, for the admin scope, cached.
+    let ops = token("ops", ALL_SCOPES);
+    let (status, headers, body) = call_at(&gateway.base, Method::GET, "/v2/ncs/ip", Some(&ops), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({ "data": { "service": { "hosts": [{ "primaryIP": "127.0.0.1" }] } } }));
+    assert_eq!(headers["x-cache"], "MISS");
+    let (_, headers, _) = call_at(&gateway.base, Method::GET, "/v2/ncs/ip/", Some(&ops), None).await;
+    assert_eq!(headers["x-cache"], "HIT");
+    let acme_token = token("acme", TENANT_SCOPES);
+    let (status, _, _) = call_at(&gateway.base, Method::GET, "/v2/ncs/ip", Some(&acme_token), None).await;
+    assert_eq!(status, 403, "a tenant without the admin scope");
+    let (status, _, _) = call_at(&gateway.base, Method::GET, "/dev/v2/ncs/ip", Some(&ops), None).await;
+    assert_eq!(status, 404, "not under /dev");
+
+    // The sandbox's notices come from 127.0.0.1, an address Agora names: let in.
+    let join = |uid: u32| json!({ "appid": acme, "cname": "ncs-allowed", "mode": 1, "users": [uid] });
+    let hook = |body: Value| {
+        let url = format!("{}/__sandbox/channels", sandbox.root_url());
+        async move { http().post(url).json(&body).send().await.unwrap().json::<Delivery>().await.unwrap() }
+    };
+    let delivery = hook(join(1)).await;
+    assert_eq!((delivery.delivered, delivery.dropped), (2, 0), "channel created, user joined: both let in");
+    let path = format!("/dev/v1/channel/user/{acme}/ncs-allowed");
+    wait_for("reads from notices", async || {
+        call_at(&gateway.base, Method::GET, &path, Some(&acme_token), None)
+            .await
+            .1
+            .get("x-cache")
+            .is_some_and(|v| v == "EVENTS")
+    })
+    .await;
+    // From another address, or on the main listener: refused.
+    let notice = |id: &str| {
+        let body = json!({ "noticeId": id, "productId": 1, "eventType": 107, "notifyMs": 1,
+            "payload": { "channelName": "ncs-allowed", "uid": 9, "platform": 7, "clientSeq": 1, "ts": 1 } })
+        .to_string();
+        let (_, signature) = agora_sandbox::sign(NCS_SECRET, body.as_bytes());
+        (body, signature)
+    };
+    let from = |local: &str, url: String, id: &str| {
+        let client =
+            reqwest::Client::builder().local_address(local.parse::<std::net::IpAddr>().unwrap()).build().unwrap();
+        let (body, signature) = notice(id);
+        async move {
+            let request = client.post(url).header("agora-signature-v2", signature).body(body);
+            request.send().await.unwrap().status().as_u16()
+        }
+    };
+    let intake = format!("http://127.0.0.1:{notifications_port}/agora/ncs/{acme}");
+    assert_eq!(from("127.0.0.2", intake.clone(), "from-elsewhere").await, 403);
+    assert_eq!(from("127.0.0.1", format!("{}/agora/ncs/{acme}", gateway.base), "on-main").await, 403);
+
+    // Agora's list changes: the gateway follows it (every half `addresses_ttl`).
+    let url = format!("{}/__sandbox/ncs-ips", sandbox.root_url());
+    assert!(http().post(url).json(&json!({ "ips": ["127.0.0.2"] })).send().await.unwrap().status().is_success());
+    let mut attempt = 0;
+    wait_for("the new list is followed", async || {
+        attempt += 1;
+        from("127.0.0.2", intake.clone(), &format!("from-the-new-address-{attempt}")).await == 200
+    })
+    .await;
+    assert_eq!(from("127.0.0.1", intake.clone(), "from-the-old-address").await, 403);
+}

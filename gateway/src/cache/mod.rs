@@ -65,7 +65,7 @@ pub(crate) struct Inner {
     /// Fills under way, by key: late callers join them.
     filling: Mutex<HashMap<String, UnderWay>>,
     /// Bumped by every invalidation of a class: a fill that started before is not stored.
-    generations: [AtomicU64; 3],
+    generations: [AtomicU64; CacheClass::ALL.len()],
     /// Freshness by class, and how long past it an entry may still cover a failure (a reload may
     /// change them).
     timings: Arc<Timings>,
@@ -80,14 +80,15 @@ pub(crate) struct Inner {
 /// The cache's timings, in nanoseconds: the TTL of each class, and `stale_for`.
 #[derive(Default)]
 struct Timings {
-    ttls: [AtomicU64; 3],
+    ttls: [AtomicU64; CacheClass::ALL.len()],
     stale_for: AtomicU64,
 }
 
 impl Timings {
     fn set(&self, config: &CacheConfig) {
         let nanos = |duration: Duration| u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
-        for (slot, ttl) in self.ttls.iter().zip([config.project_ttl, config.channel_ttl, config.usage_ttl]) {
+        let ttls = [config.project_ttl, config.channel_ttl, config.usage_ttl, config.addresses_ttl];
+        for (slot, ttl) in self.ttls.iter().zip(ttls) {
             slot.store(nanos(ttl), Ordering::Relaxed);
         }
         self.stale_for.store(nanos(config.stale_for), Ordering::Relaxed);

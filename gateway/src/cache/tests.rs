@@ -16,6 +16,7 @@ fn config(ttl: Duration) -> CacheConfig {
         project_ttl: ttl,
         channel_ttl: ttl,
         usage_ttl: ttl,
+        addresses_ttl: ttl,
         stale_for: Duration::from_secs(60),
         max_bytes: ByteSize::kib(256),
     }

@@ -278,6 +278,10 @@ pub(crate) struct CacheConfig {
     /// How long usage reads stay fresh.
     #[serde(deserialize_with = "human::duration")]
     pub(crate) usage_ttl: Duration,
+    /// How long Agora's own addresses (`get_ncs_ips`) stay fresh: Agora asks for them at least
+    /// every 24 hours.
+    #[serde(deserialize_with = "human::duration")]
+    pub(crate) addresses_ttl: Duration,
     /// How long past its freshness an entry may still be served (`X-Cache: STALE`) when the upstream fails.
     #[serde(deserialize_with = "human::duration")]
     pub(crate) stale_for: Duration,
@@ -291,6 +295,7 @@ impl Default for CacheConfig {
             project_ttl: Duration::from_secs(60),
             channel_ttl: Duration::from_secs(5),
             usage_ttl: Duration::from_secs(300),
+            addresses_ttl: Duration::from_secs(24 * 3600),
             stale_for: Duration::from_secs(300),
             max_bytes: ByteSize::mib(64),
         }

@@ -21,6 +21,11 @@ pub(crate) struct NotificationsConfig {
     /// again (and the state is reconciled with Agora once more).
     #[serde(default = "silence_after", deserialize_with = "human::duration")]
     pub(crate) silence_after: Duration,
+    /// Take this project's notices only from the addresses of Agora's NCS servers (`GET
+    /// /v2/ncs/ip`, fetched at start and every half `cache.addresses_ttl`), and only on
+    /// `server.notifications_listen`.
+    #[serde(default)]
+    pub(crate) allow_agora_ips: bool,
 }
 
 fn reconcile_every() -> Duration {
@@ -31,8 +36,9 @@ fn silence_after() -> Duration {
     Duration::from_secs(300)
 }
 
-/// App IDs unique and of Agora's form, secrets not empty, durations in range.
-pub(super) fn validate(entries: &[NotificationsConfig]) -> Result<(), ConfigError> {
+/// App IDs unique and of Agora's form, secrets not empty, durations in range; an allow-list only
+/// where the peer's address is known (`server.notifications_listen`).
+pub(super) fn validate(entries: &[NotificationsConfig], listener: bool) -> Result<(), ConfigError> {
     for (i, entry) in entries.iter().enumerate() {
         let field = |name: &str| format!("notifications[{i}].{name}");
         if entry.appid.len() != 32 || !entry.appid.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -43,6 +49,12 @@ pub(super) fn validate(entries: &[NotificationsConfig]) -> Result<(), ConfigErro
         }
         if entry.secret.expose().is_empty() {
             return Err(ConfigError::new(field("secret"), "must not be empty"));
+        }
+        if entry.allow_agora_ips && !listener {
+            return Err(ConfigError::new(
+                field("allow_agora_ips"),
+                "needs server.notifications_listen: the address Agora's servers connect to",
+            ));
         }
         for (name, value) in [("reconcile_every", entry.reconcile_every), ("silence_after", entry.silence_after)] {
             if !(Duration::from_secs(1)..=Duration::from_secs(86_400)).contains(&value) {

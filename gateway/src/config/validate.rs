@@ -49,7 +49,7 @@ impl Config {
         self.validate_throttle()?;
         self.validate_cache_and_server()?;
         self.validate_tenants()?;
-        super::notifications::validate(&self.notifications)?;
+        super::notifications::validate(&self.notifications, self.server.notifications_listen.is_some())?;
         self.validate_ownership()
     }
 
@@ -74,6 +74,7 @@ impl Config {
             ("cache.project_ttl", Some(cache.project_ttl), DAY),
             ("cache.channel_ttl", Some(cache.channel_ttl), DAY),
             ("cache.usage_ttl", Some(cache.usage_ttl), DAY),
+            ("cache.addresses_ttl", Some(cache.addresses_ttl), DAY),
             ("cache.stale_for", Some(cache.stale_for), 7 * DAY),
             ("jwks.unknown_kid_cooldown", Some(self.jwks.unknown_kid_cooldown), DAY),
             ("jwks.refresh_min", Some(self.jwks.refresh_min), DAY),

@@ -249,5 +249,10 @@ pub(crate) async fn dispatch(
             }
             request.send().await.map(drop)
         }
+        Operation::GetNcsIps => {
+            #[allow(unused_mut)]
+            let mut request = client.get_ncs_ips();
+            request.send().await.map(drop)
+        }
     }
 }

@@ -13,8 +13,10 @@ pub(crate) struct OperationSpec {
     /// The spec's operationId.
     pub(crate) id: &'static str,
     pub(crate) method: Method,
-    /// Path under `/dev`, as the spec writes it.
+    /// Path under `/dev` (or, `root`, at the domain's root), as the spec writes it.
     pub(crate) path: &'static str,
+    /// At the domain's root, not under `/dev` (`x-gateway.base: root`).
+    pub(crate) root: bool,
     pub(crate) params: &'static [ParamSpec],
     /// The request body's schema, for operations that take one.
     pub(crate) body: Option<&'static str>,
@@ -61,10 +63,12 @@ pub(crate) enum Operation {
     ListChannelHosts,
     ///`GET /v1/channel/{appid}` (`list_channels`)
     ListChannels,
+    ///`GET /v2/ncs/ip` (`get_ncs_ips`)
+    GetNcsIps,
 }
 impl Operation {
     /// Every operation, in the order of `OPERATIONS`.
-    pub(crate) const ALL: [Operation; 18usize] = [
+    pub(crate) const ALL: [Operation; 19usize] = [
         Operation::GetProject,
         Operation::CreateProject,
         Operation::DeleteProject,
@@ -83,6 +87,7 @@ impl Operation {
         Operation::ListChannelUsers,
         Operation::ListChannelHosts,
         Operation::ListChannels,
+        Operation::GetNcsIps,
     ];
     /// Its row of the table.
     pub(crate) fn spec(self) -> &'static OperationSpec {
@@ -97,12 +102,13 @@ impl Operation {
     }
 }
 /// One row per operation: its route, parameters, body, and policy (`x-gateway`).
-pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
+pub(crate) static OPERATIONS: [OperationSpec; 19usize] = [
     OperationSpec {
         operation: Operation::GetProject,
         id: "get_project",
         method: Method::GET,
         path: "/v1/project",
+        root: false,
         params: &[
             ParamSpec {
                 name: "id",
@@ -138,6 +144,7 @@ pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
         id: "create_project",
         method: Method::POST,
         path: "/v1/project",
+        root: false,
         params: &[],
         body: Some("CreateProjectRequest"),
         body_fields: &["name", "enable_sign_key"],
@@ -156,6 +163,7 @@ pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
         id: "delete_project",
         method: Method::DELETE,
         path: "/v1/project",
+        root: false,
         params: &[],
         body: Some("ProjectIdRequest"),
         body_fields: &["id"],
@@ -174,6 +182,7 @@ pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
         id: "list_projects",
         method: Method::GET,
         path: "/v1/projects",
+        root: false,
         params: &[],
         body: None,
         body_fields: &[],
@@ -192,6 +201,7 @@ pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
         id: "set_project_status",
         method: Method::POST,
         path: "/v1/project_status",
+        root: false,
         params: &[],
         body: Some("SetProjectStatusRequest"),
         body_fields: &["id", "status"],
@@ -210,6 +220,7 @@ pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
         id: "set_recording_config",
         method: Method::POST,
         path: "/v1/recording_config",
+        root: false,
         params: &[],
         body: Some("SetRecordingConfigRequest"),
         body_fields: &["id", "recording_server"],
@@ -228,6 +239,7 @@ pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
         id: "enable_sign_key",
         method: Method::POST,
         path: "/v1/signkey",
+        root: false,
         params: &[],
         body: Some("EnableSignKeyRequest"),
         body_fields: &["id", "enable"],
@@ -246,6 +258,7 @@ pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
         id: "reset_sign_key",
         method: Method::POST,
         path: "/v1/reset_signkey",
+        root: false,
         params: &[],
         body: Some("ProjectIdRequest"),
         body_fields: &["id"],
@@ -264,6 +277,7 @@ pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
         id: "get_usage",
         method: Method::GET,
         path: "/v1/usage",
+        root: false,
         params: &[
             ParamSpec {
                 name: "from_date",
@@ -307,6 +321,7 @@ pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
         id: "get_usage_v3",
         method: Method::GET,
         path: "/v3/usage",
+        root: false,
         params: &[
             ParamSpec {
                 name: "from_date",
@@ -366,6 +381,7 @@ pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
         id: "list_kicking_rules",
         method: Method::GET,
         path: "/v1/kicking-rule",
+        root: false,
         params: &[
             ParamSpec {
                 name: "appid",
@@ -393,6 +409,7 @@ pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
         id: "update_kicking_rule",
         method: Method::PUT,
         path: "/v1/kicking-rule",
+        root: false,
         params: &[],
         body: Some("UpdateKickingRuleRequest"),
         body_fields: &["appid", "id", "time"],
@@ -411,6 +428,7 @@ pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
         id: "create_kicking_rule",
         method: Method::POST,
         path: "/v1/kicking-rule",
+        root: false,
         params: &[],
         body: Some("CreateKickingRuleRequest"),
         body_fields: &["appid", "cname", "uid", "ip", "time", "privileges"],
@@ -429,6 +447,7 @@ pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
         id: "delete_kicking_rule",
         method: Method::DELETE,
         path: "/v1/kicking-rule",
+        root: false,
         params: &[],
         body: Some("DeleteKickingRuleRequest"),
         body_fields: &["appid", "id"],
@@ -447,6 +466,7 @@ pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
         id: "get_user_property",
         method: Method::GET,
         path: "/v1/channel/user/property/{appid}/{uid}/{cname}",
+        root: false,
         params: &[
             ParamSpec {
                 name: "appid",
@@ -490,6 +510,7 @@ pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
         id: "list_channel_users",
         method: Method::GET,
         path: "/v1/channel/user/{appid}/{cname}",
+        root: false,
         params: &[
             ParamSpec {
                 name: "appid",
@@ -525,6 +546,7 @@ pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
         id: "list_channel_hosts",
         method: Method::GET,
         path: "/v1/channel/user/{appid}/{cname}/hosts_only",
+        root: false,
         params: &[
             ParamSpec {
                 name: "appid",
@@ -560,6 +582,7 @@ pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
         id: "list_channels",
         method: Method::GET,
         path: "/v1/channel/{appid}",
+        root: false,
         params: &[
             ParamSpec {
                 name: "appid",
@@ -595,6 +618,25 @@ pub(crate) static OPERATIONS: [OperationSpec; 18usize] = [
             owner_param: Some("appid"),
             invalidates: Invalidation::Nothing,
             priority: Priority::Normal,
+            checks: &[],
+        },
+    },
+    OperationSpec {
+        operation: Operation::GetNcsIps,
+        id: "get_ncs_ips",
+        method: Method::GET,
+        path: "/v2/ncs/ip",
+        root: true,
+        params: &[],
+        body: None,
+        body_fields: &[],
+        policy: OperationPolicy {
+            scope: Scope::Admin,
+            cache: Some(CacheClass::Addresses),
+            ownership: Ownership::Account,
+            owner_param: None,
+            invalidates: Invalidation::Nothing,
+            priority: Priority::Low,
             checks: &[],
         },
     },

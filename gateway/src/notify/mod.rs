@@ -12,9 +12,12 @@
 //!   a budgeted poll).
 //! - **Reconciliation** (`reconcile.rs`): polls of Agora in idle slots of the budget, every
 //!   channel every `reconcile_every`, correct what lost notices left wrong.
+//! - **Addresses** (`allow.rs`): with `allow_agora_ips`, a project's notices are let in only from
+//!   Agora's NCS servers.
 //! - **Several replicas** (`relay.rs`): each notice taken from Agora is passed on, sealed, through
 //!   Redis, so every replica's books see every notice.
 
+pub(crate) mod allow;
 mod book;
 mod event;
 pub(crate) mod reconcile;
@@ -41,6 +44,7 @@ use crate::config::NotificationsConfig;
 use crate::error::GatewayError;
 use crate::metrics::{Metrics, ResultLabels};
 use crate::operations::Operation;
+use allow::AgoraAddresses;
 use relay::{Relay, Relayed};
 
 /// At most this many `noticeId`s are remembered (for an hour each) to answer a resent one.
@@ -53,6 +57,8 @@ pub(crate) struct Project {
     secret: Vec<u8>,
     pub(crate) reconcile_every: Duration,
     silence_after: Duration,
+    /// Notices only from Agora's NCS servers' addresses.
+    allow_agora_ips: bool,
     book: Mutex<Book>,
     /// When the last notice of this project was accepted.
     last_notice: Mutex<Option<Instant>>,
@@ -95,6 +101,8 @@ pub(crate) struct Notifications {
     seen: moka::sync::Cache<String, ()>,
     /// With several replicas: the notices each one takes, passed on to the others.
     relay: Option<Arc<Relay>>,
+    /// The addresses of Agora's NCS servers, when a project takes notices from them alone.
+    pub(crate) agora: Option<Arc<AgoraAddresses>>,
     metrics: Arc<Metrics>,
 }
 
@@ -121,6 +129,7 @@ impl Notifications {
                     secret: config.secret.expose().as_bytes().to_vec(),
                     reconcile_every: config.reconcile_every,
                     silence_after: config.silence_after,
+                    allow_agora_ips: config.allow_agora_ips,
                     book: Mutex::new(Book::default()),
                     last_notice: Mutex::new(None),
                     baselined: AtomicU64::new(0),
@@ -135,7 +144,8 @@ impl Notifications {
             }
             None => None,
         };
-        let notifications = Arc::new(Self { projects, seen, relay, metrics });
+        let agora = configs.iter().any(|config| config.allow_agora_ips).then(Arc::default);
+        let notifications = Arc::new(Self { projects, seen, relay, agora, metrics });
         if let Some(relay) = &notifications.relay {
             relay::start(relay, Arc::downgrade(&notifications));
         }
@@ -162,12 +172,27 @@ impl Notifications {
         self.metrics.ncs_notices.get_or_create(&ResultLabels { result }).inc();
     }
 
-    /// One notice for `appid`: verified, then applied unless it was seen before.
-    pub(crate) async fn intake(&self, appid: &str, headers: &HeaderMap, body: &[u8]) -> Result<Intake, GatewayError> {
+    /// One notice for `appid`: from an allowed address (if the project says so), verified, then
+    /// applied unless it was seen before.
+    /// `peer`: where it came from, when the listener tells.
+    pub(crate) async fn intake(
+        &self,
+        appid: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<Intake, GatewayError> {
         let Some(project) = self.projects.get(appid) else {
             self.count("refused");
             return Err(GatewayError::not_found("no [[notifications]] entry for this App ID"));
         };
+        if project.allow_agora_ips
+            && let Some(agora) = &self.agora
+            && let Err(refused) = agora.admits(peer)
+        {
+            self.count("refused");
+            return Err(refused);
+        }
         if let Err(refused) = signature::verify(&project.secret, headers, body) {
             self.count("refused");
             return Err(GatewayError::BadSignature(refused.message().into()));

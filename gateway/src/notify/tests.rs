@@ -207,13 +207,15 @@ async fn intake_refuses_forgeries_answers_duplicates_and_serves_only_a_live_proj
         "payload": { "channelName": "c", "uid": 5, "platform": 1, "clientSeq": 1, "ts": 100 } })
     .to_string();
     let forged = headers(&[("agora-signature-v2", &"0".repeat(64))]);
-    assert!(notifications.intake(APPID, &forged, body.as_bytes()).await.is_err());
-    assert!(notifications.intake(APPID, &HeaderMap::new(), body.as_bytes()).await.is_err());
-    assert!(notifications.intake("ffffffffffffffffffffffffffffffff", &signed(&body), body.as_bytes()).await.is_err());
+    assert!(notifications.intake(APPID, &forged, body.as_bytes(), None).await.is_err());
+    assert!(notifications.intake(APPID, &HeaderMap::new(), body.as_bytes(), None).await.is_err());
+    assert!(
+        notifications.intake("ffffffffffffffffffffffffffffffff", &signed(&body), body.as_bytes(), None).await.is_err()
+    );
     let call = Call::with(Operation::ListChannelUsers, &[("appid", APPID), ("cname", "c")]);
     assert_eq!(notifications.answer(&call), None, "nothing heard yet");
-    assert_eq!(notifications.intake(APPID, &signed(&body), body.as_bytes()).await.unwrap(), Intake::Accepted);
-    assert_eq!(notifications.intake(APPID, &signed(&body), body.as_bytes()).await.unwrap(), Intake::Duplicate);
+    assert_eq!(notifications.intake(APPID, &signed(&body), body.as_bytes(), None).await.unwrap(), Intake::Accepted);
+    assert_eq!(notifications.intake(APPID, &signed(&body), body.as_bytes(), None).await.unwrap(), Intake::Duplicate);
     assert_eq!(notifications.answer(&call), None, "not reconciled with Agora yet");
     let project = notifications.projects().next().unwrap();
     project.set_baselined(Some(notifications.generation()));
@@ -224,4 +226,20 @@ async fn intake_refuses_forgeries_answers_duplicates_and_serves_only_a_live_proj
     );
     let other = Call::with(Operation::ListChannelUsers, &[("appid", "abc"), ("cname", "c")]);
     assert_eq!(notifications.answer(&other), None);
+}
+
+#[test]
+fn agoras_addresses_let_in_only_their_notices() {
+    let addresses = super::allow::AgoraAddresses::default();
+    let status = |result: Result<(), crate::error::GatewayError>| result.map_err(|error| error.status().as_u16());
+    assert_eq!(status(addresses.admits(Some("127.0.0.1".parse().unwrap()))), Err(503), "not known yet");
+    let answer =
+        json!({ "data": { "service": { "hosts": [{ "primaryIP": "52.80.192.229" }, { "primaryIP": "::1" }] } } });
+    assert_eq!(addresses.take(answer.to_string().as_bytes()), Ok(2));
+    assert_eq!(status(addresses.admits(Some("52.80.192.229".parse().unwrap()))), Ok(()));
+    assert_eq!(status(addresses.admits(Some("::ffff:52.80.192.229".parse().unwrap()))), Ok(()), "IPv4 as IPv6");
+    assert_eq!(status(addresses.admits(Some("52.80.192.230".parse().unwrap()))), Err(403));
+    assert_eq!(status(addresses.admits(None)), Err(403), "a listener that does not tell");
+    assert!(addresses.take(br#"{"data":{"service":{"hosts":[]}}}"#).is_err(), "an empty list is not taken");
+    assert_eq!(status(addresses.admits(Some("::1".parse().unwrap()))), Ok(()), "the last list stays");
 }

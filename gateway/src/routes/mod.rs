@@ -1,6 +1,6 @@
-//! Step 3 of the pipeline: the Console routes under `/dev`, built from the operation table that
-//! `cargo xtask regen` generates from the spec (each path with and without a trailing slash, as
-//! Agora documents both). One generic handler per input shape — with or without a body — labels
+//! Step 3 of the pipeline: the Console routes under `/dev` (and the few at Agora's domain root, at
+//! the same path here), built from the operation table that `cargo xtask regen` generates from the
+//! spec (each path with and without a trailing slash, as Agora documents both). One generic handler per input shape — with or without a body — labels
 //! the request's metrics with its operation, authenticates (step 2), reads the inputs into a
 //! [`Call`] (`input.rs`, `checks.rs`: a bad one is a 400 naming the field, before any budget is
 //! spent) and hands it to the pipeline (`pipeline.rs`).
@@ -32,7 +32,8 @@ pub(crate) fn notification_routes() -> Router<Arc<Gateway>> {
 
 /// The Console routes, under `/dev`, from the operation table.
 pub(crate) fn console_routes() -> Router<Arc<Gateway>> {
-    let mut paths: Vec<(&'static str, MethodRouter<Arc<Gateway>>)> = Vec::new();
+    // (path, at the domain's root rather than under `/dev`, its methods)
+    let mut paths: Vec<(&'static str, bool, MethodRouter<Arc<Gateway>>)> = Vec::new();
     for spec in &OPERATIONS {
         let operation = spec.operation;
         let filter = MethodFilter::try_from(spec.method.clone()).expect("the spec's methods are HTTP methods");
@@ -41,15 +42,16 @@ pub(crate) fn console_routes() -> Router<Arc<Gateway>> {
         } else {
             on(filter, move |state, inbound, path, query| without_body(operation, state, inbound, path, query))
         };
-        match paths.iter_mut().find(|(path, _)| *path == spec.path) {
-            Some((_, existing)) => *existing = std::mem::take(existing).merge(route),
-            None => paths.push((spec.path, route)),
+        match paths.iter_mut().find(|(path, _, _)| *path == spec.path) {
+            Some((_, _, existing)) => *existing = std::mem::take(existing).merge(route),
+            None => paths.push((spec.path, spec.root, route)),
         }
     }
     let mut router = Router::new();
-    for (path, route) in paths {
+    for (path, root, route) in paths {
         let route = route.fallback(method_not_allowed);
-        router = router.route(&format!("/dev{path}"), route.clone()).route(&format!("/dev{path}/"), route);
+        let path = if root { path.to_string() } else { format!("/dev{path}") };
+        router = router.route(&path, route.clone()).route(&format!("{path}/"), route);
     }
     router
 }
@@ -184,7 +186,8 @@ mod tests {
         let router = crate::app::router(gateway.clone());
         for spec in &OPERATIONS {
             let path = spec.path.replace("{appid}", "app").replace("{uid}", "7").replace("{cname}", "c");
-            for path in [format!("/dev{path}"), format!("/dev{path}/")] {
+            let path = if spec.root { path } else { format!("/dev{path}") };
+            for path in [path.clone(), format!("{path}/")] {
                 let request = Request::builder().method(spec.method.clone()).uri(&path).body(Body::empty()).unwrap();
                 let response = router.clone().oneshot(request).await.unwrap();
                 assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{} {path}", spec.method);

@@ -1,5 +1,6 @@
 //! `POST /agora/ncs/{appid}`: where Agora's Notifications service (NCS) delivers a project's
-//! notices. No token: a notice is let in by its signature (`notify/`). At most `MAX_NOTICE` bytes
+//! notices. No token: a notice is let in by its signature (`notify/`), and, for a project with
+//! `allow_agora_ips`, by its address (403 otherwise; 503 while Agora's addresses are unknown). At most `MAX_NOTICE` bytes
 //! (Agora's notices are a few hundred); 200 for a notice applied or seen before, 401 for a bad
 //! or missing signature, 404 for an App ID with no `[[notifications]]` entry.
 
@@ -23,6 +24,7 @@ pub(crate) async fn intake(
     inbound: Inbound,
     Path(appid): Path<String>,
     headers: HeaderMap,
+    peer: Option<axum::Extension<crate::server::Peer>>,
     body: Body,
 ) -> Response {
     inbound.slot.set_operation("ncs_notice");
@@ -30,7 +32,8 @@ pub(crate) async fn intake(
         Ok(body) => body,
         Err(error) => return error.into_response(),
     };
-    match gateway.notifications.intake(&appid, &headers, &body).await {
+    let peer = peer.map(|axum::Extension(peer)| peer.0.ip());
+    match gateway.notifications.intake(&appid, &headers, &body, peer).await {
         Ok(intake) => {
             let duplicate = intake == Intake::Duplicate;
             (StatusCode::OK, axum::Json(json!({ "accepted": true, "duplicate": duplicate }))).into_response()

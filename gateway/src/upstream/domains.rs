@@ -21,6 +21,8 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// One of the API's domains (`upstream.base_urls`).
 pub(super) struct Domain {
     pub(super) client: Client,
+    /// The same domain at its root, for the operations not under `/dev`.
+    pub(super) root_client: Client,
     /// `host:port`, for metrics and logs.
     pub(super) label: &'static str,
     /// `scheme://host:port`, what the probe asks.
@@ -82,6 +84,15 @@ pub(super) fn origin_of(base_url: &str) -> String {
     match reqwest::Url::parse(base_url) {
         Ok(url) => url.origin().ascii_serialization(),
         Err(_) => base_url.to_string(),
+    }
+}
+
+/// The domain's root of a base URL: without the Console API's `/dev` (`https://api.agora.io/dev`
+/// → `https://api.agora.io`), or else its origin.
+pub(crate) fn root_of(base_url: &str) -> String {
+    match base_url.trim_end_matches('/').strip_suffix("/dev") {
+        Some(root) => root.to_string(),
+        None => origin_of(base_url),
     }
 }
 

@@ -20,7 +20,7 @@ use crate::config::UpstreamConfig;
 use crate::dispatch;
 use crate::error::GatewayError;
 use crate::metrics::{DomainLabels, Metrics, OperationLabels, UpstreamLabels};
-use domains::{Domain, domain_label, lock, origin_of, probe};
+use domains::{Domain, domain_label, lock, origin_of, probe, root_of};
 
 /// Largest upstream answer the gateway reads (a project list of 5,000 projects is about 1.5 MiB).
 pub(crate) const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
@@ -79,11 +79,13 @@ impl Upstream {
         let mut domains = Vec::new();
         for base_url in base_urls {
             let client = Client::with_basic_auth(base_url, customer_id, customer_secret, &options)?;
+            let root = root_of(base_url);
+            let root_client = Client::with_basic_auth(&root, customer_id, customer_secret, &options)?;
             let label: &'static str = Box::leak(domain_label(base_url).into_boxed_str());
             metrics.upstream_domain_up.get_or_create(&DomainLabels { domain: label }).set(1);
             let origin = origin_of(base_url);
             let (down_until, unreachable) = (Mutex::new(None), AtomicBool::new(false));
-            domains.push(Domain { client, label, origin, down_until, unreachable });
+            domains.push(Domain { client, root_client, label, origin, down_until, unreachable });
         }
         // The probe's own client: no credentials (so no budget), no redirect, no proxy.
         let prober = reqwest::Client::builder()
@@ -149,7 +151,9 @@ impl Upstream {
         let index = self.pick();
         let operation = call.operation.id();
         let started = Instant::now();
-        let client = &self.domains[index].client;
+        let domain = &self.domains[index];
+        // Most operations live under `/dev`; a few at the domain's root (`x-gateway.base: root`).
+        let client = if call.operation.spec().root { &domain.root_client } else { &domain.client };
         let (result, raw) = capture_answer(MAX_ANSWER_BYTES, dispatch::dispatch(client, call)).await;
         #[cfg(all(feature = "fault-injection", debug_assertions))]
         inject_fault(raw.as_ref());

@@ -191,7 +191,7 @@ fn policy(operation: &Operation) -> Result<TokenStream> {
             Ok(quote! { Check::#name })
         })
         .collect::<Result<Vec<_>>>()?;
-    let known = ["scope", "cache", "ownership", "owner-param", "invalidates", "priority", "checks"];
+    let known = ["scope", "cache", "ownership", "owner-param", "invalidates", "priority", "checks", "base"];
     if let Some(unknown) = operation.policy.as_object().and_then(|o| o.keys().find(|k| !known.contains(&k.as_str()))) {
         bail!("{id}: x-gateway.{unknown} is not a policy field (known: {})", known.join(", "));
     }
@@ -292,12 +292,18 @@ pub(super) fn generate(spec_text: &str) -> Result<(String, String)> {
             };
             let body_fields = &op.body_fields;
             let policy = policy(op)?;
+            let root = match op.policy.get("base").and_then(Value::as_str) {
+                None | Some("dev") => false,
+                Some("root") => true,
+                Some(other) => bail!("{}: x-gateway.base is `dev` (the default) or `root`, not {other:?}", op.id),
+            };
             Ok(quote! {
                 OperationSpec {
                     operation: Operation::#variant,
                     id: #id,
                     method: Method::#method,
                     path: #path,
+                    root: #root,
                     params: &[#(#params),*],
                     body: #body,
                     body_fields: &[#(#body_fields),*],
@@ -326,8 +332,10 @@ pub(super) fn generate(spec_text: &str) -> Result<(String, String)> {
             /// The spec's operationId.
             pub(crate) id: &'static str,
             pub(crate) method: Method,
-            /// Path under `/dev`, as the spec writes it.
+            /// Path under `/dev` (or, `root`, at the domain's root), as the spec writes it.
             pub(crate) path: &'static str,
+            /// At the domain's root, not under `/dev` (`x-gateway.base: root`).
+            pub(crate) root: bool,
             pub(crate) params: &'static [ParamSpec],
             /// The request body's schema, for operations that take one.
             pub(crate) body: Option<&'static str>,

@@ -99,7 +99,7 @@ pub(crate) struct ClusterCache {
     seal: crate::seal::Seal,
     /// Classes whose last invalidation could not be published yet (retried until it is): this
     /// replica takes no shared copy of them meanwhile.
-    unpublished: [AtomicBool; 3],
+    unpublished: [AtomicBool; CacheClass::ALL.len()],
     /// Set once the local cache exists (the subscriber applies invalidations to it).
     local: Mutex<Option<Weak<Inner>>>,
 }
@@ -131,7 +131,7 @@ impl ClusterCache {
             trusted_from_ms: AtomicU64::new(u64::MAX),
             metrics,
             seal: crate::seal::Seal::of_account(customer_secret),
-            unpublished: [AtomicBool::new(false), AtomicBool::new(false), AtomicBool::new(false)],
+            unpublished: Default::default(),
             local: Mutex::new(None),
         });
         Ok(cache)
