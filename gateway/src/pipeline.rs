@@ -82,20 +82,18 @@ impl Gateway {
                     return Ok(response);
                 }
                 // A channel read of a project whose channel state comes from notices.
-                if !refresh && let Some(body) = self.notifications.answer(&call) {
-                    return Ok(from_notices(body));
+                if !refresh && let Some((body, content_type)) = self.notifications.answer(&call) {
+                    return Ok(from_notices(body, content_type));
                 }
-                let asked = Instant::now();
-                let learn = (call.operation == Operation::GetUserProperty).then(|| call.clone());
+                // Agora's answer about a user teaches the notices' state its join time.
+                let learn = (call.operation == Operation::GetUserProperty).then(|| (call.clone(), Instant::now()));
                 let (entry, status) = self.read(upstream, call, class, refresh, principal.tenant.index).await?;
-                if let Some(call) = learn
+                if let Some((call, asked)) = learn
                     && entry.answer.status == 200
+                    // Fetched for this read, not a copy from before it.
+                    && Instant::now().checked_sub(entry.age()).is_some_and(|fetched| fetched >= asked)
                 {
-                    // A fresh answer (not a copy from before `asked`) teaches the notices' state.
-                    let fetched = Instant::now().checked_sub(entry.age()).unwrap_or(asked);
-                    if fetched >= asked {
-                        self.notifications.learn(&call, &entry.answer.body, asked);
-                    }
+                    self.notifications.learn(&call, &entry.answer.body, asked);
                 }
                 let body = egress::render(principal, policy.ownership, &entry.answer.body, &entry.views)?;
                 Ok(answer_response(&entry.answer, body, Some((status, entry.age()))))
@@ -327,12 +325,13 @@ impl Fetcher {
     }
 }
 
-/// A channel read answered from the notices' channel state: Agora's shape, `X-Cache: EVENTS`, and
-/// no age (the state is as of the last notice).
-fn from_notices(body: Bytes) -> Response {
+/// A channel read answered from the notices' channel state: Agora's shape and `Content-Type`,
+/// `X-Cache: EVENTS`, and no age (the state is as of the last notice).
+fn from_notices(body: Bytes, content_type: Option<HeaderValue>) -> Response {
     let mut response = Response::new(Body::from(body));
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let content_type = content_type.unwrap_or_else(|| HeaderValue::from_static("application/json"));
+    headers.insert(header::CONTENT_TYPE, content_type);
     headers.insert("x-cache", HeaderValue::from_static("EVENTS"));
     headers.insert(header::AGE, HeaderValue::from(0));
     response

@@ -449,17 +449,20 @@ pub(crate) fn problem_detail(status: u16, headers: &reqwest::header::HeaderMap, 
     body["detail"].as_str().unwrap().to_string()
 }
 
-/// Operations of the spec: (method, path, operationId).
+/// Operations of the spec: (method, the path the gateway serves it at, operationId) — under
+/// `/dev`, or at the root for those at Agora's domain root (`x-gateway.base: root`).
 pub(crate) fn spec_operations() -> Vec<(String, String, String)> {
     let text = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../openapi/agora-console.yaml"))
         .unwrap();
     let spec: Value = serde_yaml_ng::from_str(&text).unwrap();
     let mut operations = Vec::new();
     for (path, item) in spec["paths"].as_object().unwrap() {
-        for (method, operation) in item.as_object().unwrap() {
+        // A path item's `servers` are not an operation.
+        for (method, operation) in item.as_object().unwrap().iter().filter(|(key, _)| *key != "servers") {
+            let root = operation["x-gateway"]["base"] == "root";
             operations.push((
                 method.to_uppercase(),
-                path.clone(),
+                if root { path.clone() } else { format!("/dev{path}") },
                 operation["operationId"].as_str().unwrap().to_string(),
             ));
         }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use agora_console_client::{Client, types};
+use agora_console_client::{Client, ClientOptions, types};
 use agora_sandbox::{Faults, Flavor};
 use chrono::Utc;
 use reqwest::Method;
@@ -113,6 +113,10 @@ async fn through_client(id: &str, client: &Client, walk: &mut Walk, app: &str) {
             let page = client.list_channels().appid(app).page_size(2u32).send().await.unwrap().into_inner();
             assert_eq!(page.data.channels.len(), 2);
         }
+        "get_ncs_ips" => {
+            let addresses = client.get_ncs_ips().send().await.unwrap().into_inner();
+            assert!(!addresses.data.service.hosts.is_empty(), "Agora's NCS servers have addresses");
+        }
         "list_channel_hosts" => {
             let hosts = client.list_channel_hosts().appid(app).cname("town-hall").send().await.unwrap().into_inner();
             assert_eq!((hosts.data.mode, hosts.data.broadcasters), (Some(2), vec![2001]));
@@ -147,7 +151,7 @@ async fn with_trailing_slash(id: &str, method: &str, path: &str, stack: &Stack, 
         "delete_kicking_rule" => Some(json!({"appid": app, "id": walk.rule_ids[1]})),
         _ => None,
     };
-    let url = stack.url(&format!("/dev{concrete}/{query}"));
+    let url = stack.url(&format!("{concrete}/{query}"));
     let mut request = http().request(Method::from_bytes(method.as_bytes()).unwrap(), url).bearer_auth(token);
     if method == "GET" {
         request = request.header("cache-control", "no-cache");
@@ -194,10 +198,13 @@ async fn walk_every_operation(flavor: Flavor) {
     };
     let mut operations = spec_operations();
     operations.sort_by_key(|(_, _, id)| order(id));
-    assert!(operations.len() >= 18, "the 17 documented operations and the hosts-only list");
+    assert!(operations.len() >= 19, "the 17 documented operations, the hosts-only list, the NCS addresses");
+    // An operation at Agora's domain root is called with the client pointed at the gateway's root.
+    let admin_at_root = Client::with_bearer_token(&stack.url(""), &admin_token, &ClientOptions::default()).unwrap();
     for (method, path, id) in operations {
         let before = stack.stats().await.by_operation.get(&id).copied().unwrap_or(0);
-        through_client(&id, &admin, &mut walk, &app).await;
+        let client = if path.starts_with("/dev/") { &admin } else { &admin_at_root };
+        through_client(&id, client, &mut walk, &app).await;
         if id == "create_kicking_rule" {
             // A second rule for the raw call's update and delete.
             through_client(&id, &admin, &mut walk, &app).await;
@@ -322,7 +329,7 @@ async fn the_openapi_document_lists_every_operation_and_the_docs_are_served_offl
     }
     for (method, path, id) in spec_operations() {
         let (served_method, served_path, operation) = served.get(&id).unwrap_or_else(|| panic!("{id} is not served"));
-        assert_eq!((served_method, served_path), (&method, &format!("/dev{path}")));
+        assert_eq!((served_method, served_path), (&method, &path));
         for status in ["401", "403", "429", "502", "504"] {
             assert!(operation["responses"].get(status).is_some(), "{id} documents {status}");
         }

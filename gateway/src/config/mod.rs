@@ -147,8 +147,7 @@ pub(crate) struct ServerConfig {
     /// token, for probes and scrapers; bind it where only they can reach it. Without it, `/metrics`
     /// needs a token with the `admin` scope and `/readyz` tells others only ready or not.
     pub(crate) admin_listen: Option<SocketAddr>,
-    /// A third address serving only `POST /agora/ncs/{appid}`, Agora's notices (they are taken on
-    /// `listen` too): the one to expose to Agora's servers.
+    /// A third address, serving only Agora's notices (`POST /agora/ncs/{appid}`, on `listen` too).
     pub(crate) notifications_listen: Option<SocketAddr>,
     /// Worker threads of the runtime (`serve` only); one per CPU when left out.
     pub(crate) worker_threads: Option<usize>,

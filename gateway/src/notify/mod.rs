@@ -62,6 +62,8 @@ pub(crate) struct Project {
     book: Mutex<Book>,
     /// When the last notice of this project was accepted.
     last_notice: Mutex<Option<Instant>>,
+    /// The `Content-Type` of Agora's channel answers, as the last poll had it.
+    pub(crate) content_type: Mutex<Option<http::HeaderValue>>,
     /// The generation of notices (see [`Notifications::generation`]) the book was last baselined
     /// in, plus one; 0: never.
     baselined: AtomicU64,
@@ -132,6 +134,7 @@ impl Notifications {
                     allow_agora_ips: config.allow_agora_ips,
                     book: Mutex::new(Book::default()),
                     last_notice: Mutex::new(None),
+                    content_type: Mutex::new(None),
                     baselined: AtomicU64::new(0),
                 };
                 (config.appid.clone(), Arc::new(project))
@@ -261,8 +264,9 @@ impl Notifications {
         }
     }
 
-    /// A channel read answered from a live project's book: Agora's JSON body.
-    pub(crate) fn answer(&self, call: &Call) -> Option<Bytes> {
+    /// A channel read answered from a live project's book: Agora's JSON body, and the
+    /// `Content-Type` Agora gives it.
+    pub(crate) fn answer(&self, call: &Call) -> Option<(Bytes, Option<http::HeaderValue>)> {
         let project = self.projects.get(call.get("appid")?)?;
         if !self.is_live(project, Instant::now()) {
             return None;
@@ -282,6 +286,7 @@ impl Notifications {
         };
         drop(book);
         self.metrics.ncs_reads.inc();
-        Some(Bytes::from(body.to_string()))
+        let content_type = project.content_type.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        Some((Bytes::from(body.to_string()), content_type))
     }
 }

@@ -106,6 +106,10 @@ impl Reconciler {
         if answer.status != 200 {
             return Err(format!("Agora answered {}", answer.status));
         }
+        if let Some(content_type) = answer.headers.get(http::header::CONTENT_TYPE) {
+            *self.project.content_type.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) =
+                Some(content_type.clone());
+        }
         Ok((answer, sent))
     }
 

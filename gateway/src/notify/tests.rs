@@ -219,7 +219,7 @@ async fn intake_refuses_forgeries_answers_duplicates_and_serves_only_a_live_proj
     assert_eq!(notifications.answer(&call), None, "not reconciled with Agora yet");
     let project = notifications.projects().next().unwrap();
     project.set_baselined(Some(notifications.generation()));
-    let answer: Value = serde_json::from_slice(&notifications.answer(&call).unwrap()).unwrap();
+    let answer: Value = serde_json::from_slice(&notifications.answer(&call).unwrap().0).unwrap();
     assert_eq!(
         answer,
         json!({ "success": true, "data": { "channel_exist": true, "mode": 1, "total": 1, "users": [5] } })
