@@ -175,9 +175,8 @@ impl Notifications {
         self.metrics.ncs_notices.get_or_create(&ResultLabels { result }).inc();
     }
 
-    /// One notice for `appid`: from an allowed address (if the project says so), verified, then
-    /// applied unless it was seen before.
-    /// `peer`: where it came from, when the listener tells.
+    /// One notice for `appid`: from an allowed address (if the project says so; `peer`: where it
+    /// came from, when the listener tells), verified, then applied unless it was seen before.
     pub(crate) async fn intake(
         &self,
         appid: &str,
@@ -267,6 +266,15 @@ impl Notifications {
     /// A channel read answered from a live project's book: Agora's JSON body, and the
     /// `Content-Type` Agora gives it.
     pub(crate) fn answer(&self, call: &Call) -> Option<(Bytes, Option<http::HeaderValue>)> {
+        const CHANNEL_READS: [Operation; 4] = [
+            Operation::ListChannelUsers,
+            Operation::ListChannelHosts,
+            Operation::GetUserProperty,
+            Operation::ListChannels,
+        ];
+        if !CHANNEL_READS.contains(&call.operation) {
+            return None;
+        }
         let project = self.projects.get(call.get("appid")?)?;
         if !self.is_live(project, Instant::now()) {
             return None;
