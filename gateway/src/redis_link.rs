@@ -34,6 +34,16 @@ pub(crate) async fn within_timeout<T>(command: impl Future<Output = redis::Redis
     }
 }
 
+/// A subscription to `channel`, made within two seconds, or why not.
+pub(crate) async fn subscribe(client: &redis::Client, channel: &str) -> Result<redis::aio::PubSub, String> {
+    let subscription = async {
+        let mut pubsub = client.get_async_pubsub().await.map_err(|e| e.to_string())?;
+        pubsub.subscribe(channel).await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(pubsub)
+    };
+    tokio::time::timeout(Duration::from_secs(2), subscription).await.map_err(|_| "no answer within 2s".to_string())?
+}
+
 /// The account's part of every Redis key: `{<hash>}`, 16 hex digits of a SHA-256 of the customer
 /// ID and the upstream's domains. The customer ID never appears in Redis in clear; a gateway in
 /// front of another upstream (a staging one sharing Redis, prefix and account) keeps apart; and,

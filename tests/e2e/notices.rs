@@ -21,6 +21,21 @@ const USER: u8 = 1;
 const BROADCASTER: u8 = 2;
 const AUDIENCE: u8 = 3;
 
+/// A sandbox of the demo account that sends its notices to these gateway ports (in turn), and its
+/// projects.
+async fn notifying_sandbox(ports: &[u16]) -> (Sandbox, DemoProjects) {
+    let notify = NotifyConfig {
+        urls: ports.iter().map(|port| format!("http://127.0.0.1:{port}/agora/ncs/{{appid}}")).collect(),
+        secret: NCS_SECRET.to_string(),
+        ..Default::default()
+    };
+    let config =
+        SandboxConfig { seed: Seed::Demo, notify: Some(notify), ..SandboxConfig::new(CUSTOMER_ID, CUSTOMER_SECRET) };
+    let sandbox = Sandbox::start(config, any_port()).await.expect("the sandbox starts");
+    let projects = DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
+    (sandbox, projects)
+}
+
 /// A sandbox that notifies a gateway process (of the acme-web and initech-staging projects), and
 /// that gateway.
 struct Notified {
@@ -37,19 +52,7 @@ impl Notified {
 
     async fn start_with(name: &str, reconcile_every: &str, silence_after: &str, server_extra: &'static str) -> Self {
         let port = free_port();
-        let notify = NotifyConfig {
-            urls: vec![format!("http://127.0.0.1:{port}/agora/ncs/{{appid}}")],
-            secret: NCS_SECRET.to_string(),
-            ..Default::default()
-        };
-        let config = SandboxConfig {
-            seed: Seed::Demo,
-            notify: Some(notify),
-            ..SandboxConfig::new(CUSTOMER_ID, CUSTOMER_SECRET)
-        };
-        let sandbox = Sandbox::start(config, any_port()).await.expect("the sandbox starts");
-        let projects =
-            DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
+        let (sandbox, projects) = notifying_sandbox(&[port]).await;
         let acme = projects.named("acme-web").vendor_key.clone();
         let initech = projects.named("initech-staging").vendor_key.clone();
         let mut sections = String::new();
@@ -314,9 +317,16 @@ async fn channel_reads_come_from_notices_spend_nothing_and_match_the_truth() {
     }
     assert!(lost > 0, "the faults dropped no notice: the test proved nothing about reconciliation");
     // Every channel call that reached the sandbox was a reconciliation poll: the reads spent nothing.
+    // (A poll is counted before it is sent: read after the sandbox's count, the gateway's holds
+    // every poll that reached it, and perhaps one still on its way.)
     let calls = stack.channel_calls().await - calls_before;
     let polls = stack.metric("agora_gateway_ncs_reconcile_polls_total").await - polls_before;
-    assert_eq!(calls, polls + asked_upstream, "channel calls at the sandbox are the reconciliation's polls");
+    assert!(
+        calls <= polls + asked_upstream,
+        "{calls} channel calls at the sandbox, {polls} polls, {asked_upstream} asked"
+    );
+    let from_notices = stack.metric("agora_gateway_ncs_channel_reads_total").await;
+    assert!(from_notices >= 300 - asked_upstream, "{from_notices} reads answered from notices");
     assert!(asked_upstream <= 10, "{asked_upstream} of 300 reads were asked of Agora");
     // Once notices stop being lost, the state converges on the truth within a reconcile interval.
     stack.faults(NotifyFaults::default()).await;
@@ -467,15 +477,7 @@ async fn notices_reach_every_replica_and_one_cut_off_from_redis_stops_answering_
     let Some(redis) = crate::cluster::RedisServer::start().await else { return };
     let links = [crate::fleet::RedisLink::to(&redis).await, crate::fleet::RedisLink::to(&redis).await];
     let ports = [free_port(), free_port()];
-    let notify = NotifyConfig {
-        urls: ports.iter().map(|port| format!("http://127.0.0.1:{port}/agora/ncs/{{appid}}")).collect(),
-        secret: NCS_SECRET.to_string(),
-        ..Default::default()
-    };
-    let config =
-        SandboxConfig { seed: Seed::Demo, notify: Some(notify), ..SandboxConfig::new(CUSTOMER_ID, CUSTOMER_SECRET) };
-    let sandbox = Sandbox::start(config, any_port()).await.expect("the sandbox starts");
-    let projects = DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
+    let (sandbox, projects) = notifying_sandbox(&ports).await;
     let acme = projects.named("acme-web").vendor_key.clone();
     let sections = format!(
         "\n[[notifications]]\nappid = \"{acme}\"\nsecret = \"{NCS_SECRET}\"\nreconcile_every = \"60s\"\nsilence_after = \"60s\"\n"
@@ -558,15 +560,7 @@ async fn notices_reach_every_replica_and_one_cut_off_from_redis_stops_answering_
 async fn agoras_addresses_are_an_admin_read_and_the_allow_list_of_notices() {
     let _load = LOAD.lock().await;
     let (port, notifications_port) = (free_port(), free_port());
-    let notify = NotifyConfig {
-        urls: vec![format!("http://127.0.0.1:{notifications_port}/agora/ncs/{{appid}}")],
-        secret: NCS_SECRET.to_string(),
-        ..Default::default()
-    };
-    let config =
-        SandboxConfig { seed: Seed::Demo, notify: Some(notify), ..SandboxConfig::new(CUSTOMER_ID, CUSTOMER_SECRET) };
-    let sandbox = Sandbox::start(config, any_port()).await.expect("the sandbox starts");
-    let projects = DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
+    let (sandbox, projects) = notifying_sandbox(&[notifications_port]).await;
     let acme = projects.named("acme-web").vendor_key.clone();
     let sections = format!(
         "\n[[notifications]]\nappid = \"{acme}\"\nsecret = \"{NCS_SECRET}\"\nallow_agora_ips = true\nreconcile_every = \"60s\"\n"

@@ -111,12 +111,7 @@ impl Relay {
 pub(crate) async fn subscriber(relay: Weak<Relay>, apply: impl Fn(Relayed), rejected: impl Fn()) {
     loop {
         let Some(strong) = relay.upgrade() else { return };
-        let subscription = async {
-            let mut pubsub = strong.client.get_async_pubsub().await.map_err(|e| e.to_string())?;
-            pubsub.subscribe(&strong.channel).await.map_err(|e| e.to_string())?;
-            Ok::<_, String>(pubsub)
-        };
-        let Ok(Ok(pubsub)) = tokio::time::timeout(Duration::from_secs(2), subscription).await else {
+        let Ok(pubsub) = crate::redis_link::subscribe(&strong.client, &strong.channel).await else {
             strong.subscribed.store(false, Ordering::SeqCst);
             drop(strong);
             tokio::time::sleep(RESUBSCRIBE_EVERY).await;

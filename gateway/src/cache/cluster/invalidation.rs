@@ -141,12 +141,7 @@ impl ClusterCache {
 pub(super) async fn subscriber(cache: Weak<ClusterCache>) {
     loop {
         let Some(strong) = cache.upgrade() else { return };
-        let subscription = async {
-            let mut pubsub = strong.client.get_async_pubsub().await.map_err(|e| e.to_string())?;
-            pubsub.subscribe(&strong.channel).await.map_err(|e| e.to_string())?;
-            Ok::<_, String>(pubsub)
-        };
-        let Ok(Ok(pubsub)) = tokio::time::timeout(Duration::from_secs(2), subscription).await else {
+        let Ok(pubsub) = crate::redis_link::subscribe(&strong.client, &strong.channel).await else {
             strong.subscribed.store(false, Ordering::SeqCst);
             strong.metrics.cache_cluster_up.set(0);
             drop(strong);
