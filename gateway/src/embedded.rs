@@ -16,6 +16,7 @@ pub(crate) const AVAILABLE: bool = cfg!(feature = "demo");
 /// Agora's Notifications service, played by the embedded sandbox: the projects' notices go to the
 /// gateway at `listen`, signed with their `[[notifications]]` secrets; `activity`: every this
 /// often somebody joins or leaves a demo channel (the demo only).
+#[cfg_attr(not(feature = "demo"), allow(dead_code))]
 pub(crate) struct Notify<'a> {
     pub(crate) listen: std::net::SocketAddr,
     pub(crate) secrets: Vec<(&'a str, &'a str)>,
