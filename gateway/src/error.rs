@@ -133,6 +133,11 @@ impl GatewayError {
         }
     }
 
+    /// The problem's short name (`throttled`, `bad-gateway`, ...).
+    pub(crate) fn slug(&self) -> &'static str {
+        self.slug_and_title().0
+    }
+
     fn slug_and_title(&self) -> (&'static str, &'static str) {
         match self {
             Self::BadRequest(_) => ("bad-request", "Bad request"),

@@ -24,6 +24,7 @@ mod edge;
 mod egress;
 mod embedded;
 mod error;
+mod fields;
 mod metrics;
 mod notify;
 mod ops;

@@ -17,10 +17,11 @@ use crate::answer::Answer;
 use crate::audit::MaybeDone;
 use crate::auth::{Principal, Tenant};
 use crate::authorize::{self, Decision, Directory};
-use crate::cache::{CacheStatus, Entry, Read};
+use crate::cache::{CacheStatus, Entry, Outcome, Read};
 use crate::call::Call;
 use crate::egress;
 use crate::error::GatewayError;
+use crate::fields;
 use crate::operations::Operation;
 use crate::policy::{CacheClass, Invalidation, Priority, Scope};
 use crate::state::Gateway;
@@ -47,10 +48,22 @@ pub(crate) async fn serve(
     directives: Directives,
     caller: Option<Caller>,
 ) -> Response {
-    match gateway.pipeline(&principal, call, directives, caller).await {
+    let write = call.operation.policy().cache.is_none();
+    let mut response = match gateway.pipeline(&principal, call, directives, caller).await {
         Ok(response) => response,
-        Err(error) => error.into_response(),
-    }
+        Err(error) => {
+            let status = fields::CacheStatus::of_error(&error, write);
+            let mut response = error.into_response();
+            fields::set_cache_status(response.headers_mut(), status);
+            response
+        }
+    };
+    // The budget, and the caller's lane in it, on every answer (a 429 of ours too).
+    let [policy, rate_limit] = gateway.throttle.rate_limit_fields(&principal.tenant);
+    let headers = response.headers_mut();
+    headers.insert(fields::RATELIMIT_POLICY.clone(), policy);
+    headers.insert(fields::RATELIMIT.clone(), rate_limit);
+    response
 }
 
 impl Gateway {
@@ -72,6 +85,9 @@ impl Gateway {
             Decision::Answer(body) => {
                 let mut response = Response::new(Body::from(body));
                 response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                // None of the tenant's projects: answered here, nothing asked.
+                let status = fields::CacheStatus { detail: Some("no-projects"), ..Default::default() };
+                fields::set_cache_status(response.headers_mut(), status);
                 return Ok(response);
             }
         };
@@ -87,7 +103,7 @@ impl Gateway {
                 }
                 // Agora's answer about a user teaches the notices' state its join time.
                 let learn = (call.operation == Operation::GetUserProperty).then(|| (call.clone(), Instant::now()));
-                let (entry, status) = self.read(upstream, call, class, refresh, principal.tenant.index).await?;
+                let (entry, outcome) = self.read(upstream, call, class, refresh, principal.tenant.index).await?;
                 if let Some((call, asked)) = learn
                     && entry.answer.status == 200
                     // Fetched for this read, not a copy from before it.
@@ -96,7 +112,8 @@ impl Gateway {
                     self.notifications.learn(&call, &entry.answer.body, asked);
                 }
                 let body = egress::render(principal, policy.ownership, &entry.answer.body, &entry.views)?;
-                Ok(answer_response(&entry.answer, body, Some((status, entry.age()))))
+                let cached = Cached { outcome, age: entry.age(), ttl: self.cache.ttl(class) };
+                Ok(answer_response(&entry.answer, body, Some(cached)))
             }
             // 6-7, invalidation, 8.
             None => {
@@ -161,7 +178,7 @@ impl Gateway {
         class: CacheClass,
         refresh: bool,
         tenant: usize,
-    ) -> Result<(Arc<Entry>, CacheStatus), GatewayError> {
+    ) -> Result<(Arc<Entry>, Outcome), GatewayError> {
         let read = Read {
             key: call.cache_key(),
             operation: call.operation,
@@ -197,7 +214,9 @@ impl Gateway {
         }
         self.cache.record(CacheClass::Project, CacheStatus::Hit);
         let body = egress::projects::single(item, principal.has(Scope::ProjectsSecrets));
-        Ok(Some(answer_response(&list.answer, body, Some((CacheStatus::Hit, list.age())))))
+        let outcome = Outcome { status: CacheStatus::Hit, shared: false, collapsed: false, failed_with: None };
+        let cached = Cached { outcome, age: list.age(), ttl: self.cache.ttl(CacheClass::Project) };
+        Ok(Some(answer_response(&list.answer, body, Some(cached))))
     }
 
     async fn invalidate(&self, call: &Call, invalidation: Invalidation) {
@@ -334,17 +353,60 @@ fn from_notices(body: Bytes, content_type: Option<HeaderValue>) -> Response {
     headers.insert(header::CONTENT_TYPE, content_type);
     headers.insert("x-cache", HeaderValue::from_static("EVENTS"));
     headers.insert(header::AGE, HeaderValue::from(0));
+    let status = fields::CacheStatus { hit: true, detail: Some("events"), ..Default::default() };
+    headers.insert(fields::CACHE_STATUS.clone(), status.value());
     response
+}
+
+/// How the cache answered a read: its outcome, the answer's age, and its class's freshness.
+struct Cached {
+    outcome: Outcome,
+    age: Duration,
+    ttl: Duration,
+}
+
+impl Cached {
+    /// Its `Cache-Status`.
+    fn status(&self, upstream_status: u16) -> fields::CacheStatus {
+        let Outcome { status, shared, collapsed, failed_with } = self.outcome;
+        let ttl =
+            i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX) - i64::try_from(self.age.as_secs()).unwrap_or(0);
+        let detail = shared.then_some("shared");
+        let forwarded = |fwd| fields::CacheStatus {
+            fwd: Some(fwd),
+            fwd_status: Some(upstream_status),
+            stored: true,
+            collapsed,
+            detail,
+            ..Default::default()
+        };
+        match status {
+            CacheStatus::Hit => {
+                fields::CacheStatus { hit: true, ttl: Some(ttl), collapsed, detail, ..Default::default() }
+            }
+            CacheStatus::Miss => forwarded(fields::Forward::UriMiss),
+            CacheStatus::Bypass => forwarded(fields::Forward::Request),
+            CacheStatus::Stale => fields::CacheStatus {
+                hit: true,
+                ttl: Some(ttl),
+                fwd: Some(fields::Forward::Stale),
+                fwd_status: failed_with,
+                detail,
+                ..Default::default()
+            },
+        }
+    }
 }
 
 /// An upstream answer with the body for this caller: Agora's status and `Content-Type`; its other
 /// headers (`Retry-After`, `RateLimit-*`, its request ID) only when the answer is this request's
-/// own, not a cache hit. `cache`: how the cache answered, and the answer's age.
-fn answer_response(answer: &Answer, body: Bytes, cache: Option<(CacheStatus, Duration)>) -> Response {
+/// own, not a cache hit. `cache`: how the cache answered (a write: none).
+fn answer_response(answer: &Answer, body: Bytes, cache: Option<Cached>) -> Response {
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = answer.status;
     let headers = response.headers_mut();
-    let replayed = matches!(cache, Some((CacheStatus::Hit | CacheStatus::Stale, _)));
+    let replayed =
+        matches!(&cache, Some(cached) if matches!(cached.outcome.status, CacheStatus::Hit | CacheStatus::Stale));
     if replayed {
         if let Some(content_type) = answer.headers.get(header::CONTENT_TYPE) {
             headers.insert(header::CONTENT_TYPE, content_type.clone());
@@ -355,10 +417,19 @@ fn answer_response(answer: &Answer, body: Bytes, cache: Option<(CacheStatus, Dur
     if !headers.contains_key(header::CONTENT_TYPE) {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
-    if let Some((status, age)) = cache {
-        headers.insert("x-cache", HeaderValue::from_static(status.as_str()));
-        let age = if replayed { age.as_secs() } else { 0 };
-        headers.insert(header::AGE, HeaderValue::from(age));
-    }
+    let status = match &cache {
+        Some(cached) => {
+            headers.insert("x-cache", HeaderValue::from_static(cached.outcome.status.as_str()));
+            let age = if replayed { cached.age.as_secs() } else { 0 };
+            headers.insert(header::AGE, HeaderValue::from(age));
+            cached.status(answer.status.as_u16())
+        }
+        None => fields::CacheStatus {
+            fwd: Some(fields::Forward::Method),
+            fwd_status: Some(answer.status.as_u16()),
+            ..Default::default()
+        },
+    };
+    headers.insert(fields::CACHE_STATUS.clone(), status.value());
     response
 }

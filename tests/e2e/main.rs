@@ -7,6 +7,7 @@ mod cluster;
 mod coherence;
 mod common;
 mod failover;
+mod fields;
 mod fleet;
 mod gateway;
 mod hardening;

@@ -251,6 +251,7 @@ async fn channel_reads_come_from_notices_spend_nothing_and_match_the_truth() {
     wait_for("reads answered from notices", async || stack.read(&acme, &path("ncs-talk")).await.1 == "EVENTS").await;
     let (_, headers, _) = call_at(&stack.gateway.base, Method::GET, &path("ncs-talk"), Some(&acme), None).await;
     assert_eq!(headers["content-type"], "application/json; charset=utf-8", "Agora's Content-Type, from its polls");
+    assert_eq!(headers["cache-status"], "agora-gateway; hit; detail=events");
 
     stack.faults(NotifyFaults { drop: 0.1, duplicate: 0.1, reorder: 0.1, paused: false }).await;
     let (calls_before, polls_before) =

@@ -44,14 +44,24 @@ const COMPLETED_GRACE: Duration = Duration::from_secs(1);
 /// Source of [`UnderWay::id`].
 static NEXT_FILL: AtomicU64 = AtomicU64::new(1);
 
+/// What a caller of a fill learns beside the entry.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Filled {
+    /// It came from the cluster's shared tier (no upstream call).
+    pub(super) shared: bool,
+    /// The caller joined another's fill.
+    pub(super) collapsed: bool,
+}
+
 impl ResponseCache {
-    /// One fill for any number of concurrent callers of the same key; answers the entry and
-    /// whether it came from the cluster's shared tier (no upstream call).
-    pub(super) async fn fill<F, Fut>(&self, read: Read, fill: F) -> Result<(Arc<Entry>, bool), GatewayError>
+    /// One fill for any number of concurrent callers of the same key; answers the entry, and
+    /// whether it came from the cluster's shared tier and whether this caller joined another's.
+    pub(super) async fn fill<F, Fut>(&self, read: Read, fill: F) -> Result<(Arc<Entry>, Filled), GatewayError>
     where
         F: FnOnce(Arc<Promotion>) -> Fut,
         Fut: Future<Output = Result<Answer, GatewayError>> + Send + 'static,
     {
+        let mut collapsed = true;
         let answer = {
             let mut filling = self.inner.filling.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             match filling.get(&read.key) {
@@ -72,6 +82,7 @@ impl ResponseCache {
                     under_way.answer.clone()
                 }
                 _ => {
+                    collapsed = false;
                     let id = NEXT_FILL.fetch_add(1, Ordering::Relaxed);
                     let promotion = Arc::new(Promotion::default());
                     let upstream = fill(promotion.clone());
@@ -92,7 +103,7 @@ impl ResponseCache {
         };
         answer.await.map(|entry| {
             let shared = entry.shared;
-            (entry, shared)
+            (entry, Filled { shared, collapsed })
         })
     }
 }

@@ -28,7 +28,7 @@ mod invalidation;
 
 pub(crate) use cluster::ClusterCache;
 pub(crate) use entry::Entry;
-use fill::{UnderWay, may_serve_stale};
+use fill::{Filled, UnderWay, may_serve_stale};
 
 /// How a read was answered (the `X-Cache` header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +38,24 @@ pub(crate) enum CacheStatus {
     Stale,
     /// `Cache-Control: no-cache`: refreshed from the upstream.
     Bypass,
+}
+
+/// How a read was answered: its `X-Cache`, and what `Cache-Status` says beyond it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    pub(crate) status: CacheStatus,
+    /// Answered by another replica's fill, through Redis (no upstream call here).
+    pub(crate) shared: bool,
+    /// Waited for another caller's fill rather than making its own.
+    pub(crate) collapsed: bool,
+    /// A stale copy answers for Agora, which failed so (its status, when it answered one).
+    pub(crate) failed_with: Option<u16>,
+}
+
+impl Outcome {
+    fn of(status: CacheStatus) -> Self {
+        Self { status, shared: false, collapsed: false, failed_with: None }
+    }
 }
 
 impl CacheStatus {
@@ -203,7 +221,7 @@ impl ResponseCache {
     /// Answers a read: fresh from the cache, or from one (coalesced) fill — the cluster's shared
     /// copy, or an upstream call made by `fill` — or stale when that fails in a way a stale answer
     /// may cover.
-    pub(crate) async fn read<F, Fut>(&self, read: Read, fill: F) -> Result<(Arc<Entry>, CacheStatus), GatewayError>
+    pub(crate) async fn read<F, Fut>(&self, read: Read, fill: F) -> Result<(Arc<Entry>, Outcome), GatewayError>
     where
         F: FnOnce(Arc<Promotion>) -> Fut,
         Fut: Future<Output = Result<Answer, GatewayError>> + Send + 'static,
@@ -214,23 +232,23 @@ impl ResponseCache {
             && let Some(entry) = existing.as_ref().filter(|entry| self.is_fresh(entry, class))
         {
             self.record(class, CacheStatus::Hit);
-            return Ok((entry.clone(), CacheStatus::Hit));
+            return Ok((entry.clone(), Outcome::of(CacheStatus::Hit)));
         }
         let refresh = read.refresh;
         match self.fill(read, fill).await {
             // The shared tier's stale copy, covering a failure: labelled so, with its age.
             Ok((entry, _)) if entry.stale => {
                 self.record(class, CacheStatus::Stale);
-                Ok((entry, CacheStatus::Stale))
+                Ok((entry, Outcome { shared: true, ..Outcome::of(CacheStatus::Stale) }))
             }
-            Ok((entry, shared)) => {
+            Ok((entry, Filled { shared, collapsed })) => {
                 let status = match (refresh, shared) {
                     (true, _) => CacheStatus::Bypass,
                     (false, true) => CacheStatus::Hit,
                     (false, false) => CacheStatus::Miss,
                 };
                 self.inner.record(class, if shared { "shared_hit" } else { status.metric() });
-                Ok((entry, status))
+                Ok((entry, Outcome { status, shared, collapsed, failed_with: None }))
             }
             Err(error) if !refresh && may_serve_stale(&error) => {
                 let limit = self.inner.timings.lifetime(class);
@@ -238,7 +256,11 @@ impl ResponseCache {
                     Some(entry) => {
                         tracing::info!(%error, class = class.as_str(), "serving a stale answer");
                         self.record(class, CacheStatus::Stale);
-                        Ok((entry, CacheStatus::Stale))
+                        let failed_with = match &error {
+                            GatewayError::Upstream(answer) => Some(answer.status.as_u16()),
+                            _ => None,
+                        };
+                        Ok((entry, Outcome { failed_with, ..Outcome::of(CacheStatus::Stale) }))
                     }
                     None => Err(error),
                 }

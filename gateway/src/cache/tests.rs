@@ -74,14 +74,16 @@ async fn concurrent_identical_misses_make_one_call() {
                     Ok(projects(&["a"]))
                 })
                 .await
-                .map(|(_, status)| status)
+                .map(|(_, outcome)| outcome)
         }));
     }
-    for reader in readers {
-        assert_eq!(reader.await.unwrap().unwrap(), CacheStatus::Miss);
-    }
+    let outcomes: Vec<_> = futures::future::join_all(readers).await.into_iter().map(|r| r.unwrap().unwrap()).collect();
+    assert!(outcomes.iter().all(|outcome| outcome.status == CacheStatus::Miss));
+    // One made the call; every other waited for it.
+    assert_eq!(outcomes.iter().filter(|outcome| !outcome.collapsed).count(), 1);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
-    let (_, status) = cache.read(list(), |_| async { unreachable!() }).await.unwrap();
+    let (_, outcome) = cache.read(list(), |_| async { unreachable!() }).await.unwrap();
+    let status = outcome.status;
     assert_eq!(status, CacheStatus::Hit);
 }
 
@@ -89,11 +91,13 @@ async fn concurrent_identical_misses_make_one_call() {
 async fn a_failed_refresh_serves_the_stale_entry_and_client_errors_pass() {
     let cache = cache(Duration::from_secs(20));
     cache.read(list(), |_| async { Ok(projects(&["a"])) }).await.unwrap();
-    let (_, status) = cache.read(list(), |_| async { unreachable!() }).await.unwrap();
+    let (_, outcome) = cache.read(list(), |_| async { unreachable!() }).await.unwrap();
+    let status = outcome.status;
     assert_eq!(status, CacheStatus::Hit, "fresh for 20 s");
     tokio::time::advance(Duration::from_secs(30)).await;
     let down = |_| async { Err(GatewayError::BadGateway("down".into())) };
-    let (entry, status) = cache.read(list(), down).await.unwrap();
+    let (entry, outcome) = cache.read(list(), down).await.unwrap();
+    let status = outcome.status;
     assert_eq!(status, CacheStatus::Stale);
     assert_eq!(entry.age(), Duration::from_secs(30));
     tokio::time::advance(Duration::from_secs(60)).await;
@@ -167,7 +171,8 @@ async fn a_fill_that_fails_or_panics_frees_its_key() {
     let error = cache.read(list(), panics).await.err().expect("a panicked fill is an error");
     assert!(matches!(error, GatewayError::Internal(_)), "{error:?}");
     // Neither left the key stuck: the next read fills it.
-    let (_, status) = cache.read(list(), |_| async { Ok(projects(&["a"])) }).await.unwrap();
+    let (_, outcome) = cache.read(list(), |_| async { Ok(projects(&["a"])) }).await.unwrap();
+    let status = outcome.status;
     assert_eq!(status, CacheStatus::Miss);
     // (An ended fill is kept a moment, joinable, never waited for.)
     assert!(cache.inner.filling.lock().unwrap().values().all(UnderWay::has_ended));
@@ -181,11 +186,14 @@ async fn a_distrusted_cache_serves_nothing_older_as_fresh_but_covers_failures_wi
     cache.inner.distrust();
     assert!(cache.fresh("list_projects", CacheClass::Project).await.is_none());
     let down = |_| async { Err(GatewayError::BadGateway("down".into())) };
-    let (_, status) = cache.read(list(), down).await.unwrap();
+    let (_, outcome) = cache.read(list(), down).await.unwrap();
+    let status = outcome.status;
     assert_eq!(status, CacheStatus::Stale, "still within its TTL: it may cover a failure");
-    let (_, status) = cache.read(list(), |_| async { Ok(projects(&["a", "b"])) }).await.unwrap();
+    let (_, outcome) = cache.read(list(), |_| async { Ok(projects(&["a", "b"])) }).await.unwrap();
+    let status = outcome.status;
     assert_eq!(status, CacheStatus::Miss);
-    let (entry, status) = cache.read(list(), |_| async { unreachable!() }).await.unwrap();
+    let (entry, outcome) = cache.read(list(), |_| async { unreachable!() }).await.unwrap();
+    let status = outcome.status;
     assert_eq!((entry.projects().len(), status), (2, CacheStatus::Hit), "what was filled after is trusted");
 }
 
@@ -217,9 +225,11 @@ async fn a_fill_another_tenant_joins_is_promoted() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(!first.is_finished() && !same.is_finished());
     let other = Read { tenant: 1, ..list() };
-    let (_, status) = cache.read(other, |_| async { unreachable!() }).await.unwrap();
-    assert_eq!(status, CacheStatus::Miss);
+    let (_, outcome) = cache.read(other, |_| async { unreachable!() }).await.unwrap();
+    assert_eq!((outcome.status, outcome.collapsed), (CacheStatus::Miss, true), "it waited for the first's fill");
     was_promoted.await.unwrap();
-    assert_eq!(first.await.unwrap().unwrap().1, CacheStatus::Miss);
-    assert_eq!(same.await.unwrap().unwrap().1, CacheStatus::Miss);
+    let first = first.await.unwrap().unwrap().1;
+    assert_eq!((first.status, first.collapsed), (CacheStatus::Miss, false), "the first made the call");
+    let same = same.await.unwrap().unwrap().1;
+    assert_eq!((same.status, same.collapsed), (CacheStatus::Miss, true));
 }

@@ -127,6 +127,11 @@ impl<T> FairQueue<T> {
         self.len == 0
     }
 
+    /// Requests waiting in lane `index`.
+    pub(crate) fn waiting(&self, index: usize) -> usize {
+        self.lanes.get(index).map_or(0, Lane::len)
+    }
+
     /// Total weight of the tenants sharing the budget now: `tenant`, those waiting, and those
     /// that had a request admitted within the last `max_wait` (an occasional tenant keeps its share
     /// between its requests, so a flooding one cannot take all the slack).

@@ -81,6 +81,8 @@ struct Shared {
     slots: Slots,
     /// The local slot spacing and the longest queueing (a reload may change them).
     pacing: std::sync::RwLock<(Duration, Duration)>,
+    /// `RateLimit-Policy` of the deployment's budget (a reload may change it).
+    policy: std::sync::RwLock<http::HeaderValue>,
     metrics: Arc<Metrics>,
 }
 
@@ -190,6 +192,7 @@ impl Throttle {
             work: Arc::new(Notify::new()),
             slots,
             pacing: std::sync::RwLock::new((interval, config.max_wait)),
+            policy: std::sync::RwLock::new(crate::fields::policy(config.rate)),
             metrics,
         });
         tokio::spawn(dispatch::dispatch(Arc::downgrade(&shared), shared.work.clone()));
@@ -198,6 +201,26 @@ impl Throttle {
 
     pub(crate) fn max_wait(&self) -> Duration {
         self.shared.pacing().1
+    }
+
+    /// `RateLimit-Policy` and `RateLimit` for `tenant` now: the deployment's budget; how many more
+    /// requests its lane may have waiting (its share of a `max_wait` window, less what it has
+    /// waiting); and the whole seconds until the next slot.
+    pub(crate) fn rate_limit_fields(&self, tenant: &Tenant) -> [http::HeaderValue; 2] {
+        let shared = &self.shared;
+        let policy = shared.policy.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        let now = Instant::now().into_std();
+        let pace = shared.pace(Instant::from_std(now));
+        let remaining = {
+            let queue = shared.queue();
+            match queue.is_retired(tenant.index) {
+                true => 0,
+                false => queue.share(tenant.index, now, &pace).saturating_sub(queue.waiting(tenant.index)),
+            }
+        };
+        let next = pace.next_slot.saturating_duration_since(now);
+        let reset = next.as_secs() + u64::from(next.subsec_nanos() > 0);
+        [policy, crate::fields::rate_limit(remaining as u64, reset)]
     }
 
     /// Nobody of this replica waits for a slot (background polls take only such slots).
@@ -212,6 +235,7 @@ impl Throttle {
         let shared = &self.shared;
         let interval = interval_for(config.rate, config.burst, config.safety_margin);
         *shared.pacing.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = (interval, config.max_wait);
+        *shared.policy.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = crate::fields::policy(config.rate);
         match &shared.slots {
             Slots::Local(gcra) => lock(gcra).reconfigure(interval, config.burst, Instant::now().into_std()),
             Slots::Cluster(cluster) => cluster.reconfigure(config),

@@ -1,0 +1,125 @@
+//! The standard fields on every Console answer, as structured fields (RFC 8941): RFC 9211
+//! `Cache-Status` — how the gateway's cache took part — and the HTTPAPI working group's
+//! `RateLimit-Policy` (the deployment's budget) and `RateLimit` (the caller's lane now). Tools that
+//! read them (proxies, SDKs, dashboards) need no knowledge of `X-Cache`.
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::error::GatewayError;
+
+/// The cache's name in `Cache-Status`.
+const CACHE: &str = "agora-gateway";
+
+pub(crate) static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+pub(crate) static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+pub(crate) static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+
+/// Why the request went to Agora (RFC 9211 `fwd`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Forward {
+    /// A read not in the cache.
+    UriMiss,
+    /// The caller asked for a fresh answer (`Cache-Control: no-cache`).
+    Request,
+    /// A write: never cached.
+    Method,
+    /// The copy was stale and Agora failed: the stale copy answers.
+    Stale,
+}
+
+impl Forward {
+    fn token(self) -> &'static str {
+        match self {
+            Forward::UriMiss => "uri-miss",
+            Forward::Request => "request",
+            Forward::Method => "method",
+            Forward::Stale => "stale",
+        }
+    }
+}
+
+/// One `Cache-Status` member: this cache's part in an answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct CacheStatus {
+    pub(crate) hit: bool,
+    /// Seconds of freshness left (negative: stale by that much).
+    pub(crate) ttl: Option<i64>,
+    pub(crate) fwd: Option<Forward>,
+    /// Agora's status, when the request went to Agora.
+    pub(crate) fwd_status: Option<u16>,
+    pub(crate) stored: bool,
+    /// This request waited for another's upstream call (a coalesced fill).
+    pub(crate) collapsed: bool,
+    /// `shared` (another replica's fill, through Redis), `events` (Agora's notifications), or why
+    /// the gateway answered without Agora.
+    pub(crate) detail: Option<&'static str>,
+}
+
+impl CacheStatus {
+    pub(crate) fn value(&self) -> HeaderValue {
+        let mut field = String::with_capacity(48);
+        field.push_str(CACHE);
+        if self.hit {
+            field.push_str("; hit");
+        }
+        if let Some(ttl) = self.ttl {
+            field.push_str("; ttl=");
+            field.push_str(&ttl.to_string());
+        }
+        if let Some(fwd) = self.fwd {
+            field.push_str("; fwd=");
+            field.push_str(fwd.token());
+        }
+        if let Some(status) = self.fwd_status {
+            field.push_str("; fwd-status=");
+            field.push_str(&status.to_string());
+        }
+        if self.stored {
+            field.push_str("; stored");
+        }
+        if self.collapsed {
+            field.push_str("; collapsed");
+        }
+        if let Some(detail) = self.detail {
+            field.push_str("; detail=");
+            field.push_str(detail);
+        }
+        HeaderValue::from_str(&field).unwrap_or_else(|_| HeaderValue::from_static(CACHE))
+    }
+
+    /// The gateway's own refusal or failure: forwarded (`fwd`) only when Agora was reached or tried.
+    pub(crate) fn of_error(error: &GatewayError, write: bool) -> Self {
+        let fwd = Some(if write { Forward::Method } else { Forward::UriMiss });
+        match error {
+            GatewayError::Upstream(answer) => {
+                CacheStatus { fwd, fwd_status: Some(answer.status.as_u16()), ..Self::default() }
+            }
+            GatewayError::UpstreamCredentials { status, .. } => {
+                CacheStatus { fwd, fwd_status: Some(*status), ..Self::default() }
+            }
+            GatewayError::BadGateway(_) | GatewayError::GatewayTimeout(_) => {
+                CacheStatus { fwd, detail: Some(error.slug()), ..Self::default() }
+            }
+            _ => CacheStatus { detail: Some(error.slug()), ..Self::default() },
+        }
+    }
+}
+
+/// `RateLimit-Policy: "agora";q=<rate>;w=1`: the deployment's budget, per second.
+pub(crate) fn policy(rate: u32) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"agora\";q={rate};w=1")).unwrap_or_else(|_| HeaderValue::from_static("\"agora\""))
+}
+
+/// `RateLimit: "agora";r=<remaining>;t=<seconds>`: how many more requests the caller's lane may
+/// have waiting for a slot now, and in how many seconds the next slot comes.
+pub(crate) fn rate_limit(remaining: u64, reset_seconds: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"agora\";r={remaining};t={reset_seconds}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("\"agora\""))
+}
+
+/// Sets `Cache-Status` unless the answer has one already.
+pub(crate) fn set_cache_status(headers: &mut HeaderMap, status: CacheStatus) {
+    if !headers.contains_key(&CACHE_STATUS) {
+        headers.insert(CACHE_STATUS.clone(), status.value());
+    }
+}
