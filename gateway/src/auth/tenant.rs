@@ -45,6 +45,8 @@ pub(crate) struct Tenant {
     pub(super) keys: HashMap<String, Keyed>,
     /// Keys from the tenant's identity provider, kept fresh.
     pub(crate) jwks: Option<Arc<Jwks>>,
+    /// Its `RateLimit` field as last computed, and when (`throttle::Throttle::rate_limit_fields`).
+    pub(crate) rate_limit: arc_swap::ArcSwapOption<(std::time::Instant, http::HeaderValue)>,
 }
 
 /// A key found for a token, and whether it came from the JWKS (by its kid).
@@ -74,6 +76,7 @@ impl Tenant {
             weight: config.weight,
             keys,
             jwks,
+            rate_limit: Default::default(),
         }
     }
 
@@ -117,6 +120,7 @@ impl Tenant {
             weight: 1,
             keys: HashMap::new(),
             jwks: None,
+            rate_limit: Default::default(),
         }
     }
 
@@ -135,6 +139,7 @@ impl Tenant {
             weight,
             keys: HashMap::new(),
             jwks: None,
+            rate_limit: Default::default(),
         }
     }
 
