@@ -33,6 +33,7 @@ mod policy;
 mod readiness;
 mod redis_link;
 mod reload;
+mod respond;
 mod routes;
 mod seal;
 mod server;
