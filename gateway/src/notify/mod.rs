@@ -199,21 +199,17 @@ impl Notifications {
             self.count("refused");
             return Err(GatewayError::BadSignature(refused.message().into()));
         }
-        let read = serde_json::from_slice::<Notice>(body)
-            .map_err(|error| format!("the notice is not an NCS notice: {error}"))
-            .and_then(|notice| notice.event().map(|event| (notice, event)));
-        let (notice, event) = match read {
+        let (notice, event) = match read(body) {
             Ok(read) => read,
             Err(message) => {
                 self.count("refused");
                 return Err(GatewayError::bad_request(message));
             }
         };
-        let seen = format!("{appid}/{}", notice.notice_id);
-        if !self.seen.entry(seen.clone()).or_insert(()).is_fresh() {
+        let Some(seen) = self.first_time(appid, &notice) else {
             self.count("duplicate");
             return Ok(Intake::Duplicate);
-        }
+        };
         if let Some(relay) = &self.relay
             && let Err(error) = relay.publish(appid, body).await
         {
@@ -240,12 +236,17 @@ impl Notifications {
     /// A notice another replica took from Agora (its signature was checked there).
     fn apply_relayed(&self, relayed: &Relayed) {
         let Some(project) = self.projects.get(&relayed.appid) else { return };
-        let Ok(notice) = serde_json::from_slice::<Notice>(&relayed.body) else { return };
-        let Ok(event) = notice.event() else { return };
-        if self.seen.entry(format!("{}/{}", relayed.appid, notice.notice_id)).or_insert(()).is_fresh() {
+        let Ok((notice, event)) = read(&relayed.body) else { return };
+        if self.first_time(&relayed.appid, &notice).is_some() {
             self.apply(project, &notice, event);
             self.count("relayed");
         }
+    }
+
+    /// The notice's key among those seen, if it was not seen before (it is now).
+    fn first_time(&self, appid: &str, notice: &Notice) -> Option<String> {
+        let key = format!("{appid}/{}", notice.notice_id);
+        self.seen.entry(key.clone()).or_insert(()).is_fresh().then_some(key)
     }
 
     /// Agora's answer to `get_user_property` (sent at `sent`), for a user the book has by a poll
@@ -297,4 +298,12 @@ impl Notifications {
         let content_type = project.content_type.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
         Some((Bytes::from(body.to_string()), content_type))
     }
+}
+
+/// A notice's body read, with its channel event, or what is wrong with it.
+fn read(body: &[u8]) -> Result<(Notice, Event), String> {
+    let notice: Notice =
+        serde_json::from_slice(body).map_err(|error| format!("the notice is not an NCS notice: {error}"))?;
+    let event = notice.event()?;
+    Ok((notice, event))
 }
