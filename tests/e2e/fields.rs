@@ -106,7 +106,7 @@ async fn every_kind_of_answer_says_how_the_cache_and_the_budget_took_part() {
 
     // Concurrent cold reads: one goes to Agora (slow, so that all come while it is under way),
     // the others wait for it (collapsed).
-    set_faults(&stack.sandbox, Faults { latency_ms: 400, ..Default::default() }).await;
+    set_faults(&stack.sandbox, Faults { latency_ms: 1_500, ..Default::default() }).await;
     let path = format!("/dev/v1/channel/{app}");
     let reads = (0..8).map(|_| call(&stack, Method::GET, &path, Some(&acme), None));
     let answers = futures::future::join_all(reads).await;
