@@ -56,6 +56,7 @@ pub(crate) fn config() -> Config {
         cache: Default::default(),
         jwks: Default::default(),
         audit: Default::default(),
+        telemetry: Default::default(),
         tenants: vec![
             tenant(
                 "acme",

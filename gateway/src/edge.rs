@@ -21,6 +21,8 @@ use tracing::Instrument;
 
 use crate::error::{GatewayError, ProblemReport};
 use crate::metrics::{ANONYMOUS, Metrics};
+use crate::server::Peer;
+use crate::telemetry::{self, ServerTrace};
 
 /// Where the handler leaves the labels of the request's metrics — its operation, then its tenant
 /// once authenticated — for the edge to read after the response; and the request's deadline.
@@ -32,11 +34,17 @@ struct Labels {
     operation: OnceLock<&'static str>,
     tenant: OnceLock<&'static str>,
     deadline: Option<Instant>,
+    traced: bool,
 }
 
 impl RequestSlot {
-    fn with_deadline(deadline: Instant) -> Self {
-        Self(Arc::new(Labels { deadline: Some(deadline), ..Labels::default() }))
+    fn new(deadline: Instant, traced: bool) -> Self {
+        Self(Arc::new(Labels { deadline: Some(deadline), traced, ..Labels::default() }))
+    }
+
+    /// The request is traced (`telemetry/`): the steps below make their spans.
+    pub(crate) fn traced(&self) -> bool {
+        self.0.traced
     }
 
     /// When the edge gives up on the request: handlers pass it down, so that no request queues for
@@ -103,11 +111,20 @@ where
     fn call(&mut self, mut request: Request) -> Self::Future {
         let started = Instant::now();
         let deadline = started + self.timeout;
-        let slot = RequestSlot::with_deadline(deadline);
+        let traced = telemetry::is_wanted(request.uri().path(), request.headers());
+        let slot = RequestSlot::new(deadline, traced);
         request.extensions_mut().insert(slot.clone());
         let request_id = request_id(request.headers_mut());
         let (method, uri) = (request.method().clone(), request.uri().clone());
-        let span = tracing::debug_span!("request", %method, path = uri.path(), request_id = request_id.to_str().ok());
+        let trace = traced.then(|| {
+            let peer = request.extensions().get::<Peer>().map(|peer| peer.0);
+            ServerTrace::start(&method, &uri, request.headers(), peer, &request_id)
+        });
+        let span = match &trace {
+            Some(trace) => trace.log.clone(),
+            None => tracing::debug_span!("request", %method, path = uri.path(), request_id = request_id.to_str().ok()),
+        };
+        let server_span = trace.as_ref().map(|trace| trace.span.clone());
         // The ready service answers this request; a fresh clone waits for the next.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -133,14 +150,21 @@ where
             };
             finish_problem(&mut response, &request_id, &method, &uri);
             let elapsed = started.elapsed();
-            if let Some(operation) = slot.operation(uri.path()) {
+            let operation = slot.operation(uri.path());
+            if let Some(operation) = operation {
                 metrics.record_request(slot.tenant(), operation, response.status().as_u16(), elapsed.as_secs_f64());
+            }
+            if let Some(trace) = &trace {
+                trace.finish(&mut response, operation, slot.tenant());
             }
             tracing::debug!(status = response.status().as_u16(), elapsed_ms = elapsed.as_secs_f64() * 1e3, "answered");
             response.headers_mut().insert(X_REQUEST_ID, request_id);
             Ok(response)
         };
-        Box::pin(answer.instrument(span))
+        match server_span {
+            Some(server_span) => Box::pin(answer.instrument(span).instrument(server_span)),
+            None => Box::pin(answer.instrument(span)),
+        }
     }
 }
 

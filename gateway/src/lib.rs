@@ -38,6 +38,7 @@ mod routes;
 mod seal;
 mod server;
 mod state;
+mod telemetry;
 mod throttle;
 mod upstream;
 mod wire;
@@ -155,7 +156,11 @@ pub(crate) async fn serve(
 ) {
     let shutdown = shutdown.boxed().shared();
     let (limits, connections) = (gateway.limits, gateway.connections.clone());
-    let main = server::serve(listener, router(gateway.clone()), false, limits, connections.clone(), shutdown.clone());
+    // Traced requests carry their client's address (`client.address`), at the cost of a router per
+    // connection: only while spans are exported.
+    let tag_peer = telemetry::exporting();
+    let main =
+        server::serve(listener, router(gateway.clone()), tag_peer, limits, connections.clone(), shutdown.clone());
     let admin = side.admin.map(|admin| {
         server::serve(admin, admin_router(gateway.clone()), false, limits, connections.clone(), shutdown.clone())
     });

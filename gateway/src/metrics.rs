@@ -256,6 +256,17 @@ impl Metrics {
             "Users and channels the reconciliation polls corrected in the state built from NCS notices",
             ncs_corrections.clone(),
         );
+        let spans = crate::telemetry::spans_counters();
+        registry.register(
+            "trace_spans_exported",
+            "Spans sent to telemetry.otlp_endpoint (by this process)",
+            spans.exported.clone(),
+        );
+        registry.register(
+            "trace_spans_dropped",
+            "Spans that never reached telemetry.otlp_endpoint: the export failed, or its queue was full",
+            spans.dropped.clone(),
+        );
         Self {
             registry,
             request_handles: std::sync::RwLock::default(),

@@ -11,6 +11,8 @@ use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::answer::Answer;
 use crate::audit::MaybeDone;
@@ -25,6 +27,7 @@ use crate::operations::Operation;
 use crate::policy::{CacheClass, Invalidation, Priority, Scope};
 use crate::respond::{Cached, answer_response, from_notices};
 use crate::state::Gateway;
+use crate::telemetry;
 use crate::throttle::{Promotion, Throttle};
 use crate::upstream::{Attempt, Retry, Upstream};
 
@@ -32,11 +35,13 @@ use crate::upstream::{Attempt, Retry, Upstream};
 pub(crate) type Caller = tokio::sync::watch::Receiver<()>;
 
 /// How the client wants its request handled: `refresh` when it sent `Cache-Control: no-cache` (or
-/// `Pragma: no-cache`); `deadline`, the edge's, by when it must be answered.
+/// `Pragma: no-cache`); `deadline`, the edge's, by when it must be answered; `traced`, the steps
+/// make their spans (`telemetry/`).
 #[derive(Clone, Copy)]
 pub(crate) struct Directives {
     pub(crate) refresh: bool,
     pub(crate) deadline: Option<Instant>,
+    pub(crate) traced: bool,
 }
 
 /// Steps 4 to 8 for one validated request; errors become their responses here. `caller`, for a
@@ -76,7 +81,8 @@ impl Gateway {
     ) -> Result<Response, GatewayError> {
         let policy = call.operation.policy();
         let refresh = directives.refresh;
-        let upstream = self.fetcher(&principal.tenant, directives.deadline);
+        let traced = directives.traced;
+        let upstream = Fetcher { traced, ..self.fetcher(&principal.tenant, directives.deadline) };
         // 4. authorize
         authorize::require_scope(principal, policy)?;
         let directory = ProjectDirectory { gateway: self, upstream: &upstream };
@@ -104,6 +110,7 @@ impl Gateway {
                 // Agora's answer about a user teaches the notices' state its join time.
                 let learn = (call.operation == Operation::GetUserProperty).then(|| (call.clone(), Instant::now()));
                 let (entry, outcome) = self.read(upstream, call, class, refresh, principal.tenant.index).await?;
+                let _egress = egress_span(traced);
                 if let Some((call, asked)) = learn
                     && entry.answer.status == 200
                     // Fetched for this read, not a copy from before it.
@@ -128,6 +135,7 @@ impl Gateway {
                 }
                 let answered = (|| {
                     let entry = Entry::new(operation, result?)?;
+                    let _egress = egress_span(traced);
                     let body = egress::render(principal, policy.ownership, &entry.answer.body, &entry.views)?;
                     Ok(answer_response(&entry.answer, body, None))
                 })();
@@ -157,6 +165,7 @@ impl Gateway {
             caller: None,
             sent: None,
             priority: None,
+            traced: false,
         }
     }
 
@@ -190,6 +199,7 @@ impl Gateway {
             shared: class != CacheClass::Usage,
             // Another replica's fill may queue for a slot and then take the upstream's timeout.
             wait_for_others: self.throttle.max_wait() + self.upstream.timeout(),
+            traced: upstream.traced,
         };
         let fill = move |promotion: Arc<Promotion>| async move { upstream.fetch(call, Some(promotion)).await };
         self.cache.read(read, fill).await
@@ -272,6 +282,8 @@ struct Fetcher {
     sent: Option<Arc<AtomicBool>>,
     /// Another priority than the operation's (the gateway's own background polls).
     priority: Option<Priority>,
+    /// The request is traced: the wait for a slot and each attempt make their spans.
+    traced: bool,
 }
 
 impl Fetcher {
@@ -293,7 +305,11 @@ impl Fetcher {
         loop {
             // Every attempt spends a slot: Agora counts them all.
             let priority = self.priority.unwrap_or(policy.priority);
-            let acquire = self.throttle.acquire(&self.tenant, priority, deadline, promotion);
+            let waiting = telemetry::child(self.traced, || {
+                tracing::info_span!(target: telemetry::TARGET, "budget slot", gateway.priority = ?priority,
+                    gateway.lane = Empty, gateway.queue.position = Empty, gateway.queue.depth = Empty)
+            });
+            let acquire = self.throttle.acquire(&self.tenant, priority, deadline, promotion).instrument(waiting);
             let granted = match self.caller.as_mut().filter(|_| attempts == 0) {
                 None => acquire.await,
                 Some(caller) => tokio::select! {
@@ -306,7 +322,7 @@ impl Fetcher {
                 Err(refused) => return last.unwrap_or(Err(refused)),
             }
             attempts += 1;
-            let Attempt { result, retry } = self.upstream.execute(&call).await;
+            let Attempt { result, retry } = self.upstream.execute(&call, self.traced.then_some(attempts as u32)).await;
             if retry != Retry::NotSent
                 && let Some(sent) = &self.sent
             {
@@ -342,4 +358,9 @@ impl Fetcher {
             }
         }
     }
+}
+
+/// The span of egress (entered while the answer is cut down), when the request is traced.
+fn egress_span(traced: bool) -> tracing::span::EnteredSpan {
+    telemetry::child(traced, || tracing::info_span!(target: telemetry::TARGET, "egress")).entered()
 }

@@ -146,6 +146,11 @@ fn keep_what_needs_a_restart(old: &Config, new: &mut Config) -> Vec<&'static str
         changed.push("notifications");
         new.notifications = old.notifications.clone();
     }
+    // The tracer is made once, at start.
+    if old.telemetry != new.telemetry {
+        changed.push("telemetry");
+        new.telemetry = old.telemetry.clone();
+    }
     // The sink is opened once, at start.
     if old.audit != new.audit {
         changed.push("audit");

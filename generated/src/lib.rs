@@ -65,6 +65,8 @@ pub struct RawAnswer {
 
 struct Capture {
     limit: usize,
+    /// Headers added to the request (a trace's `traceparent`).
+    headers: HeaderMap,
     answer: Option<RawAnswer>,
 }
 
@@ -72,12 +74,12 @@ tokio::task_local! {
     static CAPTURE: RefCell<Capture>;
 }
 
-/// Runs `call` — one call of a [`Client`] — and answers, beside its typed result, the answer as it
-/// came (`None` if no answer came). Bodies are read up to `limit` bytes. A proxy uses this to pass
-/// an answer on exactly as it came, unknown fields and all, while the client still checks it
-/// against the spec.
-pub async fn capture_answer<F: Future>(limit: usize, call: F) -> (F::Output, Option<RawAnswer>) {
-    let capture = RefCell::new(Capture { limit, answer: None });
+/// Runs `call` — one call of a [`Client`] — with `headers` added to its request, and answers, beside
+/// its typed result, the answer as it came (`None` if no answer came). Bodies are read up to
+/// `limit` bytes. A proxy uses this to pass an answer on exactly as it came, unknown fields and
+/// all, while the client still checks it against the spec.
+pub async fn capture_answer<F: Future>(limit: usize, headers: HeaderMap, call: F) -> (F::Output, Option<RawAnswer>) {
+    let capture = RefCell::new(Capture { limit, headers, answer: None });
     CAPTURE
         .scope(capture, async move {
             let output = call.await;
@@ -210,8 +212,8 @@ fn build_http_client(headers: HeaderMap, options: &ClientOptions) -> Result<reqw
 }
 
 /// progenitor adds an `api-version` header to every request; Agora does not know it. Drop it.
-/// Inside [`capture_answer`], read the answer whole, keep a copy, and hand the generated code the
-/// same bytes to decode.
+/// Inside [`capture_answer`], add its headers to the request; read the answer whole, keep a copy,
+/// and hand the generated code the same bytes to decode.
 impl progenitor_client::ClientHooks for Client {
     async fn pre<E>(
         &self,
@@ -219,6 +221,11 @@ impl progenitor_client::ClientHooks for Client {
         _info: &progenitor_client::OperationInfo,
     ) -> Result<(), Error<E>> {
         request.headers_mut().remove("api-version");
+        let _ = CAPTURE.try_with(|capture| {
+            for (name, value) in &capture.borrow().headers {
+                request.headers_mut().insert(name.clone(), value.clone());
+            }
+        });
         Ok(())
     }
 

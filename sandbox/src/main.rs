@@ -67,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let sandbox = Sandbox::start(config, args.listen).await?;
     println!("agora-sandbox listening: base URL {}", sandbox.base_url());
-    println!("test hooks: {}/__sandbox/{{stats,faults,reset,channels,notify}}", sandbox.root_url());
+    println!("test hooks: {}/__sandbox/{{stats,faults,reset,channels,notify,traceparents}}", sandbox.root_url());
     tokio::signal::ctrl_c().await?;
     sandbox.stop().await;
     Ok(())

@@ -135,6 +135,7 @@ pub(crate) fn router(state: Arc<SandboxState>) -> Router {
     let hooks = Router::new()
         .route("/stats", get(stats))
         .route("/arrivals", get(arrivals))
+        .route("/traceparents", get(traceparents))
         .route("/faults", post(set_faults))
         .route("/reset", post(reset))
         .route("/channels", post(join_channel))
@@ -169,7 +170,14 @@ async fn gatekeeper(State(state): AppState, request: Request, next: Next) -> Res
         Some(arrived) => arrived.1.path().to_string(),
         None => request.uri().path().to_string(),
     };
-    let admission = state.traffic().arrive(arrived, &path);
+    let traceparent = request.headers().get("traceparent").and_then(|value| value.to_str().ok());
+    let admission = {
+        let mut traffic = state.traffic();
+        if let Some(traceparent) = traceparent {
+            traffic.note_trace(&path, traceparent);
+        }
+        traffic.arrive(arrived, &path)
+    };
     let (delay, fail_with) = match admission {
         Admission::Throttled => return state.shaper.edge_error(EdgeError::RateLimited),
         Admission::Admitted { delay, fail_with } => (delay, fail_with),
@@ -531,6 +539,15 @@ async fn stats(State(state): AppState) -> axum::Json<crate::Stats> {
 /// epoch (merge several sandboxes' to check a budget across them).
 async fn arrivals(State(state): AppState) -> axum::Json<Value> {
     axum::Json(json!({ "unix_us": state.traffic().arrivals() }))
+}
+
+/// `GET /__sandbox/traceparents`: the `traceparent` of the last 1,000 requests that carried one,
+/// `{"requests": [{"path": ..., "traceparent": ...}]}`, oldest first.
+async fn traceparents(State(state): AppState) -> axum::Json<Value> {
+    let traces = state.traffic().traces();
+    let requests: Vec<Value> =
+        traces.into_iter().map(|(path, traceparent)| json!({ "path": path, "traceparent": traceparent })).collect();
+    axum::Json(json!({ "requests": requests }))
 }
 
 fn hook_error(message: impl Into<String>) -> Response {

@@ -104,9 +104,14 @@ pub(crate) struct Traffic {
     /// Arrival times of the last `ARRIVAL_LOG` requests, in µs since the Unix epoch (a wall
     /// clock, so the logs of several sandboxes can be merged).
     log: VecDeque<u64>,
+    /// The `traceparent` of the last `TRACE_LOG` requests that carried one, with their paths.
+    traces: VecDeque<(String, String)>,
     stats: Stats,
     faults: Faults,
 }
+
+/// Traced requests remembered (`GET /__sandbox/traceparents`).
+const TRACE_LOG: usize = 1000;
 
 fn expire(window: &mut VecDeque<Instant>, now: Instant) {
     while window.front().is_some_and(|&t| now.duration_since(t) >= WINDOW) {
@@ -123,6 +128,7 @@ impl Traffic {
             admitted: VecDeque::new(),
             arrivals: VecDeque::new(),
             log: VecDeque::new(),
+            traces: VecDeque::new(),
             stats: Stats::default(),
             faults: Faults::default(),
         }
@@ -182,6 +188,19 @@ impl Traffic {
         self.stats.clone()
     }
 
+    /// A request that carried a `traceparent` (W3C Trace Context), by path.
+    pub(crate) fn note_trace(&mut self, path: &str, traceparent: &str) {
+        if self.traces.len() == TRACE_LOG {
+            self.traces.pop_front();
+        }
+        self.traces.push_back((path.to_string(), traceparent.to_string()));
+    }
+
+    /// The traced requests, oldest first (`GET /__sandbox/traceparents`).
+    pub(crate) fn traces(&self) -> Vec<(String, String)> {
+        self.traces.iter().cloned().collect()
+    }
+
     /// The arrival log (`GET /__sandbox/arrivals`).
     pub(crate) fn arrivals(&self) -> Vec<u64> {
         self.log.iter().copied().collect()
@@ -198,6 +217,7 @@ impl Traffic {
         self.admitted.clear();
         self.arrivals.clear();
         self.log.clear();
+        self.traces.clear();
     }
 }
 

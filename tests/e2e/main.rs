@@ -18,3 +18,4 @@ mod notices;
 mod sandbox;
 mod throttle;
 mod tidy;
+mod traces;

@@ -9,13 +9,16 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
+use opentelemetry::trace::SpanContext;
 use tokio::time::Instant;
+use tracing::{Instrument, Span};
 
 use super::{Entry, Inner, Read, ResponseCache, cluster};
 use crate::answer::Answer;
 use crate::error::GatewayError;
 use crate::operations::Operation;
 use crate::policy::CacheClass;
+use crate::telemetry;
 use crate::throttle::Promotion;
 
 pub(super) type SharedFill = Shared<BoxFuture<'static, Result<Arc<Entry>, GatewayError>>>;
@@ -28,6 +31,8 @@ pub(super) struct UnderWay {
     answer: SharedFill,
     first_tenant: usize,
     promotion: Arc<Promotion>,
+    /// The fill's span, when its request is traced: the traced callers that join it link to it.
+    span: Option<SpanContext>,
 }
 
 impl UnderWay {
@@ -62,6 +67,7 @@ impl ResponseCache {
         Fut: Future<Output = Result<Answer, GatewayError>> + Send + 'static,
     {
         let mut collapsed = true;
+        let mut joined = None;
         let answer = {
             let mut filling = self.inner.filling.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             match filling.get(&read.key) {
@@ -70,6 +76,7 @@ impl ResponseCache {
                     if under_way.first_tenant != read.tenant {
                         under_way.promotion.raise();
                     }
+                    joined.clone_from(&under_way.span);
                     under_way.answer.clone()
                 }
                 // Ended a moment ago, between this caller's look at the cache and now: its entry,
@@ -79,6 +86,7 @@ impl ResponseCache {
                         && matches!(under_way.answer.peek(), Some(Ok(entry))
                             if self.is_fresh(entry, read.class) && self.inner.entries.contains_key(&read.key)) =>
                 {
+                    joined.clone_from(&under_way.span);
                     under_way.answer.clone()
                 }
                 _ => {
@@ -87,7 +95,17 @@ impl ResponseCache {
                     let promotion = Arc::new(Promotion::default());
                     let upstream = fill(promotion.clone());
                     let params = read_params(&read);
-                    let task = tokio::spawn(self.inner.clone().fill_task(read.key.clone(), id, params, upstream));
+                    let task = self.inner.clone().fill_task(read.key.clone(), id, params, upstream);
+                    let (task, span) = match read.traced {
+                        false => (tokio::spawn(task), None),
+                        true => {
+                            let span = tracing::info_span!(target: telemetry::TARGET, "cache fill",
+                                gateway.cache.key = read.key.as_str(), gateway.cache.class = read.class.as_str());
+                            let context = telemetry::span_context(&span);
+                            // Its log lines with the request's that started it.
+                            (tokio::spawn(task.instrument(Span::current()).instrument(span)), context)
+                        }
+                    };
                     let answer = async move {
                         task.await.unwrap_or_else(|error| {
                             Err(GatewayError::Internal(format!("a cache fill failed: {error}")))
@@ -95,13 +113,25 @@ impl ResponseCache {
                     }
                     .boxed()
                     .shared();
-                    let under_way = UnderWay { id, answer: answer.clone(), first_tenant: read.tenant, promotion };
+                    let under_way = UnderWay { id, answer: answer.clone(), first_tenant: read.tenant, promotion, span };
                     filling.insert(read.key.clone(), under_way);
                     answer
                 }
             }
         };
-        answer.await.map(|entry| {
+        // A traced caller that joined another's fill waits in a span linked to that fill's.
+        let answer = match read.traced && collapsed {
+            false => answer.await,
+            true => {
+                let waiting =
+                    tracing::info_span!(target: telemetry::TARGET, "cache wait", gateway.cache.collapsed = true);
+                if let Some(fill) = &joined {
+                    telemetry::link(&waiting, fill);
+                }
+                answer.instrument(waiting).await
+            }
+        };
+        answer.map(|entry| {
             let shared = entry.shared;
             (entry, Filled { shared, collapsed })
         })

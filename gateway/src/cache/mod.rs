@@ -151,6 +151,8 @@ pub(crate) struct Read {
     pub(crate) shared: bool,
     /// How long a fill waits for another replica's before filling the key itself.
     pub(crate) wait_for_others: Duration,
+    /// The request is traced: a fill, or the wait for another's, makes its span.
+    pub(crate) traced: bool,
 }
 
 #[derive(Clone)]

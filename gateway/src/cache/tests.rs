@@ -51,6 +51,7 @@ fn read(key: &str, class: CacheClass) -> Read {
         tenant: 0,
         shared: true,
         wait_for_others: Duration::from_secs(1),
+        traced: false,
     }
 }
 

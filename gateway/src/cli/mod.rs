@@ -105,9 +105,14 @@ pub fn main() -> ExitCode {
             Ok(())
         }
         Command::Serve { config: path } => Config::load(&path).map_err(anyhow::Error::from).and_then(|config| {
-            runtime(config.server.worker_threads).and_then(|rt| rt.block_on(run_serve(config, path)))
+            init_logging(config.server.log_format, &config.telemetry)?;
+            let served = runtime(config.server.worker_threads).and_then(|rt| rt.block_on(run_serve(config, path)));
+            crate::telemetry::shutdown();
+            served
         }),
-        Command::Demo { listen } => runtime(None).and_then(|rt| rt.block_on(run_demo(listen))),
+        Command::Demo { listen } => init_logging(LogFormat::Text, &Default::default())
+            .and_then(|()| runtime(None))
+            .and_then(|rt| rt.block_on(run_demo(listen))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -127,18 +132,10 @@ fn runtime(worker_threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runt
     Ok(builder.enable_all().build()?)
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    // The audit trail's log sink is not a log level's to silence: `RUST_LOG=warn` keeps it.
-    let filter = match "audit=info".parse() {
-        Ok(audit) => filter.add_directive(audit),
-        Err(_) => filter,
-    };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
+/// The log and the tracer (`telemetry/`), before the runtime starts: the span exporter's HTTP
+/// client blocks, on a thread of its own.
+fn init_logging(format: LogFormat, telemetry: &crate::config::TelemetryConfig) -> anyhow::Result<()> {
+    crate::telemetry::install(format, telemetry)
 }
 
 fn check_config(path: &std::path::Path, offline: bool) -> anyhow::Result<()> {

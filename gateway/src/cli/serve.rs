@@ -7,14 +7,12 @@ use std::path::PathBuf;
 
 use tokio::net::TcpListener;
 
-use super::init_logging;
 use crate::config::{Config, ServerConfig};
-use crate::{Gateway, serve};
 #[cfg(feature = "demo")]
-use crate::{config::LogFormat, demo};
+use crate::demo;
+use crate::{Gateway, serve};
 
 pub(super) async fn run_serve(config: Config, path: PathBuf) -> anyhow::Result<()> {
-    init_logging(config.server.log_format);
     let gateway = Gateway::new(&config, Some(path)).await?;
     let listener = TcpListener::bind(config.server.listen)
         .await
@@ -39,7 +37,6 @@ pub(super) async fn run_demo(_listen: SocketAddr) -> anyhow::Result<()> {
 
 #[cfg(feature = "demo")]
 pub(super) async fn run_demo(listen: SocketAddr) -> anyhow::Result<()> {
-    init_logging(LogFormat::Text);
     let mut config = demo::config();
     let listener = TcpListener::bind(listen).await.map_err(|e| {
         anyhow::anyhow!("cannot listen on {listen}: {e} (pass --listen to the demo command for another address)")

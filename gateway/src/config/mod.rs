@@ -7,13 +7,15 @@ mod audit;
 mod human;
 mod notifications;
 mod secret;
+mod telemetry;
 mod tenants;
 mod validate;
 
 pub(crate) use audit::{AuditConfig, AuditSink};
 pub(crate) use notifications::NotificationsConfig;
 pub(crate) use secret::Secret;
-pub(crate) use tenants::{KeyConfig, TenantConfig};
+pub(crate) use telemetry::TelemetryConfig;
+pub(crate) use tenants::{JwksConfig, KeyConfig, TenantConfig};
 pub(crate) use validate::check_key_url;
 
 use std::net::SocketAddr;
@@ -66,39 +68,12 @@ pub struct Config {
     /// Projects whose channel state comes from Agora's notifications (NCS), one entry each.
     #[serde(default)]
     pub(crate) notifications: Vec<NotificationsConfig>,
+    /// Tracing: OpenTelemetry spans, exported over OTLP/HTTP when an endpoint is given.
+    #[serde(default)]
+    pub(crate) telemetry: TelemetryConfig,
     /// The demo's configuration (not a setting: the demo command sets it).
     #[serde(skip)]
     pub(crate) demo: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub(crate) struct JwksConfig {
-    /// A token naming a `kid` the key set lacks makes the gateway fetch the set again — at most
-    /// once per this, per tenant.
-    #[serde(deserialize_with = "human::duration")]
-    pub(crate) unknown_kid_cooldown: Duration,
-    /// The key set is fetched again before its `Cache-Control: max-age` runs out; a shorter
-    /// max-age is raised to this.
-    #[serde(deserialize_with = "human::duration")]
-    pub(crate) refresh_min: Duration,
-    /// ... and a longer one (or none) lowered to this.
-    #[serde(deserialize_with = "human::duration")]
-    pub(crate) refresh_max: Duration,
-    /// One fetch (connect to last byte).
-    #[serde(deserialize_with = "human::duration")]
-    pub(crate) timeout: Duration,
-}
-
-impl Default for JwksConfig {
-    fn default() -> Self {
-        Self {
-            unknown_kid_cooldown: Duration::from_secs(30),
-            refresh_min: Duration::from_secs(60),
-            refresh_max: Duration::from_secs(3600),
-            timeout: Duration::from_secs(5),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,9 +1,11 @@
 //! The tenants' section of the configuration: each tenant's issuer, audience, scopes, projects,
-//! throttle weight, and keys (inline, or from its JWKS).
+//! throttle weight, and keys (inline, or from its JWKS); and how the JWKS are fetched (`[jwks]`).
+
+use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::Secret;
+use super::{Secret, human};
 use crate::policy::Scope;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -75,4 +77,34 @@ pub(crate) struct KeyConfig {
     /// settings from this struct.
     #[serde(skip)]
     pub(crate) parsed: Option<crate::auth::keys::VerifyingKey>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct JwksConfig {
+    /// A token naming a `kid` the key set lacks makes the gateway fetch the set again — at most
+    /// once per this, per tenant.
+    #[serde(deserialize_with = "human::duration")]
+    pub(crate) unknown_kid_cooldown: Duration,
+    /// The key set is fetched again before its `Cache-Control: max-age` runs out; a shorter
+    /// max-age is raised to this.
+    #[serde(deserialize_with = "human::duration")]
+    pub(crate) refresh_min: Duration,
+    /// ... and a longer one (or none) lowered to this.
+    #[serde(deserialize_with = "human::duration")]
+    pub(crate) refresh_max: Duration,
+    /// One fetch (connect to last byte).
+    #[serde(deserialize_with = "human::duration")]
+    pub(crate) timeout: Duration,
+}
+
+impl Default for JwksConfig {
+    fn default() -> Self {
+        Self {
+            unknown_kid_cooldown: Duration::from_secs(30),
+            refresh_min: Duration::from_secs(60),
+            refresh_max: Duration::from_secs(3600),
+            timeout: Duration::from_secs(5),
+        }
+    }
 }

@@ -49,11 +49,29 @@ fn errors_name_the_field() {
                 .replace("secret = \"0123456789abcdef0123456789abcdef\"", "secret = \"env:AGORA_GATEWAY_TEST_UNSET\""),
             "tenants[0].keys[0].secret",
         ),
+        (format!("{MINIMAL}\n[telemetry]\notlp_endpoint = \"127.0.0.1:4318\"\n"), "telemetry.otlp_endpoint"),
+        (format!("{MINIMAL}\n[telemetry]\notlp_endpoint = \"grpc://collector:4317\"\n"), "telemetry.otlp_endpoint"),
+        (format!("{MINIMAL}\n[telemetry]\nsample_ratio = 1.5\n"), "telemetry.sample_ratio"),
+        (format!("{MINIMAL}\n[telemetry]\nservice_name = \" \"\n"), "telemetry.service_name"),
     ];
     for (text, field) in cases {
         let error = parse(&text).expect_err(field);
         assert!(error.field.starts_with(field), "expected an error about {field}, got {error}");
     }
+}
+
+#[test]
+fn telemetry_posts_to_the_collectors_traces_path() {
+    let config = parse(&format!("{MINIMAL}\n[telemetry]\notlp_endpoint = \"http://collector:4318/\"\n")).unwrap();
+    assert_eq!(config.telemetry.traces_url().as_deref(), Some("http://collector:4318/v1/traces"));
+    let given = "https://collector.example/otlp/v1/traces";
+    let config = parse(&format!("{MINIMAL}\n[telemetry]\notlp_endpoint = \"{given}\"\n")).unwrap();
+    assert_eq!(config.telemetry.traces_url().as_deref(), Some(given));
+    let default = parse(MINIMAL).unwrap().telemetry;
+    assert_eq!(
+        (default.traces_url(), default.service_name.as_str(), default.sample_ratio),
+        (None, "agora-gateway", 1.0)
+    );
 }
 
 #[test]

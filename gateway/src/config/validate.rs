@@ -50,6 +50,7 @@ impl Config {
         self.validate_cache_and_server()?;
         self.validate_tenants()?;
         super::notifications::validate(&self.notifications, self.server.notifications_listen.is_some())?;
+        self.telemetry.validate()?;
         self.validate_ownership()
     }
 

@@ -60,7 +60,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Inbound {
         };
         let refresh = says_no_cache(header::CACHE_CONTROL) || says_no_cache(header::PRAGMA);
         let slot = parts.extensions.get::<RequestSlot>().cloned().unwrap_or_default();
-        let deadline = slot.deadline();
+        let (deadline, traced) = (slot.deadline(), slot.traced());
         let request_id = parts.headers.get("x-request-id").and_then(|id| id.to_str().ok()).map(str::to_string);
         Ok(Inbound {
             slot,
@@ -70,7 +70,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Inbound {
                 .headers
                 .get(header::CONTENT_LENGTH)
                 .and_then(|value| value.to_str().ok()?.parse().ok()),
-            directives: Directives { refresh, deadline },
+            directives: Directives { refresh, deadline, traced },
         })
     }
 }

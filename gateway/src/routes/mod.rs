@@ -16,6 +16,7 @@ use axum::body::Body;
 use axum::extract::{RawQuery, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
+use tracing::Instrument;
 
 use crate::audit::{AuditScope, target_of};
 use crate::call::Call;
@@ -23,6 +24,7 @@ use crate::error::GatewayError;
 use crate::operations::{OPERATIONS, Operation};
 use crate::pipeline;
 use crate::state::Gateway;
+use crate::telemetry;
 pub(crate) use input::{Inbound, PathValues, read_body};
 
 /// Where Agora's Notifications service delivers notices (`notices.rs`).
@@ -106,7 +108,13 @@ async fn handle(
         response
     };
     // 2. auth
-    let principal = match gateway.auth.load().authenticate(inbound.authorization.as_ref()).await {
+    let traced = inbound.directives.traced;
+    let authenticating = telemetry::child(traced, || tracing::info_span!(target: telemetry::TARGET, "authenticate"));
+    let authenticated = {
+        let authenticator = gateway.auth.load();
+        authenticator.authenticate(inbound.authorization.as_ref()).instrument(authenticating).await
+    };
+    let principal = match authenticated {
         Ok(principal) => principal,
         Err(error) => {
             if let Some(audit) = audit {
@@ -144,10 +152,18 @@ async fn handle(
     // is sent, a caller that goes away (this handler dropped: a disconnect, the edge's deadline)
     // calls it off.
     let (present, caller) = tokio::sync::watch::channel(());
-    let task = tokio::spawn(async move {
+    let write = async move {
         let response = pipeline::serve(&gateway, principal, call, inbound.directives, Some(caller)).await;
         finish(audit, response)
-    });
+    };
+    // Its spans under the request's, its log lines with the request's.
+    let task = match traced {
+        true => {
+            let own = tracing::info_span!(target: telemetry::TARGET, "write task");
+            tokio::spawn(write.instrument(tracing::Span::current()).instrument(own))
+        }
+        false => tokio::spawn(write),
+    };
     let response = match task.await {
         Ok(response) => response,
         Err(error) => GatewayError::Internal(format!("a write's task failed: {error}")).into_response(),

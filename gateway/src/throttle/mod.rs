@@ -294,6 +294,8 @@ impl Throttle {
             queue.retain(|waiter| !waiter.granted.is_closed());
             let admitted = queue.admit(lane, priority, deadline.into_std(), Waiter { granted }, now.into_std(), &pace);
             shared.metrics.throttle_queue_depth.set(queue.len() as i64);
+            let lane_name = if lane == shared.shared_lane { "shared" } else { tenant.label };
+            crate::telemetry::record_wait(lane_name, queue.waiting(lane), queue.len());
             if let Err((refusal, _)) = admitted {
                 shared.metrics.throttle_rejected.get_or_create(&TenantLabels { tenant: tenant.label }).inc();
                 return Err(GatewayError::Throttled { retry_after: refusal.retry_after });
@@ -316,6 +318,7 @@ impl Throttle {
                         // shared lane, keeping the deadline it was admitted with.
                         Err(_) => {
                             drop(wait_for_grant);
+                            crate::telemetry::record_wait("shared", 0, 0);
                             let (granted, moved) = oneshot::channel();
                             shared.queue().requeue(shared.shared_lane, priority, deadline.into_std(), Waiter { granted });
                             shared.work.notify_one();

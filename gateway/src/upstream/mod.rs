@@ -11,15 +11,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use agora_console_client::{Client, ClientOptions, Error as ClientError, RawAnswer, capture_answer, types};
+use tracing::Instrument;
+use tracing::field::Empty;
 
 mod domains;
 
-use crate::answer::Answer;
+use crate::answer::{AGORA_REQUEST_ID, Answer};
 use crate::call::Call;
 use crate::config::UpstreamConfig;
 use crate::dispatch;
 use crate::error::GatewayError;
 use crate::metrics::{DomainLabels, Metrics, OperationLabels, UpstreamLabels};
+use crate::operations::OperationSpec;
+use crate::telemetry;
 use domains::{Domain, domain_label, lock, origin_of, probe, root_of};
 
 /// Largest upstream answer the gateway reads (a project list of 5,000 projects is about 1.5 MiB).
@@ -146,15 +150,19 @@ impl Upstream {
     }
 
     /// Sends the call to one domain (the first usable); times and counts it. A 2xx answers `Ok`
-    /// as it came; a failure says whether the next domain may take it.
-    pub(crate) async fn execute(&self, call: &Call) -> Attempt {
+    /// as it came; a failure says whether the next domain may take it. `traced`: the number of
+    /// this attempt of a traced request, which makes its span and sends its `traceparent`.
+    pub(crate) async fn execute(&self, call: &Call, traced: Option<u32>) -> Attempt {
         let index = self.pick();
         let operation = call.operation.id();
         let started = Instant::now();
         let domain = &self.domains[index];
         // Most operations live under `/dev`; a few at the domain's root (`x-gateway.base: root`).
-        let client = if call.operation.spec().root { &domain.root_client } else { &domain.client };
-        let (result, raw) = capture_answer(MAX_ANSWER_BYTES, dispatch::dispatch(client, call)).await;
+        let spec = call.operation.spec();
+        let client = if spec.root { &domain.root_client } else { &domain.client };
+        let span = telemetry::child(traced.is_some(), || attempt_span(spec, domain.label, traced.unwrap_or(1)));
+        let sent = capture_answer(MAX_ANSWER_BYTES, telemetry::propagation(&span), dispatch::dispatch(client, call));
+        let (result, raw) = sent.instrument(span.clone()).await;
         #[cfg(all(feature = "fault-injection", debug_assertions))]
         inject_fault(raw.as_ref());
         let not_sent = matches!(&result, Err(ClientError::CommunicationError(error)) if error.is_connect());
@@ -194,6 +202,9 @@ impl Upstream {
             .observe(started.elapsed().as_secs_f64());
         if let Err(error) = &outcome {
             tracing::debug!(operation, domain = self.domains[index].label, %error, "upstream call failed");
+        }
+        if !span.is_none() {
+            record_attempt(&span, status, &outcome, retry);
         }
         Attempt { result: outcome, retry }
     }
@@ -257,6 +268,49 @@ impl Upstream {
             body: answer.body,
         })))
     }
+}
+
+/// The span of one attempt: `{method} {path template}`, a client span naming the domain.
+fn attempt_span(spec: &OperationSpec, domain: &str, attempt: u32) -> tracing::Span {
+    let path = if spec.root { spec.path.to_string() } else { format!("/dev{}", spec.path) };
+    tracing::info_span!(
+        target: telemetry::TARGET,
+        "upstream",
+        otel.name = format!("{} {path}", spec.method),
+        otel.kind = "client",
+        otel.status_code = Empty,
+        http.request.method = spec.method.as_str(),
+        url.template = path,
+        server.address = domain,
+        gateway.operation = spec.id,
+        gateway.attempt = attempt,
+        gateway.failover = attempt > 1,
+        gateway.retry = Empty,
+        http.response.status_code = Empty,
+        agora.request_id = Empty,
+        error.type = Empty,
+    )
+}
+
+/// What came of an attempt, on its span: status (0: no answer), Agora's request ID, whether
+/// another domain may take it.
+fn record_attempt(span: &tracing::Span, status: u16, outcome: &Result<Answer, GatewayError>, retry: Retry) {
+    if status != 0 {
+        span.record("http.response.status_code", status);
+    }
+    let headers = match outcome {
+        Ok(answer) => Some(&answer.headers),
+        Err(GatewayError::Upstream(answer)) => Some(&answer.headers),
+        Err(_) => None,
+    };
+    if let Some(id) = headers.and_then(|headers| headers.get(AGORA_REQUEST_ID)?.to_str().ok()) {
+        span.record("agora.request_id", id);
+    }
+    if let Err(error) = outcome {
+        span.record("otel.status_code", "ERROR");
+        span.record("error.type", if status != 0 { status.to_string() } else { error.slug().to_string() });
+    }
+    span.record("gateway.retry", format!("{retry:?}").as_str());
 }
 
 /// Tests only (see the `fault-injection` feature): panics on an answer with `x-fault-inject: panic`.
