@@ -1,5 +1,6 @@
 //! The edge of the pipeline: the request id (the client's if short and printable, else made
-//! here), a debug span and log line per request (only when debug logging is on), the request
+//! here), a debug span and log line per request (only when debug logging is on) — or, for a traced
+//! request, its server span and a log span carrying its `trace_id` (`telemetry/`) — the request
 //! deadline, caught panics, the finishing of problem documents (request id added, logged), and the
 //! request metrics — one service, so the hot path pays for one layer and no per-route clones.
 

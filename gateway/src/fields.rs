@@ -11,6 +11,7 @@ use crate::error::GatewayError;
 const CACHE: &str = "agora-gateway";
 
 pub(crate) static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+pub(crate) static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 pub(crate) static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 pub(crate) static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 
@@ -66,6 +67,18 @@ static HITS: std::sync::LazyLock<Vec<HeaderValue>> = std::sync::LazyLock::new(||
         })
         .collect()
 });
+
+/// `Age` values for the same range, made once too.
+static AGES: std::sync::LazyLock<Vec<HeaderValue>> =
+    std::sync::LazyLock::new(|| (0..HIT_VALUES as u64).map(HeaderValue::from).collect());
+
+/// The `Age` of an answer `seconds` old.
+pub(crate) fn age(seconds: u64) -> HeaderValue {
+    match usize::try_from(seconds).ok().and_then(|index| AGES.get(index)) {
+        Some(value) => value.clone(),
+        None => HeaderValue::from(seconds),
+    }
+}
 
 impl CacheStatus {
     pub(crate) fn value(&self) -> HeaderValue {
@@ -185,5 +198,9 @@ mod tests {
             assert_eq!(list.len(), 1);
         }
         assert_eq!(rate_limit(3, 1).to_str().unwrap(), "\"agora\";r=3;t=1");
+        assert_eq!(
+            (age(0), age(599), age(86_400)),
+            (HeaderValue::from(0), HeaderValue::from(599), HeaderValue::from(86_400))
+        );
     }
 }

@@ -20,8 +20,8 @@ pub(crate) fn from_notices(body: Bytes, content_type: Option<HeaderValue>) -> Re
     let headers = response.headers_mut();
     let content_type = content_type.unwrap_or_else(|| HeaderValue::from_static("application/json"));
     headers.insert(header::CONTENT_TYPE, content_type);
-    headers.insert("x-cache", HeaderValue::from_static("EVENTS"));
-    headers.insert(header::AGE, HeaderValue::from(0));
+    headers.insert(fields::X_CACHE.clone(), HeaderValue::from_static("EVENTS"));
+    headers.insert(header::AGE, fields::age(0));
     let status = fields::CacheStatus { hit: true, detail: Some("events"), ..Default::default() };
     headers.insert(fields::CACHE_STATUS.clone(), status.value());
     response
@@ -74,6 +74,8 @@ pub(crate) fn answer_response(answer: &Answer, body: Bytes, cache: Option<Cached
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = answer.status;
     let headers = response.headers_mut();
+    // Room for every header the answer gets, here and at the edge: no growing on the way.
+    headers.reserve(12);
     let replayed =
         matches!(&cache, Some(cached) if matches!(cached.outcome.status, CacheStatus::Hit | CacheStatus::Stale));
     if replayed {
@@ -88,9 +90,9 @@ pub(crate) fn answer_response(answer: &Answer, body: Bytes, cache: Option<Cached
     }
     let status = match &cache {
         Some(cached) => {
-            headers.insert("x-cache", HeaderValue::from_static(cached.outcome.status.as_str()));
+            headers.insert(fields::X_CACHE.clone(), HeaderValue::from_static(cached.outcome.status.as_str()));
             let age = if replayed { cached.age.as_secs() } else { 0 };
-            headers.insert(header::AGE, HeaderValue::from(age));
+            headers.insert(header::AGE, fields::age(age));
             cached.status(answer.status.as_u16())
         }
         None => fields::CacheStatus {

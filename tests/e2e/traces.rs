@@ -333,3 +333,36 @@ async fn an_unreachable_collector_changes_no_answer_and_its_dropped_spans_are_co
     assert_eq!(metric_value(&metrics, "agora_gateway_trace_spans_exported_total"), 0);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test]
+async fn the_sample_ratio_picks_new_traces_and_a_callers_decision_is_followed() {
+    let dir = temp_dir("tracing-sampled");
+    let receiver = Receiver::start().await;
+    let sandbox = start_sandbox(agora_sandbox::Seed::Demo, 0).await;
+    let projects = DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
+    let mut options = telemetry_options(&receiver.url);
+    options.sections = options.sections.replace("sample_ratio = 1.0", "sample_ratio = 0.0");
+    let toml = gateway_toml(&sandbox.base_url(), &projects.named("initech-staging").id, &options);
+    let gateway = GatewayProcess::spawn(&toml, &dir, "sampled", Output::Discard, &QUICK_EXPORT, None).await;
+    let acme = token("acme", TENANT_SCOPES);
+    // Not traced by their callers, and none of the 0.0 sampled: no span, no traceparent.
+    for _ in 0..10 {
+        let (status, headers, _) = call_at(&gateway.base, Method::GET, "/dev/v1/projects", Some(&acme), None).await;
+        assert_eq!(status, PROJECTS_OK);
+        assert!(!headers.contains_key("traceparent"));
+    }
+    // A caller that did not sample its trace: continued (flag 00), not recorded.
+    let unsampled_id = "0af7651916cd43dd8448eb211c80319d";
+    let unsampled = format!("00-{unsampled_id}-b7ad6b7169203331-00");
+    let answer = traced_call(&gateway.base, Method::GET, "/dev/v1/projects", &acme, &unsampled, None).await;
+    let answered = answer.headers()["traceparent"].to_str().unwrap().to_string();
+    assert!(answered.starts_with(&format!("00-{unsampled_id}-")) && answered.ends_with("-00"), "{answered}");
+    // A caller that sampled its trace: traced whatever the ratio.
+    let (traceparent, trace_id) = caller_trace(7);
+    let answer = traced_call(&gateway.base, Method::GET, "/dev/v1/projects", &acme, &traceparent, None).await;
+    assert_eq!(answer.status(), PROJECTS_OK);
+    receiver.server_span(&trace_id).await;
+    let traces: std::collections::BTreeSet<String> = receiver.spans().into_iter().map(|span| span.trace_id).collect();
+    assert_eq!(traces.into_iter().collect::<Vec<_>>(), vec![trace_id], "only the caller's sampled trace");
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -37,6 +37,10 @@ enum Command {
         /// Rounds of each, interleaved, with --compare.
         #[arg(long, default_value_t = 5)]
         rounds: usize,
+        /// With --compare: this build traces every request and exports its spans
+        /// (`telemetry.otlp_endpoint`, to an OTLP sink in the bench; `sample_ratio = 1.0`).
+        #[arg(long, requires = "compare")]
+        traced: bool,
     },
     /// The README's "Adding an operation", end to end in a copy of the workspace: a made-up
     /// operation added to the spec, regenerated, built, and proxied to a stand-in upstream.
@@ -47,7 +51,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Regen { check } => regen::run(&workspace_root(), check),
-        Command::Bench { quick, compare, rounds } => bench::run(&workspace_root(), quick, compare, rounds),
+        Command::Bench { quick, compare, rounds, traced } => {
+            bench::run(&workspace_root(), quick, compare.map(|binary| (binary, traced)), rounds)
+        }
         Command::AddingAnOperation => walkthrough::run(&workspace_root()),
     };
     match result {

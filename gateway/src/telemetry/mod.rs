@@ -12,7 +12,7 @@ mod export;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, header};
 use axum::response::Response;
@@ -37,8 +37,11 @@ pub(crate) use export::spans_counters;
 /// The target of the spans the OpenTelemetry layer sees (and the log does not).
 pub(crate) const TARGET: &str = "otel";
 
-/// Spans are exported: every request (probes aside) is traced.
+/// Spans are exported: requests (probes aside) are traced, `sample_ratio` of them.
 static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// `sample_ratio`, as the bits of an `f64`.
+static SAMPLE_RATIO: AtomicU64 = AtomicU64::new(0);
 
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
 
@@ -69,6 +72,7 @@ pub(crate) fn install(format: LogFormat, config: &TelemetryConfig) -> anyhow::Re
         .with_filter(Targets::new().with_target(TARGET, tracing::Level::INFO));
     // A second install (tests, the demo after serve) keeps the first.
     if tracing_subscriber::registry().with(log.with_filter(filter)).with(otel).try_init().is_ok() {
+        SAMPLE_RATIO.store(config.sample_ratio.to_bits(), Ordering::Relaxed);
         EXPORTING.store(config.exports(), Ordering::Relaxed);
         let _ = PROVIDER.set(provider);
     }
@@ -76,16 +80,19 @@ pub(crate) fn install(format: LogFormat, config: &TelemetryConfig) -> anyhow::Re
 }
 
 /// Without an endpoint, a tracer that follows a caller's sampled trace (for propagation) and
-/// exports nothing; with one, the batch exporter, sampling `sample_ratio` of new traces.
+/// exports nothing; with one, the batch exporter. New traces are sampled at the edge
+/// ([`is_wanted`]): a request left out makes no span at all, so the tracer records every root.
 fn provider(config: &TelemetryConfig) -> anyhow::Result<SdkTracerProvider> {
     let resource = opentelemetry_sdk::Resource::builder().with_service_name(config.service_name.clone()).build();
     let builder = SdkTracerProvider::builder().with_resource(resource);
     Ok(match config.traces_url() {
         None => builder.with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOff))).build(),
         Some(url) => {
-            let root = Sampler::TraceIdRatioBased(config.sample_ratio);
             let processor = export::processor(&url)?;
-            builder.with_sampler(Sampler::ParentBased(Box::new(root))).with_span_processor(processor).build()
+            builder
+                .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
+                .with_span_processor(processor)
+                .build()
         }
     })
 }
@@ -103,10 +110,18 @@ pub(crate) fn exporting() -> bool {
     EXPORTING.load(Ordering::Relaxed)
 }
 
-/// Whether a request is traced: its caller sent a `traceparent`, or spans are exported and it is
-/// not a probe (health, readiness, metrics: a trace per scrape says nothing).
+/// Whether a request is traced: its caller sent a `traceparent` (whose sampling decision the
+/// tracer follows), or spans are exported, it is not a probe (health, readiness, metrics: a trace
+/// per scrape says nothing), and it is among the `sample_ratio` of requests sampled.
 pub(crate) fn is_wanted(path: &str, headers: &HeaderMap) -> bool {
-    headers.contains_key(TRACEPARENT) || (exporting() && !matches!(path, "/healthz" | "/readyz" | "/metrics"))
+    if headers.contains_key(TRACEPARENT) {
+        return true;
+    }
+    if !exporting() || matches!(path, "/healthz" | "/readyz" | "/metrics") {
+        return false;
+    }
+    let ratio = f64::from_bits(SAMPLE_RATIO.load(Ordering::Relaxed));
+    ratio >= 1.0 || fastrand::f64() < ratio
 }
 
 /// A child span of the request's, or none when the request is not traced.
@@ -159,6 +174,8 @@ pub(crate) struct ServerTrace {
     pub(crate) span: Span,
     pub(crate) log: Span,
     method: Method,
+    /// The route of a path outside the Console operations, if it has one.
+    route: Option<&'static str>,
 }
 
 impl ServerTrace {
@@ -203,7 +220,8 @@ impl ServerTrace {
             request_id = request_id.to_str().ok(),
             trace_id = trace_id.as_deref().map(tracing::field::display),
         );
-        Self { span, log, method: method.clone() }
+        let route = GATEWAY_ROUTES.iter().copied().find(|route| *route == uri.path());
+        Self { span, log, method: method.clone(), route }
     }
 
     /// What the request came to, on its span; its `traceparent` on the answer.
@@ -214,7 +232,7 @@ impl ServerTrace {
         if status.is_server_error() {
             span.record("otel.status_code", "ERROR");
         }
-        if let Some(route) = operation.and_then(route_of) {
+        if let Some(route) = operation.and_then(route_of).or_else(|| self.route.map(str::to_string)) {
             // (The span has started: renamed on the OpenTelemetry side.)
             span.context().span().update_name(format!("{} {route}", self.method));
             span.record("http.route", route.as_str());
@@ -232,6 +250,10 @@ impl ServerTrace {
         }
     }
 }
+
+/// The gateway's own routes (their paths have no parameters).
+const GATEWAY_ROUTES: [&str; 7] =
+    ["/admin/cache/purge", "/admin/reload", "/openapi.json", "/docs", "/healthz", "/readyz", "/metrics"];
 
 /// The route template of an operation as the gateway serves it (`/dev/v1/projects`,
 /// `/v2/ncs/ip`, `/agora/ncs/{appid}`).

@@ -70,7 +70,8 @@ struct OverloadReport {
     share_per_tenant: Vec<f64>,
 }
 
-pub(crate) fn run(root: &Path, quick: bool, compare: Option<PathBuf>, rounds: usize) -> Result<()> {
+/// `compare`: a baseline binary, and whether this build exports its spans meanwhile.
+pub(crate) fn run(root: &Path, quick: bool, compare: Option<(PathBuf, bool)>, rounds: usize) -> Result<()> {
     build(root)?;
     let durations = if quick {
         let (warmup, closed, overload) = (Duration::from_secs(1), Duration::from_secs(3), Duration::from_secs(6));
@@ -97,7 +98,7 @@ pub(crate) fn run(root: &Path, quick: bool, compare: Option<PathBuf>, rounds: us
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match compare {
-        Some(baseline) => runtime.block_on(bench.compare(&baseline, rounds.max(1))),
+        Some((baseline, traced)) => runtime.block_on(bench.compare(&baseline, rounds.max(1), traced)),
         None => runtime.block_on(bench.all(quick)),
     }
 }
@@ -189,8 +190,9 @@ impl Bench {
         port: u16,
         initech: &str,
         redis: Option<&str>,
-        server_extra: &str,
+        extra: Extra<'_>,
     ) -> Result<PathBuf> {
+        let Extra { server: server_extra, sections } = extra;
         let mut toml = format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\n{server_extra}\n[upstream]\nbase_url = \"{sandbox}/dev\"\ncustomer_id = \"{CUSTOMER_ID}\"\ncustomer_secret = \"{CUSTOMER_SECRET}\"\n\n[throttle]\nrate = 10\n"
         );
@@ -207,6 +209,7 @@ impl Bench {
                 "\n[[tenants]]\nid = \"{id}\"\nissuer = \"https://{id}.bench\"\naudience = \"agora-gateway\"\nscopes = [\"projects:read\", \"channels:read\", \"usage:read\"]\n{owned}\nkeys = [{{ kid = \"{id}\", alg = \"HS256\", secret = \"{id}-bench-secret-0123456789abcdef0123\" }}]\n"
             ));
         }
+        toml.push_str(sections);
         let path = self.out.join(format!("{name}.toml"));
         std::fs::write(&path, toml)?;
         Ok(path)
@@ -219,7 +222,7 @@ impl Bench {
         initech: &str,
         redis: Option<&str>,
     ) -> Result<(Proc, String, PathBuf)> {
-        self.gateway_binary(&self.binary("agora-gateway"), name, sandbox, initech, redis, "").await
+        self.gateway_binary(&self.binary("agora-gateway"), name, sandbox, initech, redis, Extra::default()).await
     }
 
     async fn gateway_binary(
@@ -229,10 +232,10 @@ impl Bench {
         sandbox: &str,
         initech: &str,
         redis: Option<&str>,
-        server_extra: &str,
+        extra: Extra<'_>,
     ) -> Result<(Proc, String, PathBuf)> {
         let port = free_port()?;
-        let config = self.gateway_config(name, sandbox, port, initech, redis, server_extra)?;
+        let config = self.gateway_config(name, sandbox, port, initech, redis, extra)?;
         let args = ["serve", "--config", config.to_str().context("a UTF-8 path")?];
         let mut process = Proc::spawn(&self.logs, name, binary, &args, &[("RUST_LOG", "warn")])?;
         wait_port(port, name, &mut process).await?;
@@ -241,13 +244,24 @@ impl Bench {
 
     /// The hit scenario against this build and `baseline`, in interleaved rounds (the machine is
     /// shared and noisy: a ratio of medians of interleaved rounds is what can be compared).
-    async fn compare(&self, baseline: &Path, rounds: usize) -> Result<()> {
+    /// `traced`: this build traces every request and exports its spans, to a sink that counts them.
+    async fn compare(&self, baseline: &Path, rounds: usize, traced: bool) -> Result<()> {
         let d = &self.durations;
         let (_sandbox_process, sandbox) = self.sandbox("sandbox", 0).await?;
         let DemoAccount { initech, .. } = self.demo_account(&sandbox).await?;
-        let (current, current_url, config) = self.gateway("gateway", &sandbox, &initech, None).await?;
+        let (sink, exports) = match traced {
+            true => {
+                let (url, exports) = otlp_sink().await?;
+                (format!("\n[telemetry]\notlp_endpoint = \"{url}\"\nsample_ratio = 1.0\n"), Some(exports))
+            }
+            false => (String::new(), None),
+        };
+        let this = self.binary("agora-gateway");
+        let (current, current_url, config) = self
+            .gateway_binary(&this, "gateway", &sandbox, &initech, None, Extra { sections: &sink, ..Extra::default() })
+            .await?;
         let (previous, previous_url, _) =
-            self.gateway_binary(baseline, "baseline-gateway", &sandbox, &initech, None, "").await?;
+            self.gateway_binary(baseline, "baseline-gateway", &sandbox, &initech, None, Extra::default()).await?;
         let token = self.token(&config, TENANTS[0].0)?;
         let auth = [("authorization", format!("Bearer {token}"))];
         for url in [&current_url, &previous_url] {
@@ -291,6 +305,10 @@ impl Bench {
             "\nhit, median of {rounds} interleaved rounds: this build {ours_rps:.0} req/s, baseline {theirs_rps:.0} req/s; \
              this / baseline {ratio:.3} (rounds {low:.3} to {high:.3})"
         );
+        if let Some(exports) = exports {
+            let exports = exports.load(std::sync::atomic::Ordering::Relaxed);
+            println!("this build traced every request: {exports} OTLP exports reached the bench's sink");
+        }
         current.stop();
         previous.stop();
         Ok(())
@@ -331,8 +349,9 @@ impl Bench {
         let basic = [("authorization", format!("Basic {}", base64_credentials()))];
         // The same gateway with one worker thread: on a machine that also runs the load generator.
         let binary = self.binary("agora-gateway");
+        let one_thread = Extra { server: "worker_threads = 1\n", ..Extra::default() };
         let (one_worker_process, one_worker, _) =
-            self.gateway_binary(&binary, "gateway-1-worker", &sandbox, &initech, None, "worker_threads = 1\n").await?;
+            self.gateway_binary(&binary, "gateway-1-worker", &sandbox, &initech, None, one_thread).await?;
         let warm = self.http.get(format!("{one_worker}/dev/v1/projects")).bearer_auth(&tokens[0]).send().await?;
         if !warm.status().is_success() {
             bail!("the one-worker gateway answered {} to the warming read", warm.status());
@@ -476,4 +495,28 @@ fn ratio_of_rounds(ours: &[ClosedRun], theirs: &[ClosedRun]) -> Value {
 fn base64_credentials() -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(format!("{CUSTOMER_ID}:{CUSTOMER_SECRET}"))
+}
+
+/// Settings added to a bench gateway's configuration: `[server]` lines, and whole sections.
+#[derive(Default, Clone, Copy)]
+struct Extra<'a> {
+    server: &'a str,
+    sections: &'a str,
+}
+
+/// An OTLP/HTTP sink for `--traced`: takes `POST /v1/traces` and counts the exports.
+async fn otlp_sink() -> Result<(String, std::sync::Arc<std::sync::atomic::AtomicU64>)> {
+    let exports = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = exports.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |_body: bytes::Bytes| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            async { [("content-type", "application/x-protobuf")] }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((url, exports))
 }
