@@ -3,6 +3,9 @@
 //! `RateLimit-Policy` (the deployment's budget) and `RateLimit` (the caller's lane now). Tools that
 //! read them (proxies, SDKs, dashboards) need no knowledge of `X-Cache`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::error::GatewayError;
@@ -59,18 +62,18 @@ pub(crate) struct CacheStatus {
 /// `agora-gateway; hit; ttl=N` for the first [`HIT_VALUES`] seconds of freshness (the default
 /// TTLs' range), made once: the field of most answers, without formatting on the hit path.
 const HIT_VALUES: usize = 600;
-static HITS: std::sync::LazyLock<Vec<HeaderValue>> = std::sync::LazyLock::new(|| {
-    (0..HIT_VALUES)
-        .map(|ttl| {
-            let text: &'static str = Box::leak(format!("{CACHE}; hit; ttl={ttl}").into_boxed_str());
-            HeaderValue::from_static(text)
-        })
-        .collect()
-});
+static HITS: std::sync::LazyLock<Vec<HeaderValue>> =
+    std::sync::LazyLock::new(|| (0..HIT_VALUES).map(|ttl| made_once(format!("{CACHE}; hit; ttl={ttl}"))).collect());
 
 /// `Age` values for the same range, made once too.
 static AGES: std::sync::LazyLock<Vec<HeaderValue>> =
-    std::sync::LazyLock::new(|| (0..HIT_VALUES as u64).map(HeaderValue::from).collect());
+    std::sync::LazyLock::new(|| (0..HIT_VALUES).map(|age| made_once(age.to_string())).collect());
+
+/// A field value made once for the life of the process: its clones share static bytes, so the
+/// threads answering with it never touch a shared reference count.
+fn made_once(text: String) -> HeaderValue {
+    HeaderValue::from_static(Box::leak(text.into_boxed_str()))
+}
 
 /// The `Age` of an answer `seconds` old.
 pub(crate) fn age(seconds: u64) -> HeaderValue {
@@ -139,16 +142,61 @@ impl CacheStatus {
     }
 }
 
-/// `RateLimit-Policy: "agora";q=<rate>;w=1`: the deployment's budget, per second.
+/// `RateLimit-Policy: "agora";q=<rate>;w=1`: the deployment's budget, per second (made once per
+/// rate, on first use; `throttle.rate` is 1 to 1,000).
 pub(crate) fn policy(rate: u32) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"agora\";q={rate};w=1")).unwrap_or_else(|_| HeaderValue::from_static("\"agora\""))
+    static POLICIES: [std::sync::OnceLock<HeaderValue>; 1001] = [const { std::sync::OnceLock::new() }; 1001];
+    let made = || made_once(format!("\"agora\";q={rate};w=1"));
+    match POLICIES.get(rate as usize) {
+        Some(cell) => cell.get_or_init(made).clone(),
+        None => made(),
+    }
 }
+
+/// `RateLimit` values made once: `r` below this, `t` below [`RESETS`].
+const REMAINING: u64 = 128;
+const RESETS: u64 = 16;
+static RATE_LIMITS: std::sync::LazyLock<Vec<HeaderValue>> = std::sync::LazyLock::new(|| {
+    (0..REMAINING * RESETS).map(|n| made_once(format!("\"agora\";r={};t={}", n / RESETS, n % RESETS))).collect()
+});
 
 /// `RateLimit: "agora";r=<remaining>;t=<seconds>`: how many more requests the caller's lane may
 /// have waiting for a slot now, and in how many seconds the next slot comes.
 pub(crate) fn rate_limit(remaining: u64, reset_seconds: u64) -> HeaderValue {
+    if remaining < REMAINING && reset_seconds < RESETS {
+        return RATE_LIMITS[(remaining * RESETS + reset_seconds) as usize].clone();
+    }
     HeaderValue::from_str(&format!("\"agora\";r={remaining};t={reset_seconds}"))
         .unwrap_or_else(|_| HeaderValue::from_static("\"agora\""))
+}
+
+/// A tenant's `RateLimit` (`r`, `t`), reused for [`MEMO_FOR_MS`] before it is worked out again (that
+/// takes the throttle's lock): one word, so that a cache hit reads it with one atomic load — valid
+/// (bit 63), when (ms since [`CLOCK_ZERO`], wrapping, bits 31..63), `r` (20 bits), `t` (11 bits).
+#[derive(Debug, Default)]
+pub(crate) struct RateLimitMemo(AtomicU64);
+
+const MEMO_FOR_MS: u64 = 50;
+static CLOCK_ZERO: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+
+fn memo_ms(now: Instant) -> u64 {
+    (now.saturating_duration_since(*CLOCK_ZERO).as_millis() as u64) & 0xFFFF_FFFF
+}
+
+impl RateLimitMemo {
+    /// `(r, t)` if worked out less than [`MEMO_FOR_MS`] before `now`.
+    pub(crate) fn get(&self, now: Instant) -> Option<(u64, u64)> {
+        let memo = self.0.load(Ordering::Relaxed);
+        let age = memo_ms(now).wrapping_sub((memo >> 31) & 0xFFFF_FFFF) & 0xFFFF_FFFF;
+        (memo >> 63 == 1 && age < MEMO_FOR_MS).then_some(((memo >> 11) & 0xF_FFFF, memo & 0x7FF))
+    }
+
+    /// Keeps `(r, t)` as of `now` (each capped to its bits), and answers what it kept.
+    pub(crate) fn set(&self, now: Instant, (remaining, reset): (u64, u64)) -> (u64, u64) {
+        let (remaining, reset) = (remaining.min(0xF_FFFF), reset.min(0x7FF));
+        self.0.store(1 << 63 | memo_ms(now) << 31 | remaining << 11 | reset, Ordering::Relaxed);
+        (remaining, reset)
+    }
 }
 
 /// Sets `Cache-Status` unless the answer has one already.
@@ -198,6 +246,22 @@ mod tests {
             assert_eq!(list.len(), 1);
         }
         assert_eq!(rate_limit(3, 1).to_str().unwrap(), "\"agora\";r=3;t=1");
+        assert_eq!(rate_limit(127, 15).to_str().unwrap(), "\"agora\";r=127;t=15");
+        assert_eq!(rate_limit(5000, 2).to_str().unwrap(), "\"agora\";r=5000;t=2");
+        assert_eq!((policy(10).to_str().unwrap(), policy(10)), ("\"agora\";q=10;w=1", policy(10)));
+    }
+
+    #[test]
+    fn the_rate_limit_memo_keeps_its_values_for_50_ms() {
+        let memo = RateLimitMemo::default();
+        let _ = memo_ms(Instant::now()); // the memo's clock started before `now`
+        let now = Instant::now();
+        assert_eq!(memo.get(now), None, "nothing yet");
+        assert_eq!(memo.set(now, (42, 3)), (42, 3));
+        assert_eq!(memo.get(now + std::time::Duration::from_millis(49)), Some((42, 3)));
+        assert_eq!(memo.get(now + std::time::Duration::from_millis(50)), None);
+        assert_eq!(memo.set(now, (5_000_000, 90_000)), (0xF_FFFF, 0x7FF), "capped to its bits");
+        assert_eq!(memo.get(now), Some((0xF_FFFF, 0x7FF)));
         assert_eq!(
             (age(0), age(599), age(86_400)),
             (HeaderValue::from(0), HeaderValue::from(599), HeaderValue::from(86_400))

@@ -68,9 +68,6 @@ impl Permit {
 /// Longest the dispatcher waits for a granted request to report its departure.
 const DEPARTURE_REPORT_WAIT: Duration = Duration::from_secs(1);
 
-/// How long a tenant's `RateLimit` field is reused before it is worked out again.
-const RATE_LIMIT_FRESH: Duration = Duration::from_millis(50);
-
 /// The longest pause of the budget, whatever the upstream says (`upstream.max_retry_after`, which
 /// the caller applies first, is at most this too).
 pub(crate) const MAX_PAUSE: Duration = Duration::from_secs(86_400);
@@ -85,7 +82,8 @@ struct Shared {
     /// The local slot spacing and the longest queueing (a reload may change them).
     pacing: std::sync::RwLock<(Duration, Duration)>,
     /// `RateLimit-Policy` of the deployment's budget (a reload may change it).
-    policy: arc_swap::ArcSwap<http::HeaderValue>,
+    /// `throttle.rate`, as `RateLimit-Policy` says it.
+    policy_rate: std::sync::atomic::AtomicU32,
     metrics: Arc<Metrics>,
 }
 
@@ -195,7 +193,7 @@ impl Throttle {
             work: Arc::new(Notify::new()),
             slots,
             pacing: std::sync::RwLock::new((interval, config.max_wait)),
-            policy: arc_swap::ArcSwap::from_pointee(crate::fields::policy(config.rate)),
+            policy_rate: config.rate.into(),
             metrics,
         });
         tokio::spawn(dispatch::dispatch(Arc::downgrade(&shared), shared.work.clone()));
@@ -209,21 +207,18 @@ impl Throttle {
     /// `RateLimit-Policy` and `RateLimit` for `tenant`: the deployment's budget; how many more
     /// requests its lane may have waiting (its share of a `max_wait` window, less what it has
     /// waiting); and the whole seconds until the next slot. The latter is worked out at most every
-    /// [`RATE_LIMIT_FRESH`] per tenant (it takes the queue's lock): a cache hit reads it.
+    /// 50 ms per tenant (it takes the queue's lock): a cache hit reads it.
     pub(crate) fn rate_limit_fields(&self, tenant: &Tenant) -> [http::HeaderValue; 2] {
-        let policy = http::HeaderValue::clone(&self.shared.policy.load());
+        let policy = crate::fields::policy(self.shared.policy_rate.load(std::sync::atomic::Ordering::Relaxed));
         let now = std::time::Instant::now();
-        if let Some(memo) = tenant.rate_limit.load().as_ref()
-            && now.saturating_duration_since(memo.0) < RATE_LIMIT_FRESH
-        {
-            return [policy, memo.1.clone()];
-        }
-        let value = self.rate_limit_now(tenant, now);
-        tenant.rate_limit.store(Some(Arc::new((now, value.clone()))));
-        [policy, value]
+        let (remaining, reset) = match tenant.rate_limit.get(now) {
+            Some(memo) => memo,
+            None => tenant.rate_limit.set(now, self.rate_limit_now(tenant, now)),
+        };
+        [policy, crate::fields::rate_limit(remaining, reset)]
     }
 
-    fn rate_limit_now(&self, tenant: &Tenant, now: std::time::Instant) -> http::HeaderValue {
+    fn rate_limit_now(&self, tenant: &Tenant, now: std::time::Instant) -> (u64, u64) {
         let shared = &self.shared;
         let pace = shared.pace(Instant::from_std(now));
         let remaining = {
@@ -234,8 +229,7 @@ impl Throttle {
             }
         };
         let next = pace.next_slot.saturating_duration_since(now);
-        let reset = next.as_secs() + u64::from(next.subsec_nanos() > 0);
-        crate::fields::rate_limit(remaining as u64, reset)
+        (remaining as u64, next.as_secs() + u64::from(next.subsec_nanos() > 0))
     }
 
     /// Nobody of this replica waits for a slot (background polls take only such slots).
@@ -250,7 +244,7 @@ impl Throttle {
         let shared = &self.shared;
         let interval = interval_for(config.rate, config.burst, config.safety_margin);
         *shared.pacing.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = (interval, config.max_wait);
-        shared.policy.store(Arc::new(crate::fields::policy(config.rate)));
+        shared.policy_rate.store(config.rate, std::sync::atomic::Ordering::Relaxed);
         match &shared.slots {
             Slots::Local(gcra) => lock(gcra).reconfigure(interval, config.burst, Instant::now().into_std()),
             Slots::Cluster(cluster) => cluster.reconfigure(config),
