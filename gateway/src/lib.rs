@@ -17,6 +17,7 @@ mod cache;
 mod call;
 pub mod cli;
 mod config;
+mod cores;
 #[cfg(feature = "demo")]
 mod demo;
 mod docs;
@@ -159,8 +160,11 @@ pub(crate) async fn serve(
     // Traced requests carry their client's address (`client.address`), at the cost of a router per
     // connection: only while spans are exported.
     let tag_peer = telemetry::exporting();
-    let main =
-        server::serve(listener, router(gateway.clone()), tag_peer, limits, connections.clone(), shutdown.clone());
+    let app = router(gateway.clone());
+    let main = match limits.cores {
+        0 => server::serve(listener, app, tag_peer, limits, connections.clone(), shutdown.clone()).boxed(),
+        _ => cores::serve(listener, app, tag_peer, limits, connections.clone(), shutdown.clone()).boxed(),
+    };
     let admin = side.admin.map(|admin| {
         server::serve(admin, admin_router(gateway.clone()), false, limits, connections.clone(), shutdown.clone())
     });

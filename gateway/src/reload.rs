@@ -96,6 +96,7 @@ fn keep_what_needs_a_restart(old: &Config, new: &mut Config) -> Vec<&'static str
         ("server.max_connections_per_ip", old_server.max_connections_per_ip != server.max_connections_per_ip),
         ("server.write_timeout", old_server.write_timeout != server.write_timeout),
         ("server.worker_threads", old_server.worker_threads != server.worker_threads),
+        ("server.runtime", old_server.runtime != server.runtime),
     ];
     changed.extend(server_fields.iter().filter(|(_, differs)| *differs).map(|(name, _)| *name));
     // Token settings apply live; the rest of [server] does not.

@@ -32,7 +32,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use crate::config::ServerConfig;
+use crate::config::{RuntimeKind, ServerConfig};
 
 /// Descriptors kept free beside the client connections (upstream, Redis, files, listeners).
 const RESERVED_DESCRIPTORS: u64 = 64;
@@ -49,6 +49,9 @@ pub(crate) struct Limits {
     pub(crate) header_read_timeout: Duration,
     pub(crate) max_header_bytes: usize,
     pub(crate) write_timeout: Duration,
+    /// Threads serving the main listener, each with a runtime of its own (`cores.rs`); 0: the
+    /// shared work-stealing runtime serves it.
+    pub(crate) cores: usize,
 }
 
 impl Limits {
@@ -58,6 +61,12 @@ impl Limits {
             header_read_timeout: server.header_read_timeout,
             max_header_bytes: usize::try_from(server.max_header_bytes.as_u64()).unwrap_or(usize::MAX),
             write_timeout: server.write_timeout,
+            cores: match server.runtime {
+                RuntimeKind::Shared => 0,
+                RuntimeKind::PerCore => server
+                    .worker_threads
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)),
+            },
         }
     }
 }
@@ -226,8 +235,9 @@ pub(crate) async fn serve(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_header_size(limits.max_header_bytes)
-        .max_headers(100);
+        .max_header_size(limits.max_header_bytes);
+    // At most 100 headers: hyper's own limit. (Setting it, even to 100, makes hyper fill a vector
+    // of that many slots for every request it parses.)
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {

@@ -106,7 +106,13 @@ pub fn main() -> ExitCode {
         }
         Command::Serve { config: path } => Config::load(&path).map_err(anyhow::Error::from).and_then(|config| {
             init_logging(config.server.log_format, &config.telemetry)?;
-            let served = runtime(config.server.worker_threads).and_then(|rt| rt.block_on(run_serve(config, path)));
+            // Per core, the main listener has threads of its own: the shared runtime keeps the
+            // background work and the side listeners, on one thread.
+            let shared_workers = match config.server.runtime {
+                crate::config::RuntimeKind::PerCore => Some(1),
+                crate::config::RuntimeKind::Shared => config.server.worker_threads,
+            };
+            let served = runtime(shared_workers).and_then(|rt| rt.block_on(run_serve(config, path)));
             crate::telemetry::shutdown();
             served
         }),

@@ -126,6 +126,18 @@ pub(crate) struct ServerConfig {
     pub(crate) notifications_listen: Option<SocketAddr>,
     /// Worker threads of the runtime (`serve` only); one per CPU when left out.
     pub(crate) worker_threads: Option<usize>,
+    /// How the main listener's connections are served: `per-core` (a single-threaded runtime on
+    /// each worker thread, all accepting from the listener: a connection stays on its thread) or
+    /// `shared` (one work-stealing runtime).
+    pub(crate) runtime: RuntimeKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum RuntimeKind {
+    #[default]
+    PerCore,
+    Shared,
 }
 
 impl Default for ServerConfig {
@@ -147,6 +159,7 @@ impl Default for ServerConfig {
             admin_listen: None,
             notifications_listen: None,
             worker_threads: None,
+            runtime: RuntimeKind::PerCore,
         }
     }
 }

@@ -14,6 +14,8 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::procs::cpu_seconds;
+
 /// What a closed-loop run measured.
 #[derive(Debug, Clone, serde::Serialize)]
 pub(super) struct ClosedRun {
@@ -25,6 +27,9 @@ pub(super) struct ClosedRun {
     pub errors: u64,
     /// `wrk` (when installed, as the anchor measures) or `hyper` (this process, one thread).
     pub generator: &'static str,
+    /// CPU time the server spent per request (user + system, all its threads and worker
+    /// processes), in µs, over the measured part of the run.
+    pub cpu_us_per_request: Option<f64>,
 }
 
 /// Counts of one connection's requests.
@@ -38,27 +43,44 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
 }
 
+/// What a closed loop sends: the server's address and process (for its CPU time), the path and
+/// headers, over how many connections.
+pub(super) struct Closed<'a> {
+    pub target: SocketAddr,
+    pub pid: u32,
+    pub path: &'a str,
+    pub headers: &'a [(&'a str, String)],
+    pub connections: usize,
+}
+
 /// A closed loop with `wrk` if it is installed, else with hyper in this process — on one thread
 /// either way, like the anchor's `wrk -t1`, so the server under test keeps the other core.
 pub(super) async fn closed_loop(
-    target: SocketAddr,
-    path: &str,
-    headers: &[(&str, String)],
-    connections: usize,
+    closed: Closed<'_>,
     warmup: Duration,
     duration: Duration,
     wrk: Option<&std::path::Path>,
 ) -> Result<ClosedRun> {
+    let Closed { target, pid, path, headers, connections } = closed;
     if let Some(wrk) = wrk {
-        return with_wrk(wrk, target, path, headers, connections, warmup, duration).await;
+        return with_wrk(wrk, target, pid, path, headers, connections, warmup, duration).await;
     }
     let headers: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
     let path = path.to_string();
+    let cpu_from = tokio::spawn(async move {
+        tokio::time::sleep(warmup).await;
+        cpu_seconds(pid)
+    });
     let run = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         runtime.block_on(hyper_loop(target, path, headers, connections, warmup, duration))
     });
-    tokio::task::spawn_blocking(move || run.join()).await?.map_err(|_| anyhow::anyhow!("the load thread panicked"))?
+    let mut run = tokio::task::spawn_blocking(move || run.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the load thread panicked"))??;
+    let requests = run.requests_per_second * duration.as_secs_f64();
+    run.cpu_us_per_request = Some((cpu_seconds(pid) - cpu_from.await?) * 1e6 / requests.max(1.0));
+    Ok(run)
 }
 
 const WRK_REPORT: &str = r#"
@@ -69,9 +91,11 @@ done = function(summary, latency, requests)
 end
 "#;
 
+#[allow(clippy::too_many_arguments)]
 async fn with_wrk(
     wrk: &std::path::Path,
     target: SocketAddr,
+    pid: u32,
     path: &str,
     headers: &[(&str, String)],
     connections: usize,
@@ -99,7 +123,9 @@ async fn with_wrk(
         command.output()
     };
     run(warmup.as_secs().max(1)).await?;
+    let cpu_before = cpu_seconds(pid);
     let output = run(duration.as_secs().max(1)).await?;
+    let cpu = cpu_seconds(pid) - cpu_before;
     let text = String::from_utf8_lossy(&output.stdout);
     let line = text
         .lines()
@@ -116,6 +142,7 @@ async fn with_wrk(
         p999_ms: p999 / 1000.0,
         errors: errors as u64,
         generator: "wrk",
+        cpu_us_per_request: Some(cpu * 1e6 / requests.max(1.0)),
     })
 }
 
@@ -159,6 +186,7 @@ async fn hyper_loop(
         p999_ms: quantile_ms(0.999),
         errors: total.errors,
         generator: "hyper",
+        cpu_us_per_request: None,
     })
 }
 
@@ -248,4 +276,70 @@ pub(super) async fn offer(targets: &[Target], rate: u32, duration: Duration, fir
         }
     }
     answers
+}
+
+/// What a fixed offered load measured (`h2load --h1 --rps`): the latency of every request.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(super) struct FixedRun {
+    pub offered_per_second: u32,
+    pub answered_per_second: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    /// Answers other than 2xx.
+    pub errors: u64,
+}
+
+/// `rate` requests per second over 32 keep-alive connections (`h2load --h1 --rps`, one thread),
+/// for `duration` after a `warmup`: an open loop, so the latencies are those of a server that is
+/// not saturated.
+pub(super) async fn fixed_rate(
+    h2load: &std::path::Path,
+    closed: Closed<'_>,
+    rate: u32,
+    warmup: Duration,
+    duration: Duration,
+) -> Result<FixedRun> {
+    const CLIENTS: u32 = 32;
+    let log = std::env::temp_dir().join(format!("agora-bench-h2load-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let mut command = tokio::process::Command::new(h2load);
+    command.args(["--h1", "-t", "1", "-c", &CLIENTS.to_string(), "--rps", &(rate / CLIENTS).max(1).to_string()]);
+    command.args([
+        "-D",
+        &duration.as_secs().max(1).to_string(),
+        "--warm-up-time",
+        &warmup.as_secs().max(1).to_string(),
+    ]);
+    command.arg(format!("--log-file={}", log.display()));
+    for (name, value) in closed.headers {
+        command.args(["-H", &format!("{name}: {value}")]);
+    }
+    command.arg(format!("http://{}{}", closed.target, closed.path));
+    let output = command.output().await?;
+    if !output.status.success() {
+        anyhow::bail!("h2load failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    // One line per request: start (µs since the epoch), status, latency (µs).
+    let text = std::fs::read_to_string(&log).context("h2load's log")?;
+    let _ = std::fs::remove_file(&log);
+    let mut latency = histogram();
+    let mut errors = 0;
+    for line in text.lines() {
+        let fields: Vec<u64> = line.split_whitespace().filter_map(|n| n.parse().ok()).collect();
+        if let [_, status, micros] = fields[..] {
+            latency.record(micros.max(1)).ok();
+            errors += u64::from(!(200..300).contains(&status));
+        }
+    }
+    anyhow::ensure!(!latency.is_empty(), "h2load measured no request");
+    let quantile_ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
+    Ok(FixedRun {
+        offered_per_second: rate,
+        answered_per_second: latency.len() as f64 / duration.as_secs_f64(),
+        p50_ms: quantile_ms(0.5),
+        p99_ms: quantile_ms(0.99),
+        p999_ms: quantile_ms(0.999),
+        errors,
+    })
 }

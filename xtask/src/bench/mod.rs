@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 use load::ClosedRun;
 use procs::{Proc, free_port, wait_port, which};
 use report::{machine, table};
+use scenarios::hit_path;
 
 const CUSTOMER_ID: &str = "bench-customer";
 const CUSTOMER_SECRET: &str = "bench-customer-secret";
@@ -242,6 +243,57 @@ impl Bench {
         Ok((process, format!("http://127.0.0.1:{port}"), config))
     }
 
+    /// The hit path of nginx and of the gateway at 50% and 80% of nginx's `ceiling`, each in turn,
+    /// in up to 3 rounds: the medians of p50, p99 and p99.9.
+    async fn fixed_loads(
+        &self,
+        h2load: &Path,
+        ceiling: f64,
+        nginx: &str,
+        gateway: &str,
+        auth: &[(&str, String)],
+    ) -> Result<Value> {
+        let rounds = self.durations.rounds.min(3);
+        println!(
+            "fixed loads (h2load --h1 --rps, 32 connections): 50% and 80% of nginx's {ceiling:.0} req/s, {rounds} rounds"
+        );
+        let mut results = Vec::new();
+        for fraction in [0.5, 0.8] {
+            let rate = (ceiling * fraction) as u32;
+            let (mut theirs, mut ours) = (Vec::new(), Vec::new());
+            for round in 1..=rounds {
+                theirs.push(self.fixed(h2load, nginx, &[], rate).await?);
+                ours.push(self.fixed(h2load, gateway, auth, rate).await?);
+                println!(
+                    "  {rate} req/s, round {round}/{rounds}: nginx p99 {:.2} ms, gateway p99 {:.2} ms",
+                    theirs[round - 1].p99_ms,
+                    ours[round - 1].p99_ms
+                );
+            }
+            let medians = |runs: &[load::FixedRun]| {
+                let median = |pick: fn(&load::FixedRun) -> f64| {
+                    let mut values: Vec<f64> = runs.iter().map(pick).collect();
+                    values.sort_by(f64::total_cmp);
+                    values[values.len() / 2]
+                };
+                json!({
+                    "p50_ms": median(|r| r.p50_ms),
+                    "p99_ms": median(|r| r.p99_ms),
+                    "p999_ms": median(|r| r.p999_ms),
+                    "answered_per_second": median(|r| r.answered_per_second),
+                    "errors": runs.iter().map(|r| r.errors).sum::<u64>(),
+                })
+            };
+            results.push(json!({
+                "fraction": fraction,
+                "offered_per_second": rate,
+                "nginx": medians(&theirs),
+                "gateway": medians(&ours),
+            }));
+        }
+        Ok(Value::Array(results))
+    }
+
     /// The hit scenario against this build and `baseline`, in interleaved rounds (the machine is
     /// shared and noisy: a ratio of medians of interleaved rounds is what can be compared).
     /// `traced`: this build traces every request and exports its spans, to a sink that counts them.
@@ -267,20 +319,13 @@ impl Bench {
         for url in [&current_url, &previous_url] {
             self.http.get(format!("{url}/dev/v1/projects")).bearer_auth(&token).send().await?.error_for_status()?;
         }
-        let address = |url: &str| -> Result<std::net::SocketAddr> { Ok(url.trim_start_matches("http://").parse()?) };
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         for round in 1..=rounds {
-            for (runs, url) in [(&mut ours, &current_url), (&mut theirs, &previous_url)] {
-                let run = load::closed_loop(
-                    address(url)?,
-                    "/dev/v1/projects",
-                    &auth,
-                    64,
-                    d.warmup,
-                    d.closed,
-                    self.wrk.as_deref(),
-                )
-                .await?;
+            for (runs, url, pid) in
+                [(&mut ours, &current_url, current.pid()), (&mut theirs, &previous_url, previous.pid())]
+            {
+                let run =
+                    load::closed_loop(hit_path(url, pid, &auth)?, d.warmup, d.closed, self.wrk.as_deref()).await?;
                 runs.push(run);
             }
             println!(
@@ -304,6 +349,13 @@ impl Bench {
         println!(
             "\nhit, median of {rounds} interleaved rounds: this build {ours_rps:.0} req/s, baseline {theirs_rps:.0} req/s; \
              this / baseline {ratio:.3} (rounds {low:.3} to {high:.3})"
+        );
+        let cpu = cpu_ratio_of_rounds(&ours, &theirs);
+        println!(
+            "CPU per request, median: this build {:.2} µs, baseline {:.2} µs; this / baseline {:.3}",
+            cpu["ours_us"].as_f64().unwrap_or(0.0),
+            cpu["theirs_us"].as_f64().unwrap_or(0.0),
+            cpu["median"].as_f64().unwrap_or(0.0)
         );
         if let Some(exports) = exports {
             let exports = exports.load(std::sync::atomic::Ordering::Relaxed);
@@ -364,13 +416,13 @@ impl Bench {
         let (mut hits, mut one_worker_hits, mut nginx_runs, mut direct_runs) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for round in 1..=d.rounds {
-            let hit = self.closed(&gateway, &auth).await?;
-            let one_worker_hit = self.closed(&one_worker, &auth).await?;
+            let hit = self.closed(&gateway, gateway_process.pid(), &auth).await?;
+            let one_worker_hit = self.closed(&one_worker, one_worker_process.pid(), &auth).await?;
             let nginx_run = match &nginx {
-                Some((_, url)) => Some(self.closed(url, &[]).await?),
+                Some((process, url)) => Some(self.closed(url, process.pid(), &[]).await?),
                 None => None,
             };
-            let direct_run = self.closed(&direct, &basic).await?;
+            let direct_run = self.closed(&direct, direct_process.pid(), &basic).await?;
             println!(
                 "  round {round}/{}: hit {:.0} req/s (p99 {:.2} ms), one worker {:.0} req/s (p99 {:.2} ms), nginx {}, \
                  direct {:.0} req/s",
@@ -387,6 +439,18 @@ impl Bench {
             nginx_runs.extend(nginx_run);
             direct_runs.push(direct_run);
         }
+        // 3b. latency at fixed loads: 50% and 80% of nginx's ceiling, nginx and the gateway in turn.
+        let fixed = match (which("h2load"), &nginx, nginx_runs.is_empty()) {
+            (Some(h2load), Some((_, nginx_url)), false) => {
+                let ceiling = median_run(&nginx_runs).requests_per_second;
+                Some(self.fixed_loads(&h2load, ceiling, nginx_url, &gateway, &auth).await?)
+            }
+            (None, _, _) => {
+                println!("fixed loads: SKIPPED (h2load is not installed: apt-get install nghttp2-client)");
+                None
+            }
+            _ => None,
+        };
         let peak_rss_mib = gateway_process.peak_rss_kib().unwrap_or(0) as f64 / 1024.0;
         if let Some((process, _)) = nginx {
             process.stop();
@@ -426,7 +490,7 @@ impl Bench {
             json!({ "concurrent_reads": 1000, "answered_200": coalesced_ok, "upstream_calls": after - before });
 
         // 6. scale
-        let scale = self.scale(&gateway, &tokens).await?;
+        let scale = self.scale((&gateway, gateway_process.pid()), &tokens).await?;
         gateway_process.stop();
         sandbox_process.stop();
 
@@ -455,6 +519,8 @@ impl Bench {
             "nginx": nginx_run,
             "nginx_rounds": nginx_runs,
             "hit_over_nginx": (!nginx_runs.is_empty()).then(|| ratio_of_rounds(&hits, &nginx_runs)),
+            "cpu_hit_over_nginx": (!nginx_runs.is_empty()).then(|| cpu_ratio_of_rounds(&hits, &nginx_runs)),
+            "fixed": fixed,
             "hit_one_worker": median_run(&one_worker_hits),
             "hit_one_worker_rounds": one_worker_hits,
             "hit_one_worker_over_nginx":
@@ -489,6 +555,25 @@ fn ratio_of_rounds(ours: &[ClosedRun], theirs: &[ClosedRun]) -> Value {
         "low": ratios.first(),
         "high": ratios.last(),
         "rounds": ratios.len(),
+    })
+}
+
+/// CPU per request of `ours` over `theirs`, round by round (the same rounds), and the medians of
+/// each.
+fn cpu_ratio_of_rounds(ours: &[ClosedRun], theirs: &[ClosedRun]) -> Value {
+    let cpu = |run: &ClosedRun| run.cpu_us_per_request.unwrap_or(f64::NAN);
+    let median = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let ratios: Vec<f64> = ours.iter().zip(theirs).map(|(a, b)| cpu(a) / cpu(b)).collect();
+    json!({
+        "median": median(ratios.clone()),
+        "low": ratios.iter().copied().fold(f64::MAX, f64::min),
+        "high": ratios.iter().copied().fold(0.0, f64::max),
+        "rounds": ratios.len(),
+        "ours_us": median(ours.iter().map(cpu).collect()),
+        "theirs_us": median(theirs.iter().map(cpu).collect()),
     })
 }
 

@@ -34,6 +34,10 @@ impl Proc {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub(crate) fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
@@ -94,4 +98,34 @@ pub(crate) fn which(program: &str) -> Option<PathBuf> {
         .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
         .map(|dir| dir.join(program))
         .find(|p| p.is_file())
+}
+
+/// CPU time (user + system, every thread) of process `pid` and of its children (nginx's workers),
+/// in seconds.
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
+    // utime and stime are fields 14 and 15 of /proc/PID/stat, counted after the command's `)`.
+    let times = |stat: &str| -> Option<(u32, u64)> {
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ppid = fields.get(1)?.parse().ok()?;
+        Some((ppid, fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?))
+    };
+    let mut ticks = 0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(id) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        if let Some((ppid, used)) = times(&stat)
+            && (id == pid || ppid == pid)
+        {
+            ticks += used;
+        }
+    }
+    ticks as f64 / clock_ticks_per_second()
+}
+
+fn clock_ticks_per_second() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        let output = Command::new("getconf").arg("CLK_TCK").output().ok();
+        output.and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok()).unwrap_or(100.0)
+    })
 }

@@ -79,6 +79,31 @@ pub(super) fn table(report: &Value) -> String {
     out.push_str("\n| figure | value |\n|---|---|\n");
     out.push_str(&format!("| hit / direct | {} |\n", ratio(&report["hit_over_direct"])));
     out.push_str(&format!("| hit / nginx | {} |\n", ratio(&report["hit_over_nginx"])));
+    let cpu = &report["cpu_hit_over_nginx"];
+    if cpu["median"].is_number() {
+        out.push_str(&format!(
+            "| CPU per request, hit / nginx | {:.2} µs / {:.2} µs = {} |\n",
+            cpu["ours_us"].as_f64().unwrap_or(0.0),
+            cpu["theirs_us"].as_f64().unwrap_or(0.0),
+            ratio(cpu)
+        ));
+    }
+    for load in report["fixed"].as_array().into_iter().flatten() {
+        let (nginx, gateway) = (&load["nginx"], &load["gateway"]);
+        let ms = |v: &Value, key: &str| v[key].as_f64().unwrap_or(0.0);
+        out.push_str(&format!(
+            "| fixed load {:.0}% of nginx's ceiling ({} req/s): p50 / p99 / p99.9 ms | gateway {:.2} / {:.2} / {:.2}; \
+             nginx {:.2} / {:.2} / {:.2} |\n",
+            load["fraction"].as_f64().unwrap_or(0.0) * 100.0,
+            load["offered_per_second"],
+            ms(gateway, "p50_ms"),
+            ms(gateway, "p99_ms"),
+            ms(gateway, "p999_ms"),
+            ms(nginx, "p50_ms"),
+            ms(nginx, "p99_ms"),
+            ms(nginx, "p999_ms")
+        ));
+    }
     out.push_str(&format!(
         "| hit with one worker thread / nginx | {} |\n",
         ratio(&report["hit_one_worker_over_nginx"])

@@ -57,10 +57,22 @@ impl Bench {
     }
 
     /// One closed-loop run of `list_projects` at `url` (64 connections).
-    pub(super) async fn closed(&self, url: &str, headers: &[(&str, String)]) -> Result<ClosedRun> {
-        let address = url.trim_start_matches("http://").parse()?;
+    /// The hit path at `url` (served by process `pid`), closed loop.
+    pub(super) async fn closed(&self, url: &str, pid: u32, headers: &[(&str, String)]) -> Result<ClosedRun> {
         let (warmup, duration) = (self.durations.warmup, self.durations.closed);
-        load::closed_loop(address, "/dev/v1/projects", headers, 64, warmup, duration, self.wrk.as_deref()).await
+        load::closed_loop(hit_path(url, pid, headers)?, warmup, duration, self.wrk.as_deref()).await
+    }
+
+    /// The hit path at `url` at a fixed `rate` (`h2load`).
+    pub(super) async fn fixed(
+        &self,
+        h2load: &Path,
+        url: &str,
+        headers: &[(&str, String)],
+        rate: u32,
+    ) -> Result<load::FixedRun> {
+        let (warmup, duration) = (self.durations.warmup, self.durations.closed);
+        load::fixed_rate(h2load, hit_path(url, 0, headers)?, rate, warmup, duration).await
     }
 
     /// The nginx anchor, started and warmed: its process and URL.
@@ -69,6 +81,10 @@ impl Bench {
         let _ = std::fs::remove_dir_all(&prefix);
         std::fs::create_dir_all(prefix.join("cache"))?;
         let config = NGINX_ANCHOR.replace("/tmp/anchor-nginx", prefix.to_str().context("a UTF-8 path")?);
+        // nginx closes a keep-alive connection after 1,000 requests by default; h2load does not open
+        // it again (wrk does, at a cost). Raised, as anyone serving this load would, so both load
+        // generators keep their connections, as they do with the gateway.
+        let config = config.replacen("http {", "http {\n  keepalive_requests 1000000000;", 1);
         let config_path = prefix.join("nginx.conf");
         std::fs::write(&config_path, config)?;
         let args = ["-c", config_path.to_str().unwrap_or_default(), "-p", prefix.to_str().unwrap_or_default()];
@@ -82,7 +98,7 @@ impl Bench {
     /// The hit of tenant t1 (2 projects) through `small` (the demo account's 5 projects) and
     /// through a gateway in front of an account of 5,005, in interleaved rounds — after checking
     /// that each tenant sees exactly its projects there, redacted.
-    pub(super) async fn scale(&self, small: &str, tokens: &[String]) -> Result<Value> {
+    pub(super) async fn scale(&self, (small, small_pid): (&str, u32), tokens: &[String]) -> Result<Value> {
         println!(
             "scale: t1's hit (2 projects) in an account of 5 and of {} projects, {} interleaved rounds",
             5 + SCALE_EXTRA_PROJECTS,
@@ -109,8 +125,8 @@ impl Bench {
         let auth = [("authorization", format!("Bearer {}", tokens[0]))];
         let (mut five, mut many) = (Vec::new(), Vec::new());
         for round in 1..=self.durations.rounds {
-            five.push(self.closed(small, &auth).await?);
-            many.push(self.closed(&large, &auth).await?);
+            five.push(self.closed(small, small_pid, &auth).await?);
+            many.push(self.closed(&large, process.pid(), &auth).await?);
             println!(
                 "  round {round}/{}: 5 projects {:.0} req/s, {} projects {:.0} req/s",
                 self.durations.rounds,
@@ -165,4 +181,10 @@ impl Bench {
         redis.stop();
         Ok(serde_json::to_value(report)?)
     }
+}
+
+/// `GET /dev/v1/projects` at `url`, 64 connections.
+pub(super) fn hit_path<'a>(url: &str, pid: u32, headers: &'a [(&'a str, String)]) -> Result<load::Closed<'a>> {
+    let target = url.trim_start_matches("http://").parse()?;
+    Ok(load::Closed { target, pid, path: "/dev/v1/projects", headers, connections: 64 })
 }
