@@ -11,7 +11,7 @@ use std::sync::Arc;
 use axum::Router;
 use tokio::net::TcpListener;
 
-use crate::server::{self, Connections, Limits};
+use crate::server::{self, Connections, CoreShare, Limits};
 
 /// Serves `app` on `limits.cores` threads until `shutdown` resolves and their connections have
 /// finished; answers when every thread has stopped.
@@ -31,7 +31,9 @@ pub(crate) async fn serve(
         }
     };
     let mut stopped = Vec::new();
-    for core in 0..limits.cores.max(1) {
+    let cores = limits.cores.max(1);
+    let open: Arc<[std::sync::atomic::AtomicUsize]> = (0..cores).map(|_| Default::default()).collect();
+    for core in 0..cores {
         // Each thread's own handle on the listening socket, registered with its own runtime.
         // (One socket shared, not one per thread with `SO_REUSEPORT`: measured here, the kernel's
         // spreading of connections over such sockets served fewer requests, with a longer tail.)
@@ -43,6 +45,7 @@ pub(crate) async fn serve(
             }
         };
         let (app, connections, shutdown) = (app.clone(), connections.clone(), shutdown.clone());
+        let share = CoreShare { open: open.clone(), core };
         let (done, finished) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new().name(format!("agora-gateway-core-{core}")).spawn(move || {
             let _done = done;
@@ -52,7 +55,9 @@ pub(crate) async fn serve(
             };
             runtime.block_on(async move {
                 match TcpListener::from_std(socket) {
-                    Ok(listener) => server::serve(listener, app, tag_peer, limits, connections, shutdown).await,
+                    Ok(listener) => {
+                        server::serve(listener, app, tag_peer, limits, connections, shutdown, Some(share)).await;
+                    }
                     Err(error) => tracing::error!(%error, core, "a core could not listen"),
                 }
             });

@@ -162,15 +162,16 @@ pub(crate) async fn serve(
     let tag_peer = telemetry::exporting();
     let app = router(gateway.clone());
     let main = match limits.cores {
-        0 => server::serve(listener, app, tag_peer, limits, connections.clone(), shutdown.clone()).boxed(),
+        0 => server::serve(listener, app, tag_peer, limits, connections.clone(), shutdown.clone(), None).boxed(),
         _ => cores::serve(listener, app, tag_peer, limits, connections.clone(), shutdown.clone()).boxed(),
     };
     let admin = side.admin.map(|admin| {
-        server::serve(admin, admin_router(gateway.clone()), false, limits, connections.clone(), shutdown.clone())
+        let admin_app = admin_router(gateway.clone());
+        server::serve(admin, admin_app, false, limits, connections.clone(), shutdown.clone(), None)
     });
     let notifications = side.notifications.map(|notifications| {
         // Where the notices came from, for `allow_agora_ips`.
-        server::serve(notifications, notifications_router(gateway), true, limits, connections, shutdown)
+        server::serve(notifications, notifications_router(gateway), true, limits, connections, shutdown, None)
     });
     tokio::join!(main, async { futures::future::OptionFuture::from(admin).await }, async {
         futures::future::OptionFuture::from(notifications).await

@@ -231,6 +231,7 @@ pub(crate) async fn serve(
     limits: Limits,
     connections: Arc<Connections>,
     shutdown: impl Future<Output = ()>,
+    core: Option<CoreShare>,
 ) {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -248,6 +249,9 @@ pub(crate) async fn serve(
             },
             () = &mut shutdown => break,
         };
+        if let Some(core) = &core {
+            core.wait_turn().await;
+        }
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -263,6 +267,7 @@ pub(crate) async fn serve(
         };
         // One address over its cap: closed at once (its permit goes back with it).
         let Some(address_slot) = connections.admit(peer.ip()) else { continue };
+        let opened = core.as_ref().map(CoreShare::opened);
         let _ = stream.set_nodelay(true);
         keep_alive(&stream);
         let app = if tag_peer { app.clone().layer(axum::Extension(Peer(peer))) } else { app.clone() };
@@ -270,7 +275,7 @@ pub(crate) async fn serve(
         let io = TokioIo::new(WriteTimeout::new(stream, limits.write_timeout));
         let connection = graceful.watch(http.serve_connection(io, service));
         tokio::spawn(async move {
-            let _held = (permit, address_slot);
+            let _held = (permit, address_slot, opened);
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "connection ended");
             }
@@ -278,6 +283,46 @@ pub(crate) async fn serve(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// One of the threads that accept from one listening socket (`cores.rs`), and the open
+/// connections of each: a thread with more than another leaves the next connection to it for a
+/// moment (at most [`TURN_WAIT`]), so that a burst of connections does not all land on one thread.
+#[derive(Clone)]
+pub(crate) struct CoreShare {
+    pub(crate) open: Arc<[std::sync::atomic::AtomicUsize]>,
+    pub(crate) core: usize,
+}
+
+/// Longest a busier thread leaves new connections to the others.
+const TURN_WAIT: Duration = Duration::from_millis(5);
+
+impl CoreShare {
+    async fn wait_turn(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let started = tokio::time::Instant::now();
+        while started.elapsed() < TURN_WAIT {
+            let mine = self.open[self.core].load(Relaxed);
+            if self.open.iter().all(|other| other.load(Relaxed) >= mine) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Counts a connection of this thread until the guard is dropped.
+    fn opened(&self) -> OpenConnection {
+        self.open[self.core].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        OpenConnection(self.clone())
+    }
+}
+
+struct OpenConnection(CoreShare);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open[self.0.core].fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// A client's connection failing as it was accepted: nothing to wait for.

@@ -109,10 +109,13 @@ async fn handle(
     };
     // 2. auth
     let traced = inbound.directives.traced;
-    let authenticating = telemetry::child(traced, || tracing::info_span!(target: telemetry::TARGET, "authenticate"));
     let authenticated = {
         let authenticator = gateway.auth.load();
-        authenticator.authenticate(inbound.authorization.as_ref()).instrument(authenticating).await
+        let authenticate = authenticator.authenticate(inbound.authorization.as_ref());
+        match traced {
+            true => authenticate.instrument(tracing::info_span!(target: telemetry::TARGET, "authenticate")).await,
+            false => authenticate.await,
+        }
     };
     let principal = match authenticated {
         Ok(principal) => principal,
