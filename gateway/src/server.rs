@@ -335,6 +335,27 @@ fn is_connection_error(error: &std::io::Error) -> bool {
 mod tests {
     use super::*;
 
+    /// A thread with more connections than another waits (at most `TURN_WAIT`) before it accepts;
+    /// the least busy accepts at once; its count follows its connections.
+    #[tokio::test(start_paused = true)]
+    async fn a_busier_core_leaves_new_connections_to_the_others() {
+        let open: Arc<[std::sync::atomic::AtomicUsize]> = (0..2).map(|_| Default::default()).collect();
+        let (first, second) = (CoreShare { open: open.clone(), core: 0 }, CoreShare { open, core: 1 });
+        let started = tokio::time::Instant::now();
+        second.wait_turn().await;
+        assert_eq!(started.elapsed(), Duration::ZERO, "even: at once");
+        let held = [first.opened(), first.opened()];
+        first.wait_turn().await;
+        assert!(started.elapsed() >= TURN_WAIT, "busier: it waited {:?}", started.elapsed());
+        let before = tokio::time::Instant::now();
+        second.wait_turn().await;
+        assert_eq!(before.elapsed(), Duration::ZERO, "the less busy one accepts at once");
+        drop(held);
+        let before = tokio::time::Instant::now();
+        first.wait_turn().await;
+        assert_eq!(before.elapsed(), Duration::ZERO, "its connections closed: even again");
+    }
+
     #[test]
     fn the_cap_stays_below_the_open_file_limit() {
         assert_eq!(connection_cap(1024, None), 1024);

@@ -52,6 +52,7 @@ fn errors_name_the_field() {
         (format!("{MINIMAL}\n[telemetry]\notlp_endpoint = \"127.0.0.1:4318\"\n"), "telemetry.otlp_endpoint"),
         (format!("{MINIMAL}\n[telemetry]\notlp_endpoint = \"grpc://collector:4317\"\n"), "telemetry.otlp_endpoint"),
         (format!("{MINIMAL}\n[telemetry]\nsample_ratio = 1.5\n"), "telemetry.sample_ratio"),
+        (format!("{MINIMAL}\n[server]\nruntime = \"threads\"\n"), "server"),
         (format!("{MINIMAL}\n[telemetry]\nservice_name = \" \"\n"), "telemetry.service_name"),
     ];
     for (text, field) in cases {
