@@ -45,6 +45,7 @@ pub(crate) fn config() -> Config {
         upstream: UpstreamConfig {
             base_url: crate::config::EMBEDDED_SANDBOX.into(),
             base_urls: vec![],
+            area: None,
             customer_id: None,
             customer_secret: None,
             timeout: Duration::from_secs(10),

@@ -109,6 +109,7 @@ fn keep_what_needs_a_restart(old: &Config, new: &mut Config) -> Vec<&'static str
     let secret = |value: &Option<crate::config::Secret>| value.as_ref().map(|s| s.expose().to_string());
     let upstream_differs = old_upstream.base_url != upstream.base_url
         || old_upstream.base_urls != upstream.base_urls
+        || old_upstream.area != upstream.area
         || secret(&old_upstream.customer_id) != secret(&upstream.customer_id)
         || secret(&old_upstream.customer_secret) != secret(&upstream.customer_secret)
         || secret(&old_upstream.proxy) != secret(&upstream.proxy)

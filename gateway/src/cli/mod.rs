@@ -153,7 +153,7 @@ fn check_config(path: &std::path::Path, offline: bool) -> anyhow::Result<()> {
     println!(
         "{}: OK — upstream {}, {} tenant(s), {} req/s {budget}, listening on {}",
         path.display(),
-        config.upstream.base_url,
+        config.upstream.domains().join(", "),
         config.tenants.len(),
         config.throttle.rate,
         config.server.listen

@@ -3,6 +3,7 @@
 //! file) and resolved at load (`secret.rs`); a resolved secret never appears in `Debug` output.
 //! What the types cannot check is checked in `validate.rs`.
 
+mod area;
 mod audit;
 mod human;
 mod notifications;
@@ -11,6 +12,7 @@ mod telemetry;
 mod tenants;
 mod validate;
 
+pub(crate) use area::Area;
 pub(crate) use audit::{AuditConfig, AuditSink};
 pub(crate) use notifications::NotificationsConfig;
 pub(crate) use secret::Secret;
@@ -184,6 +186,9 @@ pub(crate) struct UpstreamConfig {
     /// `base_url`): calls go to the first that answers.
     #[serde(default)]
     pub(crate) base_urls: Vec<String>,
+    /// Agora's failover ladder for a region (`area.rs`), when neither base URL setting is given.
+    #[serde(default)]
+    pub(crate) area: Option<Area>,
     /// Customer ID (Basic user name); optional with `sandbox`, which then makes one up.
     #[serde(default)]
     pub(crate) customer_id: Option<Secret>,
@@ -210,9 +215,13 @@ impl UpstreamConfig {
         self.base_url == EMBEDDED_SANDBOX
     }
 
-    /// The API's base URLs, in order of preference.
+    /// The API's base URLs, in order of preference: `base_urls`, `base_url`, or the area's ladder.
     pub(crate) fn domains(&self) -> Vec<String> {
-        if self.base_urls.is_empty() { vec![self.base_url.clone()] } else { self.base_urls.clone() }
+        match (self.base_urls.is_empty(), self.base_url.is_empty(), self.area) {
+            (false, _, _) => self.base_urls.clone(),
+            (true, true, Some(area)) => area.ladder(),
+            _ => vec![self.base_url.clone()],
+        }
     }
 }
 

@@ -62,6 +62,21 @@ fn errors_name_the_field() {
 }
 
 #[test]
+fn an_area_stands_for_agoras_ladder_and_a_base_url_wins() {
+    let upstream = "base_url = \"sandbox\"";
+    let account = "customer_id = \"c\"\ncustomer_secret = \"s\"";
+    let config = parse(&MINIMAL.replace(upstream, &format!("area = \"eu\"\n{account}"))).unwrap();
+    assert_eq!(config.upstream.domains(), Area::Eu.ladder());
+    let both = format!("area = \"cn\"\nbase_url = \"https://api.agora.io/dev\"\n{account}");
+    assert_eq!(parse(&MINIMAL.replace(upstream, &both)).unwrap().upstream.domains(), ["https://api.agora.io/dev"]);
+    let error = parse(&MINIMAL.replace(upstream, &format!("area = \"mars\"\n{account}"))).unwrap_err();
+    assert!(error.field.starts_with("upstream"), "{error}");
+    let error = parse(&MINIMAL.replace(upstream, account)).unwrap_err();
+    assert_eq!(error.field, "upstream.base_url", "{error}");
+    assert!(error.message.contains("area"), "{error}");
+}
+
+#[test]
 fn telemetry_posts_to_the_collectors_traces_path() {
     let config = parse(&format!("{MINIMAL}\n[telemetry]\notlp_endpoint = \"http://collector:4318/\"\n")).unwrap();
     assert_eq!(config.telemetry.traces_url().as_deref(), Some("http://collector:4318/v1/traces"));

@@ -153,7 +153,9 @@ impl Config {
             ));
         }
         match (upstream.base_url.is_empty(), upstream.base_urls.is_empty()) {
-            (true, true) => return Err(ConfigError::new("upstream.base_url", "is required (or base_urls)")),
+            (true, true) if upstream.area.is_none() => {
+                return Err(ConfigError::new("upstream.base_url", "is required (or base_urls, or area)"));
+            }
             (false, false) => {
                 return Err(ConfigError::new("upstream.base_urls", "either base_url or base_urls, not both"));
             }
@@ -161,10 +163,10 @@ impl Config {
         }
         if !upstream.is_embedded_sandbox() {
             for (n, base_url) in upstream.domains().iter().enumerate() {
-                let field = if upstream.base_urls.is_empty() {
-                    "upstream.base_url".to_string()
-                } else {
-                    format!("upstream.base_urls[{n}]")
+                let field = match (upstream.base_urls.is_empty(), upstream.base_url.is_empty()) {
+                    (false, _) => format!("upstream.base_urls[{n}]"),
+                    (true, false) => "upstream.base_url".to_string(),
+                    (true, true) => "upstream.area".to_string(),
                 };
                 if base_url == crate::config::EMBEDDED_SANDBOX {
                     return Err(ConfigError::new(field, "\"sandbox\" is a base_url of its own, not one of base_urls"));
