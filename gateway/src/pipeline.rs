@@ -15,7 +15,7 @@ use tracing::Instrument;
 use tracing::field::Empty;
 
 use crate::answer::Answer;
-use crate::audit::MaybeDone;
+use crate::audit::{MaybeDone, ServedBy};
 use crate::auth::{Principal, Tenant};
 use crate::authorize::{self, Decision, Directory};
 use crate::cache::{CacheStatus, Entry, Outcome, Read};
@@ -54,7 +54,8 @@ pub(crate) async fn serve(
     caller: Option<Caller>,
 ) -> Response {
     let write = call.operation.policy().cache.is_none();
-    let mut response = match gateway.pipeline(&principal, call, directives, caller).await {
+    let sending = write.then(|| Arc::new(Sending::default()));
+    let mut response = match gateway.pipeline(&principal, call, directives, caller, sending.clone()).await {
         Ok(response) => response,
         Err(error) => {
             let status = fields::CacheStatus::of_error(&error, write);
@@ -63,6 +64,10 @@ pub(crate) async fn serve(
             response
         }
     };
+    // Where a write went, for its audit event (an error answer of Agora's too).
+    if let Some(domain) = sending.and_then(|sending| *sending.domain.lock().unwrap_or_else(|p| p.into_inner())) {
+        response.extensions_mut().insert(ServedBy(domain));
+    }
     // The budget, and the caller's lane in it, on every answer (a 429 of ours too).
     let [policy, rate_limit] = gateway.throttle.rate_limit_fields(&principal.tenant);
     let headers = response.headers_mut();
@@ -78,6 +83,7 @@ impl Gateway {
         call: Call,
         directives: Directives,
         caller: Option<Caller>,
+        sending: Option<Arc<Sending>>,
     ) -> Result<Response, GatewayError> {
         let policy = call.operation.policy();
         let refresh = directives.refresh;
@@ -125,7 +131,7 @@ impl Gateway {
             // 6-7, invalidation, 8.
             None => {
                 let operation = call.operation;
-                let sent = Arc::new(AtomicBool::new(false));
+                let sent = sending.unwrap_or_default();
                 let fetcher = Fetcher { caller, sent: Some(sent.clone()), ..upstream };
                 let result = fetcher.fetch(call.clone(), None).await;
                 // A write refused or called off before it was sent changed nothing; any other
@@ -143,7 +149,7 @@ impl Gateway {
                     // Sent, and what came back is not Agora's own answer (a broken connection, an
                     // answer that cannot be read or passed on): it may have been done.
                     Err(error @ (GatewayError::BadGateway(_) | GatewayError::Internal(_)))
-                        if sent.load(Ordering::SeqCst) =>
+                        if sent.sent.load(Ordering::SeqCst) =>
                     {
                         let mut response = error.into_response();
                         response.extensions_mut().insert(MaybeDone);
@@ -278,8 +284,8 @@ struct Fetcher {
     deadline: Option<Instant>,
     /// A write's caller: gone before the first attempt is sent, the write is called off.
     caller: Option<Caller>,
-    /// Set once an attempt may have reached Agora (for the audit of a write).
-    sent: Option<Arc<AtomicBool>>,
+    /// A write's attempts as they leave (for its audit event).
+    sent: Option<Arc<Sending>>,
     /// Another priority than the operation's (the gateway's own background polls).
     priority: Option<Priority>,
     /// The request is traced: the wait for a slot and each attempt make their spans.
@@ -322,11 +328,10 @@ impl Fetcher {
                 Err(refused) => return last.unwrap_or(Err(refused)),
             }
             attempts += 1;
-            let Attempt { result, retry } = self.upstream.execute(&call, self.traced.then_some(attempts as u32)).await;
-            if retry != Retry::NotSent
-                && let Some(sent) = &self.sent
-            {
-                sent.store(true, Ordering::SeqCst);
+            let Attempt { result, retry, domain } =
+                self.upstream.execute(&call, self.traced.then_some(attempts as u32)).await;
+            if let Some(sending) = &self.sent {
+                sending.attempted(domain, retry != Retry::NotSent);
             }
             // Another domain: at once when the request was not sent; for a read, while its
             // deadline allows; a write that may have been sent is never sent twice.
@@ -356,6 +361,22 @@ impl Fetcher {
                 }
                 result => return result,
             }
+        }
+    }
+}
+
+/// A write as it leaves: whether an attempt may have reached Agora, and the domain of the last.
+#[derive(Default)]
+pub(crate) struct Sending {
+    sent: AtomicBool,
+    domain: std::sync::Mutex<Option<&'static str>>,
+}
+
+impl Sending {
+    fn attempted(&self, domain: &'static str, may_have_arrived: bool) {
+        *self.domain.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(domain);
+        if may_have_arrived {
+            self.sent.store(true, Ordering::SeqCst);
         }
     }
 }

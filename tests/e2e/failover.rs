@@ -145,6 +145,17 @@ async fn the_second_domain_takes_over_while_the_first_is_down_or_slow_and_traffi
         std::fs::read_to_string(&audit).unwrap().lines().map(|line| serde_json::from_str(line).unwrap()).collect();
     let unknown = events.iter().find(|event| event["request_id"] == "failover-timed-out-write").expect("audited");
     assert_eq!((unknown["outcome"].as_str(), unknown["status"].as_u64()), (Some("unknown"), Some(504)));
+    let first_label = first_addr.to_string();
+    assert_eq!(unknown["upstream_domain"].as_str(), Some(first_label.as_str()), "the domain it was sent to");
+    // The writes while the first domain was down went to the second, and their events say so.
+    let second_label = second.base_url().trim_start_matches("http://").trim_end_matches("/dev").to_string();
+    let through_second = events
+        .iter()
+        .filter(|event| {
+            event["operation"] == "set_recording_config" && event["upstream_domain"] == second_label.as_str()
+        })
+        .count();
+    assert_eq!(through_second, 3, "{events:#?}");
 
     // The budget, across both domains: never more than 10 in any second.
     arrived.extend(arrivals(&first).await);

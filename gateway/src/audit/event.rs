@@ -53,6 +53,9 @@ pub(crate) struct Event {
     /// Agora's request id (`X-Request-Id` of its answer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) upstream_request_id: Option<String>,
+    /// The domain (`host:port`) a write's last attempt went to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) upstream_domain: Option<String>,
 }
 
 impl Event {
@@ -68,6 +71,7 @@ impl Event {
             outcome: Outcome::Unknown,
             reason: None,
             upstream_request_id: None,
+            upstream_domain: None,
         }
     }
 

@@ -26,7 +26,7 @@ mod event;
 mod scope;
 
 pub(crate) use event::{Event, Outcome, escaped, target_of};
-pub(crate) use scope::{AuditScope, MaybeDone};
+pub(crate) use scope::{AuditScope, MaybeDone, ServedBy};
 
 /// Events waiting for the file's writer; past this many, an event is dropped and counted rather
 /// than make a request wait for the disk.
@@ -112,6 +112,7 @@ impl Audit {
                 target: "audit",
                 request_id = event.request_id.as_deref().unwrap_or("-"),
                 upstream_request_id = event.upstream_request_id.as_deref().unwrap_or("-"),
+                upstream_domain = event.upstream_domain.as_deref().unwrap_or("-"),
                 event = %event.summary(),
                 "audit"
             ),

@@ -16,6 +16,10 @@ use crate::error::ProblemReport;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct MaybeDone;
 
+/// Left on a write's response: the domain its last attempt went to (`upstream.base_urls`, `area`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ServedBy(pub(crate) &'static str);
+
 /// The audit event of one request, from its start to its end: recorded exactly once — by
 /// [`AuditScope::finish`], or, if the request is dropped before it ends (the edge's deadline
 /// passed), with an unknown outcome. Routes and admin actions alike keep one.
@@ -66,6 +70,7 @@ impl AuditScope {
         let problem = response.extensions().get::<ProblemReport>().map(|report| report.problem.detail.clone());
         event.upstream_request_id =
             response.headers().get(crate::answer::AGORA_REQUEST_ID).and_then(|id| id.to_str().ok()).map(str::to_string);
+        event.upstream_domain = response.extensions().get::<ServedBy>().map(|served| served.0.to_string());
         let maybe_done = response.extensions().get::<MaybeDone>().is_some();
         event.outcome = if maybe_done { Outcome::Unknown } else { outcome(status, self.write) };
         event.reason = match (&event.outcome, problem) {

@@ -44,6 +44,8 @@ pub(crate) enum Retry {
 pub(crate) struct Attempt {
     pub(crate) result: Result<Answer, GatewayError>,
     pub(crate) retry: Retry,
+    /// The domain it went to.
+    pub(crate) domain: &'static str,
 }
 
 /// The Console API, through the generated client, on one or more domains.
@@ -206,7 +208,7 @@ impl Upstream {
         if !span.is_none() {
             record_attempt(&span, status, &outcome, retry);
         }
-        Attempt { result: outcome, retry }
+        Attempt { result: outcome, retry, domain: self.domains[index].label }
     }
 
     /// What the call came to: the answer as it came, or the gateway's error.
