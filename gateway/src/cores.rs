@@ -67,6 +67,8 @@ pub(crate) async fn serve(
             Err(error) => tracing::error!(%error, core, "a core's thread could not be started"),
         }
     }
+    // Only the threads' handles keep the socket open: when they stop accepting, it closes.
+    drop(listener);
     // (A thread that ends, however, drops its sender.)
     futures::future::join_all(stopped).await;
 }
