@@ -366,3 +366,32 @@ async fn the_sample_ratio_picks_new_traces_and_a_callers_decision_is_followed() 
     assert_eq!(traces.into_iter().collect::<Vec<_>>(), vec![trace_id], "only the caller's sampled trace");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test]
+async fn without_an_endpoint_a_callers_trace_still_reaches_agora_and_comes_back() {
+    let dir = temp_dir("tracing-off");
+    let sandbox = start_sandbox(agora_sandbox::Seed::Demo, 0).await;
+    let projects = DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
+    let toml = gateway_toml(&sandbox.base_url(), &projects.named("initech-staging").id, &Options::default());
+    assert!(!toml.contains("[telemetry]"));
+    let gateway = GatewayProcess::spawn(&toml, &dir, "untraced", Output::Discard, &[], None).await;
+    let acme = token("acme", TENANT_SCOPES);
+    reset_sandbox(&sandbox).await;
+    // A caller without a trace: nothing added, on either side.
+    let (status, headers, _) = call_at(&gateway.base, Method::GET, "/dev/v1/projects", Some(&acme), None).await;
+    assert_eq!((status, headers.contains_key("traceparent")), (PROJECTS_OK, false));
+    assert!(upstream_traceparents(&sandbox).await.is_empty(), "no traceparent sent to Agora");
+    // A caller with one (a miss: a new page of channels): continued to Agora and back.
+    let (traceparent, trace_id) = caller_trace(9);
+    let app = projects.named("acme-web").vendor_key.clone();
+    let path = format!("/dev/v1/channel/{app}");
+    let answer = traced_call(&gateway.base, Method::GET, &path, &acme, &traceparent, None).await;
+    assert_eq!(answer.status(), 200);
+    let answered = answer.headers()["traceparent"].to_str().unwrap().to_string();
+    assert!(answered.starts_with(&format!("00-{trace_id}-")) && answered.ends_with("-01"), "{answered}");
+    assert_ne!(answered, traceparent, "a span of the gateway's own");
+    let sent = upstream_traceparents(&sandbox).await;
+    let channel_call = sent.iter().find(|(at, _)| at.starts_with("/dev/v1/channel/")).expect("a traced upstream call");
+    assert!(channel_call.1.starts_with(&format!("00-{trace_id}-")), "{sent:?}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
