@@ -300,10 +300,7 @@ async fn the_log_sink_writes_one_line_per_event_with_its_request_ids_and_no_secr
     let status =
         send(&gateway.base, Method::POST, "/dev/v1/project_status", &acme, Some(body), "log-sink-status").await;
     assert_eq!(status, PROJECTS_OK);
-    let mut child = gateway.child;
-    child.start_kill().unwrap();
-    let output = child.wait_with_output().await.unwrap();
-    let logs = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let logs = gateway.logs().await;
 
     let audit_lines =
         |request_id: &str| logs.lines().filter(|line| line.contains(request_id) && line.contains(" acme ")).count();

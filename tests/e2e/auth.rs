@@ -449,10 +449,7 @@ async fn the_token_command_mints_accepted_tokens_and_tokens_never_reach_the_logs
     let response = http().get(format!("{base}/dev/v1/projects")).bearer_auth(&forged).send().await.unwrap();
     assert_eq!(response.status(), 401);
 
-    let mut child = gateway.child;
-    child.start_kill().unwrap();
-    let output = child.wait_with_output().await.unwrap();
-    let logs = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let logs = gateway.logs().await;
     assert!(logs.contains("DEBUG"), "debug logs were on");
     for secret in [hs_token.as_str(), rs_token.as_str(), forged.as_str(), ACME_SECRET, CUSTOMER_SECRET] {
         assert!(!logs.contains(secret), "a secret reached the logs");

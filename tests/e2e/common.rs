@@ -560,6 +560,15 @@ impl GatewayProcess {
         GatewayProcess { base, child }
     }
 
+    /// Stops the gateway and answers what it logged (stdout, then stderr), for an `Output` that
+    /// keeps its logs.
+    pub(crate) async fn logs(self) -> String {
+        let mut child = self.child;
+        child.start_kill().unwrap();
+        let output = child.wait_with_output().await.unwrap();
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+    }
+
     pub(crate) async fn ready(&self) -> u16 {
         http().get(format!("{}/readyz", self.base)).send().await.unwrap().status().as_u16()
     }

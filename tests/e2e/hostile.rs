@@ -108,10 +108,7 @@ async fn newlines_in_a_subject_or_a_body_forge_no_audit_line_in_the_log_or_the_t
             assert!(status < 500, "{path}: {status} {problem}");
         }
     }
-    let mut child = logged.child;
-    child.start_kill().unwrap();
-    let output = child.wait_with_output().await.unwrap();
-    let logs = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let logs = logged.logs().await;
     let events: Vec<&str> = logs.lines().filter(|line| line.contains("audit")).collect();
     assert_eq!(events.len(), requests.len(), "one line per event, kept at RUST_LOG=warn: {events:#?}");
     assert!(!logs.lines().any(|line| line.starts_with("2026-01-01")), "a forged line: {logs}");

@@ -167,19 +167,38 @@ fn telemetry_options(endpoint: &str) -> Options {
     Options { sections, ..Options::default() }
 }
 
+/// A sandbox (the demo account, at `rate_limit`) and a gateway process in front of it, configured
+/// with `options`, its config written to a directory of its own.
+struct Traced {
+    dir: std::path::PathBuf,
+    sandbox: agora_sandbox::Sandbox,
+    projects: DemoProjects,
+    toml: String,
+    gateway: GatewayProcess,
+}
+
+impl Traced {
+    async fn start(name: &str, rate_limit: u32, options: &Options, output: Output, env: &[(&str, &str)]) -> Self {
+        let dir = temp_dir(&format!("tracing-{name}"));
+        let sandbox = start_sandbox(agora_sandbox::Seed::Demo, rate_limit).await;
+        let projects =
+            DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
+        let toml = gateway_toml(&sandbox.base_url(), &projects.named("initech-staging").id, options);
+        let gateway = GatewayProcess::spawn(&toml, &dir, name, output, env, None).await;
+        Traced { dir, sandbox, projects, toml, gateway }
+    }
+}
+
 /// Spans are exported every 100 ms (not the SDK's default 5 s), so the test need not wait.
 const QUICK_EXPORT: [(&str, &str); 1] = [("OTEL_BSP_SCHEDULE_DELAY", "100")];
 
 #[tokio::test]
 async fn a_traced_request_is_one_trace_from_the_caller_to_agora_and_back() {
     let _load = LOAD.lock().await;
-    let dir = temp_dir("tracing");
     let receiver = Receiver::start().await;
-    let sandbox = start_sandbox(agora_sandbox::Seed::Demo, 10).await;
-    let projects = DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
-    let toml =
-        gateway_toml(&sandbox.base_url(), &projects.named("initech-staging").id, &telemetry_options(&receiver.url));
-    let gateway = GatewayProcess::spawn(&toml, &dir, "traced", Output::CaptureWarn, &QUICK_EXPORT, None).await;
+    let options = telemetry_options(&receiver.url);
+    let Traced { dir, sandbox, projects, gateway, .. } =
+        Traced::start("traced", 10, &options, Output::CaptureWarn, &QUICK_EXPORT).await;
     let acme = token("acme", TENANT_SCOPES);
     let app = projects.named("acme-web").vendor_key.clone();
     let path = format!("/dev/v1/channel/{app}");
@@ -297,10 +316,7 @@ async fn a_traced_request_is_one_trace_from_the_caller_to_agora_and_back() {
     assert!(answer.status().is_success());
     let server = receiver.server_span(&write_trace).await;
     assert_eq!(server.name, "POST /dev/v1/kicking-rule");
-    let mut child = gateway.child;
-    child.start_kill().unwrap();
-    let output = child.wait_with_output().await.unwrap();
-    let logs = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let logs = gateway.logs().await;
     let audit = logs.lines().find(|line| line.contains("create_kicking_rule")).expect("the write's audit line");
     assert!(audit.contains(&format!("trace_id={write_trace}")), "{audit}");
     std::fs::remove_dir_all(dir).unwrap();
@@ -308,13 +324,11 @@ async fn a_traced_request_is_one_trace_from_the_caller_to_agora_and_back() {
 
 #[tokio::test]
 async fn an_unreachable_collector_changes_no_answer_and_its_dropped_spans_are_counted() {
-    let dir = temp_dir("tracing-unreachable");
-    let sandbox = start_sandbox(agora_sandbox::Seed::Demo, 0).await;
-    let projects = DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
     // A port nobody listens on.
     let closed = format!("http://127.0.0.1:{}", free_port());
-    let toml = gateway_toml(&sandbox.base_url(), &projects.named("initech-staging").id, &telemetry_options(&closed));
-    let gateway = GatewayProcess::spawn(&toml, &dir, "unreachable", Output::Discard, &QUICK_EXPORT, None).await;
+    // (The sandbox is bound, so it lives as long as the test.)
+    let Traced { dir, gateway, sandbox: _sandbox, .. } =
+        Traced::start("unreachable", 0, &telemetry_options(&closed), Output::Discard, &QUICK_EXPORT).await;
     let acme = token("acme", TENANT_SCOPES);
     for n in 0..20u8 {
         let (traceparent, trace_id) = caller_trace(100 + n);
@@ -336,14 +350,11 @@ async fn an_unreachable_collector_changes_no_answer_and_its_dropped_spans_are_co
 
 #[tokio::test]
 async fn the_sample_ratio_picks_new_traces_and_a_callers_decision_is_followed() {
-    let dir = temp_dir("tracing-sampled");
     let receiver = Receiver::start().await;
-    let sandbox = start_sandbox(agora_sandbox::Seed::Demo, 0).await;
-    let projects = DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
     let mut options = telemetry_options(&receiver.url);
     options.sections = options.sections.replace("sample_ratio = 1.0", "sample_ratio = 0.0");
-    let toml = gateway_toml(&sandbox.base_url(), &projects.named("initech-staging").id, &options);
-    let gateway = GatewayProcess::spawn(&toml, &dir, "sampled", Output::Discard, &QUICK_EXPORT, None).await;
+    let Traced { dir, gateway, sandbox: _sandbox, .. } =
+        Traced::start("sampled", 0, &options, Output::Discard, &QUICK_EXPORT).await;
     let acme = token("acme", TENANT_SCOPES);
     // Not traced by their callers, and none of the 0.0 sampled: no span, no traceparent.
     for _ in 0..10 {
@@ -369,12 +380,9 @@ async fn the_sample_ratio_picks_new_traces_and_a_callers_decision_is_followed() 
 
 #[tokio::test]
 async fn without_an_endpoint_a_callers_trace_still_reaches_agora_and_comes_back() {
-    let dir = temp_dir("tracing-off");
-    let sandbox = start_sandbox(agora_sandbox::Seed::Demo, 0).await;
-    let projects = DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
-    let toml = gateway_toml(&sandbox.base_url(), &projects.named("initech-staging").id, &Options::default());
+    let Traced { dir, sandbox, projects, toml, gateway } =
+        Traced::start("untraced", 0, &Options::default(), Output::Discard, &[]).await;
     assert!(!toml.contains("[telemetry]"));
-    let gateway = GatewayProcess::spawn(&toml, &dir, "untraced", Output::Discard, &[], None).await;
     let acme = token("acme", TENANT_SCOPES);
     reset_sandbox(&sandbox).await;
     // A caller without a trace: nothing added, on either side.
