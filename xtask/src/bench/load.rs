@@ -61,10 +61,10 @@ pub(super) async fn closed_loop(
     duration: Duration,
     wrk: Option<&std::path::Path>,
 ) -> Result<ClosedRun> {
-    let Closed { target, pid, path, headers, connections } = closed;
     if let Some(wrk) = wrk {
-        return with_wrk(wrk, target, pid, path, headers, connections, warmup, duration).await;
+        return with_wrk(wrk, closed, warmup, duration).await;
     }
+    let Closed { target, pid, path, headers, connections } = closed;
     let headers: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
     let path = path.to_string();
     let cpu_from = tokio::spawn(async move {
@@ -91,14 +91,9 @@ done = function(summary, latency, requests)
 end
 "#;
 
-#[allow(clippy::too_many_arguments)]
 async fn with_wrk(
     wrk: &std::path::Path,
-    target: SocketAddr,
-    pid: u32,
-    path: &str,
-    headers: &[(&str, String)],
-    connections: usize,
+    Closed { target, pid, path, headers, connections }: Closed<'_>,
     warmup: Duration,
     duration: Duration,
 ) -> Result<ClosedRun> {
