@@ -277,7 +277,8 @@ async fn a_traced_request_is_one_trace_from_the_caller_to_agora_and_back() {
     assert!(spans.iter().any(|span| span.name == "authenticate"));
 
     // Concurrent cold reads: one fills, the others wait for it, linked to its fill.
-    set_faults(&sandbox, Faults { latency_ms: 1_000, ..Default::default() }).await;
+    // (1.5 s: long enough that a busy machine still sends them all while the fill is under way.)
+    set_faults(&sandbox, Faults { latency_ms: 1_500, ..Default::default() }).await;
     let users = format!("/dev/v1/channel/user/{app}/lobby");
     let traces: Vec<_> = (10..15).map(caller_trace).collect();
     let reads = traces.iter().map(|(tp, _)| traced_call(&gateway.base, Method::GET, &users, &acme, tp, None));
