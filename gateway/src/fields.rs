@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::config::DEFAULT_GROUP;
 use crate::error::GatewayError;
 
 /// The cache's name in `Cache-Status`.
@@ -142,31 +143,32 @@ impl CacheStatus {
     }
 }
 
-/// `RateLimit-Policy: "agora";q=<rate>;w=1`: the deployment's budget, per second (made once per
-/// rate, on first use; `throttle.rate` is 1 to 1,000).
-pub(crate) fn policy(rate: u32) -> HeaderValue {
+/// `RateLimit-Policy: "<budget>";q=<rate>;w=1`: the budget, per second. The default budget's
+/// (`"agora"`) are made once per rate, on first use (`throttle.rate` is 1 to 1,000); a group's are
+/// made each time.
+pub(crate) fn policy(budget: &str, rate: u32) -> HeaderValue {
     static POLICIES: [std::sync::OnceLock<HeaderValue>; 1001] = [const { std::sync::OnceLock::new() }; 1001];
-    let made = || made_once(format!("\"agora\";q={rate};w=1"));
-    match POLICIES.get(rate as usize) {
+    let made = || made_once(format!("\"{budget}\";q={rate};w=1"));
+    match POLICIES.get(rate as usize).filter(|_| budget == DEFAULT_GROUP) {
         Some(cell) => cell.get_or_init(made).clone(),
         None => made(),
     }
 }
 
-/// `RateLimit` values made once: `r` below this, `t` below [`RESETS`].
+/// The default budget's `RateLimit` values made once: `r` below this, `t` below [`RESETS`].
 const REMAINING: u64 = 128;
 const RESETS: u64 = 16;
 static RATE_LIMITS: std::sync::LazyLock<Vec<HeaderValue>> = std::sync::LazyLock::new(|| {
     (0..REMAINING * RESETS).map(|n| made_once(format!("\"agora\";r={};t={}", n / RESETS, n % RESETS))).collect()
 });
 
-/// `RateLimit: "agora";r=<remaining>;t=<seconds>`: how many more requests the caller's lane may
-/// have waiting for a slot now, and in how many seconds the next slot comes.
-pub(crate) fn rate_limit(remaining: u64, reset_seconds: u64) -> HeaderValue {
-    if remaining < REMAINING && reset_seconds < RESETS {
+/// `RateLimit: "<budget>";r=<remaining>;t=<seconds>`: how many more requests the caller's lane may
+/// have waiting for a slot of the budget now, and in how many seconds its next slot comes.
+pub(crate) fn rate_limit(budget: &str, remaining: u64, reset_seconds: u64) -> HeaderValue {
+    if budget == DEFAULT_GROUP && remaining < REMAINING && reset_seconds < RESETS {
         return RATE_LIMITS[(remaining * RESETS + reset_seconds) as usize].clone();
     }
-    HeaderValue::from_str(&format!("\"agora\";r={remaining};t={reset_seconds}"))
+    HeaderValue::from_str(&format!("\"{budget}\";r={remaining};t={reset_seconds}"))
         .unwrap_or_else(|_| HeaderValue::from_static("\"agora\""))
 }
 
@@ -241,14 +243,18 @@ mod tests {
             let list: sfv::List = sfv::Parser::new(expected).parse().unwrap();
             assert_eq!(list.len(), 1, "{expected}");
         }
-        for value in [policy(10), rate_limit(3, 1)] {
+        for value in [policy("agora", 10), rate_limit("agora", 3, 1), policy("channel-queries", 20)] {
             let list: sfv::List = sfv::Parser::new(value.to_str().unwrap()).parse().unwrap();
             assert_eq!(list.len(), 1);
         }
-        assert_eq!(rate_limit(3, 1).to_str().unwrap(), "\"agora\";r=3;t=1");
-        assert_eq!(rate_limit(127, 15).to_str().unwrap(), "\"agora\";r=127;t=15");
-        assert_eq!(rate_limit(5000, 2).to_str().unwrap(), "\"agora\";r=5000;t=2");
-        assert_eq!((policy(10).to_str().unwrap(), policy(10)), ("\"agora\";q=10;w=1", policy(10)));
+        assert_eq!(rate_limit("agora", 3, 1).to_str().unwrap(), "\"agora\";r=3;t=1");
+        assert_eq!(rate_limit("agora", 127, 15).to_str().unwrap(), "\"agora\";r=127;t=15");
+        assert_eq!(rate_limit("agora", 5000, 2).to_str().unwrap(), "\"agora\";r=5000;t=2");
+        assert_eq!(policy("agora", 10).to_str().unwrap(), "\"agora\";q=10;w=1");
+        assert_eq!(policy("agora", 10), policy("agora", 10));
+        // A group's fields name the group.
+        assert_eq!(policy("channel-queries", 20).to_str().unwrap(), "\"channel-queries\";q=20;w=1");
+        assert_eq!(rate_limit("channel-queries", 3, 1).to_str().unwrap(), "\"channel-queries\";r=3;t=1");
     }
 
     #[test]

@@ -28,7 +28,7 @@ use crate::policy::{CacheClass, Invalidation, Priority, Scope};
 use crate::respond::{Cached, answer_response, from_notices};
 use crate::state::Gateway;
 use crate::telemetry;
-use crate::throttle::{Promotion, Throttle};
+use crate::throttle::{Budgets, Promotion};
 use crate::upstream::{Attempt, Retry, Upstream};
 
 /// The caller of a write, while it waits: the sender is dropped when it goes away.
@@ -53,7 +53,8 @@ pub(crate) async fn serve(
     directives: Directives,
     caller: Option<Caller>,
 ) -> Response {
-    let write = call.operation.policy().cache.is_none();
+    let operation = call.operation;
+    let write = operation.policy().cache.is_none();
     let sending = write.then(|| Arc::new(Sending::default()));
     let mut response = match gateway.pipeline(&principal, call, directives, caller, sending.clone()).await {
         Ok(response) => response,
@@ -69,7 +70,7 @@ pub(crate) async fn serve(
         response.extensions_mut().insert(ServedBy(domain));
     }
     // The budget, and the caller's lane in it, on every answer (a 429 of ours too).
-    let [policy, rate_limit] = gateway.throttle.rate_limit_fields(&principal.tenant);
+    let [policy, rate_limit] = gateway.throttle.rate_limit_fields(&principal.tenant, operation);
     let headers = response.headers_mut();
     headers.insert(fields::RATELIMIT_POLICY.clone(), policy);
     headers.insert(fields::RATELIMIT.clone(), rate_limit);
@@ -277,7 +278,8 @@ impl Directory for ProjectDirectory<'_> {
 /// Steps 6 and 7 for one request: its tenant's turn in the budget, then the call.
 #[derive(Clone)]
 struct Fetcher {
-    throttle: Throttle,
+    /// The budgets: the call spends its operation's.
+    throttle: Budgets,
     upstream: Arc<Upstream>,
     tenant: Arc<Tenant>,
     /// The request's own deadline: it queues only as long as leaves time for the upstream call.
@@ -300,7 +302,8 @@ impl Fetcher {
     async fn fetch(mut self, call: Call, promotion: Option<Arc<Promotion>>) -> Result<Answer, GatewayError> {
         let promotion = promotion.as_deref();
         let policy = call.operation.policy();
-        let queue_until = Instant::now() + self.throttle.max_wait();
+        let budget = self.throttle.of(call.operation).clone();
+        let queue_until = Instant::now() + budget.max_wait();
         let deadline = match self.deadline.and_then(|d| d.checked_sub(self.upstream.timeout())) {
             Some(latest) => latest.min(queue_until),
             None => queue_until,
@@ -315,7 +318,7 @@ impl Fetcher {
                 tracing::info_span!(target: telemetry::TARGET, "budget slot", gateway.priority = ?priority,
                     gateway.lane = Empty, gateway.queue.position = Empty, gateway.queue.depth = Empty)
             });
-            let acquire = self.throttle.acquire(&self.tenant, priority, deadline, promotion).instrument(waiting);
+            let acquire = budget.acquire(&self.tenant, priority, deadline, promotion).instrument(waiting);
             let granted = match self.caller.as_mut().filter(|_| attempts == 0) {
                 None => acquire.await,
                 Some(caller) => tokio::select! {
@@ -351,7 +354,7 @@ impl Fetcher {
                 Err(GatewayError::Upstream(refused)) if refused.status.as_u16() == 429 && !paused => {
                     let pause =
                         refused.retry_after().unwrap_or(Duration::from_secs(1)).min(self.upstream.max_retry_after());
-                    self.throttle.pause(pause);
+                    budget.pause(pause);
                     let too_late = Instant::now().checked_add(pause).is_none_or(|after| after >= deadline);
                     if !policy.is_idempotent_read() || too_late {
                         return Err(GatewayError::Upstream(refused));

@@ -131,6 +131,11 @@ fn keep_what_needs_a_restart(old: &Config, new: &mut Config) -> Vec<&'static str
         throttle.redis_key_prefix = old_throttle.redis_key_prefix.clone();
         throttle.replicas = old_throttle.replicas;
     }
+    // Each group is a budget with its own queue and keys, made at start; their rates may change.
+    if !old_throttle.same_groups(throttle) {
+        changed.push("throttle.groups (names, operations)");
+        throttle.groups = old_throttle.groups.clone();
+    }
     if old.cache.max_bytes != new.cache.max_bytes {
         changed.push("cache.max_bytes");
         new.cache.max_bytes = old.cache.max_bytes;

@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 use crate::notify::Notifications;
 use crate::notify::reconcile::{GenerationFn, IdleFn, PollFn, Reconciler};
 use crate::server::{Connections, Limits};
-use crate::throttle::{ClusterBudget, Throttle};
+use crate::throttle::{Budgets, Source};
 use crate::upstream::Upstream;
 
 /// Everything a request needs; one per process.
@@ -23,7 +23,7 @@ pub(crate) struct Gateway {
     /// The tenants and their keys, swapped whole by a reload (`reload.rs`).
     pub(crate) auth: arc_swap::ArcSwap<Authenticator>,
     pub(crate) cache: ResponseCache,
-    pub(crate) throttle: Throttle,
+    pub(crate) throttle: Budgets,
     pub(crate) upstream: Arc<Upstream>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) request_timeout: Duration,
@@ -168,13 +168,11 @@ fn account_credentials(config: &Config) -> anyhow::Result<(String, String)> {
     })
 }
 
-/// The upstream budget: this process's own, or shared through Redis.
-fn budget(config: &Config, auth: &Authenticator, namespace: &str, metrics: &Arc<Metrics>) -> anyhow::Result<Throttle> {
-    Ok(match &config.throttle.redis_url {
-        None => Throttle::local(&config.throttle, auth.tenants(), metrics.clone()),
-        Some(url) => {
-            let cluster = ClusterBudget::new(&config.throttle, url.expose(), namespace, metrics.clone())?;
-            Throttle::cluster(&config.throttle, cluster, auth.tenants(), metrics.clone())
-        }
-    })
+/// The upstream budgets: this process's own, or shared through Redis.
+fn budget(config: &Config, auth: &Authenticator, namespace: &str, metrics: &Arc<Metrics>) -> anyhow::Result<Budgets> {
+    let source = match &config.throttle.redis_url {
+        None => Source::Local,
+        Some(url) => Source::Redis { url: url.expose(), namespace },
+    };
+    Ok(Budgets::start(&config.throttle, source, auth.tenants(), metrics)?)
 }

@@ -255,6 +255,23 @@ async fn check_config_refuses_tenants_that_would_share_projects() {
 }
 
 #[tokio::test]
+async fn check_config_names_the_budget_groups_and_refuses_an_operation_in_two() {
+    let group = |name: &str, operations: &str| {
+        format!("\n[[throttle.groups]]\nname = \"{name}\"\noperations = [{operations}]\nrate = 20\n")
+    };
+    let channels = "\"list_channels\", \"list_channel_users\"";
+    let (ok, printed) =
+        check_config("config-groups", &format!("{}{}", test_toml(), group("channel-queries", channels)));
+    assert!(ok, "{printed}");
+    assert!(printed.contains("budget group channel-queries: 20 req/s"), "{printed}");
+    assert!(printed.contains("list_channels, list_channel_users"), "{printed}");
+    let twice = format!("{}{}{}", test_toml(), group("a", channels), group("b", "\"list_channel_users\""));
+    let (ok, printed) = check_config("config-groups-twice", &twice);
+    assert!(!ok);
+    assert!(printed.contains("throttle.groups[1].operations") && printed.contains("already in group"), "{printed}");
+}
+
+#[tokio::test]
 async fn config_errors_never_print_the_secret_written_there() {
     let secret = "s3cr3t-Customer-Value";
     let cases = [

@@ -45,9 +45,9 @@ pub(crate) struct Tenant {
     pub(super) keys: HashMap<String, Keyed>,
     /// Keys from the tenant's identity provider, kept fresh.
     pub(crate) jwks: Option<Arc<Jwks>>,
-    /// Its `RateLimit` field as last worked out, and when (`throttle::Throttle::rate_limit_fields`),
-    /// packed in one word.
-    pub(crate) rate_limit: crate::fields::RateLimitMemo,
+    /// Its `RateLimit` field of each budget (the default, then the groups') as last worked out, and
+    /// when (`throttle::Throttle::rate_limit_fields`), each packed in one word.
+    pub(crate) rate_limit: [crate::fields::RateLimitMemo; crate::config::MAX_GROUPS + 1],
 }
 
 /// A key found for a token, and whether it came from the JWKS (by its kid).

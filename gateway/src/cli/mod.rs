@@ -158,6 +158,9 @@ fn check_config(path: &std::path::Path, offline: bool) -> anyhow::Result<()> {
         config.throttle.rate,
         config.server.listen
     );
+    for group in &config.throttle.groups {
+        println!("  budget group {}: {} req/s {budget}, for {}", group.name, group.rate, group.operations.join(", "));
+    }
     if offline { Ok(()) } else { check_key_sets(&config) }
 }
 

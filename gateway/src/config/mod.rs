@@ -10,6 +10,7 @@ mod notifications;
 mod secret;
 mod telemetry;
 mod tenants;
+mod throttle;
 mod validate;
 
 pub(crate) use area::Area;
@@ -18,6 +19,9 @@ pub(crate) use notifications::NotificationsConfig;
 pub(crate) use secret::Secret;
 pub(crate) use telemetry::TelemetryConfig;
 pub(crate) use tenants::{JwksConfig, KeyConfig, TenantConfig};
+#[cfg(test)]
+pub(crate) use throttle::BudgetGroup;
+pub(crate) use throttle::{DEFAULT_GROUP, MAX_GROUPS, ThrottleConfig};
 pub(crate) use validate::check_key_url;
 
 use std::net::SocketAddr;
@@ -221,43 +225,6 @@ impl UpstreamConfig {
             (false, _, _) => self.base_urls.clone(),
             (true, true, Some(area)) => area.ladder(),
             _ => vec![self.base_url.clone()],
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub(crate) struct ThrottleConfig {
-    /// Upstream calls per second for the whole deployment (Agora allows 10 per account).
-    pub(crate) rate: u32,
-    /// Slots that may be taken at once after idle time. Above 1, the spacing grows so that no
-    /// one-second window ever holds more than `rate` calls.
-    pub(crate) burst: u32,
-    /// Longest a request may queue for a slot; a request that would wait longer gets 429 at once.
-    #[serde(deserialize_with = "human::duration")]
-    pub(crate) max_wait: Duration,
-    /// Extra spacing between slots, as a fraction of the interval, so that late timers never crowd
-    /// more than `rate` calls into one second at Agora.
-    pub(crate) safety_margin: f64,
-    /// Redis shared by the replicas (`redis://host:6379/`): every replica takes its slots there.
-    pub(crate) redis_url: Option<Secret>,
-    /// Replicas to assume at least when Redis grants each its share of the budget (what it may
-    /// spend on its own while cut off): `floor(rate / max(replicas alive, this))`.
-    pub(crate) replicas: Option<u32>,
-    /// Prefix of the gateway's Redis keys; the customer ID is appended, one budget per account.
-    pub(crate) redis_key_prefix: String,
-}
-
-impl Default for ThrottleConfig {
-    fn default() -> Self {
-        Self {
-            rate: 10,
-            burst: 1,
-            max_wait: Duration::from_secs(5),
-            safety_margin: 0.02,
-            redis_url: None,
-            replicas: None,
-            redis_key_prefix: "agora-gateway".into(),
         }
     }
 }

@@ -62,6 +62,36 @@ fn errors_name_the_field() {
 }
 
 #[test]
+fn budget_groups_are_checked_and_an_operation_belongs_to_one() {
+    let group = |name: &str, operations: &str, rate: u32| {
+        format!("[[throttle.groups]]\nname = \"{name}\"\noperations = [{operations}]\nrate = {rate}\n")
+    };
+    let channels = "\"list_channels\", \"list_channel_users\"";
+    let config = parse(&format!("{MINIMAL}\n{}", group("channel-queries", channels, 20))).unwrap();
+    let groups = &config.throttle.groups;
+    assert_eq!((groups[0].name.as_str(), groups[0].rate, groups[0].burst), ("channel-queries", 20, 1));
+    assert_eq!(config.throttle.rate, 10, "the default budget is untouched");
+    let twice = format!("{MINIMAL}\n{}{}", group("a", channels, 20), group("b", "\"list_channels\"", 10));
+    let error = parse(&twice).unwrap_err();
+    assert_eq!(error.field, "throttle.groups[1].operations", "{error}");
+    assert!(error.message.contains("list_channels is already in group \"a\""), "{error}");
+    let cases = [
+        (group("agora", channels, 20), "throttle.groups[0].name"),
+        (group("two words", channels, 20), "throttle.groups[0].name"),
+        (format!("{}{}", group("a", channels, 20), group("a", "\"get_usage\"", 5)), "throttle.groups[1].name"),
+        (group("a", "\"list_channel\"", 20), "throttle.groups[0].operations"),
+        (group("a", "", 20), "throttle.groups[0].operations"),
+        (group("a", channels, 0), "throttle.groups[0].rate"),
+        (format!("{}burst = 30\n", group("a", channels, 20)), "throttle.groups[0].burst"),
+        (format!("{}limit = 30\n", group("a", channels, 20)), "throttle.groups[0]"),
+    ];
+    for (text, field) in cases {
+        let error = parse(&format!("{MINIMAL}\n{text}")).expect_err(field);
+        assert!(error.field.starts_with(field), "expected an error about {field}, got {error}");
+    }
+}
+
+#[test]
 fn an_area_stands_for_agoras_ladder_and_a_base_url_wins() {
     let upstream = "base_url = \"sandbox\"";
     let account = "customer_id = \"c\"\ncustomer_secret = \"s\"";

@@ -240,7 +240,7 @@ impl Config {
         if throttle.redis_key_prefix.is_empty() {
             return Err(ConfigError::new("throttle.redis_key_prefix", "must not be empty"));
         }
-        Ok(())
+        throttle.validate_groups()
     }
 
     fn validate_cache_and_server(&self) -> Result<(), ConfigError> {

@@ -72,7 +72,7 @@ async fn grant_one_slot(shared: &Shared) {
                 break;
             }
         }
-        shared.metrics.throttle_queue_depth.set(queue.len() as i64);
+        shared.report_depth(queue.len());
         departure
     };
     let Some(report) = departure else {

@@ -16,6 +16,7 @@ mod cluster;
 mod dispatch;
 mod fair;
 mod gcra;
+mod groups;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -31,6 +32,7 @@ use crate::policy::Priority;
 pub(crate) use cluster::ClusterBudget;
 use fair::{FairQueue, Pace};
 pub(crate) use gcra::{Gcra, interval_for};
+pub(crate) use groups::{Budgets, Source};
 
 /// Where slots come from.
 enum Slots {
@@ -84,7 +86,17 @@ struct Shared {
     /// `RateLimit-Policy` of the deployment's budget (a reload may change it).
     /// `throttle.rate`, as `RateLimit-Policy` says it.
     policy_rate: std::sync::atomic::AtomicU32,
+    named: Named,
+    /// The queue's depth as last added to the depth gauge (which sums every budget's).
+    depth: std::sync::atomic::AtomicI64,
     metrics: Arc<Metrics>,
+}
+
+/// Which budget this is: its name (`RateLimit-Policy`, the logs) and its place among the budgets
+/// (the default is 0), which picks its memo of each tenant's `RateLimit`.
+pub(crate) struct Named {
+    pub(crate) name: Arc<str>,
+    pub(crate) index: usize,
 }
 
 impl Drop for Shared {
@@ -111,6 +123,13 @@ impl Shared {
 
     fn pacing(&self) -> (Duration, Duration) {
         *self.pacing.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The queue holds `len` requests now (called under its lock).
+    fn report_depth(&self, len: usize) {
+        let len = len as i64;
+        let before = self.depth.swap(len, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.throttle_queue_depth.inc_by(len - before);
     }
 }
 
@@ -159,27 +178,29 @@ pub(crate) struct Throttle {
 
 impl Throttle {
     /// A budget of this process alone.
-    pub(crate) fn local(config: &ThrottleConfig, tenants: &[Arc<Tenant>], metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn local(config: &ThrottleConfig, named: Named, tenants: &[Arc<Tenant>], metrics: Arc<Metrics>) -> Self {
         let interval = interval_for(config.rate, config.burst, config.safety_margin);
         let gcra = Gcra::new(interval, config.burst, Instant::now().into_std());
-        Self::start(Slots::Local(Mutex::new(gcra)), interval, config, tenants, metrics)
+        Self::start(Slots::Local(Mutex::new(gcra)), interval, config, named, tenants, metrics)
     }
 
     /// A budget shared with every replica through Redis.
     pub(crate) fn cluster(
         config: &ThrottleConfig,
         cluster: Arc<ClusterBudget>,
+        named: Named,
         tenants: &[Arc<Tenant>],
         metrics: Arc<Metrics>,
     ) -> Self {
         let interval = interval_for(config.rate, config.burst, config.safety_margin);
-        Self::start(Slots::Cluster(cluster), interval, config, tenants, metrics)
+        Self::start(Slots::Cluster(cluster), interval, config, named, tenants, metrics)
     }
 
     fn start(
         slots: Slots,
         interval: Duration,
         config: &ThrottleConfig,
+        named: Named,
         tenants: &[Arc<Tenant>],
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -194,6 +215,8 @@ impl Throttle {
             slots,
             pacing: std::sync::RwLock::new((interval, config.max_wait)),
             policy_rate: config.rate.into(),
+            named,
+            depth: 0.into(),
             metrics,
         });
         tokio::spawn(dispatch::dispatch(Arc::downgrade(&shared), shared.work.clone()));
@@ -204,18 +227,20 @@ impl Throttle {
         self.shared.pacing().1
     }
 
-    /// `RateLimit-Policy` and `RateLimit` for `tenant`: the deployment's budget; how many more
-    /// requests its lane may have waiting (its share of a `max_wait` window, less what it has
+    /// `RateLimit-Policy` and `RateLimit` for `tenant`: this budget of the deployment; how many
+    /// more requests its lane may have waiting (its share of a `max_wait` window, less what it has
     /// waiting); and the whole seconds until the next slot. The latter is worked out at most every
-    /// 50 ms per tenant (it takes the queue's lock): a cache hit reads it.
+    /// 50 ms per tenant and budget (it takes the queue's lock): a cache hit reads it.
     pub(crate) fn rate_limit_fields(&self, tenant: &Tenant) -> [http::HeaderValue; 2] {
-        let policy = crate::fields::policy(self.shared.policy_rate.load(std::sync::atomic::Ordering::Relaxed));
+        let Named { name, index } = &self.shared.named;
+        let rate = self.shared.policy_rate.load(std::sync::atomic::Ordering::Relaxed);
         let now = std::time::Instant::now();
-        let (remaining, reset) = match tenant.rate_limit.get(now) {
+        let memo = &tenant.rate_limit[*index];
+        let (remaining, reset) = match memo.get(now) {
             Some(memo) => memo,
-            None => tenant.rate_limit.set(now, self.rate_limit_now(tenant, now)),
+            None => memo.set(now, self.rate_limit_now(tenant, now)),
         };
-        [policy, crate::fields::rate_limit(remaining, reset)]
+        [crate::fields::policy(name, rate), crate::fields::rate_limit(name, remaining, reset)]
     }
 
     fn rate_limit_now(&self, tenant: &Tenant, now: std::time::Instant) -> (u64, u64) {
@@ -259,7 +284,7 @@ impl Throttle {
             // Dropping a waiter's sender ends its wait; it finds its lane retired.
             drop(queue.retire(*lane));
         }
-        shared.metrics.throttle_queue_depth.set(queue.len() as i64);
+        shared.report_depth(queue.len());
         drop(queue);
         shared.work.notify_one();
     }
@@ -287,7 +312,7 @@ impl Throttle {
             }
             queue.retain(|waiter| !waiter.granted.is_closed());
             let admitted = queue.admit(lane, priority, deadline.into_std(), Waiter { granted }, now.into_std(), &pace);
-            shared.metrics.throttle_queue_depth.set(queue.len() as i64);
+            shared.report_depth(queue.len());
             let lane_name = if lane == shared.shared_lane { "shared" } else { tenant.label };
             crate::telemetry::record_wait(lane_name, queue.waiting(lane), queue.len());
             if let Err((refusal, _)) = admitted {
@@ -352,7 +377,12 @@ impl Throttle {
             Slots::Local(gcra) => lock(gcra).pause_until(until.into_std()),
             Slots::Cluster(cluster) => cluster.pause(duration),
         }
-        tracing::warn!(pause_ms = duration.as_millis() as u64, "Agora answered 429: the upstream budget pauses");
+        let budget = &*self.shared.named.name;
+        tracing::warn!(
+            budget,
+            pause_ms = duration.as_millis() as u64,
+            "Agora answered 429: the upstream budget pauses"
+        );
     }
 
     /// Why the budget is degraded (the shared budget's Redis is unreachable), if it is.

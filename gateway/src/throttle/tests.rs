@@ -18,7 +18,8 @@ fn tenants(weights: &[u32]) -> Vec<Arc<Tenant>> {
 
 fn throttle(max_wait: Duration, tenants: &[Arc<Tenant>]) -> Throttle {
     let config = ThrottleConfig { max_wait, ..ThrottleConfig::default() };
-    Throttle::local(&config, tenants, Arc::new(Metrics::new()))
+    let named = Named { name: "agora".into(), index: 0 };
+    Throttle::local(&config, named, tenants, Arc::new(Metrics::new()))
 }
 
 /// Starts `count` acquisitions at once; answers each one's grant time (or `None` if refused).
@@ -215,4 +216,58 @@ async fn a_pause_of_any_length_is_cut_to_the_ceiling() {
     tokio::time::advance(MAX_PAUSE).await;
     throttle.acquire(&tenants[0], Priority::Normal, Instant::now() + Duration::from_secs(5), None).await.unwrap();
     assert!(Instant::now() - start <= MAX_PAUSE + Duration::from_secs(1));
+}
+
+/// The default budget at 10/s and a group of channel queries at 20/s.
+fn grouped(tenants: &[Arc<Tenant>]) -> Budgets {
+    let group = crate::config::BudgetGroup {
+        name: "channel-queries".into(),
+        operations: vec!["list_channels".into(), "list_channel_users".into()],
+        rate: 20,
+        burst: 1,
+    };
+    let config = ThrottleConfig { groups: vec![group], ..ThrottleConfig::default() };
+    Budgets::start(&config, Source::Local, tenants, &Arc::new(Metrics::new())).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_group_spends_its_own_rate_and_a_flood_of_one_does_not_delay_the_other() {
+    use crate::operations::Operation;
+    let tenants = tenants(&[1]);
+    let budgets = grouped(&tenants);
+    let channels = budgets.of(Operation::ListChannels).clone();
+    assert!(std::ptr::eq(budgets.of(Operation::ListChannelUsers), budgets.of(Operation::ListChannels)));
+    assert!(!std::ptr::eq(budgets.of(Operation::ListProjects), budgets.of(Operation::ListChannels)));
+    let start = Instant::now();
+    // A backlog of 60 channel queries (3 s of the group's 20/s), then one project write.
+    let flood = burst(&channels, &tenants[0], Priority::Normal, 60).await;
+    let write = burst(budgets.of(Operation::CreateProject), &tenants[0], Priority::Normal, 1).await;
+    let written = outcomes(write).await[0].unwrap();
+    assert!(written - start < Duration::from_millis(10), "the write waited {:?}", written - start);
+    let grants: Vec<Instant> = outcomes(flood).await.into_iter().map(Option::unwrap).collect();
+    for second in 0..3 {
+        let from = start + Duration::from_secs(second);
+        let within = grants.iter().filter(|at| **at >= from && **at < from + Duration::from_secs(1)).count();
+        assert!((19..=20).contains(&within), "second {second}: {within} channel queries");
+    }
+    // `RateLimit-Policy` names the group of the operation.
+    let [policy, _] = budgets.rate_limit_fields(&tenants[0], Operation::ListChannels);
+    assert_eq!(policy.to_str().unwrap(), "\"channel-queries\";q=20;w=1");
+    let [policy, _] = budgets.rate_limit_fields(&tenants[0], Operation::GetProject);
+    assert_eq!(policy.to_str().unwrap(), "\"agora\";q=10;w=1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn agora_s_429_pauses_only_the_group_it_came_from() {
+    use crate::operations::Operation;
+    let tenants = tenants(&[1]);
+    let budgets = grouped(&tenants);
+    budgets.of(Operation::ListChannels).pause(Duration::from_secs(3));
+    let start = Instant::now();
+    let project = burst(budgets.of(Operation::GetProject), &tenants[0], Priority::Normal, 1).await;
+    let channel = burst(budgets.of(Operation::ListChannelUsers), &tenants[0], Priority::Normal, 1).await;
+    let project = outcomes(project).await[0].unwrap();
+    let channel = outcomes(channel).await[0].unwrap();
+    assert!(project - start < Duration::from_millis(10), "the default budget waited {:?}", project - start);
+    assert!(channel - start >= Duration::from_secs(3), "the paused group granted after {:?}", channel - start);
 }
