@@ -3,6 +3,7 @@
 //! reaches it (`GET /__sandbox/stats`), so it is also the ruler of the gateway's throttle.
 
 mod answer;
+mod domains;
 mod notify;
 mod routes;
 mod seed;
@@ -15,15 +16,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::Request;
-use axum::serve::ListenerExt;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tower::Layer;
 use tower_http::normalize_path::NormalizePathLayer;
 
 pub use notify::{Delivery, NotifyConfig, NotifyCounts, NotifyFaults, sign};
-pub use traffic::{Faults, Stats};
+pub use traffic::{Faults, GroupStats, RateLimitGroup, Stats};
 
 /// How the sandbox answers: as the live service is observed to, or as the document shows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -51,6 +49,8 @@ pub struct SandboxConfig {
     pub customer_secret: String,
     /// Requests per sliding second before 429; 0 turns the limit off.
     pub rate_limit: u32,
+    /// Operations with a limit of their own (not counted in `rate_limit`).
+    pub rate_limit_groups: Vec<RateLimitGroup>,
     /// Latency added to every `/dev` answer.
     pub latency: Duration,
     pub seed: Seed,
@@ -71,6 +71,7 @@ impl SandboxConfig {
             customer_id: customer_id.into(),
             customer_secret: customer_secret.into(),
             rate_limit: 10,
+            rate_limit_groups: Vec::new(),
             latency: Duration::ZERO,
             seed: Seed::Demo,
             flavor: Flavor::Agora,
@@ -84,6 +85,10 @@ impl SandboxConfig {
 /// The sandbox's router (paths with a trailing slash are served too). Called within a Tokio
 /// runtime: the notices' sender (if any) is a task of it.
 pub fn app(config: &SandboxConfig) -> Router {
+    app_of_domains(config, Arc::new(domains::Switches::new(&[])))
+}
+
+fn app_of_domains(config: &SandboxConfig, switches: Arc<domains::Switches>) -> Router {
     let mut world = world::World::new(seed::DEMO_SEED);
     if config.seed == Seed::Demo {
         seed::demo(&mut world, chrono::Utc::now());
@@ -96,8 +101,9 @@ pub fn app(config: &SandboxConfig) -> Router {
         &config.customer_secret,
         config.flavor,
         world,
-        traffic::Traffic::new(config.rate_limit, config.latency),
+        traffic::Traffic::with_groups(config.rate_limit, &config.rate_limit_groups, config.latency),
         config.notify.clone().map(notify::Notifier::start),
+        switches,
     ));
     if let Some(every) = config.activity {
         tokio::spawn(routes::activity(Arc::downgrade(&state), every));
@@ -114,11 +120,12 @@ pub fn demo_app_ids() -> Vec<(String, String)> {
 
 /// A running sandbox, on a thread and runtime of its own: however busy the process that started
 /// it is, requests are taken (and their arrival stamped) as they come, so the sandbox's counters
-/// are a ruler independent of what it measures. Dropping it stops it; [`Sandbox::stop`] also
-/// waits until it has stopped.
+/// are a ruler independent of what it measures. It may serve as several domains of one account
+/// ([`Sandbox::serve_domains`]). Dropping it stops it; [`Sandbox::stop`] also waits until it has
+/// stopped.
 pub struct Sandbox {
-    addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
+    switches: Arc<domains::Switches>,
+    stop: watch::Sender<bool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -131,53 +138,73 @@ impl Sandbox {
 
     /// Serves on `listener` from a new thread with its own single-threaded runtime.
     pub fn serve(config: SandboxConfig, listener: std::net::TcpListener) -> std::io::Result<Self> {
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
+        Self::serve_domains(config, vec![listener])
+    }
+
+    /// Serves one account as several domains, one per listener (domain 0, 1, ...), from a new
+    /// thread with its own single-threaded runtime. Each domain can go down and come back on its
+    /// own ([`Sandbox::set_domain_up`]).
+    pub fn serve_domains(config: SandboxConfig, listeners: Vec<std::net::TcpListener>) -> std::io::Result<Self> {
+        let mut addrs = Vec::new();
+        for listener in &listeners {
+            listener.set_nonblocking(true)?;
+            addrs.push(listener.local_addr()?);
+        }
+        let first = addrs.first().ok_or_else(|| std::io::Error::other("a sandbox needs a listener"))?.port();
+        let switches = Arc::new(domains::Switches::new(&addrs));
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let (shutdown, signal) = oneshot::channel::<()>();
-        let thread = std::thread::Builder::new().name(format!("agora-sandbox-{}", addr.port())).spawn(move || {
+        let stop = watch::Sender::new(false);
+        let (domains, stopped) = (switches.clone(), stop.subscribe());
+        let thread = std::thread::Builder::new().name(format!("agora-sandbox-{first}")).spawn(move || {
             runtime.block_on(async move {
-                let listener = match TcpListener::from_std(listener) {
-                    Ok(listener) => listener,
-                    Err(error) => return tracing::error!(%error, "the sandbox cannot listen"),
-                };
-                let app = NormalizePathLayer::trim_trailing_slash().layer(app(&config));
-                let listener = listener.tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                });
-                let server = axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(app))
-                    .with_graceful_shutdown(async move {
-                        let _ = signal.await;
-                    });
-                if let Err(error) = server.await {
-                    tracing::error!(%error, "the sandbox stopped with an error");
+                let app = NormalizePathLayer::trim_trailing_slash().layer(app_of_domains(&config, domains.clone()));
+                let app = Router::new().fallback_service(app);
+                let serving: Vec<_> = listeners
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, listener)| {
+                        tokio::spawn(domains::serve(app.clone(), domains.clone(), index, listener, stopped.clone()))
+                    })
+                    .collect();
+                for domain in serving {
+                    let _ = domain.await;
                 }
             });
             // In-flight requests get two seconds after shutdown; the runtime drops what is left.
             runtime.shutdown_timeout(Duration::from_secs(2));
         })?;
-        Ok(Self { addr, shutdown: Some(shutdown), thread: Some(thread) })
+        Ok(Self { switches, stop, thread: Some(thread) })
     }
 
+    /// The first domain's address.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.switches.addrs()[0]
     }
 
-    /// The Console API's base URL, as in `https://api.agora.io/dev`.
+    /// The Console API's base URL, as in `https://api.agora.io/dev` (the first domain's).
     pub fn base_url(&self) -> String {
-        format!("http://{}/dev", self.addr)
+        format!("http://{}/dev", self.addr())
     }
 
-    /// Where the test hooks live: `{root_url}/__sandbox/stats` and so on.
+    /// Every domain's base URL, in order.
+    pub fn base_urls(&self) -> Vec<String> {
+        self.switches.addrs().iter().map(|addr| format!("http://{addr}/dev")).collect()
+    }
+
+    /// Where the test hooks live: `{root_url}/__sandbox/stats` and so on (on every domain).
     pub fn root_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.addr())
+    }
+
+    /// Takes domain `index` down (its listener closes: connections are refused; requests under
+    /// way finish) or up again on its address, and waits until it is so.
+    pub async fn set_domain_up(&self, index: usize, up: bool) -> Result<(), String> {
+        self.switches.set(index, up).await
     }
 
     /// Stops accepting, lets in-flight requests finish for up to two seconds, then stops.
     pub async fn stop(mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
+        self.stop.send_replace(true);
         if let Some(thread) = self.thread.take() {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
@@ -186,8 +213,6 @@ impl Sandbox {
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
+        self.stop.send_replace(true);
     }
 }

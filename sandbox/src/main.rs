@@ -3,16 +3,18 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use agora_sandbox::{Flavor, NotifyConfig, Sandbox, SandboxConfig, Seed};
+use agora_sandbox::{Flavor, NotifyConfig, RateLimitGroup, Sandbox, SandboxConfig, Seed};
 use clap::Parser;
 
 /// An in-memory simulator of Agora's Console RESTful API.
 #[derive(Parser)]
 #[command(name = "agora-sandbox", version)]
 struct Args {
-    /// Address to listen on.
+    /// Address to listen on. Given several times, the sandbox serves as that many domains of one
+    /// account (primary, alternate, regional), each of which can go down on its own
+    /// (`POST /__sandbox/domains/{n}` with `{"up": false}`).
     #[arg(long, default_value = "127.0.0.1:9000")]
-    listen: SocketAddr,
+    listen: Vec<SocketAddr>,
     /// Customer ID accepted as the Basic user name.
     #[arg(long, env = "AGORA_CUSTOMER_ID")]
     customer_id: String,
@@ -22,6 +24,12 @@ struct Args {
     /// Requests per sliding second before 429 (0: unlimited).
     #[arg(long, default_value_t = 10)]
     rate_limit: u32,
+    /// Operations with a limit of their own, not counted in --rate-limit:
+    /// `NAME=OPERATION[,OPERATION...]:RATE`, e.g.
+    /// `channel-queries=list_channels,list_channel_users,list_channel_hosts,get_user_property:20`.
+    /// May be given several times.
+    #[arg(long)]
+    rate_limit_group: Vec<RateLimitGroup>,
     /// Latency added to every answer, e.g. 0ms, 50ms, 1s.
     #[arg(long, default_value = "0ms", value_parser = humantime::parse_duration)]
     latency: Duration,
@@ -55,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
         customer_id: args.customer_id,
         customer_secret: args.customer_secret,
         rate_limit: args.rate_limit,
+        rate_limit_groups: args.rate_limit_group,
         latency: args.latency,
         seed: args.seed,
         flavor: args.flavor,
@@ -65,9 +74,12 @@ async fn main() -> anyhow::Result<()> {
             _ => None,
         },
     };
-    let sandbox = Sandbox::start(config, args.listen).await?;
-    println!("agora-sandbox listening: base URL {}", sandbox.base_url());
-    println!("test hooks: {}/__sandbox/{{stats,faults,reset,channels,notify,traceparents}}", sandbox.root_url());
+    let listeners = args.listen.iter().map(std::net::TcpListener::bind).collect::<Result<Vec<_>, _>>()?;
+    let sandbox = Sandbox::serve_domains(config, listeners)?;
+    for (index, base_url) in sandbox.base_urls().iter().enumerate() {
+        println!("agora-sandbox listening: domain {index}, base URL {base_url}");
+    }
+    println!("test hooks: {}/__sandbox/{{stats,faults,reset,channels,notify,traceparents,domains}}", sandbox.root_url());
     tokio::signal::ctrl_c().await?;
     sandbox.stop().await;
     Ok(())

@@ -42,6 +42,8 @@ pub(crate) struct SandboxState {
     /// What `GET /v2/ncs/ip` answers: where the notices come from (this machine, unless a test
     /// says otherwise through `POST /__sandbox/ncs-ips`).
     ncs_ips: Mutex<Vec<String>>,
+    /// The domains it serves as, each up or down (`domains.rs`).
+    domains: Arc<crate::domains::Switches>,
 }
 
 impl SandboxState {
@@ -52,6 +54,7 @@ impl SandboxState {
         world: World,
         traffic: Traffic,
         notifier: Option<Notifier>,
+        domains: Arc<crate::domains::Switches>,
     ) -> Self {
         let credentials = base64::engine::general_purpose::STANDARD.encode(format!("{customer_id}:{customer_secret}"));
         Self {
@@ -61,6 +64,7 @@ impl SandboxState {
             traffic: Mutex::new(traffic),
             notifier,
             ncs_ips: Mutex::new(vec!["127.0.0.1".into()]),
+            domains,
         }
     }
 
@@ -80,10 +84,6 @@ impl SandboxState {
 
     fn traffic(&self) -> MutexGuard<'_, Traffic> {
         self.traffic.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn count(&self, operation: &str) {
-        self.traffic().count_operation(operation);
     }
 
     fn flavor(&self) -> Flavor {
@@ -142,7 +142,9 @@ pub(crate) fn router(state: Arc<SandboxState>) -> Router {
         .route("/channels/leave", post(leave_channel))
         .route("/channels/role", post(change_role))
         .route("/notify", post(set_notify_faults).get(notify_report))
-        .route("/ncs-ips", post(set_ncs_ips));
+        .route("/ncs-ips", post(set_ncs_ips))
+        .route("/domains", get(domains))
+        .route("/domains/{index}", post(set_domain));
     Router::new()
         .nest("/dev", console)
         .nest("/v2", notifications)
@@ -162,21 +164,67 @@ async fn stamp_arrival(mut request: Request) -> Request {
     request
 }
 
-/// Rate limit, then faults, then Basic auth: Agora counts every request it receives.
+/// Which of the sandbox's domains a request came through (`Sandbox::serve_domains`).
+#[derive(Clone, Copy)]
+pub(crate) struct Domain(pub(crate) usize);
+
+/// The operationId of a request, by its method and its whole path.
+fn operation_of(method: &http::Method, path: &str) -> Option<&'static str> {
+    const OPERATIONS: [(&str, &str, &str); 19] = [
+        ("GET", "/dev/v1/project", "get_project"),
+        ("POST", "/dev/v1/project", "create_project"),
+        ("DELETE", "/dev/v1/project", "delete_project"),
+        ("GET", "/dev/v1/projects", "list_projects"),
+        ("POST", "/dev/v1/project_status", "set_project_status"),
+        ("POST", "/dev/v1/recording_config", "set_recording_config"),
+        ("POST", "/dev/v1/signkey", "enable_sign_key"),
+        ("POST", "/dev/v1/reset_signkey", "reset_sign_key"),
+        ("GET", "/dev/v1/usage", "get_usage"),
+        ("GET", "/dev/v3/usage", "get_usage_v3"),
+        ("GET", "/dev/v1/kicking-rule", "list_kicking_rules"),
+        ("PUT", "/dev/v1/kicking-rule", "update_kicking_rule"),
+        ("POST", "/dev/v1/kicking-rule", "create_kicking_rule"),
+        ("DELETE", "/dev/v1/kicking-rule", "delete_kicking_rule"),
+        ("GET", "/dev/v1/channel/user/property/{appid}/{uid}/{cname}", "get_user_property"),
+        ("GET", "/dev/v1/channel/user/{appid}/{cname}", "list_channel_users"),
+        ("GET", "/dev/v1/channel/user/{appid}/{cname}/hosts_only", "list_channel_hosts"),
+        ("GET", "/dev/v1/channel/{appid}", "list_channels"),
+        ("GET", "/v2/ncs/ip", "get_ncs_ips"),
+    ];
+    // A `{parameter}` of the route stands for any one segment.
+    let matches = |route: &str| {
+        let (mut route, mut path) = (route.split('/'), path.split('/'));
+        loop {
+            match (route.next(), path.next()) {
+                (None, None) => return true,
+                (Some(expected), Some(segment)) if expected == segment => {}
+                (Some(expected), Some(segment)) if expected.starts_with('{') && !segment.is_empty() => {}
+                _ => return false,
+            }
+        }
+    };
+    let found = OPERATIONS.iter().find(|(verb, route, _)| method.as_str() == *verb && matches(route));
+    found.map(|(_, _, operation)| *operation)
+}
+
+/// Rate limit (the account's, or its operation's group's), then faults, then Basic auth: Agora
+/// counts every request it receives. A request that passes them all reached its operation.
 async fn gatekeeper(State(state): AppState, request: Request, next: Next) -> Response {
     let arrived = request.extensions().get::<Arrived>().map_or_else(Instant::now, |arrived| arrived.0);
+    let domain = request.extensions().get::<Domain>().map_or(0, |domain| domain.0);
     // Inside `nest("/dev")` the path has lost its prefix; faults name the whole path.
     let path = match request.extensions().get::<Arrived>() {
         Some(arrived) => arrived.1.path().to_string(),
         None => request.uri().path().to_string(),
     };
+    let operation = operation_of(request.method(), &path);
     let traceparent = request.headers().get("traceparent").and_then(|value| value.to_str().ok());
     let admission = {
         let mut traffic = state.traffic();
         if let Some(traceparent) = traceparent {
             traffic.note_trace(&path, traceparent);
         }
-        traffic.arrive(arrived, &path)
+        traffic.arrive(arrived, &path, operation, domain)
     };
     let (delay, fail_with) = match admission {
         Admission::Throttled => return state.shaper.edge_error(EdgeError::RateLimited),
@@ -200,11 +248,11 @@ async fn gatekeeper(State(state): AppState, request: Request, next: Next) -> Res
             return state.shaper.edge_error(EdgeError::NoCredentials);
         }
     }
+    if let Some(operation) = operation {
+        state.traffic().count_operation(operation);
+    }
     let mut response = next.run(request).await;
-    let (limit, used) = {
-        let traffic = state.traffic();
-        (traffic.rate_limit(), traffic.admitted_in_window())
-    };
+    let (limit, used) = state.traffic().limit_of(operation);
     state.shaper.rate_limit_headers(response.headers_mut(), limit, used);
     response
 }
@@ -270,7 +318,6 @@ fn fail(state: &SandboxState) -> impl Fn(ApiError) -> Response + '_ {
 // ---- projects ----
 
 async fn create_project(State(state): AppState, body: Bytes) -> Answer {
-    state.count("create_project");
     let request: types::CreateProjectRequest = parse_json(&state, &body)?;
     let enable = request.enable_sign_key;
     let project = state.world().create_project(&request.name, enable, Utc::now()).map_err(fail(&state))?;
@@ -278,27 +325,23 @@ async fn create_project(State(state): AppState, body: Bytes) -> Answer {
 }
 
 async fn list_projects(State(state): AppState) -> Response {
-    state.count("list_projects");
     let projects = state.world().list_projects();
     state.shaper.project_list(&projects)
 }
 
 async fn get_project(State(state): AppState, RawQuery(query): RawQuery) -> Answer {
-    state.count("get_project");
     let query = Query::parse(&state, query)?;
     let project = state.world().get_project(query.optional("id"), query.optional("name")).map_err(fail(&state))?;
     Ok(state.shaper.project(&project, false))
 }
 
 async fn set_project_status(State(state): AppState, body: Bytes) -> Answer {
-    state.count("set_project_status");
     let request: types::SetProjectStatusRequest = parse_json(&state, &body)?;
     let project = state.world().set_project_status(&request.id, *request.status == 1).map_err(fail(&state))?;
     Ok(state.shaper.project(&project, true))
 }
 
 async fn delete_project(State(state): AppState, body: Bytes) -> Answer {
-    state.count("delete_project");
     let request: types::ProjectIdRequest = parse_json(&state, &body)?;
     state.world().delete_project(&request.id).map_err(fail(&state))?;
     Ok(state.shaper.project_success())
@@ -317,21 +360,18 @@ fn project_write(state: &SandboxState, id: &str) -> Response {
 }
 
 async fn set_recording_config(State(state): AppState, body: Bytes) -> Answer {
-    state.count("set_recording_config");
     let request: types::SetRecordingConfigRequest = parse_json(&state, &body)?;
     state.world().set_recording_config(&request.id, &request.recording_server).map_err(fail(&state))?;
     Ok(project_write(&state, &request.id))
 }
 
 async fn enable_sign_key(State(state): AppState, body: Bytes) -> Answer {
-    state.count("enable_sign_key");
     let request: types::EnableSignKeyRequest = parse_json(&state, &body)?;
     state.world().enable_sign_key(&request.id, request.enable).map_err(fail(&state))?;
     Ok(project_write(&state, &request.id))
 }
 
 async fn reset_sign_key(State(state): AppState, body: Bytes) -> Answer {
-    state.count("reset_sign_key");
     let request: types::ProjectIdRequest = parse_json(&state, &body)?;
     state.world().reset_sign_key(&request.id).map_err(fail(&state))?;
     Ok(project_write(&state, &request.id))
@@ -340,7 +380,6 @@ async fn reset_sign_key(State(state): AppState, body: Bytes) -> Answer {
 // ---- usage ----
 
 async fn get_usage(State(state): AppState, RawQuery(query): RawQuery) -> Answer {
-    state.count("get_usage");
     let query = Query::parse(&state, query)?;
     let (from, to) = (query.date("from_date").map_err(fail(&state))?, query.date("to_date").map_err(fail(&state))?);
     let projects: Option<Vec<String>> = query
@@ -352,7 +391,6 @@ async fn get_usage(State(state): AppState, RawQuery(query): RawQuery) -> Answer 
 }
 
 async fn get_usage_v3(State(state): AppState, RawQuery(query): RawQuery) -> Answer {
-    state.count("get_usage_v3");
     let query = Query::parse(&state, query)?;
     let (from, to) = (query.date("from_date").map_err(fail(&state))?, query.date("to_date").map_err(fail(&state))?);
     let project_id = query.required("project_id").map_err(fail(&state))?;
@@ -374,7 +412,6 @@ async fn get_usage_v3(State(state): AppState, RawQuery(query): RawQuery) -> Answ
 // ---- kicking rules ----
 
 async fn create_kicking_rule(State(state): AppState, body: Bytes) -> Answer {
-    state.count("create_kicking_rule");
     let mut value: Value = parse_json(&state, &body)?;
     agora_console_client::rules::drop_empty_uid_and_ip(&mut value);
     let request: types::CreateKickingRuleRequest = from_value(&state, value)?;
@@ -387,7 +424,6 @@ async fn create_kicking_rule(State(state): AppState, body: Bytes) -> Answer {
 }
 
 async fn list_kicking_rules(State(state): AppState, RawQuery(query): RawQuery) -> Answer {
-    state.count("list_kicking_rules");
     let query = Query::parse(&state, query)?;
     let appid = query.required("appid").map_err(fail(&state))?;
     let rules = state.world().list_rules(appid, Utc::now()).map_err(fail(&state))?;
@@ -395,7 +431,6 @@ async fn list_kicking_rules(State(state): AppState, RawQuery(query): RawQuery) -
 }
 
 async fn update_kicking_rule(State(state): AppState, body: Bytes) -> Answer {
-    state.count("update_kicking_rule");
     let request: types::UpdateKickingRuleRequest = parse_json(&state, &body)?;
     let result = state
         .world()
@@ -409,7 +444,6 @@ async fn update_kicking_rule(State(state): AppState, body: Bytes) -> Answer {
 }
 
 async fn delete_kicking_rule(State(state): AppState, body: Bytes) -> Answer {
-    state.count("delete_kicking_rule");
     let request: types::DeleteKickingRuleRequest = parse_json(&state, &body)?;
     let id = state.world().delete_rule(&request.appid, request.id, Utc::now()).map_err(fail(&state))?;
     Ok(state.shaper.ok(&types::KickingRuleDeleted { status: Some("success".into()), id, extra: Default::default() }))
@@ -443,7 +477,6 @@ async fn get_user_property(
     State(state): AppState,
     Path((appid, uid, cname)): Path<(String, String, String)>,
 ) -> Answer {
-    state.count("get_user_property");
     let uid = parse_uid(&state, &uid)?;
     let user = match check_app(&state, &appid)? {
         AppCheck::Known => state.world().user_state(&appid, uid, &cname).map_err(fail(&state))?,
@@ -453,7 +486,6 @@ async fn get_user_property(
 }
 
 async fn list_channel_users(State(state): AppState, Path((appid, cname)): Path<(String, String)>) -> Answer {
-    state.count("list_channel_users");
     let users = match check_app(&state, &appid)? {
         AppCheck::Known => state.world().channel_users(&appid, &cname).map_err(fail(&state))?,
         AppCheck::Unknown => missing_channel(),
@@ -469,7 +501,6 @@ async fn list_channel_users(State(state): AppState, Path((appid, cname)): Path<(
 /// The hosts of a channel (Agora's English reference, "Query host list"): a live channel's
 /// broadcasters; a communication channel answers its mode alone.
 async fn list_channel_hosts(State(state): AppState, Path((appid, cname)): Path<(String, String)>) -> Answer {
-    state.count("list_channel_hosts");
     let users = match check_app(&state, &appid)? {
         AppCheck::Known => state.world().channel_users(&appid, &cname).map_err(fail(&state))?,
         AppCheck::Unknown => missing_channel(),
@@ -484,7 +515,6 @@ async fn list_channel_hosts(State(state): AppState, Path((appid, cname)): Path<(
 }
 
 async fn list_channels(State(state): AppState, Path(appid): Path<String>, RawQuery(query): RawQuery) -> Answer {
-    state.count("list_channels");
     let query = Query::parse(&state, query)?;
     let page_no = query.number("page_no", 0).map_err(fail(&state))?;
     let page_size = query.number("page_size", DEFAULT_PAGE_SIZE).map_err(fail(&state))?;
@@ -504,7 +534,6 @@ async fn list_channels(State(state): AppState, Path(appid): Path<String>, RawQue
 
 /// `GET /v2/ncs/ip`: the addresses Agora's NCS servers send from.
 async fn get_ncs_ips(State(state): AppState) -> Response {
-    state.count("get_ncs_ips");
     let hosts: Vec<Value> = lock(&state.ncs_ips).iter().map(|ip| json!({ "primaryIP": ip })).collect();
     state.shaper.ok(&json!({ "data": { "service": { "hosts": hosts } } }))
 }
@@ -533,6 +562,40 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 async fn stats(State(state): AppState) -> axum::Json<crate::Stats> {
     axum::Json(state.traffic().stats())
+}
+
+/// `GET /__sandbox/domains`: each domain's address and whether it serves.
+async fn domains(State(state): AppState) -> axum::Json<Value> {
+    let addrs = state.domains.addrs().into_iter().zip(state.domains.states());
+    let list: Vec<Value> = addrs.enumerate().map(|(index, (addr, up))| json!({"index": index, "addr": addr.to_string(), "up": up})).collect();
+    axum::Json(json!({ "domains": list }))
+}
+
+/// `POST /__sandbox/domains/{index}` with `{"up": false}`: the domain closes its listener (its
+/// connections are refused) until `{"up": true}` opens it again on its address. Answers once done.
+async fn set_domain(State(state): AppState, Path(index): Path<usize>, body: Bytes) -> Response {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Switch {
+        up: bool,
+    }
+    let switch: Switch = match serde_json::from_slice(&body) {
+        Ok(switch) => switch,
+        Err(error) => return (StatusCode::BAD_REQUEST, format!("expected {{\"up\": true|false}}: {error}")).into_response(),
+    };
+    // A domain that goes down closes the connection this answer would go on: answer first.
+    let domains = state.domains.clone();
+    match switch.up {
+        true => match domains.set(index, true).await {
+            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            Err(error) => (StatusCode::NOT_FOUND, error).into_response(),
+        },
+        false if index < domains.addrs().len() => {
+            tokio::spawn(async move { domains.set(index, false).await });
+            StatusCode::ACCEPTED.into_response()
+        }
+        false => (StatusCode::NOT_FOUND, format!("no domain {index}")).into_response(),
+    }
 }
 
 /// `GET /__sandbox/arrivals`: when the last 100,000 `/dev` requests arrived, in µs since the Unix

@@ -21,6 +21,50 @@ pub struct Stats {
     pub unauthorized: u64,
     /// Requests that reached an operation, by operationId.
     pub by_operation: BTreeMap<String, u64>,
+    /// Requests that arrived under `/dev`, by domain (its index: `Sandbox::serve_domains`).
+    #[serde(default)]
+    pub by_domain: BTreeMap<String, u64>,
+    /// The rate limit groups' own counters, by group name (`--rate-limit-group`).
+    #[serde(default)]
+    pub groups: BTreeMap<String, GroupStats>,
+}
+
+/// One rate limit group's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupStats {
+    /// Requests of the group's operations that arrived.
+    pub requests: u64,
+    /// Of those, answered 429 by the group's limit.
+    pub throttled: u64,
+    /// The most of them that arrived within any sliding one-second window.
+    pub max_in_1s: u64,
+}
+
+/// Operations with a rate limit of their own, apart from the account's (as Agora states for some
+/// APIs): `NAME=OPERATION,OPERATION:RATE`, e.g. `channel-queries=list_channels,list_channel_users:20`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitGroup {
+    pub name: String,
+    /// operationIds.
+    pub operations: Vec<String>,
+    /// Requests per sliding second before 429.
+    pub rate: u32,
+}
+
+impl std::str::FromStr for RateLimitGroup {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let shape = || format!("{text:?} is not NAME=OPERATION[,OPERATION...]:RATE");
+        let (name, rest) = text.split_once('=').ok_or_else(shape)?;
+        let (operations, rate) = rest.rsplit_once(':').ok_or_else(shape)?;
+        let operations: Vec<String> = operations.split(',').map(str::trim).map(String::from).collect();
+        if name.is_empty() || operations.iter().any(String::is_empty) {
+            return Err(shape());
+        }
+        let rate = rate.parse().map_err(|_| format!("{rate:?} is not a rate (requests per second)"))?;
+        Ok(Self { name: name.to_string(), operations, rate })
+    }
 }
 
 /// Faults injected through `POST /__sandbox/faults`; every field may be left out (= off).
@@ -94,10 +138,22 @@ pub(crate) enum Admission {
 /// How many arrivals the log keeps.
 const ARRIVAL_LOG: usize = 100_000;
 
+/// A group's limit and its windows.
+struct Group {
+    limit: RateLimitGroup,
+    /// Arrival times of its admitted requests within the last second.
+    admitted: VecDeque<Instant>,
+    /// Arrival times of all its requests within the last second (for its `max_in_1s`).
+    arrivals: VecDeque<Instant>,
+    stats: GroupStats,
+}
+
 pub(crate) struct Traffic {
     rate_limit: u32,
+    groups: Vec<Group>,
     base_latency: Duration,
-    /// Arrival times of admitted requests within the last second (the rate limit's window).
+    /// Arrival times of admitted requests within the last second (the account's rate limit's
+    /// window: the requests of no group).
     admitted: VecDeque<Instant>,
     /// Arrival times of every request within the last second (for `max_in_1s`).
     arrivals: VecDeque<Instant>,
@@ -121,9 +177,23 @@ fn expire(window: &mut VecDeque<Instant>, now: Instant) {
 
 impl Traffic {
     /// `rate_limit` 0 turns the limit off.
+    #[cfg(test)]
     pub(crate) fn new(rate_limit: u32, base_latency: Duration) -> Self {
+        Self::with_groups(rate_limit, &[], base_latency)
+    }
+
+    /// `rate_limit` 0 turns the account's limit off; `groups` have limits of their own for their
+    /// operations.
+    pub(crate) fn with_groups(rate_limit: u32, groups: &[RateLimitGroup], base_latency: Duration) -> Self {
+        let groups = groups.iter().map(|limit| Group {
+            limit: limit.clone(),
+            admitted: VecDeque::new(),
+            arrivals: VecDeque::new(),
+            stats: GroupStats::default(),
+        });
         Self {
             rate_limit,
+            groups: groups.collect(),
             base_latency,
             admitted: VecDeque::new(),
             arrivals: VecDeque::new(),
@@ -134,17 +204,25 @@ impl Traffic {
         }
     }
 
-    /// Requests admitted in the last second (for `RateLimit-Remaining`).
-    pub(crate) fn admitted_in_window(&self) -> u32 {
-        u32::try_from(self.admitted.len()).unwrap_or(u32::MAX)
+    /// The limit `operation` counts against, and how many requests it admitted in the last second
+    /// (for `RateLimit-Limit` and `RateLimit-Remaining`).
+    pub(crate) fn limit_of(&self, operation: Option<&str>) -> (u32, u32) {
+        let used = |window: &VecDeque<Instant>| u32::try_from(window.len()).unwrap_or(u32::MAX);
+        match self.group_of(operation) {
+            Some(index) => (self.groups[index].limit.rate, used(&self.groups[index].admitted)),
+            None => (self.rate_limit, used(&self.admitted)),
+        }
     }
 
-    pub(crate) fn rate_limit(&self) -> u32 {
-        self.rate_limit
+    fn group_of(&self, operation: Option<&str>) -> Option<usize> {
+        let operation = operation?;
+        self.groups.iter().position(|group| group.limit.operations.iter().any(|named| named == operation))
     }
 
-    pub(crate) fn arrive(&mut self, now: Instant, path: &str) -> Admission {
+    /// A request arrives (of `operation`, when its route names one; through domain `domain`).
+    pub(crate) fn arrive(&mut self, now: Instant, path: &str, operation: Option<&str>, domain: usize) -> Admission {
         self.stats.requests += 1;
+        *self.stats.by_domain.entry(domain.to_string()).or_default() += 1;
         let wall = std::time::SystemTime::now().checked_sub(now.elapsed()).unwrap_or_else(std::time::SystemTime::now);
         let unix_us = wall.duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_micros() as u64);
         if self.log.len() == ARRIVAL_LOG {
@@ -155,12 +233,26 @@ impl Traffic {
         self.arrivals.push_back(now);
         self.stats.max_in_1s = self.stats.max_in_1s.max(self.arrivals.len() as u64);
 
-        expire(&mut self.admitted, now);
-        if self.rate_limit > 0 && self.admitted.len() >= self.rate_limit as usize {
+        let (rate, admitted, group) = match self.group_of(operation) {
+            Some(index) => {
+                let group = &mut self.groups[index];
+                group.stats.requests += 1;
+                expire(&mut group.arrivals, now);
+                group.arrivals.push_back(now);
+                group.stats.max_in_1s = group.stats.max_in_1s.max(group.arrivals.len() as u64);
+                (group.limit.rate, &mut group.admitted, Some(&mut group.stats))
+            }
+            None => (self.rate_limit, &mut self.admitted, None),
+        };
+        expire(admitted, now);
+        if rate > 0 && admitted.len() >= rate as usize {
             self.stats.throttled += 1;
+            if let Some(group) = group {
+                group.throttled += 1;
+            }
             return Admission::Throttled;
         }
-        self.admitted.push_back(now);
+        admitted.push_back(now);
         let faults = &mut self.faults;
         if !faults.matches(path) {
             return Admission::Admitted { delay: self.base_latency, fail_with: None };
@@ -185,7 +277,8 @@ impl Traffic {
     }
 
     pub(crate) fn stats(&self) -> Stats {
-        self.stats.clone()
+        let groups = self.groups.iter().map(|group| (group.limit.name.clone(), group.stats.clone()));
+        Stats { groups: groups.collect(), ..self.stats.clone() }
     }
 
     /// A request that carried a `traceparent` (W3C Trace Context), by path.
@@ -216,6 +309,10 @@ impl Traffic {
         self.faults = Faults::default();
         self.admitted.clear();
         self.arrivals.clear();
+        for group in &mut self.groups {
+            (group.admitted.clear(), group.arrivals.clear());
+            group.stats = GroupStats::default();
+        }
         self.log.clear();
         self.traces.clear();
     }
@@ -231,12 +328,12 @@ mod tests {
         let start = Instant::now();
         for n in 0..10 {
             let at = start + Duration::from_millis(n * 90);
-            assert!(matches!(traffic.arrive(at, "/dev/v1/projects"), Admission::Admitted { .. }), "request {n}");
+            assert!(matches!(traffic.arrive(at, "/dev/v1/projects", None, 0), Admission::Admitted { .. }), "request {n}");
         }
-        assert_eq!(traffic.arrive(start + Duration::from_millis(950), "/dev/v1/projects"), Admission::Throttled);
+        assert_eq!(traffic.arrive(start + Duration::from_millis(950), "/dev/v1/projects", None, 0), Admission::Throttled);
         // The first admitted request leaves the window one second after it came.
         assert!(matches!(
-            traffic.arrive(start + Duration::from_millis(1000), "/dev/v1/projects"),
+            traffic.arrive(start + Duration::from_millis(1000), "/dev/v1/projects", None, 0),
             Admission::Admitted { .. }
         ));
         let stats = traffic.stats();
@@ -249,7 +346,7 @@ mod tests {
         let start = Instant::now();
         for n in 0..100 {
             let at = start + Duration::from_millis(n * 100);
-            assert!(matches!(traffic.arrive(at, "/dev/v1/projects"), Admission::Admitted { .. }));
+            assert!(matches!(traffic.arrive(at, "/dev/v1/projects", None, 0), Admission::Admitted { .. }));
         }
         assert_eq!(traffic.stats().max_in_1s, 10);
         assert_eq!(traffic.stats().throttled, 0);
@@ -262,12 +359,12 @@ mod tests {
         let now = Instant::now();
         let failed = FaultAnswer { status: 503, body: None, headers: BTreeMap::new() };
         assert_eq!(
-            traffic.arrive(now, "/dev/v1/projects"),
+            traffic.arrive(now, "/dev/v1/projects", None, 0),
             Admission::Admitted { delay: Duration::from_millis(25), fail_with: Some(failed) }
         );
         traffic.reset();
         assert_eq!(
-            traffic.arrive(now, "/dev/v1/projects"),
+            traffic.arrive(now, "/dev/v1/projects", None, 0),
             Admission::Admitted { delay: Duration::from_millis(5), fail_with: None }
         );
         assert_eq!(traffic.stats().requests, 1);
@@ -286,8 +383,30 @@ mod tests {
         });
         let now = Instant::now();
         let failed = |admission: Admission| matches!(admission, Admission::Admitted { fail_with: Some(_), .. });
-        assert!(!failed(traffic.arrive(now, "/dev/v1/projects")), "another path");
-        assert!(failed(traffic.arrive(now, "/dev/v1/channel/abc")));
-        assert!(!failed(traffic.arrive(now, "/dev/v1/channel/abc")), "only once");
+        assert!(!failed(traffic.arrive(now, "/dev/v1/projects", None, 0)), "another path");
+        assert!(failed(traffic.arrive(now, "/dev/v1/channel/abc", None, 0)));
+        assert!(!failed(traffic.arrive(now, "/dev/v1/channel/abc", None, 0)), "only once");
+    }
+
+    #[test]
+    fn a_group_has_a_window_of_its_own_and_the_rest_share_the_account_s() {
+        let group: RateLimitGroup = "channel-queries=list_channels,list_channel_users:20".parse().unwrap();
+        assert_eq!((group.operations.len(), group.rate), (2, 20));
+        assert!("no-rate=list_channels".parse::<RateLimitGroup>().is_err());
+        assert!("=list_channels:3".parse::<RateLimitGroup>().is_err());
+        let mut traffic = Traffic::with_groups(10, &[group], Duration::ZERO);
+        let now = Instant::now();
+        let admitted = |admission: Admission| matches!(admission, Admission::Admitted { .. });
+        let channels = (0..21).filter(|_| admitted(traffic.arrive(now, "/dev/v1/channel/a", Some("list_channels"), 0)));
+        assert_eq!(channels.count(), 20, "the group's 20");
+        let projects = (0..11).filter(|_| admitted(traffic.arrive(now, "/dev/v1/projects", Some("list_projects"), 1)));
+        assert_eq!(projects.count(), 10, "the account's 10, untouched by the group's");
+        assert_eq!(traffic.limit_of(Some("list_channel_users")), (20, 20));
+        assert_eq!(traffic.limit_of(Some("get_project")), (10, 10));
+        let stats = traffic.stats();
+        assert_eq!((stats.requests, stats.throttled), (32, 2));
+        let channel_stats = &stats.groups["channel-queries"];
+        assert_eq!((channel_stats.requests, channel_stats.throttled, channel_stats.max_in_1s), (21, 1, 21));
+        assert_eq!((stats.by_domain["0"], stats.by_domain["1"]), (21, 11));
     }
 }
