@@ -90,13 +90,12 @@ pub(crate) async fn serve(
         };
         switch.listening.send_replace(true);
         let (mut down, mut stopping) = (wanted.clone(), stop.clone());
-        let server = axum::serve(listener, app.clone().into_make_service())
-            .with_graceful_shutdown(async move {
-                tokio::select! {
-                    _ = down.wait_for(|up| !*up) => {}
-                    _ = stopping.wait_for(|stop| *stop) => {}
-                }
-            });
+        let server = axum::serve(listener, app.clone().into_make_service()).with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = down.wait_for(|up| !*up) => {}
+                _ = stopping.wait_for(|stop| *stop) => {}
+            }
+        });
         if let Err(error) = server.await {
             tracing::error!(%error, "the sandbox stopped with an error");
         }

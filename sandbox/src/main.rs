@@ -79,7 +79,10 @@ async fn main() -> anyhow::Result<()> {
     for (index, base_url) in sandbox.base_urls().iter().enumerate() {
         println!("agora-sandbox listening: domain {index}, base URL {base_url}");
     }
-    println!("test hooks: {}/__sandbox/{{stats,faults,reset,channels,notify,traceparents,domains}}", sandbox.root_url());
+    println!(
+        "test hooks: {}/__sandbox/{{stats,faults,reset,channels,notify,traceparents,domains}}",
+        sandbox.root_url()
+    );
     tokio::signal::ctrl_c().await?;
     sandbox.stop().await;
     Ok(())

@@ -567,7 +567,10 @@ async fn stats(State(state): AppState) -> axum::Json<crate::Stats> {
 /// `GET /__sandbox/domains`: each domain's address and whether it serves.
 async fn domains(State(state): AppState) -> axum::Json<Value> {
     let addrs = state.domains.addrs().into_iter().zip(state.domains.states());
-    let list: Vec<Value> = addrs.enumerate().map(|(index, (addr, up))| json!({"index": index, "addr": addr.to_string(), "up": up})).collect();
+    let list: Vec<Value> = addrs
+        .enumerate()
+        .map(|(index, (addr, up))| json!({"index": index, "addr": addr.to_string(), "up": up}))
+        .collect();
     axum::Json(json!({ "domains": list }))
 }
 
@@ -581,7 +584,9 @@ async fn set_domain(State(state): AppState, Path(index): Path<usize>, body: Byte
     }
     let switch: Switch = match serde_json::from_slice(&body) {
         Ok(switch) => switch,
-        Err(error) => return (StatusCode::BAD_REQUEST, format!("expected {{\"up\": true|false}}: {error}")).into_response(),
+        Err(error) => {
+            return (StatusCode::BAD_REQUEST, format!("expected {{\"up\": true|false}}: {error}")).into_response();
+        }
     };
     // A domain that goes down closes the connection this answer would go on: answer first.
     let domains = state.domains.clone();
@@ -599,9 +604,11 @@ async fn set_domain(State(state): AppState, Path(index): Path<usize>, body: Byte
 }
 
 /// `GET /__sandbox/arrivals`: when the last 100,000 `/dev` requests arrived, in µs since the Unix
-/// epoch (merge several sandboxes' to check a budget across them).
+/// epoch (merge several sandboxes' to check a budget across them), and the operationId each named
+/// (`null` where the path named none), in the same order.
 async fn arrivals(State(state): AppState) -> axum::Json<Value> {
-    axum::Json(json!({ "unix_us": state.traffic().arrivals() }))
+    let (unix_us, operations): (Vec<u64>, Vec<Option<&str>>) = state.traffic().arrivals().into_iter().unzip();
+    axum::Json(json!({ "unix_us": unix_us, "operations": operations }))
 }
 
 /// `GET /__sandbox/traceparents`: the `traceparent` of the last 1,000 requests that carried one,

@@ -159,7 +159,7 @@ pub(crate) struct Traffic {
     arrivals: VecDeque<Instant>,
     /// Arrival times of the last `ARRIVAL_LOG` requests, in µs since the Unix epoch (a wall
     /// clock, so the logs of several sandboxes can be merged).
-    log: VecDeque<u64>,
+    log: VecDeque<(u64, Option<&'static str>)>,
     /// The `traceparent` of the last `TRACE_LOG` requests that carried one, with their paths.
     traces: VecDeque<(String, String)>,
     stats: Stats,
@@ -220,7 +220,13 @@ impl Traffic {
     }
 
     /// A request arrives (of `operation`, when its route names one; through domain `domain`).
-    pub(crate) fn arrive(&mut self, now: Instant, path: &str, operation: Option<&str>, domain: usize) -> Admission {
+    pub(crate) fn arrive(
+        &mut self,
+        now: Instant,
+        path: &str,
+        operation: Option<&'static str>,
+        domain: usize,
+    ) -> Admission {
         self.stats.requests += 1;
         *self.stats.by_domain.entry(domain.to_string()).or_default() += 1;
         let wall = std::time::SystemTime::now().checked_sub(now.elapsed()).unwrap_or_else(std::time::SystemTime::now);
@@ -228,7 +234,7 @@ impl Traffic {
         if self.log.len() == ARRIVAL_LOG {
             self.log.pop_front();
         }
-        self.log.push_back(unix_us);
+        self.log.push_back((unix_us, operation));
         expire(&mut self.arrivals, now);
         self.arrivals.push_back(now);
         self.stats.max_in_1s = self.stats.max_in_1s.max(self.arrivals.len() as u64);
@@ -294,8 +300,8 @@ impl Traffic {
         self.traces.iter().cloned().collect()
     }
 
-    /// The arrival log (`GET /__sandbox/arrivals`).
-    pub(crate) fn arrivals(&self) -> Vec<u64> {
+    /// The arrival log (`GET /__sandbox/arrivals`): when, and the operation if the path named one.
+    pub(crate) fn arrivals(&self) -> Vec<(u64, Option<&'static str>)> {
         self.log.iter().copied().collect()
     }
 
@@ -328,9 +334,15 @@ mod tests {
         let start = Instant::now();
         for n in 0..10 {
             let at = start + Duration::from_millis(n * 90);
-            assert!(matches!(traffic.arrive(at, "/dev/v1/projects", None, 0), Admission::Admitted { .. }), "request {n}");
+            assert!(
+                matches!(traffic.arrive(at, "/dev/v1/projects", None, 0), Admission::Admitted { .. }),
+                "request {n}"
+            );
         }
-        assert_eq!(traffic.arrive(start + Duration::from_millis(950), "/dev/v1/projects", None, 0), Admission::Throttled);
+        assert_eq!(
+            traffic.arrive(start + Duration::from_millis(950), "/dev/v1/projects", None, 0),
+            Admission::Throttled
+        );
         // The first admitted request leaves the window one second after it came.
         assert!(matches!(
             traffic.arrive(start + Duration::from_millis(1000), "/dev/v1/projects", None, 0),

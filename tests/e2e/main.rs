@@ -15,6 +15,7 @@ mod hostile;
 mod identity;
 mod live;
 mod notices;
+mod reliability;
 mod sandbox;
 mod throttle;
 mod tidy;

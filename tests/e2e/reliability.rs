@@ -1,0 +1,294 @@
+//! Agora's reliability guide: one account served as three domains (primary, alternate, regional),
+//! each stopped in turn under load; and budget groups, each spending its own rate while another
+//! floods.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use agora_sandbox::{RateLimitGroup, Sandbox, SandboxConfig, Seed, Stats};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+/// The sandbox's counters, asked of the domain at `root` (another may be down).
+async fn stats_at(root: &str) -> Stats {
+    http().get(format!("{root}/__sandbox/stats")).send().await.unwrap().json().await.unwrap()
+}
+
+fn root_of(base_url: &str) -> String {
+    base_url.trim_end_matches("/dev").to_string()
+}
+
+/// `host:port` of a base URL, as the audit names a domain.
+fn label_of(base_url: &str) -> String {
+    root_of(base_url).trim_start_matches("http://").to_string()
+}
+
+#[tokio::test]
+async fn three_domains_stopped_in_turn_under_load_answer_every_read_and_send_no_write_twice() {
+    let _load = LOAD.lock().await;
+    let listeners = (0..3).map(|_| std::net::TcpListener::bind(any_port()).unwrap()).collect();
+    let config = SandboxConfig { seed: Seed::Demo, rate_limit: 10, ..SandboxConfig::new(CUSTOMER_ID, CUSTOMER_SECRET) };
+    let sandbox = Sandbox::serve_domains(config, listeners).unwrap();
+    let domains = sandbox.base_urls();
+    let projects = DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
+    let dir = temp_dir("ladder");
+    let audit = dir.join("audit.jsonl");
+    let options = Options {
+        upstream_timeout: "1s",
+        sections: format!("\n[audit]\nsink = \"file\"\npath = \"{}\"\n", audit.display()),
+        ..Options::default()
+    };
+    let ladder = domains.iter().map(|url| format!("\"{url}\"")).collect::<Vec<_>>().join(", ");
+    let toml = gateway_toml(&domains[0], &projects.named("initech-staging").id, &options)
+        .replace(&format!("base_url = \"{}\"", domains[0]), &format!("base_urls = [{ladder}]"));
+    let gateway = GatewayThread::start(agora_gateway::Config::parse(&toml, &fixtures()).unwrap()).await;
+    let base = gateway.base_url();
+    let acme = token("acme", TENANT_SCOPES);
+    let app = projects.named("acme-web").vendor_key.clone();
+    let project = projects.named("acme-web").id.clone();
+
+    // Load: three readers of pages not asked before (each one upstream call), and a write every
+    // 400 ms, until the domains have been through their turns.
+    let stop = Arc::new(AtomicBool::new(false));
+    let pages = Arc::new(AtomicU64::new(0));
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let (stop, pages, base, acme, app) = (stop.clone(), pages.clone(), base.clone(), acme.clone(), app.clone());
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    let page = pages.fetch_add(1, Ordering::SeqCst) + 1;
+                    let path = format!("/dev/v1/channel/{app}?page_no={page}");
+                    let (status, _, body) = call_at(&base, Method::GET, &path, Some(&acme), None).await;
+                    answers.push((status, body));
+                }
+                answers
+            })
+        })
+        .collect();
+    let writer = {
+        let (stop, base, acme, project) = (stop.clone(), base.clone(), acme.clone(), project.clone());
+        tokio::spawn(async move {
+            let mut answers = Vec::new();
+            for n in 0.. {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let body = json!({"id": project, "recording_server": format!("10.0.9.{}:80", n % 250)});
+                let request = http()
+                    .post(format!("{base}/dev/v1/recording_config"))
+                    .bearer_auth(&acme)
+                    .header("x-request-id", format!("ladder-write-{n}"))
+                    .json(&body);
+                answers.push((format!("ladder-write-{n}"), request.send().await.unwrap().status().as_u16()));
+                tokio::time::sleep(Duration::from_millis(400)).await;
+            }
+            answers
+        })
+    };
+    let ready = async || http().get(format!("{base}/readyz")).send().await.unwrap().status().as_u16();
+    let mut readiness = Vec::new();
+
+    // All up: the primary. Then the primary down: the alternate. Then both down: the regional.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    sandbox.set_domain_up(0, false).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    readiness.push(ready().await);
+    sandbox.set_domain_up(1, false).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    readiness.push(ready().await);
+    let regional = stats_at(&root_of(&domains[2])).await.by_domain.get("2").copied().unwrap_or(0);
+    // The primary and alternate back, the regional down: the probe finds the primary again.
+    sandbox.set_domain_up(0, true).await.unwrap();
+    sandbox.set_domain_up(1, true).await.unwrap();
+    sandbox.set_domain_up(2, false).await.unwrap();
+    let primary_before = stats_at(&root_of(&domains[0])).await.by_domain.get("0").copied().unwrap_or(0);
+    wait_for("traffic back on the primary", async || {
+        stats_at(&root_of(&domains[0])).await.by_domain.get("0").copied().unwrap_or(0) > primary_before + 3
+    })
+    .await;
+    readiness.push(ready().await);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    sandbox.set_domain_up(2, true).await.unwrap();
+    stop.store(true, Ordering::SeqCst);
+
+    let mut reads = 0;
+    for reader in readers {
+        for (status, body) in reader.await.unwrap() {
+            assert_eq!(status, 200, "every read is answered: {body}");
+            reads += 1;
+        }
+    }
+    let writes = writer.await.unwrap();
+    assert_eq!(readiness, [200, 200, 200], "ready while any domain is");
+    let stats = stats_at(&root_of(&domains[0])).await;
+    eprintln!("ladder: {reads} reads, {} writes; the sandbox saw {stats:?}", writes.len());
+    let by_domain = |index: &str| stats.by_domain.get(index).copied().unwrap_or(0);
+    assert!(by_domain("0") > 0 && by_domain("1") > 0 && regional > 0, "each domain served in its turn: {stats:?}");
+
+    // No write twice: each that succeeded arrived once; one cut off with its domain (a 502 or
+    // 504, "maybe done") arrived at most once; none was sent again.
+    let succeeded = writes.iter().filter(|(_, status)| *status == PROJECTS_OK).count() as u64;
+    let unknown = writes.iter().filter(|(_, status)| matches!(status, 502 | 504)).count() as u64;
+    assert_eq!(succeeded + unknown, writes.len() as u64, "writes answered: {writes:?}");
+    let arrived = stats.by_operation.get("set_recording_config").copied().unwrap_or(0);
+    assert!((succeeded..=succeeded + unknown).contains(&arrived), "{arrived} writes arrived: {writes:?}");
+    assert!(unknown <= 2, "a write is cut off only when its domain goes down under it: {writes:?}");
+    // Their audit events name the domain each went to: all three took writes.
+    let events: Vec<Value> =
+        std::fs::read_to_string(&audit).unwrap().lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    for label in domains.iter().map(|url| label_of(url)) {
+        let through = events.iter().filter(|event| event["upstream_domain"] == label.as_str()).count();
+        assert!(through > 0, "no write went through {label}: {events:#?}");
+    }
+
+    // The budget, across the three domains: never more than 10 in any second, never a 429.
+    assert!(stats.max_in_1s <= 10, "{} requests in one second across the domains", stats.max_in_1s);
+    assert_eq!(stats.throttled, 0);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Sends `make(n)` at `rate` per second from now until `until`, each request on a task of its own
+/// (an open loop: callers do not wait for each other); answers the statuses.
+async fn open_loop(
+    rate: u32,
+    until: Instant,
+    make: impl Fn(u64) -> reqwest::RequestBuilder,
+) -> Vec<tokio::task::JoinHandle<u16>> {
+    let mut ticks = tokio::time::interval(Duration::from_secs(1) / rate);
+    let mut sent = Vec::new();
+    for n in 0.. {
+        ticks.tick().await;
+        if Instant::now() >= until {
+            break;
+        }
+        let request = make(n);
+        sent.push(tokio::spawn(async move { request.send().await.map_or(0, |answer| answer.status().as_u16()) }));
+    }
+    sent
+}
+
+#[tokio::test]
+async fn budget_groups_each_spend_their_own_rate_and_a_write_waits_no_longer_while_channel_queries_flood() {
+    let _load = LOAD.lock().await;
+    let channel_queries = ["list_channels", "list_channel_users", "list_channel_hosts", "get_user_property"];
+    let group = RateLimitGroup {
+        name: "channel-queries".into(),
+        operations: channel_queries.iter().map(|id| id.to_string()).collect(),
+        rate: 20,
+    };
+    let config = SandboxConfig {
+        seed: Seed::Demo,
+        rate_limit: 10,
+        rate_limit_groups: vec![group],
+        ..SandboxConfig::new(CUSTOMER_ID, CUSTOMER_SECRET)
+    };
+    let sandbox = Sandbox::start(config, any_port()).await.unwrap();
+    let projects = DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
+    let operations = channel_queries.iter().map(|id| format!("\"{id}\"")).collect::<Vec<_>>().join(", ");
+    let options = Options {
+        sections: format!(
+            "\n[[throttle.groups]]\nname = \"channel-queries\"\noperations = [{operations}]\nrate = 20\n"
+        ),
+        ..Options::default()
+    };
+    let toml = gateway_toml(&sandbox.base_url(), &projects.named("initech-staging").id, &options);
+    let gateway = GatewayThread::start(agora_gateway::Config::parse(&toml, &fixtures()).unwrap()).await;
+    let base = gateway.base_url();
+    let acme = token("acme", TENANT_SCOPES);
+    let app = projects.named("acme-web").vendor_key.clone();
+    let project = projects.named("acme-web").id.clone();
+    // One client for the load (its connections kept), as a caller's service would have.
+    let client = http();
+    let write = {
+        let (base, acme, client) = (base.clone(), acme.clone(), client.clone());
+        move |n: u64| {
+            let body = json!({"id": project, "recording_server": format!("10.0.8.{}:80", n % 250)});
+            client.post(format!("{base}/dev/v1/recording_config")).bearer_auth(&acme).json(&body)
+        }
+    };
+    // Five project writes one after another: how long each took, at most.
+    let five_writes = async |from: u64| {
+        let mut longest = Duration::ZERO;
+        for n in from..from + 5 {
+            let started = Instant::now();
+            let answer = write(n).send().await.unwrap();
+            assert_eq!(answer.status().as_u16(), PROJECTS_OK);
+            let policy = answer.headers()["ratelimit-policy"].to_str().unwrap();
+            assert_eq!(policy, "\"agora\";q=10;w=1", "a project write spends the default budget");
+            longest = longest.max(started.elapsed());
+        }
+        longest
+    };
+    let quiet = five_writes(0).await;
+
+    // Channel queries (pages not asked before) at 3× their group's 20/s, for 12 s.
+    let flood_until = Instant::now() + Duration::from_secs(12);
+    let channels = {
+        let (base, acme, client) = (base.clone(), acme.clone(), client.clone());
+        move |n: u64| client.get(format!("{base}/dev/v1/channel/{app}?page_no={}", n + 1)).bearer_auth(&acme)
+    };
+    let flood = tokio::spawn(open_loop(60, flood_until, channels.clone()));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let flooded = five_writes(100).await;
+    eprintln!("groups: five project writes took at most {quiet:?} alone, {flooded:?} while channel queries flooded");
+    assert!(
+        flooded <= quiet + Duration::from_millis(500),
+        "a project write waited {flooded:?} while channel queries flooded ({quiet:?} alone)"
+    );
+    let answer = channels(100_000).send().await.unwrap();
+    assert_eq!(
+        answer.headers()["ratelimit-policy"],
+        "\"channel-queries\";q=20;w=1",
+        "a channel query spends its group's"
+    );
+
+    // Usage reads (each of a range not asked before) too, at 3× the default budget's 10/s: each
+    // budget spends its own rate. (Not writes: a project write drops the cached project list, and
+    // every tenant's next request waits for it to be fetched again, in the default budget.)
+    let usage = {
+        let (base, acme, client) = (base.clone(), acme.clone(), client.clone());
+        let first = chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+        move |n: u64| {
+            let from = first + chrono::Days::new(n / 4);
+            let to = from + chrono::Days::new(n % 4);
+            client.get(format!("{base}/dev/v1/usage?from_date={from}&to_date={to}")).bearer_auth(&acme)
+        }
+    };
+    let reads = tokio::spawn(open_loop(30, flood_until, usage));
+    let mut answered = std::collections::BTreeMap::<u16, u64>::new();
+    for sent in flood.await.unwrap().into_iter().chain(reads.await.unwrap()) {
+        *answered.entry(sent.await.unwrap()).or_default() += 1;
+    }
+    eprintln!("groups: answers {answered:?}");
+    // The rates at Agora, by its own clock: over the 7 s after the usage reads' first second,
+    // while both floods are under way.
+    let log: Value =
+        http().get(format!("{}/__sandbox/arrivals", sandbox.root_url())).send().await.unwrap().json().await.unwrap();
+    let arrivals: Vec<(u64, &str)> = log["unix_us"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(log["operations"].as_array().unwrap())
+        .map(|(at, operation)| (at.as_u64().unwrap(), operation.as_str().unwrap_or("")))
+        .collect();
+    let start = arrivals.iter().find(|(_, operation)| *operation == "get_usage").unwrap().0 + 1_000_000;
+    let window = |(at, _): &&(u64, &str)| (start..start + 7_000_000).contains(at);
+    let in_group = |(_, operation): &&(u64, &str)| channel_queries.contains(operation);
+    let group_rate = arrivals.iter().filter(window).filter(in_group).count() as f64 / 7.0;
+    let default_rate = arrivals.iter().filter(window).filter(|arrival| !in_group(arrival)).count() as f64 / 7.0;
+    eprintln!("groups: channel queries reached Agora at {group_rate:.2}/s, the rest at {default_rate:.2}/s");
+    // Efficiency, loosely (a loaded machine must not fail it): an idle one reaches 0.95 and more of
+    // each rate (the spacing's margin allows 0.98).
+    assert!(group_rate >= 0.9 * 20.0, "channel queries at {group_rate:.2}/s of their 20");
+    assert!(default_rate >= 0.9 * 10.0, "the default budget at {default_rate:.2}/s of its 10");
+    // What the budgets could not take in time was refused by the gateway (429 with Retry-After),
+    // never by Agora.
+    assert!(answered.keys().all(|status| matches!(status, 200 | 201 | 429)), "{answered:?}");
+    let stats = sandbox_stats(&sandbox).await;
+    assert_eq!(stats.throttled, 0, "Agora answered 429: {stats:?}");
+    assert!(stats.groups["channel-queries"].max_in_1s <= 20, "{stats:?}");
+}
