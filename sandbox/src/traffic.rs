@@ -316,7 +316,8 @@ impl Traffic {
         self.admitted.clear();
         self.arrivals.clear();
         for group in &mut self.groups {
-            (group.admitted.clear(), group.arrivals.clear());
+            group.admitted.clear();
+            group.arrivals.clear();
             group.stats = GroupStats::default();
         }
         self.log.clear();
