@@ -27,11 +27,13 @@ const REPORT_WINDOW: Duration = Duration::from_secs(1);
 const REPORT_POLL: Duration = Duration::from_millis(2);
 impl ClusterBudget {
     /// Waits until one interval after the previous reservation's call left (at most until the end
-    /// of its report window, plus one interval, when it never reports or Redis cannot say).
+    /// of its report window, plus one interval, when it never reports or Redis cannot say). The
+    /// window counts from this slot when that is later: a pause (Agora's 429) between the two
+    /// holds the previous call back too, and it leaves when the pause ends, as this one would.
     pub(crate) async fn after_predecessor(&self, reservation: &Reservation) {
         let Some((previous, previous_due)) = &reservation.after else { return };
         let interval = reservation.interval;
-        let give_up = *previous_due + REPORT_WINDOW + interval;
+        let give_up = (*previous_due + interval).max(reservation.due) + REPORT_WINDOW;
         let key = format!("{}{previous}", self.keys.departed_prefix);
         loop {
             let mut connection = self.connection.clone();
