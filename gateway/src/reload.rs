@@ -165,3 +165,33 @@ fn keep_what_needs_a_restart(old: &Config, new: &mut Config) -> Vec<&'static str
     }
     changed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(groups: &str) -> Config {
+        let text = format!(
+            "[upstream]\nbase_url = \"sandbox\"\n{groups}\n[[tenants]]\nid = \"acme\"\nissuer = \"https://a.example\"\n\
+             audience = \"g\"\nscopes = [\"projects:read\"]\nproject_name_prefix = \"acme-\"\n\
+             keys = [{{ kid = \"k\", alg = \"HS256\", secret = \"0123456789abcdef0123456789abcdef\" }}]\n"
+        );
+        Config::parse(&text, std::path::Path::new(".")).unwrap()
+    }
+
+    #[test]
+    fn a_group_s_rate_applies_live_and_its_operations_wait_for_a_restart() {
+        let group = |operations: &str, rate: u32| {
+            format!("[[throttle.groups]]\nname = \"channel-queries\"\noperations = [{operations}]\nrate = {rate}\n")
+        };
+        let old = config(&group("\"list_channels\"", 20));
+        let mut faster = config(&group("\"list_channels\"", 30));
+        assert!(keep_what_needs_a_restart(&old, &mut faster).is_empty());
+        assert_eq!(faster.throttle.groups[0].rate, 30, "a new rate applies");
+        let mut moved = config(&group("\"list_channels\", \"list_channel_users\"", 30));
+        assert_eq!(keep_what_needs_a_restart(&old, &mut moved), ["throttle.groups (names, operations)"]);
+        assert_eq!(moved.throttle.groups, old.throttle.groups, "the groups stay as they started");
+        let mut none = config("");
+        assert_eq!(keep_what_needs_a_restart(&old, &mut none), ["throttle.groups (names, operations)"]);
+    }
+}

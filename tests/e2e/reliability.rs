@@ -171,13 +171,14 @@ async fn open_loop(
     sent
 }
 
-#[tokio::test]
-async fn budget_groups_each_spend_their_own_rate_and_a_write_waits_no_longer_while_channel_queries_flood() {
-    let _load = LOAD.lock().await;
-    let channel_queries = ["list_channels", "list_channel_users", "list_channel_hosts", "get_user_property"];
+/// The online-channel queries, which Agora's English documentation gives 20/s each.
+const CHANNEL_QUERIES: [&str; 4] = ["list_channels", "list_channel_users", "list_channel_hosts", "get_user_property"];
+
+/// A sandbox that enforces Agora's 10/s on the account and 20/s on the channel queries.
+async fn sandbox_with_groups() -> Sandbox {
     let group = RateLimitGroup {
         name: "channel-queries".into(),
-        operations: channel_queries.iter().map(|id| id.to_string()).collect(),
+        operations: CHANNEL_QUERIES.iter().map(|id| id.to_string()).collect(),
         rate: 20,
     };
     let config = SandboxConfig {
@@ -186,15 +187,37 @@ async fn budget_groups_each_spend_their_own_rate_and_a_write_waits_no_longer_whi
         rate_limit_groups: vec![group],
         ..SandboxConfig::new(CUSTOMER_ID, CUSTOMER_SECRET)
     };
-    let sandbox = Sandbox::start(config, any_port()).await.unwrap();
+    Sandbox::start(config, any_port()).await.unwrap()
+}
+
+/// The gateway's group of the channel queries, at 20/s.
+fn channel_group() -> String {
+    let operations = CHANNEL_QUERIES.iter().map(|id| format!("\"{id}\"")).collect::<Vec<_>>().join(", ");
+    format!("\n[[throttle.groups]]\nname = \"channel-queries\"\noperations = [{operations}]\nrate = 20\n")
+}
+
+/// The sandbox's arrival log: when (µs since the Unix epoch), and which operation.
+async fn arrivals(sandbox: &Sandbox) -> Vec<(u64, String)> {
+    let log: Value =
+        http().get(format!("{}/__sandbox/arrivals", sandbox.root_url())).send().await.unwrap().json().await.unwrap();
+    let at = log["unix_us"].as_array().unwrap().iter().map(|at| at.as_u64().unwrap());
+    let operations = log["operations"].as_array().unwrap().iter().map(|op| op.as_str().unwrap_or("").to_string());
+    at.zip(operations).collect()
+}
+
+/// Calls per second of the channel queries and of the rest, over `[from, from + seconds)`.
+fn rates(arrivals: &[(u64, String)], from: u64, seconds: u64) -> (f64, f64) {
+    let within: Vec<_> = arrivals.iter().filter(|(at, _)| (from..from + seconds * 1_000_000).contains(at)).collect();
+    let grouped = within.iter().filter(|(_, operation)| CHANNEL_QUERIES.contains(&operation.as_str())).count();
+    (grouped as f64 / seconds as f64, (within.len() - grouped) as f64 / seconds as f64)
+}
+
+#[tokio::test]
+async fn budget_groups_each_spend_their_own_rate_and_a_write_waits_no_longer_while_channel_queries_flood() {
+    let _load = LOAD.lock().await;
+    let sandbox = sandbox_with_groups().await;
     let projects = DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
-    let operations = channel_queries.iter().map(|id| format!("\"{id}\"")).collect::<Vec<_>>().join(", ");
-    let options = Options {
-        sections: format!(
-            "\n[[throttle.groups]]\nname = \"channel-queries\"\noperations = [{operations}]\nrate = 20\n"
-        ),
-        ..Options::default()
-    };
+    let options = Options { sections: channel_group(), ..Options::default() };
     let toml = gateway_toml(&sandbox.base_url(), &projects.named("initech-staging").id, &options);
     let gateway = GatewayThread::start(agora_gateway::Config::parse(&toml, &fixtures()).unwrap()).await;
     let base = gateway.base_url();
@@ -266,20 +289,9 @@ async fn budget_groups_each_spend_their_own_rate_and_a_write_waits_no_longer_whi
     eprintln!("groups: answers {answered:?}");
     // The rates at Agora, by its own clock: over the 7 s after the usage reads' first second,
     // while both floods are under way.
-    let log: Value =
-        http().get(format!("{}/__sandbox/arrivals", sandbox.root_url())).send().await.unwrap().json().await.unwrap();
-    let arrivals: Vec<(u64, &str)> = log["unix_us"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .zip(log["operations"].as_array().unwrap())
-        .map(|(at, operation)| (at.as_u64().unwrap(), operation.as_str().unwrap_or("")))
-        .collect();
-    let start = arrivals.iter().find(|(_, operation)| *operation == "get_usage").unwrap().0 + 1_000_000;
-    let window = |(at, _): &&(u64, &str)| (start..start + 7_000_000).contains(at);
-    let in_group = |(_, operation): &&(u64, &str)| channel_queries.contains(operation);
-    let group_rate = arrivals.iter().filter(window).filter(in_group).count() as f64 / 7.0;
-    let default_rate = arrivals.iter().filter(window).filter(|arrival| !in_group(arrival)).count() as f64 / 7.0;
+    let arrivals = arrivals(&sandbox).await;
+    let start = arrivals.iter().find(|(_, operation)| operation == "get_usage").unwrap().0 + 1_000_000;
+    let (group_rate, default_rate) = rates(&arrivals, start, 7);
     eprintln!("groups: channel queries reached Agora at {group_rate:.2}/s, the rest at {default_rate:.2}/s");
     // Efficiency, loosely (a loaded machine must not fail it): an idle one reaches 0.95 and more of
     // each rate (the spacing's margin allows 0.98).
@@ -291,4 +303,87 @@ async fn budget_groups_each_spend_their_own_rate_and_a_write_waits_no_longer_whi
     let stats = sandbox_stats(&sandbox).await;
     assert_eq!(stats.throttled, 0, "Agora answered 429: {stats:?}");
     assert!(stats.groups["channel-queries"].max_in_1s <= 20, "{stats:?}");
+}
+
+#[tokio::test]
+async fn budget_groups_hold_across_replicas_and_agora_s_429_pauses_only_its_group() {
+    let _load = LOAD.lock().await;
+    let Some(redis) = crate::cluster::RedisServer::start().await else { return };
+    let sandbox = sandbox_with_groups().await;
+    let projects = DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
+    let options = Options { redis_url: Some(redis.url()), sections: channel_group(), ..Options::default() };
+    let toml = gateway_toml(&sandbox.base_url(), &projects.named("initech-staging").id, &options)
+        .replace("[throttle]\n", "[throttle]\nreplicas = 2\n");
+    let config = || agora_gateway::Config::parse(&toml, &fixtures()).unwrap();
+    let replicas = [GatewayThread::start(config()).await, GatewayThread::start(config()).await];
+    let bases: Vec<String> = replicas.iter().map(GatewayThread::base_url).collect();
+    for base in &bases {
+        let ready = async || http().get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == 200);
+        wait_for("a replica with its shares", ready).await;
+    }
+    let acme = token("acme", TENANT_SCOPES);
+    let app = projects.named("acme-web").vendor_key.clone();
+    let client = http();
+
+    // Channel queries at 3× their 20/s and usage reads at 3× the default 10/s, each spread over
+    // both replicas, for 11 s; 4 s in, Agora answers one channel query 429 with Retry-After: 2.
+    let until = Instant::now() + Duration::from_secs(11);
+    let channels = {
+        let (bases, acme, client) = (bases.clone(), acme.clone(), client.clone());
+        move |n: u64| {
+            let base = &bases[n as usize % 2];
+            client.get(format!("{base}/dev/v1/channel/{app}?page_no={}", n + 1)).bearer_auth(&acme)
+        }
+    };
+    let usage = {
+        let (bases, acme, client) = (bases.clone(), acme.clone(), client.clone());
+        let first = chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+        move |n: u64| {
+            let (from, base) = (first + chrono::Days::new(n / 4), &bases[n as usize % 2]);
+            let to = from + chrono::Days::new(n % 4);
+            client.get(format!("{base}/dev/v1/usage?from_date={from}&to_date={to}")).bearer_auth(&acme)
+        }
+    };
+    let flood = tokio::spawn(open_loop(60, until, channels));
+    let reads = tokio::spawn(open_loop(30, until, usage));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let refusal = agora_sandbox::Faults {
+        fail_rate: 1.0,
+        status: Some(429),
+        headers: [("Retry-After".to_string(), "2".to_string())].into(),
+        path: Some("/dev/v1/channel".into()),
+        times: Some(1),
+        ..Default::default()
+    };
+    set_faults(&sandbox, refusal).await;
+    let mut answered = std::collections::BTreeMap::<u16, u64>::new();
+    for sent in flood.await.unwrap().into_iter().chain(reads.await.unwrap()) {
+        *answered.entry(sent.await.unwrap()).or_default() += 1;
+    }
+    eprintln!("groups across replicas: answers {answered:?}");
+
+    let stats = sandbox_stats(&sandbox).await;
+    assert_eq!(stats.throttled, 0, "the sandbox's own limits never answered 429: {stats:?}");
+    assert!(stats.groups["channel-queries"].max_in_1s <= 20, "{stats:?}");
+    // The 429: the channel queries stop on both replicas for its 2 s; the usage reads go on.
+    let arrivals = arrivals(&sandbox).await;
+    let channel_times: Vec<u64> = arrivals
+        .iter()
+        .filter(|(_, operation)| CHANNEL_QUERIES.contains(&operation.as_str()))
+        .map(|(at, _)| *at)
+        .collect();
+    let (gap, after) = channel_times.windows(2).map(|pair| (pair[1] - pair[0], pair[0])).max().unwrap();
+    let usage_within =
+        arrivals.iter().filter(|(at, op)| op == "get_usage" && (after..after + gap).contains(at)).count();
+    eprintln!(
+        "groups across replicas: the channel queries paused {} ms; {usage_within} usage reads meanwhile",
+        gap / 1000
+    );
+    assert!(gap >= 1_800_000, "the channel queries paused only {} ms after Agora's 429", gap / 1000);
+    assert!(usage_within >= 12, "the default budget went on while the group paused: {usage_within} calls");
+    // Away from the pause, each budget near its rate across the two replicas (loosely).
+    let start = channel_times[0] + 1_000_000;
+    let (group_rate, default_rate) = rates(&arrivals, start, 2);
+    eprintln!("groups across replicas: before the 429, {group_rate:.2}/s and {default_rate:.2}/s");
+    assert!(group_rate >= 0.85 * 20.0 && default_rate >= 0.85 * 10.0, "{group_rate:.2}/s, {default_rate:.2}/s");
 }
