@@ -1,4 +1,5 @@
-//! Step 6 of the pipeline: the one upstream budget. A request asks for a slot; it is admitted to
+//! Step 6 of the pipeline: the upstream budget (one per budget group, `groups.rs`; by default
+//! one for every operation). A request asks for a slot of its operation's budget; it is admitted to
 //! the fair queue (or refused at once with 429 and `Retry-After`) and waits. One dispatcher task
 //! takes slots — from the local GCRA, or from the shared GCRA in Redis when replicas share the
 //! budget — and gives each to the request the fair queue picks. Cache hits never come here.
@@ -17,6 +18,7 @@ mod dispatch;
 mod fair;
 mod gcra;
 mod groups;
+mod permit;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -33,42 +35,14 @@ pub(crate) use cluster::ClusterBudget;
 use fair::{FairQueue, Pace};
 pub(crate) use gcra::{Gcra, interval_for};
 pub(crate) use groups::{Budgets, Source};
+use permit::{DEPARTURE_REPORT_WAIT, Grant, Waiter};
+pub(crate) use permit::{Permit, Promotion};
 
 /// Where slots come from.
 enum Slots {
     Local(Mutex<Gcra>),
     Cluster(Arc<ClusterBudget>),
 }
-
-struct Waiter {
-    granted: oneshot::Sender<Grant>,
-}
-
-/// What the dispatcher hands a waiting request: when, and where to report the real departure.
-struct Grant {
-    at: Instant,
-    departed: oneshot::Sender<Instant>,
-}
-
-/// The right to make one upstream call. Call [`Permit::sending`] right before sending.
-pub(crate) struct Permit {
-    departed: Option<oneshot::Sender<Instant>>,
-    /// How long the request queued (the tests read it; the metrics record it at the grant).
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub(crate) waited: Duration,
-}
-
-impl Permit {
-    /// The request is leaving now.
-    pub(crate) fn sending(mut self) {
-        if let Some(departed) = self.departed.take() {
-            let _ = departed.send(Instant::now());
-        }
-    }
-}
-
-/// Longest the dispatcher waits for a granted request to report its departure.
-const DEPARTURE_REPORT_WAIT: Duration = Duration::from_secs(1);
 
 /// The longest pause of the budget, whatever the upstream says (`upstream.max_retry_after`, which
 /// the caller applies first, is at most this too).
@@ -83,8 +57,7 @@ struct Shared {
     slots: Slots,
     /// The local slot spacing and the longest queueing (a reload may change them).
     pacing: std::sync::RwLock<(Duration, Duration)>,
-    /// `RateLimit-Policy` of the deployment's budget (a reload may change it).
-    /// `throttle.rate`, as `RateLimit-Policy` says it.
+    /// This budget's rate, as `RateLimit-Policy` says it (a reload may change it).
     policy_rate: std::sync::atomic::AtomicU32,
     named: Named,
     /// The queue's depth as last added to the depth gauge (which sums every budget's).
@@ -140,34 +113,6 @@ fn tenant_removed() -> GatewayError {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Raised when a request's answer turns out to be wanted by more than its own tenant (a shared
-/// cache fill): the request moves to the shared lane.
-#[derive(Default)]
-pub(crate) struct Promotion {
-    raised: std::sync::atomic::AtomicBool,
-    notify: Notify,
-}
-
-impl Promotion {
-    pub(crate) fn raise(&self) {
-        if !self.raised.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            self.notify.notify_one();
-        }
-    }
-
-    pub(crate) fn is_raised(&self) -> bool {
-        self.raised.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    async fn raised(&self) {
-        let notified = self.notify.notified();
-        if self.is_raised() {
-            return;
-        }
-        notified.await;
-    }
 }
 
 /// The upstream budget: cheap to clone, one dispatcher per budget.
