@@ -224,6 +224,11 @@ impl Jwks {
         self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(kid).cloned()
     }
 
+    /// Whether the set holds `kid`.
+    pub(crate) fn has(&self, kid: &str) -> bool {
+        self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner()).contains_key(kid)
+    }
+
     /// The set's only key, with its kid, if it has exactly one.
     pub(crate) fn only_key(&self) -> Option<(String, Keyed)> {
         let keys = self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();

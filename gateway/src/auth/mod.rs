@@ -1,9 +1,11 @@
 //! Step 2 of the pipeline: a bearer JWT becomes a [`Principal`] (tenant, subject, effective scopes),
 //! or the request ends with 401. The token's `iss` picks the tenant, its `kid` the key, and the key
 //! pins the algorithm: a token's `alg` never chooses it. Verified tokens are remembered briefly by
-//! their SHA-256, so the hot path verifies a signature once per token, not once per request.
+//! their SHA-256, so the hot path verifies a signature once per token, not once per request; each
+//! serving thread also keeps the last few in front of that cache (`front.rs`).
 //! Tokens are never logged; errors say what was wrong without echoing them.
 
+mod front;
 pub(crate) mod jwks;
 pub(crate) mod keys;
 pub(crate) mod mint;
@@ -36,6 +38,9 @@ type TokenHash = [u8; 32];
 
 /// Verifies bearer tokens against the configured tenants.
 pub(crate) struct Authenticator {
+    /// Which authenticator this is (each reload makes a new one): what each thread's front
+    /// remembers holds for this one only.
+    id: u64,
     tenants: Vec<Arc<Tenant>>,
     by_issuer: HashMap<String, Arc<Tenant>>,
     verified: moka::sync::Cache<TokenHash, Arc<Principal>>,
@@ -104,7 +109,9 @@ impl Authenticator {
         let cache_ttl = config.server.token_cache_ttl;
         let verified =
             moka::sync::Cache::builder().max_capacity(100_000).expire_after(UntilExpiry { ttl: cache_ttl }).build();
+        static AUTHENTICATORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Self {
+            id: AUTHENTICATORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             tenants,
             by_issuer,
             verified,
@@ -191,30 +198,50 @@ impl Authenticator {
         &self,
         authorization: Option<&HeaderValue>,
     ) -> Result<Arc<Principal>, GatewayError> {
-        let unauthorized = |detail: &str| GatewayError::Unauthorized(detail.to_string());
-        let value = authorization
-            .ok_or_else(|| unauthorized("missing Authorization header: send `Authorization: Bearer <token>`"))?;
-        let value = value.to_str().map_err(|_| unauthorized("the Authorization header is not ASCII"))?;
-        let (scheme, token) =
-            value.split_once(' ').ok_or_else(|| unauthorized("the Authorization scheme must be Bearer"))?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(unauthorized("the Authorization scheme must be Bearer"));
+        let token = bearer(authorization)?;
+        // A token this thread met lately (`front.rs`): no hashing, no shared cache.
+        if let Some(principal) = front::recall(self.id, token.as_bytes(), std::time::Instant::now()) {
+            return Ok(principal);
         }
-        let token = token.trim();
         let hash: TokenHash = Sha256::digest(token.as_bytes()).into();
         if let Some(principal) = self.verified.get(&hash) {
             // A JWKS key's verification holds while the key is in the set.
             match (&principal.jwks_kid, &principal.tenant.jwks) {
-                (Some(kid), Some(jwks)) if jwks.get(kid).is_none() => self.verified.invalidate(&hash),
-                _ => return Ok(principal),
+                (Some(kid), Some(jwks)) if !jwks.has(kid) => self.verified.invalidate(&hash),
+                _ => {
+                    self.remember(token, &principal);
+                    return Ok(principal);
+                }
             }
         }
         let principal = Arc::new(self.verify(token).await.map_err(GatewayError::Unauthorized)?);
         if self.cache_ttl > Duration::ZERO {
             self.verified.insert(hash, principal.clone());
+            self.remember(token, &principal);
         }
         Ok(principal)
     }
+
+    /// This thread's front remembers `token` as long as the shared cache would.
+    fn remember(&self, token: &str, principal: &Principal) {
+        let left = Duration::from_secs(principal.expires_at.saturating_sub(unix_now()));
+        let ttl = self.cache_ttl.min(left);
+        front::remember(self.id, token.as_bytes(), principal, ttl, std::time::Instant::now());
+    }
+}
+
+/// The token of an `Authorization: Bearer` header, or a 401 saying what was wrong.
+fn bearer(authorization: Option<&HeaderValue>) -> Result<&str, GatewayError> {
+    let unauthorized = |detail: &str| GatewayError::Unauthorized(detail.to_string());
+    let value = authorization
+        .ok_or_else(|| unauthorized("missing Authorization header: send `Authorization: Bearer <token>`"))?;
+    let value = value.to_str().map_err(|_| unauthorized("the Authorization header is not ASCII"))?;
+    let (scheme, token) =
+        value.split_once(' ').ok_or_else(|| unauthorized("the Authorization scheme must be Bearer"))?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(unauthorized("the Authorization scheme must be Bearer"));
+    }
+    Ok(token.trim())
 }
 
 /// Extractor: the request's verified principal, or the 401 as rejection.

@@ -152,6 +152,7 @@ impl Tenant {
 }
 
 /// Who is calling: the outcome of a verified token.
+#[derive(Clone)]
 pub(crate) struct Principal {
     pub(crate) tenant: Arc<Tenant>,
     pub(crate) subject: String,
