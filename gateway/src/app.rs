@@ -14,8 +14,9 @@
 //! Agora's notices (NCS) come in beside the Console routes (`routes/notices.rs`, `notify/`) and
 //! feed the channel state that step 5 answers channel reads from.
 //!
-//! Steps 4 to 8 are `pipeline::serve`; the state every step reads is `state.rs`. This file keeps
-//! only the routers: the handlers call down into the pipeline, never back up here.
+//! Steps 4 to 8 are `pipeline::serve` (steps 6 and 7, a slot and the call, in `fetch.rs`); the
+//! state every step reads is `state.rs`. This file keeps only the routers: the handlers call down
+//! into the pipeline, never back up here.
 
 use std::sync::Arc;
 

@@ -25,6 +25,7 @@ mod edge;
 mod egress;
 mod embedded;
 mod error;
+mod fetch;
 mod fields;
 mod metrics;
 mod notify;

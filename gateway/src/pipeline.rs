@@ -1,35 +1,30 @@
 //! Steps 4 to 8 of the pipeline for one validated request ([`serve`]): authorize (scope, then
-//! ownership), the cache for reads (coalesced on a miss), a slot of the budget, the upstream call
-//! through the generated dispatch, and egress — the answer cut down to the tenant. Routes and
+//! ownership), the cache for reads (coalesced on a miss), a slot of the budget and the upstream
+//! call through the generated dispatch (`fetch.rs`), and egress — the answer cut down to the tenant. Routes and
 //! admin handlers call it; it calls down into the steps' modules and never back up.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
-use tracing::Instrument;
-use tracing::field::Empty;
 
-use crate::answer::Answer;
 use crate::audit::{MaybeDone, ServedBy};
-use crate::auth::{Principal, Tenant};
+use crate::auth::Principal;
 use crate::authorize::{self, Decision, Directory};
 use crate::cache::{CacheStatus, Entry, Outcome, Read};
 use crate::call::Call;
 use crate::egress;
 use crate::error::GatewayError;
+use crate::fetch::{Plan, Sending};
 use crate::fields;
 use crate::operations::Operation;
-use crate::policy::{CacheClass, Invalidation, Priority, Scope};
+use crate::policy::{CacheClass, Invalidation, Scope};
 use crate::respond::{Cached, answer_response, from_notices};
 use crate::state::Gateway;
 use crate::telemetry;
-use crate::throttle::{Budgets, Promotion};
-use crate::upstream::{Attempt, Retry, Upstream};
+use crate::throttle::Promotion;
 
 /// The caller of a write, while it waits: the sender is dropped when it goes away.
 pub(crate) type Caller = tokio::sync::watch::Receiver<()>;
@@ -66,7 +61,7 @@ pub(crate) async fn serve(
         }
     };
     // Where a write went, for its audit event (an error answer of Agora's too).
-    if let Some(domain) = sending.and_then(|sending| *sending.domain.lock().unwrap_or_else(|p| p.into_inner())) {
+    if let Some(domain) = sending.and_then(|sending| sending.domain()) {
         response.extensions_mut().insert(ServedBy(domain));
     }
     // The budget, and the caller's lane in it, on every answer (a 429 of ours too).
@@ -89,10 +84,11 @@ impl Gateway {
         let policy = call.operation.policy();
         let refresh = directives.refresh;
         let traced = directives.traced;
-        let upstream = Fetcher { traced, ..self.fetcher(&principal.tenant, directives.deadline) };
+        // How this request reaches the upstream, should it need to (a hit does not).
+        let upstream = Plan { gateway: self, tenant: &principal.tenant, deadline: directives.deadline, traced };
         // 4. authorize
         authorize::require_scope(principal, policy)?;
-        let directory = ProjectDirectory { gateway: self, upstream: &upstream };
+        let directory = ProjectDirectory { gateway: self, upstream };
         let call = match authorize::check_ownership(&directory, principal, policy, call).await? {
             Decision::Send(call) => call,
             Decision::Answer(body) => {
@@ -133,7 +129,7 @@ impl Gateway {
             None => {
                 let operation = call.operation;
                 let sent = sending.unwrap_or_default();
-                let fetcher = Fetcher { caller, sent: Some(sent.clone()), ..upstream };
+                let fetcher = upstream.fetcher().for_write(caller, sent.clone());
                 let result = fetcher.fetch(call.clone(), None).await;
                 // A write refused or called off before it was sent changed nothing; any other
                 // outcome may have.
@@ -150,7 +146,7 @@ impl Gateway {
                     // Sent, and what came back is not Agora's own answer (a broken connection, an
                     // answer that cannot be read or passed on): it may have been done.
                     Err(error @ (GatewayError::BadGateway(_) | GatewayError::Internal(_)))
-                        if sent.sent.load(Ordering::SeqCst) =>
+                        if sent.may_have_arrived() =>
                     {
                         let mut response = error.into_response();
                         response.extensions_mut().insert(MaybeDone);
@@ -162,34 +158,11 @@ impl Gateway {
         }
     }
 
-    /// How this request reaches the upstream: its tenant's turn in the budget, by its deadline.
-    fn fetcher(&self, tenant: &Arc<Tenant>, deadline: Option<Instant>) -> Fetcher {
-        Fetcher {
-            throttle: self.throttle.clone(),
-            upstream: self.upstream.clone(),
-            tenant: tenant.clone(),
-            deadline,
-            caller: None,
-            sent: None,
-            priority: None,
-            traced: false,
-        }
-    }
-
-    /// A poll of Agora for the reconciliation of notices' channel state (`notify/reconcile.rs`):
-    /// the gateway's own, at low priority, in the shared lane.
-    pub(crate) async fn reconcile_poll(&self, call: Call) -> Result<Answer, GatewayError> {
-        let promotion = Arc::new(Promotion::default());
-        promotion.raise();
-        let fetcher = Fetcher { priority: Some(Priority::Low), ..self.fetcher(&self.itself, None) };
-        fetcher.fetch(call, Some(promotion)).await
-    }
-
     /// A read through the cache: fresh, or one coalesced upstream call (for the whole cluster,
     /// with Redis), or stale.
     async fn read(
         &self,
-        upstream: Fetcher,
+        upstream: Plan<'_>,
         call: Call,
         class: CacheClass,
         refresh: bool,
@@ -208,7 +181,10 @@ impl Gateway {
             wait_for_others: self.throttle.max_wait() + self.upstream.timeout(),
             traced: upstream.traced,
         };
-        let fill = move |promotion: Arc<Promotion>| async move { upstream.fetch(call, Some(promotion)).await };
+        let fill = move |promotion: Arc<Promotion>| {
+            let upstream = upstream.fetcher();
+            async move { upstream.fetch(call, Some(promotion)).await }
+        };
         self.cache.read(read, fill).await
     }
 
@@ -252,14 +228,13 @@ impl Gateway {
 /// The project list through the cache, as the ownership checks see it.
 struct ProjectDirectory<'a> {
     gateway: &'a Arc<Gateway>,
-    upstream: &'a Fetcher,
+    upstream: Plan<'a>,
 }
 
 impl Directory for ProjectDirectory<'_> {
     async fn projects(&self, refresh: bool) -> Result<Arc<Entry>, GatewayError> {
         let list = Call::new(Operation::ListProjects);
-        let read =
-            self.gateway.read(self.upstream.clone(), list, CacheClass::Project, refresh, self.upstream.tenant.index);
+        let read = self.gateway.read(self.upstream, list, CacheClass::Project, refresh, self.upstream.tenant.index);
         read.await.map(|(entry, _)| entry)
     }
 
@@ -270,117 +245,8 @@ impl Directory for ProjectDirectory<'_> {
     async fn kicking_rules(&self, appid: &str, refresh: bool) -> Result<Arc<Entry>, GatewayError> {
         let rules = Call::with(Operation::ListKickingRules, &[("appid", appid)]);
         let tenant = self.upstream.tenant.index;
-        let read = self.gateway.read(self.upstream.clone(), rules, CacheClass::Channel, refresh, tenant);
+        let read = self.gateway.read(self.upstream, rules, CacheClass::Channel, refresh, tenant);
         read.await.map(|(entry, _)| entry)
-    }
-}
-
-/// Steps 6 and 7 for one request: its tenant's turn in the budget, then the call.
-#[derive(Clone)]
-struct Fetcher {
-    /// The budgets: the call spends its operation's.
-    throttle: Budgets,
-    upstream: Arc<Upstream>,
-    tenant: Arc<Tenant>,
-    /// The request's own deadline: it queues only as long as leaves time for the upstream call.
-    deadline: Option<Instant>,
-    /// A write's caller: gone before the first attempt is sent, the write is called off.
-    caller: Option<Caller>,
-    /// A write's attempts as they leave (for its audit event).
-    sent: Option<Arc<Sending>>,
-    /// Another priority than the operation's (the gateway's own background polls).
-    priority: Option<Priority>,
-    /// The request is traced: the wait for a slot and each attempt make their spans.
-    traced: bool,
-}
-
-impl Fetcher {
-    /// A slot, then the call. If Agora answers 429 anyway, the budget pauses (for its
-    /// `Retry-After`, at most `upstream.max_retry_after`) and an idempotent read is tried once
-    /// more, if a slot comes within its deadline. `promotion`: the call fills the cache, and moves
-    /// to the shared lane of the budget when another tenant waits for it too.
-    async fn fetch(mut self, call: Call, promotion: Option<Arc<Promotion>>) -> Result<Answer, GatewayError> {
-        let promotion = promotion.as_deref();
-        let policy = call.operation.policy();
-        let budget = self.throttle.of(call.operation).clone();
-        let queue_until = Instant::now() + budget.max_wait();
-        let deadline = match self.deadline.and_then(|d| d.checked_sub(self.upstream.timeout())) {
-            Some(latest) => latest.min(queue_until),
-            None => queue_until,
-        };
-        let (mut attempts, mut paused) = (0, false);
-        // The outcome of the last attempt, answered if no slot comes for the next one.
-        let mut last: Option<Result<Answer, GatewayError>> = None;
-        loop {
-            // Every attempt spends a slot: Agora counts them all.
-            let priority = self.priority.unwrap_or(policy.priority);
-            let waiting = telemetry::child(self.traced, || {
-                tracing::info_span!(target: telemetry::TARGET, "budget slot", gateway.priority = ?priority,
-                    gateway.lane = Empty, gateway.queue.position = Empty, gateway.queue.depth = Empty)
-            });
-            let acquire = budget.acquire(&self.tenant, priority, deadline, promotion).instrument(waiting);
-            let granted = match self.caller.as_mut().filter(|_| attempts == 0) {
-                None => acquire.await,
-                Some(caller) => tokio::select! {
-                    granted = acquire => granted,
-                    _ = caller.changed() => return Err(GatewayError::ClientClosed),
-                },
-            };
-            match granted {
-                Ok(permit) => permit.sending(),
-                Err(refused) => return last.unwrap_or(Err(refused)),
-            }
-            attempts += 1;
-            let Attempt { result, retry, domain } =
-                self.upstream.execute(&call, self.traced.then_some(attempts as u32)).await;
-            if let Some(sending) = &self.sent {
-                sending.attempted(domain, retry != Retry::NotSent);
-            }
-            // Another domain: at once when the request was not sent; for a read, while its
-            // deadline allows; a write that may have been sent is never sent twice.
-            let fail_over = attempts < self.upstream.domains()
-                && match retry {
-                    Retry::NotSent => true,
-                    Retry::IfIdempotent => policy.is_idempotent_read() && Instant::now() < deadline,
-                    Retry::No => false,
-                };
-            if fail_over {
-                last = Some(result);
-                continue;
-            }
-            match result {
-                // Agora answered 429 anyway: the budget pauses (for its `Retry-After`, at most
-                // `upstream.max_retry_after`) and an idempotent read is tried once more.
-                Err(GatewayError::Upstream(refused)) if refused.status.as_u16() == 429 && !paused => {
-                    let pause =
-                        refused.retry_after().unwrap_or(Duration::from_secs(1)).min(self.upstream.max_retry_after());
-                    budget.pause(pause);
-                    let too_late = Instant::now().checked_add(pause).is_none_or(|after| after >= deadline);
-                    if !policy.is_idempotent_read() || too_late {
-                        return Err(GatewayError::Upstream(refused));
-                    }
-                    paused = true;
-                    last = Some(Err(GatewayError::Upstream(refused)));
-                }
-                result => return result,
-            }
-        }
-    }
-}
-
-/// A write as it leaves: whether an attempt may have reached Agora, and the domain of the last.
-#[derive(Default)]
-pub(crate) struct Sending {
-    sent: AtomicBool,
-    domain: std::sync::Mutex<Option<&'static str>>,
-}
-
-impl Sending {
-    fn attempted(&self, domain: &'static str, may_have_arrived: bool) {
-        *self.domain.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(domain);
-        if may_have_arrived {
-            self.sent.store(true, Ordering::SeqCst);
-        }
     }
 }
 
