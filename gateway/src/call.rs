@@ -52,29 +52,32 @@ impl Call {
     /// name). Reads have no body.
     pub(crate) fn cache_key(&self) -> String {
         let spec = self.operation.spec();
-        let mut key = String::from(spec.id);
+        let mut key = String::with_capacity(64);
+        key.push_str(spec.id);
         let mut separator = '?';
         for param in spec.params.iter().filter(|p| p.location == Location::Path) {
             key.push('/');
-            key.push_str(&escape(self.get(param.name).unwrap_or_default()));
+            key.extend(escaped(self.get(param.name).unwrap_or_default()));
         }
-        let mut query: Vec<_> = spec.params.iter().filter(|p| p.location == Location::Query).collect();
-        query.sort_by_key(|param| param.name);
-        for param in query {
+        // The query in name order (the operations have a handful of parameters: no allocation).
+        let query = spec.params.iter().filter(|p| p.location == Location::Query);
+        let mut last: Option<&str> = None;
+        while let Some(param) = query.clone().filter(|p| last.is_none_or(|last| p.name > last)).min_by_key(|p| p.name) {
+            last = Some(param.name);
             let Some(value) = self.get(param.name).or(param.default) else { continue };
             key.push(separator);
             separator = '&';
             key.push_str(param.name);
             key.push('=');
-            key.push_str(&escape(value));
+            key.extend(escaped(value));
         }
         key
     }
 }
 
 /// A parameter value in a cache key: `/`, `?`, `&`, `=` and `%` escaped, so keys cannot collide.
-fn escape(value: &str) -> String {
-    form_urlencoded::byte_serialize(value.as_bytes()).collect()
+fn escaped(value: &str) -> form_urlencoded::ByteSerialize<'_> {
+    form_urlencoded::byte_serialize(value.as_bytes())
 }
 
 #[cfg(test)]
