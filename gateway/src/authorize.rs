@@ -33,11 +33,6 @@ pub(crate) enum Decision {
 /// Access to the project directory: `refresh` asks for a fresh list from upstream.
 pub(crate) trait Directory {
     fn projects(&self, refresh: bool) -> impl Future<Output = Result<Arc<Entry>, GatewayError>> + Send;
-    /// The list as this replica last read it, even one a write has dropped from the cache since
-    /// (a project's ID and name never change: who owns a project it holds stays true).
-    fn known(&self) -> Option<Arc<Entry>> {
-        None
-    }
     /// Waits briefly for writes through other replicas to reach this one; answers whether any
     /// was pending (the list read before may not show them).
     fn catch_up(&self) -> impl Future<Output = bool> + Send;
@@ -62,11 +57,6 @@ async fn find_owned(
     matches: impl Fn(&ProjectItem) -> bool,
 ) -> Result<bool, GatewayError> {
     let owned = |entry: &Entry| items(entry).iter().any(|item| matches(item) && principal.owns(&item.id, &item.name));
-    // A project the list held when last read: no need to read it again after a write dropped it
-    // (a burst of project writes would otherwise hold every tenant's requests behind the list).
-    if directory.known().is_some_and(|entry| owned(&entry)) {
-        return Ok(true);
-    }
     let entry = directory.projects(false).await?;
     if owned(&entry) {
         return Ok(true);

@@ -235,13 +235,7 @@ impl Directory for ProjectDirectory<'_> {
     async fn projects(&self, refresh: bool) -> Result<Arc<Entry>, GatewayError> {
         let list = Call::new(Operation::ListProjects);
         let read = self.gateway.read(self.upstream, list, CacheClass::Project, refresh, self.upstream.tenant.index);
-        let (entry, _) = read.await?;
-        self.gateway.cache.remember_projects(&entry);
-        Ok(entry)
-    }
-
-    fn known(&self) -> Option<Arc<Entry>> {
-        self.gateway.cache.known_projects()
+        read.await.map(|(entry, _)| entry)
     }
 
     async fn catch_up(&self) -> bool {

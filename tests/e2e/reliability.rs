@@ -269,9 +269,7 @@ async fn budget_groups_each_spend_their_own_rate_and_a_write_waits_no_longer_whi
         "a channel query spends its group's"
     );
 
-    // Project writes too, at 3× the default budget's 10/s: each budget spends its own rate. (Each
-    // write drops the cached project list; the channel queries' ownership checks go on with the
-    // list as last read, instead of waiting for it behind the writes.)
+    // Project writes too, at 3× the default budget's 10/s: each budget spends its own rate.
     let writes = tokio::spawn(open_loop(30, flood_until, write.clone()));
     let mut answered = std::collections::BTreeMap::<u16, u64>::new();
     for sent in flood.await.unwrap().into_iter().chain(writes.await.unwrap()) {

@@ -92,10 +92,6 @@ pub(crate) struct Inner {
     trust: AtomicU64,
     /// The shared tier and the invalidations of the other replicas, with Redis.
     cluster: Option<Arc<ClusterCache>>,
-    /// The project list as the ownership checks last read it, kept when a write drops it from
-    /// the cache: a project's ID and name never change, so what it says of who owns a project it
-    /// holds stays true.
-    known_projects: arc_swap::ArcSwapOption<Entry>,
     metrics: Arc<Metrics>,
 }
 
@@ -183,7 +179,6 @@ impl ResponseCache {
             timings,
             trust: AtomicU64::new(0),
             cluster,
-            known_projects: arc_swap::ArcSwapOption::empty(),
             metrics,
         });
         if let Some(cluster) = &inner.cluster {
@@ -214,18 +209,6 @@ impl ResponseCache {
     /// A fresh entry, if there is one (no upstream call).
     pub(crate) async fn fresh(&self, key: &str, class: CacheClass) -> Option<Arc<Entry>> {
         self.inner.entries.get(key).await.filter(|entry| self.is_fresh(entry, class))
-    }
-
-    /// The project list the ownership checks read last (`remember_projects`), however old.
-    pub(crate) fn known_projects(&self) -> Option<Arc<Entry>> {
-        self.inner.known_projects.load_full()
-    }
-
-    /// Keeps `list` (a `list_projects` answer of Agora's) as the one the ownership checks know.
-    pub(crate) fn remember_projects(&self, list: &Arc<Entry>) {
-        if list.answer.status == http::StatusCode::OK {
-            self.inner.known_projects.store(Some(list.clone()));
-        }
     }
 
     /// Waits briefly for the other replicas' writes published so far to reach this cache;
