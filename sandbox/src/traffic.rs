@@ -151,6 +151,8 @@ struct Group {
 pub(crate) struct Traffic {
     rate_limit: u32,
     groups: Vec<Group>,
+    /// Requests by the domain they came through (`Stats::by_domain`, by index).
+    by_domain: Vec<u64>,
     base_latency: Duration,
     /// Arrival times of admitted requests within the last second (the account's rate limit's
     /// window: the requests of no group).
@@ -194,6 +196,7 @@ impl Traffic {
         Self {
             rate_limit,
             groups: groups.collect(),
+            by_domain: Vec::new(),
             base_latency,
             admitted: VecDeque::new(),
             arrivals: VecDeque::new(),
@@ -228,7 +231,10 @@ impl Traffic {
         domain: usize,
     ) -> Admission {
         self.stats.requests += 1;
-        *self.stats.by_domain.entry(domain.to_string()).or_default() += 1;
+        if self.by_domain.len() <= domain {
+            self.by_domain.resize(domain + 1, 0);
+        }
+        self.by_domain[domain] += 1;
         let wall = std::time::SystemTime::now().checked_sub(now.elapsed()).unwrap_or_else(std::time::SystemTime::now);
         let unix_us = wall.duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_micros() as u64);
         if self.log.len() == ARRIVAL_LOG {
@@ -284,7 +290,8 @@ impl Traffic {
 
     pub(crate) fn stats(&self) -> Stats {
         let groups = self.groups.iter().map(|group| (group.limit.name.clone(), group.stats.clone()));
-        Stats { groups: groups.collect(), ..self.stats.clone() }
+        let by_domain = self.by_domain.iter().enumerate().map(|(domain, count)| (domain.to_string(), *count));
+        Stats { groups: groups.collect(), by_domain: by_domain.collect(), ..self.stats.clone() }
     }
 
     /// A request that carried a `traceparent` (W3C Trace Context), by path.
@@ -312,6 +319,7 @@ impl Traffic {
     /// Clears the counters, the faults and the rate limit's window.
     pub(crate) fn reset(&mut self) {
         self.stats = Stats::default();
+        self.by_domain.clear();
         self.faults = Faults::default();
         self.admitted.clear();
         self.arrivals.clear();
