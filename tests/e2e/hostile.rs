@@ -285,9 +285,16 @@ mod idp {
             Mode::Endless => {
                 let streamed = idp.streamed;
                 let chunk = axum::body::Bytes::from(vec![b' '; 64 * 1024]);
-                let chunks = futures::stream::iter(0..800).map(move |_| {
-                    streamed.fetch_add(chunk.len(), Ordering::SeqCst);
-                    Ok::<_, std::io::Error>(chunk.clone())
+                // Paced (6.4 MB/s): what the kernel's socket buffers take in while the gateway
+                // closes is then small beside the whole answer, however busy the machine — a
+                // gateway that read it all would take 8 s and all 50 MiB.
+                let chunks = futures::stream::iter(0..800).then(move |_| {
+                    let (streamed, chunk) = (streamed.clone(), chunk.clone());
+                    async move {
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        streamed.fetch_add(chunk.len(), Ordering::SeqCst);
+                        Ok::<_, std::io::Error>(chunk)
+                    }
                 });
                 Body::from_stream(chunks).into_response()
             }
@@ -390,6 +397,7 @@ async fn an_identity_provider_that_misbehaves_cannot_log_a_tenant_out_or_fill_th
     idp.set(idp::Mode::Endless);
     after_a_fetch("a 50 MiB chunked answer").await;
     let streamed = idp.streamed.load(std::sync::atomic::Ordering::SeqCst);
+    eprintln!("hostile: the identity provider streamed {streamed} bytes of its endless answer");
     assert!(streamed < 8 * 1024 * 1024, "the gateway took {streamed} bytes of the endless answer");
     let metrics = metrics_text(&base).await;
     let failures = metric_value(&metrics, "agora_gateway_jwks_fetch_failures_total{tenant=\"acme\"}");
