@@ -12,11 +12,6 @@ use serde_json::{Value, json};
 
 use crate::common::*;
 
-/// The gateway's options with the audit going to `file`.
-fn audited(file: &Path) -> Options {
-    Options { sections: format!("\n[audit]\nsink = \"file\"\npath = \"{}\"\n", file.display()), ..Options::default() }
-}
-
 fn lines(file: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(file).unwrap_or_default();
     text.lines().map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"))).collect()

@@ -172,6 +172,11 @@ impl Default for Options {
     }
 }
 
+/// The gateway's options with the audit going to `file`.
+pub(crate) fn audited(file: &Path) -> Options {
+    Options { sections: format!("\n[audit]\nsink = \"file\"\npath = \"{}\"\n", file.display()), ..Options::default() }
+}
+
 /// The test configuration: four tenants in front of `upstream`.
 pub(crate) fn gateway_toml(upstream: &str, initech_project: &str, options: &Options) -> String {
     let redis = options.redis_url.as_ref().map(|url| format!("redis_url = \"{url}\"\n")).unwrap_or_default();

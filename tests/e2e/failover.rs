@@ -15,6 +15,15 @@ async fn domain(listen: SocketAddr) -> Sandbox {
     Sandbox::start(config, listen).await.expect("a sandbox")
 }
 
+/// The test configuration in front of `domains`, in order (`upstream.base_urls`), with a 1 s
+/// upstream timeout and the audit going to `audit`.
+pub(crate) fn ladder_toml(domains: &[String], initech_project: &str, audit: &std::path::Path) -> String {
+    let options = Options { upstream_timeout: "1s", ..audited(audit) };
+    let ladder = domains.iter().map(|url| format!("\"{url}\"")).collect::<Vec<_>>().join(", ");
+    gateway_toml(&domains[0], initech_project, &options)
+        .replace(&format!("base_url = \"{}\"", domains[0]), &format!("base_urls = [{ladder}]"))
+}
+
 async fn count(sandbox: &Sandbox, operation: &str) -> u64 {
     sandbox_stats(sandbox).await.by_operation.get(operation).copied().unwrap_or(0)
 }
@@ -40,15 +49,7 @@ async fn the_second_domain_takes_over_while_the_first_is_down_or_slow_and_traffi
     let projects = DemoProjects(console_client(&second).list_projects().send().await.unwrap().into_inner().projects);
     let dir = temp_dir("failover");
     let audit = dir.join("audit.jsonl");
-    let options = Options {
-        upstream_timeout: "1s",
-        sections: format!("\n[audit]\nsink = \"file\"\npath = \"{}\"\n", audit.display()),
-        ..Options::default()
-    };
-    let toml = gateway_toml(&first.base_url(), &projects.named("initech-staging").id, &options).replace(
-        &format!("base_url = \"{}\"", first.base_url()),
-        &format!("base_urls = [\"{}\", \"{}\"]", first.base_url(), second.base_url()),
-    );
+    let toml = ladder_toml(&[first.base_url(), second.base_url()], &projects.named("initech-staging").id, &audit);
     let config = agora_gateway::Config::parse(&toml, &fixtures()).unwrap();
     let gateway = GatewayThread::start(config).await;
     let base = gateway.base_url();

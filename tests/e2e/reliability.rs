@@ -36,14 +36,7 @@ async fn three_domains_stopped_in_turn_under_load_answer_every_read_and_send_no_
     let projects = DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
     let dir = temp_dir("ladder");
     let audit = dir.join("audit.jsonl");
-    let options = Options {
-        upstream_timeout: "1s",
-        sections: format!("\n[audit]\nsink = \"file\"\npath = \"{}\"\n", audit.display()),
-        ..Options::default()
-    };
-    let ladder = domains.iter().map(|url| format!("\"{url}\"")).collect::<Vec<_>>().join(", ");
-    let toml = gateway_toml(&domains[0], &projects.named("initech-staging").id, &options)
-        .replace(&format!("base_url = \"{}\"", domains[0]), &format!("base_urls = [{ladder}]"));
+    let toml = crate::failover::ladder_toml(&domains, &projects.named("initech-staging").id, &audit);
     let gateway = GatewayThread::start(agora_gateway::Config::parse(&toml, &fixtures()).unwrap()).await;
     let base = gateway.base_url();
     let acme = token("acme", TENANT_SCOPES);
