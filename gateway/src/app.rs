@@ -1,7 +1,8 @@
 //! Where the pipeline is put together, in order.
 //!
 //! 1. the edge (`edge.rs`: request id, debug span, deadline, caught panics, problem documents,
-//!    metrics) — see [`router`];
+//!    metrics) — see [`router`], and [`App`], which sends a Console request straight to its
+//!    handler inside the same edge;
 //! 2. **auth** — `auth/`, called by the route's handler;
 //! 3. **route + validate** — `routes/`: routes from the operation table
 //!    (`generated/operations.rs`), inputs into a `Call` (`call.rs`);
@@ -18,18 +19,102 @@
 //! state every step reads is `state.rs`. This file keeps only the routers: the handlers call down
 //! into the pipeline, never back up here.
 
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::Router;
+use axum::body::{Body, HttpBody};
 use axum::extract::Request;
+use axum::response::Response;
+use axum::routing::future::RouteFuture;
+use bytes::Bytes;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Either};
+use tower::Service;
 
 use crate::edge::EdgeLayer;
 use crate::error::GatewayError;
+use crate::server::Peer;
 use crate::state::Gateway;
 use crate::{docs, ops, routes};
 
 async fn not_found(request: Request) -> GatewayError {
     GatewayError::not_found(format!("no route for {} {}", request.method(), request.uri().path()))
+}
+
+/// What a listener serves: its router and, on the main listener, the Console routes matched
+/// ahead of it (`routes/table.rs`) — a Console request goes straight to its handler, inside the
+/// same edge, with none of the router's layers; anything else, through the router.
+#[derive(Clone)]
+pub(crate) struct App(Arc<Surface>);
+
+// One reference count per request (hyper's service adapter clones the service for each).
+#[derive(Clone)]
+struct Surface {
+    router: Router,
+    console: Option<Console>,
+    /// The connection's client, on a listener that tags requests with it.
+    peer: Option<Peer>,
+}
+
+#[derive(Clone)]
+struct Console {
+    gateway: Arc<Gateway>,
+    table: routes::Table,
+    edge: EdgeLayer,
+}
+
+impl App {
+    /// A surface served by its router alone.
+    pub(crate) fn of(router: Router) -> Self {
+        Self(Arc::new(Surface { router, console: None, peer: None }))
+    }
+
+    /// The main listener's surface: the whole of [`router`], the Console routes matched first.
+    pub(crate) fn main(gateway: Arc<Gateway>) -> Self {
+        let edge = EdgeLayer { metrics: gateway.metrics.clone(), timeout: gateway.request_timeout };
+        let console = Console { gateway: gateway.clone(), table: routes::Table::new(), edge };
+        Self(Arc::new(Surface { router: router(gateway), console: Some(console), peer: None }))
+    }
+
+    /// The same surface for one connection, its requests tagged with their client's address.
+    pub(crate) fn with_peer(&self, peer: Peer) -> Self {
+        Self(Arc::new(Surface { peer: Some(peer), ..Surface::clone(&self.0) }))
+    }
+}
+
+impl<B> Service<Request<B>> for App
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<BoxFuture<'static, Result<Response, Infallible>>, RouteFuture<Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The router is always ready, and so is a handler called directly.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let mut request = request.map(Body::new);
+        let surface = &*self.0;
+        if let Some(peer) = surface.peer {
+            request.extensions_mut().insert(peer);
+        }
+        if let Some(console) = &surface.console
+            && let Some(found) = console.table.find(request.method(), request.uri().path())
+        {
+            let gateway = console.gateway.clone();
+            return Either::Left(
+                console.edge.answer(request, move |request| routes::direct(gateway, found, request).map(Ok)),
+            );
+        }
+        // The router's `call` takes it by `&mut`; a clone of it is one reference count.
+        Either::Right(surface.router.clone().call(request))
+    }
 }
 
 /// The admin listener's surface (`server.admin_listen`): health, readiness and metrics, no token.

@@ -8,16 +8,16 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::Router;
 use tokio::net::TcpListener;
 
+use crate::app::App;
 use crate::server::{self, Connections, CoreShare, Limits};
 
 /// Serves `app` on `limits.cores` threads until `shutdown` resolves and their connections have
 /// finished; answers when every thread has stopped.
 pub(crate) async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: App,
     tag_peer: bool,
     limits: Limits,
     connections: Arc<Connections>,

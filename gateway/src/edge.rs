@@ -85,15 +85,14 @@ impl<S> Layer<S> for EdgeLayer {
     type Service = Edge<S>;
 
     fn layer(&self, inner: S) -> Edge<S> {
-        Edge { inner, metrics: self.metrics.clone(), timeout: self.timeout }
+        Edge { inner, edge: self.clone() }
     }
 }
 
 #[derive(Clone)]
 pub(crate) struct Edge<S> {
     inner: S,
-    metrics: Arc<Metrics>,
-    timeout: Duration,
+    edge: EdgeLayer,
 }
 
 impl<S> Service<Request> for Edge<S>
@@ -109,7 +108,25 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request) -> Self::Future {
+    fn call(&mut self, request: Request) -> Self::Future {
+        // The ready service answers this request; a fresh clone waits for the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        self.edge.answer(request, move |request| inner.call(request))
+    }
+}
+
+impl EdgeLayer {
+    /// The edge around `inner`'s answer to `request`: what [`Edge`] does for the service it wraps,
+    /// and the app's Console routes (`app.rs`) for the handler they call directly.
+    pub(crate) fn answer<F>(
+        &self,
+        mut request: Request,
+        inner: impl FnOnce(Request) -> F + Send + 'static,
+    ) -> BoxFuture<'static, Result<Response, Infallible>>
+    where
+        F: Future<Output = Result<Response, Infallible>> + Send + 'static,
+    {
         let started = Instant::now();
         let deadline = started + self.timeout;
         let traced = telemetry::is_wanted(request.uri().path(), request.headers());
@@ -126,14 +143,11 @@ where
             None => tracing::debug_span!("request", %method, path = uri.path(), request_id = request_id.to_str().ok()),
         };
         let server_span = trace.as_ref().map(|trace| trace.span.clone());
-        // The ready service answers this request; a fresh clone waits for the next.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         let metrics = self.metrics.clone();
         let timeout = self.timeout;
         let answer = async move {
             // A panic anywhere below (in `call` or in its future) becomes a 500 problem.
-            let mut response = match std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(request))) {
+            let mut response = match std::panic::catch_unwind(AssertUnwindSafe(|| inner(request))) {
                 Ok(future) => {
                     let mut future = std::pin::pin!(AssertUnwindSafe(future).catch_unwind());
                     // Most answers (cache hits) are ready at once: no timer for them.

@@ -66,7 +66,7 @@ use std::sync::Arc;
 use futures::FutureExt;
 use tokio::net::TcpListener;
 
-use app::{admin_router, notifications_router, router};
+use app::{App, admin_router, notifications_router};
 pub use config::{Config, ConfigError};
 use state::Gateway;
 
@@ -158,21 +158,21 @@ pub(crate) async fn serve(
 ) {
     let shutdown = shutdown.boxed().shared();
     let (limits, connections) = (gateway.limits, gateway.connections.clone());
-    // Traced requests carry their client's address (`client.address`), at the cost of a router per
-    // connection: only while spans are exported.
+    // Traced requests carry their client's address (`client.address`), at the cost of an extension
+    // per request: only while spans are exported.
     let tag_peer = telemetry::exporting();
-    let app = router(gateway.clone());
+    let app = App::main(gateway.clone());
     let main = match limits.cores {
         0 => server::serve(listener, app, tag_peer, limits, connections.clone(), shutdown.clone(), None).boxed(),
         _ => cores::serve(listener, app, tag_peer, limits, connections.clone(), shutdown.clone()).boxed(),
     };
     let admin = side.admin.map(|admin| {
-        let admin_app = admin_router(gateway.clone());
+        let admin_app = App::of(admin_router(gateway.clone()));
         server::serve(admin, admin_app, false, limits, connections.clone(), shutdown.clone(), None)
     });
     let notifications = side.notifications.map(|notifications| {
         // Where the notices came from, for `allow_agora_ips`.
-        server::serve(notifications, notifications_router(gateway), true, limits, connections, shutdown, None)
+        server::serve(notifications, App::of(notifications_router(gateway)), true, limits, connections, shutdown, None)
     });
     tokio::join!(main, async { futures::future::OptionFuture::from(admin).await }, async {
         futures::future::OptionFuture::from(notifications).await

@@ -130,7 +130,9 @@ impl Gateway {
                 let operation = call.operation;
                 let sent = sending.unwrap_or_default();
                 let fetcher = upstream.fetcher().for_write(caller, sent.clone());
-                let result = fetcher.fetch(call.clone(), None).await;
+                // Boxed: the upstream call's future is large, and reads (most requests) should not
+                // carry or move it.
+                let result = Box::pin(fetcher.fetch(call.clone(), None)).await;
                 // A write refused or called off before it was sent changed nothing; any other
                 // outcome may have.
                 if !matches!(result, Err(GatewayError::Throttled { .. } | GatewayError::ClientClosed)) {

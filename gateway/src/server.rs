@@ -24,7 +24,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -32,6 +31,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use crate::app::App;
 use crate::config::{RuntimeKind, ServerConfig};
 
 /// Descriptors kept free beside the client connections (upstream, Redis, files, listeners).
@@ -223,10 +223,10 @@ pub(crate) struct Peer(pub(crate) std::net::SocketAddr);
 
 /// Serves `app` on `listener` until `shutdown` resolves; then stops accepting and waits for the
 /// open connections to finish their responses. `tag_peer`: each request carries its [`Peer`] (at
-/// the cost of a router per connection: for a listener of few connections).
+/// the cost of an extension per request).
 pub(crate) async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: App,
     tag_peer: bool,
     limits: Limits,
     connections: Arc<Connections>,
@@ -270,7 +270,7 @@ pub(crate) async fn serve(
         let opened = core.as_ref().map(CoreShare::opened);
         let _ = stream.set_nodelay(true);
         keep_alive(&stream);
-        let app = if tag_peer { app.clone().layer(axum::Extension(Peer(peer))) } else { app.clone() };
+        let app = if tag_peer { app.with_peer(Peer(peer)) } else { app.clone() };
         let service = TowerToHyperService::new(app);
         let io = TokioIo::new(WriteTimeout::new(stream, limits.write_timeout));
         let connection = graceful.watch(http.serve_connection(io, service));

@@ -237,7 +237,8 @@ impl ResponseCache {
             return Ok((entry.clone(), Outcome::of(CacheStatus::Hit)));
         }
         let refresh = read.refresh;
-        match self.fill(read, fill).await {
+        // Boxed: a miss's future is large, and a hit (most reads) should not carry or move it.
+        match Box::pin(self.fill(read, fill)).await {
             // The shared tier's stale copy, covering a failure: labelled so, with its age.
             Ok((entry, _)) if entry.stale => {
                 self.record(class, CacheStatus::Stale);

@@ -50,6 +50,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Inbound {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Inbound::of(parts))
+    }
+}
+
+impl Inbound {
+    pub(crate) fn of(parts: &Parts) -> Self {
         let says_no_cache = |name| {
             parts
                 .headers
@@ -62,7 +68,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Inbound {
         let slot = parts.extensions.get::<RequestSlot>().cloned().unwrap_or_default();
         let (deadline, traced) = (slot.deadline(), slot.traced());
         let request_id = parts.headers.get("x-request-id").and_then(|id| id.to_str().ok()).map(str::to_string);
-        Ok(Inbound {
+        Inbound {
             slot,
             request_id,
             authorization: parts.headers.get(header::AUTHORIZATION).cloned(),
@@ -71,7 +77,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Inbound {
                 .get(header::CONTENT_LENGTH)
                 .and_then(|value| value.to_str().ok()?.parse().ok()),
             directives: Directives { refresh, deadline, traced },
-        })
+        }
     }
 }
 
