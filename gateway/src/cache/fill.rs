@@ -250,6 +250,7 @@ impl Inner {
         let entry = Arc::new(entry);
         if self.generations[class as usize].load(Ordering::SeqCst) == generation {
             self.entries.insert(key, entry.clone()).await;
+            self.changed();
         }
         Ok(entry)
     }

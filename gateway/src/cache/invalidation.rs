@@ -49,6 +49,11 @@ impl Inner {
         self.generations[class as usize].fetch_add(1, Ordering::SeqCst);
     }
 
+    /// A change to the entries is done (`front.rs`).
+    pub(super) fn changed(&self) {
+        self.version.fetch_add(1, Ordering::AcqRel);
+    }
+
     pub(super) fn trusts(&self, entry: &Entry) -> bool {
         entry.trust == self.trust.load(Ordering::Acquire)
     }
@@ -60,6 +65,7 @@ impl Inner {
         for class in CacheClass::ALL {
             self.bump(class);
         }
+        self.changed();
     }
 
     /// A project changed: this replica's list and answers about it.
@@ -74,6 +80,7 @@ impl Inner {
             tracing::error!(%error, "could not invalidate project entries; purging the class");
             self.entries.invalidate_all();
         }
+        self.changed();
     }
 
     /// An admin's purge: this replica's entries, of a class or all of them.
@@ -92,6 +99,7 @@ impl Inner {
                 }
             }
         }
+        self.changed();
     }
 
     /// One answer changed: this replica's copy.
@@ -104,5 +112,6 @@ impl Inner {
         if entries.invalidate_entries_if(move |candidate, _| *candidate == key).is_err() {
             self.entries.invalidate_all();
         }
+        self.changed();
     }
 }

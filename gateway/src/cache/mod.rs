@@ -5,7 +5,8 @@
 //! the upstream fails or no slot is free. Writes invalidate what they change; an in-flight read
 //! that started before a write is answered but not stored. With Redis, the replicas share
 //! invalidations and fills (`cluster/`); hits never leave the process. Fills are `fill.rs`,
-//! invalidation `invalidation.rs`.
+//! invalidation `invalidation.rs`; each serving thread keeps its last entries in front of the
+//! cache (`front.rs`), answering exactly what the cache would.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,6 +25,7 @@ use crate::throttle::Promotion;
 pub(crate) mod cluster;
 mod entry;
 mod fill;
+mod front;
 mod invalidation;
 
 pub(crate) use cluster::ClusterCache;
@@ -93,6 +95,11 @@ pub(crate) struct Inner {
     /// The shared tier and the invalidations of the other replicas, with Redis.
     cluster: Option<Arc<ClusterCache>>,
     metrics: Arc<Metrics>,
+    /// This cache among the process's (the serving threads' fronts, `front.rs`, tell them apart).
+    id: u64,
+    /// Bumped once every change to the entries is done — a fill stored, an invalidation, a purge,
+    /// a loss of trust: what the fronts remembered before it is not answered after it.
+    version: AtomicU64,
 }
 
 /// The cache's timings, in nanoseconds: the TTL of each class, and `stale_for`.
@@ -155,6 +162,9 @@ pub(crate) struct Read {
     pub(crate) traced: bool,
 }
 
+/// The id of the next cache made (a process may hold several: tests, the benchmarks' scenarios).
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
 #[derive(Clone)]
 pub(crate) struct ResponseCache {
     inner: Arc<Inner>,
@@ -180,6 +190,8 @@ impl ResponseCache {
             trust: AtomicU64::new(0),
             cluster,
             metrics,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            version: AtomicU64::new(0),
         });
         if let Some(cluster) = &inner.cluster {
             cluster.attach(&inner);
@@ -228,11 +240,21 @@ impl ResponseCache {
         F: FnOnce(Arc<Promotion>) -> Fut,
         Fut: Future<Output = Result<Answer, GatewayError>> + Send + 'static,
     {
-        let existing = self.inner.entries.get(&read.key).await;
         let class = read.class;
+        // Read before the lookups: a change after it makes what they find unfit to remember.
+        let version = self.inner.version.load(Ordering::Acquire);
+        if !read.refresh
+            && let Some(entry) =
+                front::recall(self.inner.id, &read.key, version).filter(|entry| self.is_fresh(entry, class))
+        {
+            self.record(class, CacheStatus::Hit);
+            return Ok((entry, Outcome::of(CacheStatus::Hit)));
+        }
+        let existing = self.inner.entries.get(&read.key).await;
         if !read.refresh
             && let Some(entry) = existing.as_ref().filter(|entry| self.is_fresh(entry, class))
         {
+            front::remember(self.inner.id, &read.key, version, entry);
             self.record(class, CacheStatus::Hit);
             return Ok((entry.clone(), Outcome::of(CacheStatus::Hit)));
         }

@@ -234,3 +234,45 @@ async fn a_fill_another_tenant_joins_is_promoted() {
     let same = same.await.unwrap().unwrap().1;
     assert_eq!((same.status, same.collapsed), (CacheStatus::Miss, true));
 }
+
+/// The serving thread's front (`front.rs`) answers what the cache would, and nothing it no longer
+/// would: not after an invalidation, a purge, a refresh stored, a loss of trust, or its TTL.
+#[tokio::test(start_paused = true)]
+async fn the_threads_front_never_answers_what_the_cache_no_longer_would() {
+    let cache = cache(Duration::from_secs(20));
+    let fill = |names: &'static [&'static str]| move |_| async move { Ok(projects(names)) };
+    let (first, _) = cache.read(list(), fill(&["a"])).await.unwrap();
+    for _ in 0..3 {
+        let (again, outcome) = cache.read(list(), |_| async { unreachable!() }).await.unwrap();
+        assert!(Arc::ptr_eq(&again, &first) && outcome.status == CacheStatus::Hit);
+    }
+    type Change = fn(&ResponseCache) -> futures::future::BoxFuture<'_, ()>;
+    let changes: [(&str, Change); 3] = [
+        ("an invalidation", |cache| Box::pin(cache.invalidate_key("list_projects", CacheClass::Project))),
+        ("a project's invalidation", |cache| Box::pin(cache.invalidate_project("id-a"))),
+        ("a purge", |cache| Box::pin(cache.purge(Some(CacheClass::Project)))),
+    ];
+    let mut latest = first;
+    for (change, apply) in changes {
+        apply(&cache).await;
+        let (entry, outcome) = cache.read(list(), fill(&["b"])).await.unwrap();
+        assert_eq!(outcome.status, CacheStatus::Miss, "after {change}");
+        assert!(!Arc::ptr_eq(&entry, &latest));
+        let (hit, _) = cache.read(list(), |_| async { unreachable!() }).await.unwrap();
+        assert!(Arc::ptr_eq(&hit, &entry));
+        latest = entry;
+    }
+    // A refresh stores a newer entry: the next read answers it.
+    let refresh = Read { refresh: true, ..list() };
+    let (refreshed, _) = cache.read(refresh, fill(&["c"])).await.unwrap();
+    let (hit, _) = cache.read(list(), |_| async { unreachable!() }).await.unwrap();
+    assert!(Arc::ptr_eq(&hit, &refreshed) && !Arc::ptr_eq(&hit, &latest));
+    // Distrusted: not fresh any more.
+    cache.inner.distrust();
+    let (_, outcome) = cache.read(list(), fill(&["d"])).await.unwrap();
+    assert_eq!(outcome.status, CacheStatus::Miss, "after a loss of trust");
+    // Past its TTL: not fresh either.
+    tokio::time::advance(Duration::from_secs(21)).await;
+    let (_, outcome) = cache.read(list(), fill(&["e"])).await.unwrap();
+    assert_eq!(outcome.status, CacheStatus::Miss, "past its TTL");
+}
