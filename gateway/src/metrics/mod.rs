@@ -1,13 +1,18 @@
 //! Prometheus metrics (`GET /metrics`), with the names the README documents. Labels are tenant IDs,
 //! operationIds, classes and statuses only: never tokens, keys, project IDs or anything secret.
 
+use std::sync::Arc;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use rustc_hash::FxHashMap;
+
+mod requests;
+
+use requests::RequestMetrics;
 
 /// Tenant label of requests that never authenticated.
 pub(crate) const ANONYMOUS: &str = "anonymous";
@@ -49,18 +54,10 @@ fn latency_histogram() -> Histogram {
 /// The `result` label values of `cache_events`.
 pub(crate) const CACHE_RESULTS: [&str; 5] = ["hit", "miss", "stale", "bypass", "shared_hit"];
 
-/// A request's counter and latency histogram, by (tenant, operation) label pointers and status.
-type RequestHandles = FxHashMap<(usize, usize, u16), (Counter, Histogram)>;
-
 pub(crate) struct Metrics {
     registry: Registry,
-    /// The handles of `requests` and `request_duration` resolved so far: one lookup of three
-    /// integers per request instead of two hashings of label strings.
-    request_handles: std::sync::RwLock<RequestHandles>,
-    /// `cache_events` by class (its index) and result (its index in `CACHE_RESULTS`).
-    cache_counters: Vec<Counter>,
-    pub(crate) requests: Family<RequestLabels, Counter>,
-    pub(crate) request_duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
+    /// `requests`, `request_duration_seconds` and `cache_events`, in each thread's shard.
+    counts: Arc<RequestMetrics>,
     pub(crate) upstream_requests: Family<UpstreamLabels, Counter>,
     pub(crate) upstream_duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
     pub(crate) throttle_wait: Family<TenantLabels, Histogram, fn() -> Histogram>,
@@ -110,16 +107,8 @@ impl Default for Metrics {
 impl Metrics {
     pub(crate) fn new() -> Self {
         let mut registry = Registry::with_prefix("agora_gateway");
-        let requests = Family::default();
-        registry.register("requests", "Requests answered, by tenant, operation and status", requests.clone());
-        let request_duration = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
-        registry.register("request_duration_seconds", "Time to answer a request", request_duration.clone());
-        let cache_events: Family<CacheLabels, Counter> = Family::default();
-        registry.register(
-            "cache_events",
-            "Cache lookups by class and result (hit, miss, stale, bypass)",
-            cache_events.clone(),
-        );
+        let counts = Arc::new(RequestMetrics::new());
+        registry.register_collector(Box::new(counts.clone()));
         let upstream_requests = Family::default();
         registry.register(
             "upstream_requests",
@@ -172,14 +161,6 @@ impl Metrics {
             "Times this replica found it had missed other replicas' invalidations and stopped trusting its cache",
             cache_invalidations_missed.clone(),
         );
-        let cache_counters = crate::policy::CacheClass::ALL
-            .iter()
-            .flat_map(|class| {
-                CACHE_RESULTS
-                    .iter()
-                    .map(|result| cache_events.get_or_create(&CacheLabels { class: class.as_str(), result }).clone())
-            })
-            .collect();
         let jwks_keys = Family::default();
         registry.register("jwks_keys", "Keys in each tenant's JWKS as last fetched", jwks_keys.clone());
         let jwks_fetch_failures = Family::default();
@@ -269,10 +250,7 @@ impl Metrics {
         );
         Self {
             registry,
-            request_handles: std::sync::RwLock::default(),
-            cache_counters,
-            requests,
-            request_duration,
+            counts,
             upstream_requests,
             upstream_duration,
             throttle_wait,
@@ -301,28 +279,13 @@ impl Metrics {
 
     /// Counts one answered request and its latency.
     pub(crate) fn record_request(&self, tenant: &'static str, operation: &'static str, status: u16, seconds: f64) {
-        let key = (tenant.as_ptr() as usize, operation.as_ptr() as usize, status);
-        let known = self.request_handles.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&key).cloned();
-        let (counter, histogram) = match known {
-            Some(handles) => handles,
-            None => {
-                let counter = self.requests.get_or_create(&RequestLabels { tenant, operation, status }).clone();
-                let histogram = self.request_duration.get_or_create(&OperationLabels { operation }).clone();
-                let mut handles = self.request_handles.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-                handles.insert(key, (counter.clone(), histogram.clone()));
-                (counter, histogram)
-            }
-        };
-        counter.inc();
-        histogram.observe(seconds);
+        self.counts.request(tenant, operation, status, seconds);
     }
 
     /// Counts one cache lookup of `class` (its index) with `result` (one of `CACHE_RESULTS`).
     pub(crate) fn cache_event(&self, class: usize, result: &'static str) {
         let index = CACHE_RESULTS.iter().position(|known| *known == result).unwrap_or(0);
-        if let Some(counter) = self.cache_counters.get(class * CACHE_RESULTS.len() + index) {
-            counter.inc();
-        }
+        self.counts.cache_event(class * CACHE_RESULTS.len() + index);
     }
 
     /// The Prometheus text exposition.
@@ -340,16 +303,12 @@ mod tests {
     #[test]
     fn the_names_are_the_documented_ones() {
         let metrics = Metrics::new();
-        metrics
-            .requests
-            .get_or_create(&RequestLabels { tenant: "acme", operation: "list_projects", status: 200 })
-            .inc();
+        metrics.record_request("acme", "list_projects", 200, 0.001);
         metrics.cache_event(0, "hit");
         metrics.throttle_rejected.get_or_create(&TenantLabels { tenant: "acme" }).inc();
         metrics.throttle_wait.get_or_create(&TenantLabels { tenant: "acme" }).observe(0.1);
         metrics.upstream_requests.get_or_create(&UpstreamLabels { operation: "list_projects", status: 200 }).inc();
         metrics.upstream_duration.get_or_create(&OperationLabels { operation: "list_projects" }).observe(0.01);
-        metrics.request_duration.get_or_create(&OperationLabels { operation: "list_projects" }).observe(0.001);
         let text = metrics.render();
         for name in [
             "agora_gateway_requests_total{tenant=\"acme\",operation=\"list_projects\",status=\"200\"} 1",
