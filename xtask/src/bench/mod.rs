@@ -243,14 +243,14 @@ impl Bench {
         Ok((process, format!("http://127.0.0.1:{port}"), config))
     }
 
-    /// The hit path of nginx and of the gateway at 50% and 80% of nginx's `ceiling`, each in turn,
-    /// in up to 3 rounds: the medians of p50, p99 and p99.9.
+    /// The hit path of nginx, of the gateway and of the gateway with one worker thread at 50% and
+    /// 80% of nginx's `ceiling`, each in turn, in up to 3 rounds: the medians of p50, p99 and p99.9.
     async fn fixed_loads(
         &self,
         h2load: &Path,
         ceiling: f64,
         nginx: &str,
-        gateway: &str,
+        [gateway, one_worker]: [&str; 2],
         auth: &[(&str, String)],
     ) -> Result<Value> {
         let rounds = self.durations.rounds.min(3);
@@ -260,14 +260,17 @@ impl Bench {
         let mut results = Vec::new();
         for fraction in [0.5, 0.8] {
             let rate = (ceiling * fraction) as u32;
-            let (mut theirs, mut ours) = (Vec::new(), Vec::new());
+            let (mut theirs, mut ours, mut one_thread) = (Vec::new(), Vec::new(), Vec::new());
             for round in 1..=rounds {
                 theirs.push(self.fixed(h2load, nginx, &[], rate).await?);
                 ours.push(self.fixed(h2load, gateway, auth, rate).await?);
+                one_thread.push(self.fixed(h2load, one_worker, auth, rate).await?);
                 println!(
-                    "  {rate} req/s, round {round}/{rounds}: nginx p99 {:.2} ms, gateway p99 {:.2} ms",
+                    "  {rate} req/s, round {round}/{rounds}: nginx p99 {:.2} ms, gateway p99 {:.2} ms, one worker p99 \
+                     {:.2} ms",
                     theirs[round - 1].p99_ms,
-                    ours[round - 1].p99_ms
+                    ours[round - 1].p99_ms,
+                    one_thread[round - 1].p99_ms
                 );
             }
             let medians = |runs: &[load::FixedRun]| {
@@ -289,6 +292,7 @@ impl Bench {
                 "offered_per_second": rate,
                 "nginx": medians(&theirs),
                 "gateway": medians(&ours),
+                "gateway_one_worker": medians(&one_thread),
             }));
         }
         Ok(Value::Array(results))
@@ -439,11 +443,11 @@ impl Bench {
             nginx_runs.extend(nginx_run);
             direct_runs.push(direct_run);
         }
-        // 3b. latency at fixed loads: 50% and 80% of nginx's ceiling, nginx and the gateway in turn.
+        // 3b. latency at fixed loads: 50% and 80% of nginx's ceiling, nginx and the gateways in turn.
         let fixed = match (which("h2load"), &nginx, nginx_runs.is_empty()) {
             (Some(h2load), Some((_, nginx_url)), false) => {
                 let ceiling = median_run(&nginx_runs).requests_per_second;
-                Some(self.fixed_loads(&h2load, ceiling, nginx_url, &gateway, &auth).await?)
+                Some(self.fixed_loads(&h2load, ceiling, nginx_url, [&gateway, &one_worker], &auth).await?)
             }
             (None, _, _) => {
                 println!("fixed loads: SKIPPED (h2load is not installed: apt-get install nghttp2-client)");

@@ -89,19 +89,18 @@ pub(super) fn table(report: &Value) -> String {
         ));
     }
     for load in report["fixed"].as_array().into_iter().flatten() {
-        let (nginx, gateway) = (&load["nginx"], &load["gateway"]);
-        let ms = |v: &Value, key: &str| v[key].as_f64().unwrap_or(0.0);
+        let latencies = |v: &Value| {
+            let ms = |key: &str| v[key].as_f64().unwrap_or(0.0);
+            format!("{:.2} / {:.2} / {:.2}", ms("p50_ms"), ms("p99_ms"), ms("p999_ms"))
+        };
         out.push_str(&format!(
-            "| fixed load {:.0}% of nginx's ceiling ({} req/s): p50 / p99 / p99.9 ms | gateway {:.2} / {:.2} / {:.2}; \
-             nginx {:.2} / {:.2} / {:.2} |\n",
+            "| fixed load {:.0}% of nginx's ceiling ({} req/s): p50 / p99 / p99.9 ms | gateway {}; one worker {}; \
+             nginx {} |\n",
             load["fraction"].as_f64().unwrap_or(0.0) * 100.0,
             load["offered_per_second"],
-            ms(gateway, "p50_ms"),
-            ms(gateway, "p99_ms"),
-            ms(gateway, "p999_ms"),
-            ms(nginx, "p50_ms"),
-            ms(nginx, "p99_ms"),
-            ms(nginx, "p999_ms")
+            latencies(&load["gateway"]),
+            latencies(&load["gateway_one_worker"]),
+            latencies(&load["nginx"])
         ));
     }
     out.push_str(&format!(
