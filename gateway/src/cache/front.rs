@@ -46,19 +46,25 @@ thread_local! {
 /// The entry of `key` this thread remembers from `cache`, if nothing changed there since
 /// (`version` is the cache's now).
 pub(super) fn recall(cache: u64, key: &str, version: u64) -> Option<Arc<Entry>> {
-    FRONT.with_borrow_mut(|front| {
-        let found = front.slots.iter_mut().flatten().find(|slot| slot.cache == cache && *slot.key == *key)?;
-        if found.version != version || found.uses == 0 {
-            return None;
-        }
-        found.uses -= 1;
-        Some(found.entry.clone())
-    })
+    // (A thread whose locals are gone, as it ends, remembers nothing.)
+    FRONT
+        .try_with(|front| {
+            let mut front = front.borrow_mut();
+            let found = front.slots.iter_mut().flatten().find(|slot| slot.cache == cache && *slot.key == *key)?;
+            if found.version != version || found.uses == 0 {
+                return None;
+            }
+            found.uses -= 1;
+            Some(found.entry.clone())
+        })
+        .ok()
+        .flatten()
 }
 
 /// Remembers `entry`, found under `key` in `cache` at `version` (read before the lookup).
 pub(super) fn remember(cache: u64, key: &str, version: u64, entry: &Arc<Entry>) {
-    FRONT.with_borrow_mut(|front| {
+    let _ = FRONT.try_with(|front| {
+        let mut front = front.borrow_mut();
         let remembered = Remembered { cache, key: key.into(), entry: entry.clone(), version, uses: USES };
         match front.slots.iter_mut().flatten().find(|slot| slot.cache == cache && *slot.key == *key) {
             Some(slot) => *slot = remembered,

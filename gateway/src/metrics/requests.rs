@@ -98,23 +98,28 @@ impl RequestMetrics {
         Self { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), shards: Mutex::default() }
     }
 
-    /// Runs `count` on this thread's shard (made and registered on the thread's first count).
+    /// Runs `count` on this thread's shard (made and registered on the thread's first count; a
+    /// thread whose locals are already gone, as it ends, counts in a shard of its own).
     fn with_shard(&self, count: impl FnOnce(&mut Counts)) {
-        SHARDS.with_borrow_mut(|at_hand| {
-            let shard = match at_hand.iter().position(|(id, _)| *id == self.id) {
-                Some(index) => &at_hand[index].1,
-                None => {
-                    let shard = Arc::new(Shard::default());
-                    self.shards.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(shard.clone());
-                    if at_hand.len() == AT_HAND {
-                        at_hand.remove(0);
-                    }
-                    at_hand.push((self.id, shard));
-                    &at_hand[at_hand.len() - 1].1
-                }
-            };
-            count(&mut shard.lock());
+        let shard = SHARDS.try_with(|at_hand| {
+            let mut at_hand = at_hand.borrow_mut();
+            if let Some((_, shard)) = at_hand.iter().find(|(id, _)| *id == self.id) {
+                return shard.clone();
+            }
+            let shard = self.new_shard();
+            if at_hand.len() == AT_HAND {
+                at_hand.remove(0);
+            }
+            at_hand.push((self.id, shard.clone()));
+            shard
         });
+        count(&mut shard.unwrap_or_else(|_| self.new_shard()).lock());
+    }
+
+    fn new_shard(&self) -> Arc<Shard> {
+        let shard = Arc::new(Shard::default());
+        self.shards.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(shard.clone());
+        shard
     }
 
     /// One answered request and its latency.

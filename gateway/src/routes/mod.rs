@@ -228,13 +228,18 @@ mod tests {
         // Left to the router by the table (`table.rs`), answered as before.
         let head = Request::builder().method("HEAD").uri("/dev/v1/projects").body(Body::empty()).unwrap();
         assert_eq!(router.call(head).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+        let undecodable = Request::builder().uri("/dev/v1/channel/user/app/%FF").body(Body::empty()).unwrap();
+        assert_eq!(router.call(undecodable).await.unwrap().status(), StatusCode::UNAUTHORIZED);
         let patch = Request::builder().method("PATCH").uri("/dev/v1/projects").body(Body::empty()).unwrap();
         assert_eq!(router.call(patch).await.unwrap().status(), StatusCode::METHOD_NOT_ALLOWED);
         let nowhere = Request::builder().uri("/dev/v1/nowhere").body(Body::empty()).unwrap();
         assert_eq!(router.call(nowhere).await.unwrap().status(), StatusCode::NOT_FOUND);
         let metrics = gateway.metrics.render();
         for spec in &OPERATIONS {
-            let times = if spec.operation == Operation::ListProjects { 3 } else { 2 };
+            let times = match spec.operation {
+                Operation::ListProjects | Operation::ListChannelUsers => 3,
+                _ => 2,
+            };
             let line = format!("operation=\"{}\",status=\"401\"}} {times}", spec.id);
             assert!(metrics.contains(&line), "missing {line}");
         }

@@ -49,7 +49,7 @@ impl Table {
                 operation: spec.operation,
                 root: spec.root,
                 body: spec.body.is_some(),
-                segments: spec.path[1..]
+                segments: (spec.path.strip_prefix('/').unwrap_or(spec.path))
                     .split('/')
                     .map(|segment| match segment.strip_prefix('{').and_then(|name| name.strip_suffix('}')) {
                         Some(name) => Segment::Param(name),
