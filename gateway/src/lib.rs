@@ -33,6 +33,7 @@ mod ops;
 mod pipeline;
 mod policy;
 mod readiness;
+mod recent;
 mod redis_link;
 mod reload;
 mod respond;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Principal;
+use crate::recent::Recent;
 
 /// Tokens remembered per thread (a deployment's services each reuse one token for minutes).
 const SLOTS: usize = 8;
@@ -26,21 +27,14 @@ struct Remembered {
     until: Instant,
 }
 
-#[derive(Default)]
-struct Front {
-    slots: [Option<Remembered>; SLOTS],
-    /// The slot the next new token takes (round robin).
-    next: usize,
-}
-
 thread_local! {
-    static FRONT: RefCell<Front> = RefCell::default();
+    static FRONT: RefCell<Recent<Remembered, SLOTS>> = RefCell::default();
 }
 
 /// The principal of `token`, if this thread verified it (or met it) lately for `authenticator`.
 pub(super) fn recall(authenticator: u64, token: &[u8], now: Instant) -> Option<Arc<Principal>> {
     FRONT.with_borrow(|front| {
-        let found = front.slots.iter().flatten().find(|slot| {
+        let found = front.find(|slot| {
             slot.authenticator == authenticator && slot.token.len() == token.len() && same_bytes(&slot.token, token)
         })?;
         let principal = &found.principal;
@@ -68,10 +62,7 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 pub(super) fn remember(authenticator: u64, token: &[u8], principal: &Principal, ttl: Duration, now: Instant) {
     let Some(until) = now.checked_add(ttl) else { return };
     FRONT.with_borrow_mut(|front| {
-        let index = front.next;
-        front.next = (index + 1) % SLOTS;
-        front.slots[index] =
-            Some(Remembered { authenticator, token: token.into(), principal: Arc::new(principal.clone()), until });
+        front.push(Remembered { authenticator, token: token.into(), principal: Arc::new(principal.clone()), until });
     });
 }
 

@@ -13,6 +13,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use super::Entry;
+use crate::recent::Recent;
 
 /// Entries remembered per thread (the hot keys of a deployment are few: project lists, a few
 /// channels).
@@ -32,15 +33,8 @@ struct Remembered {
     uses: u32,
 }
 
-#[derive(Default)]
-struct Front {
-    slots: [Option<Remembered>; SLOTS],
-    /// The slot the next new key takes (round robin).
-    next: usize,
-}
-
 thread_local! {
-    static FRONT: RefCell<Front> = RefCell::default();
+    static FRONT: RefCell<Recent<Remembered, SLOTS>> = RefCell::default();
 }
 
 /// The entry of `key` this thread remembers from `cache`, if nothing changed there since
@@ -50,7 +44,7 @@ pub(super) fn recall(cache: u64, key: &str, version: u64) -> Option<Arc<Entry>> 
     FRONT
         .try_with(|front| {
             let mut front = front.borrow_mut();
-            let found = front.slots.iter_mut().flatten().find(|slot| slot.cache == cache && *slot.key == *key)?;
+            let found = front.find_mut(|slot| slot.cache == cache && *slot.key == *key)?;
             if found.version != version || found.uses == 0 {
                 return None;
             }
@@ -64,16 +58,8 @@ pub(super) fn recall(cache: u64, key: &str, version: u64) -> Option<Arc<Entry>> 
 /// Remembers `entry`, found under `key` in `cache` at `version` (read before the lookup).
 pub(super) fn remember(cache: u64, key: &str, version: u64, entry: &Arc<Entry>) {
     let _ = FRONT.try_with(|front| {
-        let mut front = front.borrow_mut();
         let remembered = Remembered { cache, key: key.into(), entry: entry.clone(), version, uses: USES };
-        match front.slots.iter_mut().flatten().find(|slot| slot.cache == cache && *slot.key == *key) {
-            Some(slot) => *slot = remembered,
-            None => {
-                let index = front.next;
-                front.next = (index + 1) % SLOTS;
-                front.slots[index] = Some(remembered);
-            }
-        }
+        front.borrow_mut().put(remembered, |slot| slot.cache == cache && *slot.key == *key);
     });
 }
 
