@@ -59,11 +59,9 @@ impl Call {
             key.push('/');
             key.extend(escaped(self.get(param.name).unwrap_or_default()));
         }
-        // The query in name order (the operations have a handful of parameters: no allocation).
-        let query = spec.params.iter().filter(|p| p.location == Location::Query);
-        let mut last: Option<&str> = None;
-        while let Some(param) = query.clone().filter(|p| last.is_none_or(|last| p.name > last)).min_by_key(|p| p.name) {
-            last = Some(param.name);
+        let mut query: Vec<_> = spec.params.iter().filter(|p| p.location == Location::Query).collect();
+        query.sort_by_key(|param| param.name);
+        for param in query {
             let Some(value) = self.get(param.name).or(param.default) else { continue };
             key.push(separator);
             separator = '&';
