@@ -475,8 +475,32 @@ pub(crate) fn spec_operations() -> Vec<(String, String, String)> {
     operations
 }
 
+/// A port for a server a test starts later (a gateway process, redis-server, a restart on the same
+/// port), or for one that nothing serves. Taken below the kernel's ephemeral range: a port that
+/// bind-to-0 handed out and that was closed again could be handed out next to the sandboxes these
+/// tests bind to port 0, or to a client's connection, before the process meant for it binds it
+/// (a test then spoke to another test's sandbox). Each port is handed out once per run, starting
+/// at an offset of this process's own, and only while nothing listens on it.
 pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static HANDED_OUT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let lowest_ephemeral = ephemeral.split_whitespace().next().and_then(|low| low.parse::<u32>().ok()).unwrap_or(32768);
+    let (first, end) = (lowest_ephemeral.saturating_sub(10_000).max(1024), lowest_ephemeral);
+    if end <= first {
+        // No room below the ephemeral range: a port of it, as bind-to-0 gives.
+        return std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    }
+    let size = end - first;
+    let offset = std::process::id().wrapping_mul(7919) % size;
+    loop {
+        let handed = HANDED_OUT.fetch_add(1, Ordering::Relaxed);
+        assert!(handed < size, "no port left below the ephemeral range");
+        let port = u16::try_from(first + (offset + handed) % size).expect("a port");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A new directory of this test's own under the system's temporary directory.
@@ -558,10 +582,18 @@ impl GatewayProcess {
             Output::CaptureDebug => command.env("RUST_LOG", "debug").stdout(Stdio::piped()).stderr(Stdio::piped()),
             Output::CaptureWarn => command.env("RUST_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::piped()),
         };
-        let child = command.spawn().expect("the gateway binary starts");
+        let mut child = command.spawn().expect("the gateway binary starts");
         let base = format!("http://127.0.0.1:{port}");
         let health = format!("{base}/healthz");
-        wait_for(name, async || http().get(&health).send().await.is_ok()).await;
+        // Its own answer: another server on the port (answering 404 or 401) is not it, and a
+        // process that could not listen has exited.
+        wait_for(name, async || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("{name} exited before it answered ({status}): is 127.0.0.1:{port} taken?");
+            }
+            http().get(&health).send().await.is_ok_and(|answer| answer.status() == 200)
+        })
+        .await;
         GatewayProcess { base, child }
     }
 
