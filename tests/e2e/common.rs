@@ -32,8 +32,10 @@ pub(crate) const PROJECTS_OK: u16 = 201;
 /// Load-heavy tests take this, so they never run at the same time as each other.
 pub(crate) static LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// An address for a server of a test, on a port no other server of this run had (see
+/// [`free_port`]): a request left over from an earlier test cannot reach it.
 pub(crate) fn any_port() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
 pub(crate) fn fixtures() -> PathBuf {
@@ -182,7 +184,7 @@ pub(crate) fn gateway_toml(upstream: &str, initech_project: &str, options: &Opti
     let redis = options.redis_url.as_ref().map(|url| format!("redis_url = \"{url}\"\n")).unwrap_or_default();
     let request_timeout =
         options.request_timeout.map(|timeout| format!("request_timeout = \"{timeout}\"\n")).unwrap_or_default();
-    let admin = if options.admin_listener { "admin_listen = \"127.0.0.1:0\"\n" } else { "" };
+    let admin = if options.admin_listener { format!("admin_listen = \"{}\"\n", any_port()) } else { String::new() };
     let (server_extra, upstream_extra) = (options.server_extra, options.upstream_extra);
     format!(
         r#"

@@ -29,7 +29,7 @@ pub(crate) struct RedisLink {
 
 impl RedisLink {
     pub(crate) async fn to(redis: &RedisServer) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = TcpListener::bind(any_port()).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (cut, connections) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Vec::new())));
         let redis_port = redis.port;
@@ -272,7 +272,7 @@ impl Balancer {
                 }
             }
         };
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = TcpListener::bind(any_port()).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let app = axum::Router::new().fallback(forward);
         let serve = tokio::spawn(async move {

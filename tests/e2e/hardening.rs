@@ -439,7 +439,7 @@ async fn request_ids_are_taken_only_when_short_and_printable() {
 
 /// A listener that counts the connections it gets (a redirect target or a proxy).
 async fn trap() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(any_port()).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = hits.clone();

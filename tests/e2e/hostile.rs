@@ -307,7 +307,7 @@ mod idp {
 
     impl Idp {
         pub(crate) async fn start(keys: Value) -> Self {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let listener = tokio::net::TcpListener::bind(crate::common::any_port()).await.unwrap();
             let idp = Idp {
                 base: format!("http://{}", listener.local_addr().unwrap()),
                 keys: Arc::new(Mutex::new(keys)),
@@ -449,7 +449,7 @@ async fn a_domain_that_accepts_connections_but_fails_tls_stays_out() {
     let sandbox = start_sandbox(agora_sandbox::Seed::Demo, 0).await;
     let projects = DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
     // A "domain" that takes every TCP connection and answers no TLS: garbage, then goodbye.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(any_port()).await.unwrap();
     let broken = listener.local_addr().unwrap();
     tokio::spawn(async move {
         use tokio::io::AsyncWriteExt;

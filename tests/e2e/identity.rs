@@ -44,7 +44,7 @@ async fn discovery(State(idp): State<Idp>) -> axum::Json<Value> {
 
 impl Idp {
     async fn start(keys: Vec<Value>) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(any_port()).await.unwrap();
         let idp = Idp {
             base: format!("http://{}", listener.local_addr().unwrap()),
             keys: Arc::new(Mutex::new(keys)),
