@@ -477,12 +477,12 @@ pub(crate) fn spec_operations() -> Vec<(String, String, String)> {
     operations
 }
 
-/// A port for a server a test starts later (a gateway process, redis-server, a restart on the same
-/// port), or for one that nothing serves. Taken below the kernel's ephemeral range: a port that
-/// bind-to-0 handed out and that was closed again could be handed out next to the sandboxes these
-/// tests bind to port 0, or to a client's connection, before the process meant for it binds it
-/// (a test then spoke to another test's sandbox). Each port is handed out once per run, starting
-/// at an offset of this process's own, and only while nothing listens on it.
+/// A port for a server of a test ([`any_port`]), one it starts later (a gateway process,
+/// redis-server, a restart on the same port), or one that nothing serves. Taken below the kernel's
+/// ephemeral range: a port that a bind to port 0 gave and that was closed again could be given
+/// next to another such bind, or to a client's connection, before the process meant for it bound
+/// it (a test then spoke to another test's sandbox). Each port is handed out once per run,
+/// starting at an offset of this process's own, and only while nothing listens on it.
 pub(crate) fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static HANDED_OUT: AtomicU32 = AtomicU32::new(0);
