@@ -73,7 +73,7 @@ impl App {
 
     /// The main listener's surface: the whole of [`router`], the Console routes matched first.
     pub(crate) fn main(gateway: Arc<Gateway>) -> Self {
-        let edge = EdgeLayer { metrics: gateway.metrics.clone(), timeout: gateway.request_timeout };
+        let edge = edge(&gateway);
         let console = Console { gateway: gateway.clone(), table: routes::Table::new(), edge };
         Self(Arc::new(Surface { router: router(gateway), console: Some(console), peer: None }))
     }
@@ -117,21 +117,20 @@ where
     }
 }
 
+/// The edge of every listener of `gateway`: its metrics, its request timeout.
+fn edge(gateway: &Gateway) -> EdgeLayer {
+    EdgeLayer { metrics: gateway.metrics.clone(), timeout: gateway.request_timeout }
+}
+
 /// The admin listener's surface (`server.admin_listen`): health, readiness and metrics, no token.
 pub(crate) fn admin_router(gateway: Arc<Gateway>) -> Router {
-    ops::admin_routes()
-        .fallback(not_found)
-        .with_state(gateway.clone())
-        .layer(EdgeLayer { metrics: gateway.metrics.clone(), timeout: gateway.request_timeout })
+    ops::admin_routes().fallback(not_found).with_state(gateway.clone()).layer(edge(&gateway))
 }
 
 /// The listener for Agora's notices (`server.notifications_listen`): the intake alone, so that the
 /// address Agora's servers reach serves nothing else.
 pub(crate) fn notifications_router(gateway: Arc<Gateway>) -> Router {
-    routes::notification_routes()
-        .fallback(not_found)
-        .with_state(gateway.clone())
-        .layer(EdgeLayer { metrics: gateway.metrics.clone(), timeout: gateway.request_timeout })
+    routes::notification_routes().fallback(not_found).with_state(gateway.clone()).layer(edge(&gateway))
 }
 
 /// The whole HTTP surface, with its layers (outermost first).
@@ -143,5 +142,5 @@ pub(crate) fn router(gateway: Arc<Gateway>) -> Router {
         .merge(docs::router(docs::document()))
         .fallback(not_found)
         .with_state(gateway.clone())
-        .layer(EdgeLayer { metrics: gateway.metrics.clone(), timeout: gateway.request_timeout })
+        .layer(edge(&gateway))
 }
