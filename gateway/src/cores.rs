@@ -2,16 +2,19 @@
 //! worker, each with a single-threaded runtime of its own, all accepting from the same listening
 //! socket — as nginx's workers do. A connection, its requests, and the cache fills and writes they
 //! start stay on the thread that accepted it: no work stealing, no waking of another thread for a
-//! cache hit. The gateway's background work (the budget's dispatcher, polls, key refreshes) and the
-//! side listeners stay on the shared runtime.
+//! cache hit. Which thread takes a connection, and when a busy thread hands some of its connections
+//! to another, is `balance.rs`. The gateway's background work (the budget's dispatcher, polls, key
+//! refreshes) and the side listeners stay on the shared runtime.
 
 use std::future::Future;
 use std::sync::Arc;
 
+use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpListener;
 
 use crate::app::App;
-use crate::server::{self, Connections, CoreShare, Limits};
+use crate::balance::{CoreShare, Cores};
+use crate::server::{self, Connections, Limits};
 
 /// Serves `app` on `limits.cores` threads until `shutdown` resolves and their connections have
 /// finished; answers when every thread has stopped.
@@ -21,6 +24,7 @@ pub(crate) async fn serve(
     tag_peer: bool,
     limits: Limits,
     connections: Arc<Connections>,
+    moved: Counter,
     shutdown: impl Future<Output = ()> + Clone + Send + 'static,
 ) {
     let listener = match listener.into_std() {
@@ -32,8 +36,8 @@ pub(crate) async fn serve(
     };
     let mut stopped = Vec::new();
     let cores = limits.cores.max(1);
-    let open: Arc<[std::sync::atomic::AtomicUsize]> = (0..cores).map(|_| Default::default()).collect();
-    for core in 0..cores {
+    let (shared, inboxes) = Cores::new(cores, limits.busy, moved);
+    for (core, inbox) in inboxes.into_iter().enumerate() {
         // Each thread's own handle on the listening socket, registered with its own runtime.
         // (One socket shared, not one per thread with `SO_REUSEPORT`: measured here, the kernel's
         // spreading of connections over such sockets served fewer requests, with a longer tail.)
@@ -45,7 +49,7 @@ pub(crate) async fn serve(
             }
         };
         let (app, connections, shutdown) = (app.clone(), connections.clone(), shutdown.clone());
-        let share = CoreShare { open: open.clone(), core };
+        let share = CoreShare { cores: shared.clone(), core };
         let (done, finished) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new().name(format!("agora-gateway-core-{core}")).spawn(move || {
             let _done = done;
@@ -56,7 +60,9 @@ pub(crate) async fn serve(
             runtime.block_on(async move {
                 match TcpListener::from_std(socket) {
                     Ok(listener) => {
-                        server::serve(listener, app, tag_peer, limits, connections, shutdown, Some(share)).await;
+                        tokio::spawn(share.clone().meter());
+                        server::serve(listener, app, tag_peer, limits, connections, shutdown, Some((share, inbox)))
+                            .await;
                     }
                     Err(error) => tracing::error!(%error, core, "a core could not listen"),
                 }

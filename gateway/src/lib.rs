@@ -13,6 +13,7 @@ mod app;
 mod audit;
 mod auth;
 mod authorize;
+mod balance;
 mod cache;
 mod call;
 pub mod cli;
@@ -27,6 +28,7 @@ mod embedded;
 mod error;
 mod fetch;
 mod fields;
+mod handoff;
 mod metrics;
 mod notify;
 mod ops;
@@ -165,7 +167,10 @@ pub(crate) async fn serve(
     let app = App::main(gateway.clone());
     let main = match limits.cores {
         0 => server::serve(listener, app, tag_peer, limits, connections.clone(), shutdown.clone(), None).boxed(),
-        _ => cores::serve(listener, app, tag_peer, limits, connections.clone(), shutdown.clone()).boxed(),
+        _ => {
+            let moved = gateway.metrics.connections_moved.clone();
+            cores::serve(listener, app, tag_peer, limits, connections.clone(), moved, shutdown.clone()).boxed()
+        }
     };
     let admin = side.admin.map(|admin| {
         let admin_app = App::of(admin_router(gateway.clone()));

@@ -24,15 +24,16 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+use bytes::Bytes;
+use hyper_util::rt::TokioTimer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::app::App;
+use crate::balance::CoreShare;
 use crate::config::{RuntimeKind, ServerConfig};
+use crate::handoff::{Moved, Serving};
 
 /// Descriptors kept free beside the client connections (upstream, Redis, files, listeners).
 const RESERVED_DESCRIPTORS: u64 = 64;
@@ -52,6 +53,8 @@ pub(crate) struct Limits {
     /// Threads serving the main listener, each with a runtime of its own (`cores.rs`); 0: the
     /// shared work-stealing runtime serves it.
     pub(crate) cores: usize,
+    /// Per mille of a core from which one of those threads counts as busy (`balance.rs`).
+    pub(crate) busy: u32,
 }
 
 impl Limits {
@@ -67,6 +70,8 @@ impl Limits {
                     .worker_threads
                     .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)),
             },
+            // Validated to lie in 0..=1.
+            busy: (server.busy_threshold * 1000.0).round() as u32,
         }
     }
 }
@@ -120,15 +125,19 @@ impl Drop for AddressSlot {
 }
 
 /// A stream whose writes fail once they have made no progress for `timeout`.
-struct WriteTimeout<S> {
+pub(crate) struct WriteTimeout<S> {
     inner: S,
     timeout: Duration,
     stalled: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<S> WriteTimeout<S> {
-    fn new(inner: S, timeout: Duration) -> Self {
+    pub(crate) fn new(inner: S, timeout: Duration) -> Self {
         Self { inner, timeout, stalled: None }
+    }
+
+    pub(crate) fn into_inner(self) -> S {
+        self.inner
     }
 
     /// The write could not go on: ready with an error once it has waited `timeout`.
@@ -221,9 +230,16 @@ fn connection_cap(configured: usize, open_files: Option<u64>) -> usize {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Peer(pub(crate) std::net::SocketAddr);
 
+/// A connection's places under the caps, held while it is open (on whichever thread).
+pub(crate) struct Held {
+    _permit: OwnedSemaphorePermit,
+    _address: AddressSlot,
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves; then stops accepting and waits for the
 /// open connections to finish their responses. `tag_peer`: each request carries its [`Peer`] (at
-/// the cost of an extension per request).
+/// the cost of an extension per request). `core`: this is one of the threads serving the main
+/// listener (`cores.rs`), with the inbox of the connections the others hand to it.
 pub(crate) async fn serve(
     listener: TcpListener,
     app: App,
@@ -231,7 +247,7 @@ pub(crate) async fn serve(
     limits: Limits,
     connections: Arc<Connections>,
     shutdown: impl Future<Output = ()>,
-    core: Option<CoreShare>,
+    core: Option<(CoreShare, mpsc::UnboundedReceiver<Moved>)>,
 ) {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -239,7 +255,13 @@ pub(crate) async fn serve(
         .max_header_size(limits.max_header_bytes);
     // At most 100 headers: hyper's own limit. (Setting it, even to 100, makes hyper fill a vector
     // of that many slots for every request it parses.)
-    let graceful = GracefulShutdown::new();
+    let (stopping, stop) = watch::channel(false);
+    let (live, mut drained) = mpsc::channel::<()>(1);
+    let (share, inbox) = core.unzip();
+    let serving = Serving { http, app, tag_peer, limits, core: share.clone(), stop, live };
+    if let Some(inbox) = inbox {
+        tokio::spawn(serving.clone().adopt(inbox));
+    }
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -249,8 +271,8 @@ pub(crate) async fn serve(
             },
             () = &mut shutdown => break,
         };
-        if let Some(core) = &core {
-            core.wait_turn().await;
+        if let Some(share) = &share {
+            share.wait_turn().await;
         }
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -266,63 +288,17 @@ pub(crate) async fn serve(
             () = &mut shutdown => break,
         };
         // One address over its cap: closed at once (its permit goes back with it).
-        let Some(address_slot) = connections.admit(peer.ip()) else { continue };
-        let opened = core.as_ref().map(CoreShare::opened);
+        let Some(address) = connections.admit(peer.ip()) else { continue };
         let _ = stream.set_nodelay(true);
         keep_alive(&stream);
-        let app = if tag_peer { app.with_peer(Peer(peer)) } else { app.clone() };
-        let service = TowerToHyperService::new(app);
-        let io = TokioIo::new(WriteTimeout::new(stream, limits.write_timeout));
-        let connection = graceful.watch(http.serve_connection(io, service));
-        tokio::spawn(async move {
-            let _held = (permit, address_slot, opened);
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "connection ended");
-            }
-        });
+        let held = Held { _permit: permit, _address: address };
+        tokio::spawn(serving.connection(stream, Bytes::new(), peer, held));
     }
     drop(listener);
-    graceful.shutdown().await;
-}
-
-/// One of the threads that accept from one listening socket (`cores.rs`), and the open
-/// connections of each: a thread with more than another leaves the next connection to it for a
-/// moment (at most [`TURN_WAIT`]), so that a burst of connections does not all land on one thread.
-#[derive(Clone)]
-pub(crate) struct CoreShare {
-    pub(crate) open: Arc<[std::sync::atomic::AtomicUsize]>,
-    pub(crate) core: usize,
-}
-
-/// Longest a busier thread leaves new connections to the others.
-const TURN_WAIT: Duration = Duration::from_millis(5);
-
-impl CoreShare {
-    async fn wait_turn(&self) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let started = tokio::time::Instant::now();
-        while started.elapsed() < TURN_WAIT {
-            let mine = self.open[self.core].load(Relaxed);
-            if self.open.iter().all(|other| other.load(Relaxed) >= mine) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    }
-
-    /// Counts a connection of this thread until the guard is dropped.
-    fn opened(&self) -> OpenConnection {
-        self.open[self.core].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        OpenConnection(self.clone())
-    }
-}
-
-struct OpenConnection(CoreShare);
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.0.open[self.0.core].fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
+    // Idle connections close at once, busy ones after their response; then no one holds `live`.
+    let _ = stopping.send(true);
+    drop(serving);
+    let _ = drained.recv().await;
 }
 
 /// A client's connection failing as it was accepted: nothing to wait for.
@@ -334,27 +310,6 @@ fn is_connection_error(error: &std::io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A thread with more connections than another waits (at most `TURN_WAIT`) before it accepts;
-    /// the least busy accepts at once; its count follows its connections.
-    #[tokio::test(start_paused = true)]
-    async fn a_busier_core_leaves_new_connections_to_the_others() {
-        let open: Arc<[std::sync::atomic::AtomicUsize]> = (0..2).map(|_| Default::default()).collect();
-        let (first, second) = (CoreShare { open: open.clone(), core: 0 }, CoreShare { open, core: 1 });
-        let started = tokio::time::Instant::now();
-        second.wait_turn().await;
-        assert_eq!(started.elapsed(), Duration::ZERO, "even: at once");
-        let held = [first.opened(), first.opened()];
-        first.wait_turn().await;
-        assert!(started.elapsed() >= TURN_WAIT, "busier: it waited {:?}", started.elapsed());
-        let before = tokio::time::Instant::now();
-        second.wait_turn().await;
-        assert_eq!(before.elapsed(), Duration::ZERO, "the less busy one accepts at once");
-        drop(held);
-        let before = tokio::time::Instant::now();
-        first.wait_turn().await;
-        assert_eq!(before.elapsed(), Duration::ZERO, "its connections closed: even again");
-    }
 
     #[test]
     fn the_cap_stays_below_the_open_file_limit() {

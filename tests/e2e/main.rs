@@ -10,6 +10,7 @@ mod failover;
 mod fields;
 mod fleet;
 mod gateway;
+mod handoff;
 mod hardening;
 mod hostile;
 mod identity;

@@ -53,6 +53,8 @@ fn errors_name_the_field() {
         (format!("{MINIMAL}\n[telemetry]\notlp_endpoint = \"grpc://collector:4317\"\n"), "telemetry.otlp_endpoint"),
         (format!("{MINIMAL}\n[telemetry]\nsample_ratio = 1.5\n"), "telemetry.sample_ratio"),
         (format!("{MINIMAL}\n[server]\nruntime = \"threads\"\n"), "server"),
+        (format!("{MINIMAL}\n[server]\nbusy_threshold = 1.5\n"), "server.busy_threshold"),
+        (format!("{MINIMAL}\n[server]\nbusy_threshold = -0.1\n"), "server.busy_threshold"),
         (format!("{MINIMAL}\n[telemetry]\nservice_name = \" \"\n"), "telemetry.service_name"),
     ];
     for (text, field) in cases {

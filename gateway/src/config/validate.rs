@@ -267,6 +267,12 @@ impl Config {
         if server.worker_threads.is_some_and(|workers| !(1..=256).contains(&workers)) {
             return Err(ConfigError::new("server.worker_threads", "must be between 1 and 256"));
         }
+        if !(0.0..=1.0).contains(&server.busy_threshold) {
+            return Err(ConfigError::new(
+                "server.busy_threshold",
+                "must be between 0 and 1 (a share of a core's time)",
+            ));
+        }
         if server.max_connections == 0 {
             return Err(ConfigError::new("server.max_connections", "must be at least 1"));
         }

@@ -81,6 +81,7 @@ pub(crate) struct Metrics {
     pub(crate) ncs_reads: Counter,
     pub(crate) ncs_reconcile_polls: Counter,
     pub(crate) ncs_corrections: Counter,
+    pub(crate) connections_moved: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -237,6 +238,12 @@ impl Metrics {
             "Users and channels the reconciliation polls corrected in the state built from NCS notices",
             ncs_corrections.clone(),
         );
+        let connections_moved = Counter::default();
+        registry.register(
+            "connections_moved",
+            "Client connections a busy serving thread handed to a less busy one, between two requests",
+            connections_moved.clone(),
+        );
         let spans = crate::telemetry::spans_counters();
         registry.register(
             "trace_spans_exported",
@@ -274,6 +281,7 @@ impl Metrics {
             ncs_reads,
             ncs_reconcile_polls,
             ncs_corrections,
+            connections_moved,
         }
     }
 
