@@ -33,7 +33,7 @@ const SMOOTHING: u32 = 4;
 const GAP: u32 = 250;
 
 /// Longest a thread that should not take the next connection leaves it to the others.
-pub(crate) const TURN_WAIT: Duration = Duration::from_millis(5);
+const TURN_WAIT: Duration = Duration::from_millis(5);
 
 /// The serving threads of the main listener, as each of them sees the others.
 pub(crate) struct Cores {
