@@ -117,12 +117,14 @@ impl CoreShare {
     /// Measures this thread's CPU time every [`WINDOW`], and asks for connections to move while it
     /// is busy and another is not. Runs on the thread it measures, for as long as its runtime.
     pub(crate) async fn meter(self) {
+        let mut ticks = tokio::time::interval(WINDOW);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is at once: the first window starts after it.
+        ticks.tick().await;
         let Some(mut last) = thread_cpu() else {
             tracing::warn!(core = self.core, "no CPU time of this thread: connections stay where they land");
             return;
         };
-        let mut ticks = tokio::time::interval(WINDOW);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (mut settling, mut load) = (0, 0);
         loop {
             ticks.tick().await;

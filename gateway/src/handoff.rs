@@ -3,9 +3,10 @@
 //! bytes of the next request already read, go to another thread, which serves it on. The client
 //! sees nothing: the connection stays open, and no byte is lost or answered twice.
 //!
-//! Between two requests means what hyper means by an idle keep-alive connection: every request
-//! parsed has had its response written to the end and flushed to the socket, the last read found
-//! nothing more to read, and no request had a body (a connection that sent one stays where it is).
+//! Between two requests means what hyper means by an idle keep-alive connection: one request at
+//! least was served (hyper counts a new connection busy until then), every request parsed has had
+//! its response written to the end and flushed to the socket, the last read found nothing more to
+//! read, and no request had a body (a connection that sent one stays where it is).
 //! Only then does the driver ask hyper to shut down gracefully, which closes an idle connection at
 //! once and hands back its parts without closing the socket.
 
@@ -122,7 +123,13 @@ async fn drive(
             if moving.take().is_some() {
                 // hyper did not close it at once: it was not idle after all, and it now closes
                 // after its response instead (with `connection: close`). Not expected.
-                tracing::warn!("a connection to hand over was not between two requests: it closes after its response");
+                tracing::warn!(
+                    started = flags.started.load(Relaxed),
+                    ended = flags.ended.load(Relaxed),
+                    waiting = flags.waiting.load(Relaxed),
+                    unflushed = flags.unflushed.load(Relaxed),
+                    "a connection to hand over was not between two requests: it closes after its response"
+                );
                 return Poll::Pending;
             }
             if !stopping && stopped.as_mut().poll(cx).is_ready() {
@@ -177,12 +184,15 @@ struct Flags {
 }
 
 impl Flags {
-    /// Idle, as hyper sees it: no request in flight, nothing left to write, nothing unread.
+    /// Idle, as hyper sees it: no request in flight, nothing left to write, nothing unread — and
+    /// one request served at least (hyper counts a connection busy until its first response).
     fn between_requests(&self) -> bool {
+        let ended = self.ended.load(Relaxed);
         self.waiting.load(Relaxed)
             && !self.unflushed.load(Relaxed)
             && !self.pinned.load(Relaxed)
-            && self.started.load(Relaxed) == self.ended.load(Relaxed)
+            && ended > 0
+            && self.started.load(Relaxed) == ended
     }
 }
 

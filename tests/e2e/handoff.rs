@@ -109,7 +109,8 @@ async fn connections_handed_between_serving_threads_lose_nothing_and_stay_open()
     let projects = DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
     let options = Options { server_extra: "worker_threads = 2\nbusy_threshold = 0.0\n", ..Options::default() };
     let toml = gateway_toml(&sandbox.base_url(), &projects.named("initech-staging").id, &options);
-    let gateway = GatewayProcess::start(&toml, &temp_dir("handoff"), "handoff", Output::CaptureWarn).await;
+    let dir = temp_dir("handoff");
+    let gateway = GatewayProcess::start(&toml, &dir, "handoff", Output::CaptureWarn).await;
     let token = token("acme", TENANT_SCOPES);
 
     let until = Instant::now() + Duration::from_secs(2);
@@ -124,4 +125,5 @@ async fn connections_handed_between_serving_threads_lose_nothing_and_stay_open()
     let logs = gateway.logs().await;
     assert!(!logs.contains("not between two requests"), "every hand-over was between two requests: {logs}");
     eprintln!("{sent} requests, {moved} hand-overs");
+    std::fs::remove_dir_all(dir).unwrap();
 }
