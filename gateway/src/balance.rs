@@ -214,6 +214,28 @@ mod tests {
         assert_eq!(taker(&[1000, 0], 1000), 0, "a threshold of 1: never busy");
     }
 
+    /// The thread that should take the next connection accepts at once; another waits (at most
+    /// `TURN_WAIT`); the count of a thread's connections follows their guards.
+    #[tokio::test(start_paused = true)]
+    async fn a_thread_that_should_not_take_the_next_connection_leaves_it_to_the_other() {
+        let (cores, _inboxes) = Cores::new(2, 970, Counter::default());
+        let (first, second) =
+            (CoreShare { cores: cores.clone(), core: 0 }, CoreShare { cores: cores.clone(), core: 1 });
+        let started = tokio::time::Instant::now();
+        first.wait_turn().await;
+        assert_eq!(started.elapsed(), Duration::ZERO, "idle: the first takes it at once");
+        second.wait_turn().await;
+        assert!(started.elapsed() >= TURN_WAIT, "the second waited: {:?}", started.elapsed());
+        cores.load[0].store(990, Relaxed);
+        let before = tokio::time::Instant::now();
+        second.wait_turn().await;
+        assert_eq!(before.elapsed(), Duration::ZERO, "the first busy: the second takes it at once");
+        let held = [first.opened(), first.opened()];
+        assert_eq!(cores.open[0].load(Relaxed), 2);
+        drop(held);
+        assert_eq!(cores.open[0].load(Relaxed), 0);
+    }
+
     #[test]
     fn a_busy_thread_hands_over_enough_to_meet_halfway() {
         assert_eq!(plan(0, &[1000, 0], 64, 850), Some((1, 32)), "saturated beside an idle one: half");
