@@ -399,6 +399,28 @@ pub(crate) fn initech_token(scope: &str) -> String {
     sign(Algorithm::EdDSA, Some("initech-ed"), &claims("initech", scope), &EncodingKey::from_ed_pem(&pem).unwrap())
 }
 
+/// The most crowded second of the arrivals a sandbox logged (`/__sandbox/arrivals` at `root`): each
+/// arrival's time from the first of that second, and its operation — what a failed budget
+/// assertion shows, so that a second with one call too many says how close its calls came.
+pub(crate) async fn crowded_second(root: &str) -> String {
+    let answer: Value = http().get(format!("{root}/__sandbox/arrivals")).send().await.unwrap().json().await.unwrap();
+    let times = answer["unix_us"].as_array().cloned().unwrap_or_default();
+    let operations = answer["operations"].as_array().cloned().unwrap_or_default();
+    let mut arrivals: Vec<(u64, String)> = times
+        .iter()
+        .zip(operations.iter().chain(std::iter::repeat(&Value::Null)))
+        .map(|(at, operation)| (at.as_u64().unwrap_or(0), operation.as_str().unwrap_or("-").to_string()))
+        .collect();
+    arrivals.sort_unstable();
+    let within = |k: usize| arrivals[k..].iter().take_while(|(at, _)| at - arrivals[k].0 < 1_000_000).count();
+    let Some(first) = (0..arrivals.len()).max_by_key(|&k| within(k)) else { return "no arrivals".into() };
+    let second: Vec<String> = arrivals[first..first + within(first)]
+        .iter()
+        .map(|(at, operation)| format!("+{:.1} ms {operation}", (at - arrivals[first].0) as f64 / 1000.0))
+        .collect();
+    format!("{} arrivals within one second: {}", second.len(), second.join(", "))
+}
+
 /// The value of one series (its name and labels as `/metrics` writes them) in a Prometheus
 /// text; 0 when the series is not there.
 pub(crate) fn metric_value(metrics: &str, series: &str) -> u64 {

@@ -139,7 +139,10 @@ async fn three_domains_stopped_in_turn_under_load_answer_every_read_and_send_no_
     }
 
     // The budget, across the three domains: never more than 10 in any second, never a 429.
-    assert!(stats.max_in_1s <= 10, "{} requests in one second across the domains", stats.max_in_1s);
+    if stats.max_in_1s > 10 {
+        let crowded = crowded_second(&root_of(&domains[0])).await;
+        panic!("{} requests in one second across the domains: {crowded}", stats.max_in_1s);
+    }
     assert_eq!(stats.throttled, 0);
     std::fs::remove_dir_all(dir).unwrap();
 }

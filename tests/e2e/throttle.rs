@@ -74,7 +74,10 @@ async fn three_tenants_at_six_times_the_budget_never_crowd_a_second_and_use_it_a
     let elapsed = started.elapsed();
     let stats = stack.stats().await;
 
-    assert!(stats.max_in_1s <= 10, "the sandbox saw {} requests within one second", stats.max_in_1s);
+    if stats.max_in_1s > 10 {
+        let crowded = crowded_second(&stack.sandbox.root_url()).await;
+        panic!("the sandbox saw {} requests within one second: {crowded}", stats.max_in_1s);
+    }
     assert_eq!(stats.throttled, 0, "the sandbox never said 429");
     let served = outcomes.iter().filter(|o| o.status == 200).count() as u64;
     assert_eq!(served, stats.requests, "every upstream call answered a client");
