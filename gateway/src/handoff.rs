@@ -17,6 +17,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -32,7 +33,7 @@ use tower::Service;
 
 use crate::app::App;
 use crate::balance::CoreShare;
-use crate::server::{Held, Limits, Peer, WriteTimeout};
+use crate::server::{Held, Limits, Peer};
 
 /// A connection on its way to another serving thread, between two requests.
 pub(crate) struct Moved {
@@ -69,7 +70,8 @@ impl Serving {
     ) -> impl Future<Output = ()> + Send + 'static {
         let flags = Arc::new(Flags::default());
         let app = if self.tag_peer { self.app.with_peer(Peer(peer)) } else { self.app.clone() };
-        let io = Tracked { read, inner: WriteTimeout::new(stream, self.limits.write_timeout), flags: flags.clone() };
+        let io =
+            Tracked { read, stream, write_timeout: self.limits.write_timeout, stalled: None, flags: flags.clone() };
         let conn = self.http.serve_connection(TokioIo::new(io), Counted { app, flags: flags.clone() });
         let (core, mut stop, live) = (self.core.clone(), self.stop.clone(), self.live.clone());
         let opened = core.as_ref().map(CoreShare::opened);
@@ -156,7 +158,7 @@ async fn drive(
     let mut io = parts.io.into_inner();
     if let (Some(to), Some(core)) = (moving, &core) {
         let read = if io.read.is_empty() { parts.read_buf } else { [io.read, parts.read_buf].concat().into() };
-        match io.inner.into_inner().into_std() {
+        match io.stream.into_std() {
             // A thread that has stopped drops it: closed, as an idle connection is on shutdown.
             Ok(stream) => {
                 core.hand_over(to, Moved { stream, read, peer, held });
@@ -196,16 +198,43 @@ impl Flags {
     }
 }
 
-/// The socket, behind the bytes read ahead by the thread that handed it over, with its
-/// [`Flags`] kept.
+/// The client's socket, behind the bytes read ahead by the thread that handed it over, with its
+/// [`Flags`] kept — and its writes failing once they have made no progress for
+/// `server.write_timeout` (a client that does not read its answers; hyper has no write timeout).
 pub(crate) struct Tracked {
     read: Bytes,
-    inner: WriteTimeout<TcpStream>,
+    stream: TcpStream,
+    write_timeout: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
     flags: Arc<Flags>,
 }
 
 impl Tracked {
-    fn wrote<T>(&self, result: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+    /// A write, flush or shutdown's outcome: a write that cannot go on fails once it has waited
+    /// `write_timeout`.
+    fn progressed<T>(&mut self, result: Poll<std::io::Result<T>>, cx: &mut Context<'_>) -> Poll<std::io::Result<T>> {
+        match result {
+            Poll::Ready(result) => {
+                self.stalled = None;
+                Poll::Ready(result)
+            }
+            Poll::Pending => {
+                let timeout = self.write_timeout;
+                let stalled = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                match stalled.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the client read nothing for server.write_timeout",
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    /// A write's outcome, with the bytes it may have left unflushed noted.
+    fn wrote<T>(&mut self, result: Poll<std::io::Result<T>>, cx: &mut Context<'_>) -> Poll<std::io::Result<T>> {
+        let result = self.progressed(result, cx);
         if !matches!(result, Poll::Ready(Err(_))) {
             self.flags.unflushed.store(true, Relaxed);
         }
@@ -223,7 +252,7 @@ impl AsyncRead for Tracked {
             this.flags.waiting.store(false, Relaxed);
             return Poll::Ready(Ok(()));
         }
-        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let result = Pin::new(&mut this.stream).poll_read(cx, buf);
         this.flags.waiting.store(result.is_pending(), Relaxed);
         result
     }
@@ -231,8 +260,8 @@ impl AsyncRead for Tracked {
 
 impl AsyncWrite for Tracked {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.wrote(result)
+        let result = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.wrote(result, cx)
     }
 
     fn poll_write_vectored(
@@ -240,16 +269,17 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.wrote(result)
+        let result = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.wrote(result, cx)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.stream.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let result = Pin::new(&mut self.inner).poll_flush(cx);
+        let result = Pin::new(&mut self.stream).poll_flush(cx);
+        let result = self.progressed(result, cx);
         if matches!(result, Poll::Ready(Ok(()))) {
             self.flags.unflushed.store(false, Relaxed);
         }
@@ -257,7 +287,8 @@ impl AsyncWrite for Tracked {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let result = Pin::new(&mut self.stream).poll_shutdown(cx);
+        self.progressed(result, cx)
     }
 }
 
