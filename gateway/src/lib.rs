@@ -29,6 +29,7 @@ mod error;
 mod fetch;
 mod fields;
 mod handoff;
+mod idle;
 mod metrics;
 mod notify;
 mod ops;

@@ -3,7 +3,8 @@
 //!
 //! - HTTP/1.1 with hyper's timer: a client has `header_read_timeout` to send a request's headers,
 //!   counted from when the connection is ready for a request — so an idle keep-alive connection
-//!   is closed after that long too, and a connection that never sends anything sooner;
+//!   is closed after that long too, and a connection that never sends anything sooner (a
+//!   connection that moves to another serving thread takes its deadline along: `handoff.rs`);
 //! - request heads of at most `max_header_bytes` (431 beyond), and at most 100 headers;
 //! - at most `max_connections` connections at once, over both listeners: beyond that the loops
 //!   stop accepting (new connections wait in the kernel's listen backlog), and the cap is kept
@@ -22,7 +23,6 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use hyper_util::rt::TokioTimer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
@@ -213,7 +213,7 @@ pub(crate) async fn serve(
         let _ = stream.set_nodelay(true);
         keep_alive(&stream);
         let held = Held { _permit: permit, _address: address };
-        tokio::spawn(serving.connection(stream, Bytes::new(), peer, held));
+        tokio::spawn(serving.connection(stream, peer, held, None));
     }
     drop(listener);
     // Idle connections close at once, busy ones after their response; then no one holds `live`.

@@ -129,3 +129,80 @@ async fn connections_handed_between_serving_threads_lose_nothing_and_stay_open()
     eprintln!("{sent} requests, {moved} hand-overs");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Requests on one keep-alive connection, each with a body (so the connection never moves), as
+/// fast as they are answered until `until`.
+async fn pinned_client(base: String, until: Instant) {
+    let mut stream = TcpStream::connect(base.trim_start_matches("http://")).await.unwrap();
+    let _ = stream.set_nodelay(true);
+    let request = b"GET /healthz HTTP/1.1\r\nHost: gateway\r\nContent-Length: 2\r\n\r\n{}";
+    let mut buffer = Vec::new();
+    while Instant::now() < until {
+        stream.write_all(request).await.unwrap();
+        let (status, head, _) = response(&mut stream, &mut buffer).await;
+        assert_eq!(status, 200, "{head}");
+    }
+}
+
+/// After `after`, one request, then a next request's head a byte every 100 ms: how long after the
+/// answer the gateway closed the connection (None: still open after 8 s).
+async fn trickler(base: String, after: Duration) -> Option<Duration> {
+    tokio::time::sleep(after).await;
+    let mut stream = TcpStream::connect(base.trim_start_matches("http://")).await.unwrap();
+    let _ = stream.set_nodelay(true);
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n").await.unwrap();
+    let (status, head, _) = response(&mut stream, &mut Vec::new()).await;
+    assert_eq!(status, 200, "{head}");
+    let idle = Instant::now();
+    let (mut reader, mut writer) = stream.into_split();
+    let trickle = tokio::spawn(async move {
+        writer.write_all(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\nX-Slow: ").await?;
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            writer.write_all(b"a").await?;
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), std::io::Error>(())
+    });
+    let mut byte = [0u8; 1];
+    let closed = match tokio::time::timeout(Duration::from_secs(8), reader.read(&mut byte)).await {
+        Ok(Ok(0) | Err(_)) => Some(idle.elapsed()),
+        Ok(Ok(_)) => panic!("an answer to a request head that never ended"),
+        Err(_) => None,
+    };
+    trickle.abort();
+    closed
+}
+
+#[tokio::test]
+async fn a_head_trickled_over_a_move_still_has_the_header_timeout_in_all() {
+    let _load = LOAD.lock().await;
+    let sandbox = start_sandbox(agora_sandbox::Seed::Demo, 10).await;
+    let projects = DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
+    let server = "worker_threads = 2\nbusy_threshold = 0.3\nheader_read_timeout = \"2s\"\n";
+    let options = Options { server_extra: server, ..Options::default() };
+    let toml = gateway_toml(&sandbox.base_url(), &projects.named("initech-staging").id, &options);
+    let dir = temp_dir("handoff-timeout");
+    let gateway = GatewayProcess::start(&toml, &dir, "handoff-timeout", Output::CaptureWarn).await;
+
+    // Slow clients, all on the first thread (it is not busy); their bytes spread over each 100 ms,
+    // so some come in while the thread offers a hand-over.
+    let slow: Vec<_> =
+        (0..16).map(|n| tokio::spawn(trickler(gateway.base.clone(), Duration::from_millis(n * 7)))).collect();
+    // A second into their 2 s, a client whose connection cannot move makes the first thread busy
+    // (it takes that connection too): it hands slow ones to the other thread.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let busy = tokio::spawn(pinned_client(gateway.base.clone(), Instant::now() + Duration::from_secs(2)));
+    let mut latest = Duration::ZERO;
+    for (n, slow) in slow.into_iter().enumerate() {
+        let closed = slow.await.unwrap().unwrap_or_else(|| panic!("slow connection {n} still open after 8 s"));
+        latest = latest.max(closed);
+    }
+    busy.await.unwrap();
+    let moved = metric_value(&metrics_text(&gateway.base).await, "agora_gateway_connections_moved_total");
+    eprintln!("16 trickled heads, {moved} hand-overs: the last closed {latest:?} after its answer");
+    assert!(moved > 0, "connections moved between the threads");
+    // hyper's timer alone gives a connection moved 1 s into its 2 s another 2 s: 3 s in all.
+    assert!(latest < Duration::from_millis(2600), "closed {latest:?} after the answer; header_read_timeout is 2 s");
+    std::fs::remove_dir_all(dir).unwrap();
+}
