@@ -8,14 +8,16 @@
 //! of times a second, and on a core shared with another busy process a woken thread can wait for
 //! the scheduler's next tick). A busy thread hands connections, between two of their requests, to
 //! a thread at least [`GAP`] less busy (`handoff.rs`), so that a pool opened while the gateway was
-//! idle spreads as its load grows, and no thread saturates while another idles.
+//! idle spreads as its load grows, and no thread saturates while another idles. A thread with no
+//! connection left, once its load has faded, stops measuring until one opens: an idle gateway's
+//! serving threads sleep.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use crate::handoff::Moved;
 
@@ -32,6 +34,9 @@ const SMOOTHING: u32 = 4;
 /// How much less busy (per mille of a core) a thread must be to take connections from a busy one.
 const GAP: u32 = 250;
 
+/// A thread with no connection stops measuring once its load is below this (per mille).
+const FADED: u32 = 10;
+
 /// Longest a thread that should not take the next connection leaves it to the others.
 const TURN_WAIT: Duration = Duration::from_millis(5);
 
@@ -41,6 +46,8 @@ pub(crate) struct Cores {
     load: Box<[AtomicU32]>,
     /// Each thread's open connections.
     open: Box<[AtomicUsize]>,
+    /// Wakes a thread's measuring when its first connection opens.
+    opening: Box<[Notify]>,
     /// Connections each thread is to hand over, and to which thread.
     shed: Box<[AtomicUsize]>,
     shed_to: Box<[AtomicUsize]>,
@@ -58,6 +65,7 @@ impl Cores {
         let cores = Self {
             load: (0..count).map(|_| AtomicU32::new(0)).collect(),
             open: (0..count).map(|_| AtomicUsize::new(0)).collect(),
+            opening: (0..count).map(|_| Notify::new()).collect(),
             shed: (0..count).map(|_| AtomicUsize::new(0)).collect(),
             shed_to: (0..count).map(|_| AtomicUsize::new(0)).collect(),
             inboxes: inboxes.into(),
@@ -93,7 +101,10 @@ impl CoreShare {
 
     /// Counts a connection of this thread until the guard is dropped.
     pub(crate) fn opened(&self) -> OpenConnection {
-        self.cores.open[self.core].fetch_add(1, Relaxed);
+        if self.cores.open[self.core].fetch_add(1, Relaxed) == 0 {
+            // A permit if the thread is not waiting yet: its next wait ends at once.
+            self.cores.opening[self.core].notify_one();
+        }
         OpenConnection(self.clone())
     }
 
@@ -137,6 +148,15 @@ impl CoreShare {
             self.cores.load[self.core].store(load, Relaxed);
             // Connections not taken in the last window are not taken any more: the loads changed.
             self.cores.shed[self.core].store(0, Relaxed);
+            if self.cores.open[self.core].load(Relaxed) == 0 && load < FADED {
+                // Nothing to measure or hand over until a connection opens here.
+                self.cores.load[self.core].store(0, Relaxed);
+                self.cores.opening[self.core].notified().await;
+                ticks.reset();
+                let Some(now) = thread_cpu() else { return };
+                (last, load, settling) = (now, 0, 0);
+                continue;
+            }
             if settling > 0 {
                 settling -= 1;
                 continue;

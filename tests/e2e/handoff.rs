@@ -206,3 +206,57 @@ async fn a_head_trickled_over_a_move_still_has_the_header_timeout_in_all() {
     assert!(latest < Duration::from_millis(2600), "closed {latest:?} after the answer; header_read_timeout is 2 s");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// How many times each serving thread of process `pid` has gone to sleep (voluntary context
+/// switches, from `/proc`), by thread id.
+fn serving_thread_sleeps(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    let mut sleeps = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        // "agora-gateway-core-N", cut to 15 bytes by the kernel.
+        if !comm.starts_with("agora-gateway-c") {
+            continue;
+        }
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let count = status
+            .lines()
+            .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|count| count.trim().parse().ok())
+            .unwrap_or(0);
+        sleeps.insert(task.file_name().to_string_lossy().into_owned(), count);
+    }
+    sleeps
+}
+
+#[tokio::test]
+async fn an_idle_gateway_s_serving_threads_sleep_until_a_connection_comes() {
+    let sandbox = start_sandbox(agora_sandbox::Seed::Demo, 10).await;
+    let projects = DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
+    // Idle connections close after a second, so none is left open after the requests below.
+    let options = Options { server_extra: "worker_threads = 2\nheader_read_timeout = \"1s\"\n", ..Options::default() };
+    let toml = gateway_toml(&sandbox.base_url(), &projects.named("initech-staging").id, &options);
+    let dir = temp_dir("idle-threads");
+    let gateway = GatewayProcess::start(&toml, &dir, "idle-threads", Output::CaptureWarn).await;
+    let pid = gateway.child.id().expect("the gateway runs");
+    let token = token("acme", TENANT_SCOPES);
+    for _ in 0..50 {
+        let response =
+            http().get(format!("{}/dev/v1/projects", gateway.base)).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(response.status(), PROJECTS_OK);
+    }
+    // The connections close (1 s), the threads' loads fade (well under a second): then 2 s idle.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = serving_thread_sleeps(pid);
+    assert_eq!(before.len(), 2, "two serving threads: {before:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = serving_thread_sleeps(pid);
+    for (thread, count) in &after {
+        let woke = count - before.get(thread).copied().unwrap_or(0);
+        // Measuring its load every 20 ms, a thread would wake 100 times in 2 s.
+        assert!(woke <= 10, "serving thread {thread} woke {woke} times in 2 s with no connection");
+    }
+    // And a connection that comes is served as before.
+    let response = http().get(format!("{}/dev/v1/projects", gateway.base)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(response.status(), PROJECTS_OK);
+    std::fs::remove_dir_all(dir).unwrap();
+}
