@@ -60,6 +60,7 @@ impl Flags {
         self.ended.fetch_add(1, Relaxed);
     }
 
+    /// When the last response ended (meaningful once one has).
     pub(crate) fn idle_since(&self) -> std::time::Instant {
         *EPOCH + Duration::from_nanos(self.idle_since.load(Relaxed))
     }
