@@ -11,9 +11,9 @@
 //! once and hands back its parts without closing the socket.
 //!
 //! hyper's header-read timer starts when a connection becomes idle, and the next thread's hyper
-//! starts one afresh: so the connection takes its deadline along, and the next thread closes it
-//! then unless a request has begun — a client that trickles a request head, moved between threads,
-//! still has `server.header_read_timeout` in all, not that much again after every move.
+//! starts one afresh: so the connection takes hyper's deadline along, and the next thread closes
+//! it then unless a request has begun — a client that trickles a request head, moved between
+//! threads, still has `server.header_read_timeout` in all, not that much again after a move.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,7 +21,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::task::Poll;
-use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::server::conn::http1;
@@ -33,7 +32,7 @@ use tokio::time::Instant;
 
 use crate::app::App;
 use crate::balance::CoreShare;
-use crate::idle::{Counted, Flags, Tracked};
+use crate::idle::{Counted, Flags, HeadTimer, Tracked};
 use crate::server::{Held, Limits, Peer};
 
 /// A connection on its way to another serving thread, between two requests.
@@ -48,7 +47,7 @@ pub(crate) struct Moved {
 pub(crate) struct Carried {
     /// Bytes of it that were read already.
     read: Bytes,
-    /// When its head must have been read (hyper's header-read timer on the thread it left).
+    /// When its head must have been read (hyper's deadline on the thread it left).
     head_by: Option<Instant>,
 }
 
@@ -58,7 +57,6 @@ struct Along {
     held: Held,
     /// Closed then unless a request has begun (a deadline carried from the thread before).
     head_by: Option<Instant>,
-    header_read_timeout: Duration,
 }
 
 /// What every connection of one listener (on one thread) is served with.
@@ -88,9 +86,11 @@ impl Serving {
         let flags = Arc::new(Flags::default());
         let app = if self.tag_peer { self.app.with_peer(Peer(peer)) } else { self.app.clone() };
         let (read, head_by) = carried.map_or((Bytes::new(), None), |carried| (carried.read, carried.head_by));
-        let along = Along { peer, held, head_by, header_read_timeout: self.limits.header_read_timeout };
+        let along = Along { peer, held, head_by };
         let io = Tracked::new(read, stream, self.limits.write_timeout, flags.clone());
-        let conn = self.http.serve_connection(TokioIo::new(io), Counted { app, flags: flags.clone() });
+        let mut http = self.http.clone();
+        http.timer(HeadTimer(flags.clone()));
+        let conn = http.serve_connection(TokioIo::new(io), Counted { app, flags: flags.clone() });
         let (core, mut stop, live) = (self.core.clone(), self.stop.clone(), self.live.clone());
         let opened = core.as_ref().map(CoreShare::opened);
         async move {
@@ -185,8 +185,7 @@ async fn drive(
     let (unread, mut stream) = parts.io.into_inner().into_parts();
     if let (Some(to), Some(core)) = (moving, &core) {
         let read = if unread.is_empty() { parts.read_buf } else { [unread, parts.read_buf].concat().into() };
-        // hyper's timer for the next head started when the last response ended.
-        let head_by = Instant::from_std(flags.idle_since()).checked_add(along.header_read_timeout);
+        let head_by = flags.head_by().map(Instant::from_std);
         match stream.into_std() {
             // A thread that has stopped drops it: closed, as an idle connection is on shutdown.
             Ok(stream) => {

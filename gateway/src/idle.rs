@@ -1,6 +1,7 @@
 //! What the driver of a connection (`handoff.rs`) knows of hyper's state — whether the
-//! connection is between two requests, and since when — from the connection's socket and its
-//! service, which keep [`Flags`] as hyper reads, writes, calls the service and drops a response.
+//! connection is between two requests, and by when the next request's head must have come — from
+//! the connection's socket, its service and its timer, which keep [`Flags`] as hyper reads,
+//! writes, calls the service, drops a response and sets its header-read deadline.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,6 +16,8 @@ use axum::extract::Request;
 use axum::response::Response;
 use bytes::{Buf, Bytes};
 use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::rt::{Sleep, Timer};
+use hyper_util::rt::TokioTimer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tower::Service;
@@ -34,11 +37,11 @@ pub(crate) struct Flags {
     pub(crate) unflushed: AtomicBool,
     /// A request came with a body: the connection is never handed over.
     pinned: AtomicBool,
-    /// When the last response ended (nanoseconds from [`EPOCH`]).
-    idle_since: AtomicU64,
+    /// hyper's deadline for the next request's head (nanoseconds from [`EPOCH`]; 0: none yet).
+    head_by: AtomicU64,
 }
 
-/// What [`Flags::idle_since`] counts from.
+/// What [`Flags::head_by`] counts from.
 static EPOCH: LazyLock<std::time::Instant> = LazyLock::new(std::time::Instant::now);
 
 impl Flags {
@@ -53,16 +56,41 @@ impl Flags {
             && self.started.load(Relaxed) == ended
     }
 
-    /// The last response ended: hyper waits for the next request's head from now.
-    fn ended_one(&self) {
-        let since = u64::try_from(EPOCH.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.idle_since.store(since, Relaxed);
-        self.ended.fetch_add(1, Relaxed);
+    /// hyper's deadline for the next request's head, once it has set one.
+    pub(crate) fn head_by(&self) -> Option<std::time::Instant> {
+        match self.head_by.load(Relaxed) {
+            0 => None,
+            nanos => EPOCH.checked_add(Duration::from_nanos(nanos)),
+        }
     }
 
-    /// When the last response ended (meaningful once one has).
-    pub(crate) fn idle_since(&self) -> std::time::Instant {
-        *EPOCH + Duration::from_nanos(self.idle_since.load(Relaxed))
+    fn note_head_by(&self, deadline: std::time::Instant) {
+        let nanos = u64::try_from(deadline.saturating_duration_since(*EPOCH).as_nanos()).unwrap_or(u64::MAX);
+        self.head_by.store(nanos.max(1), Relaxed);
+    }
+}
+
+/// hyper's timer (tokio's), with each deadline it sets noted in the connection's [`Flags`]: an
+/// HTTP/1 server connection sets one only, the next request head's (`server.header_read_timeout`).
+pub(crate) struct HeadTimer(pub(crate) Arc<Flags>);
+
+impl Timer for HeadTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Sleep>> {
+        TokioTimer::new().sleep(duration)
+    }
+
+    fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn Sleep>> {
+        self.0.note_head_by(deadline);
+        TokioTimer::new().sleep_until(deadline)
+    }
+
+    fn reset(&self, sleep: &mut Pin<Box<dyn Sleep>>, new_deadline: std::time::Instant) {
+        self.0.note_head_by(new_deadline);
+        TokioTimer::new().reset(sleep, new_deadline);
+    }
+
+    fn now(&self) -> std::time::Instant {
+        TokioTimer::new().now()
     }
 }
 
@@ -217,7 +245,7 @@ pub(crate) struct Ended {
 impl Drop for Ended {
     fn drop(&mut self) {
         if let Some(flags) = &self.flags {
-            flags.ended_one();
+            flags.ended.fetch_add(1, Relaxed);
         }
     }
 }
