@@ -558,6 +558,24 @@ pub(crate) struct GatewayProcess {
     pub child: tokio::process::Child,
 }
 
+/// A gateway process (named `name`: its config file and its own temp dir) in front of a demo
+/// sandbox of its own (10 calls a second), with `options`; `env` and `open_files` as
+/// [`GatewayProcess::spawn`] takes them.
+pub(crate) async fn demo_gateway_process(
+    name: &str,
+    options: &Options,
+    output: Output,
+    env: &[(&str, &str)],
+    open_files: Option<u32>,
+) -> (GatewayProcess, Sandbox, PathBuf) {
+    let sandbox = start_sandbox(Seed::Demo, 10).await;
+    let projects = DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
+    let toml = gateway_toml(&sandbox.base_url(), &projects.named("initech-staging").id, options);
+    let dir = temp_dir(name);
+    let gateway = GatewayProcess::spawn(&toml, &dir, name, output, env, open_files).await;
+    (gateway, sandbox, dir)
+}
+
 impl GatewayProcess {
     /// Writes `toml` (its `listen` replaced by a free port) to a file `name`.toml in `dir`, starts the gateway
     /// on it and waits until it answers.

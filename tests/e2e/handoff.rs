@@ -107,12 +107,8 @@ async fn client(base: String, token: String, until: Instant) -> usize {
 async fn connections_handed_between_serving_threads_lose_nothing_and_stay_open() {
     // Six clients flat out keep both cores busy for two seconds: not beside a budget-timing test.
     let _load = LOAD.lock().await;
-    let sandbox = start_sandbox(agora_sandbox::Seed::Demo, 10).await;
-    let projects = DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
     let options = Options { server_extra: "worker_threads = 2\nbusy_threshold = 0.0\n", ..Options::default() };
-    let toml = gateway_toml(&sandbox.base_url(), &projects.named("initech-staging").id, &options);
-    let dir = temp_dir("handoff");
-    let gateway = GatewayProcess::start(&toml, &dir, "handoff", Output::CaptureWarn).await;
+    let (gateway, _sandbox, dir) = demo_gateway_process("handoff", &options, Output::CaptureWarn, &[], None).await;
     let token = token("acme", TENANT_SCOPES);
 
     let until = Instant::now() + Duration::from_secs(2);
@@ -175,13 +171,10 @@ async fn trickler(base: String, after: Duration) -> Option<Duration> {
 #[tokio::test]
 async fn a_head_trickled_over_a_move_still_has_the_header_timeout_in_all() {
     let _load = LOAD.lock().await;
-    let sandbox = start_sandbox(agora_sandbox::Seed::Demo, 10).await;
-    let projects = DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
     let server = "worker_threads = 2\nbusy_threshold = 0.3\nheader_read_timeout = \"2s\"\n";
     let options = Options { server_extra: server, ..Options::default() };
-    let toml = gateway_toml(&sandbox.base_url(), &projects.named("initech-staging").id, &options);
-    let dir = temp_dir("handoff-timeout");
-    let gateway = GatewayProcess::start(&toml, &dir, "handoff-timeout", Output::CaptureWarn).await;
+    let (gateway, _sandbox, dir) =
+        demo_gateway_process("handoff-timeout", &options, Output::CaptureWarn, &[], None).await;
 
     // Slow clients, taken by whichever thread as they come (neither is busy); their bytes spread
     // over each 100 ms, so some come in while a thread offers a hand-over.
@@ -228,13 +221,9 @@ fn serving_thread_sleeps(pid: u32) -> std::collections::BTreeMap<String, u64> {
 
 #[tokio::test]
 async fn an_idle_gateway_s_serving_threads_sleep_until_a_connection_comes() {
-    let sandbox = start_sandbox(agora_sandbox::Seed::Demo, 10).await;
-    let projects = DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
     // Idle connections close after a second, so none is left open after the requests below.
     let options = Options { server_extra: "worker_threads = 2\nheader_read_timeout = \"1s\"\n", ..Options::default() };
-    let toml = gateway_toml(&sandbox.base_url(), &projects.named("initech-staging").id, &options);
-    let dir = temp_dir("idle-threads");
-    let gateway = GatewayProcess::start(&toml, &dir, "idle-threads", Output::CaptureWarn).await;
+    let (gateway, _sandbox, dir) = demo_gateway_process("idle-threads", &options, Output::CaptureWarn, &[], None).await;
     let pid = gateway.child.id().expect("the gateway runs");
     let token = token("acme", TENANT_SCOPES);
     for _ in 0..50 {

@@ -5,7 +5,6 @@
 //! ids, redirects and environment proxies, kicking rules of other apps.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -17,21 +16,6 @@ use tokio::net::TcpStream;
 
 use crate::cluster::RedisServer;
 use crate::common::*;
-
-/// A gateway process in front of a demo sandbox, with `options`.
-async fn process(
-    name: &str,
-    options: &Options,
-    env: &[(&str, &str)],
-    open_files: Option<u32>,
-) -> (GatewayProcess, agora_sandbox::Sandbox, PathBuf) {
-    let sandbox = start_sandbox(agora_sandbox::Seed::Demo, 10).await;
-    let projects = DemoProjects(console_client(&sandbox).list_projects().send().await.unwrap().into_inner().projects);
-    let toml = gateway_toml(&sandbox.base_url(), &projects.named("initech-staging").id, options);
-    let dir = temp_dir(name);
-    let gateway = GatewayProcess::spawn(&toml, &dir, name, Output::Discard, env, open_files).await;
-    (gateway, sandbox, dir)
-}
 
 fn host_of(base: &str) -> String {
     base.trim_start_matches("http://").to_string()
@@ -68,7 +52,7 @@ async fn closed_within(mut stream: TcpStream, within: Duration) -> Option<Instan
 async fn slow_and_idle_connections_are_closed_within_the_header_timeout_while_healthz_answers() {
     let _load = LOAD.lock().await;
     let options = Options { server_extra: "header_read_timeout = \"2s\"\n", ..Options::default() };
-    let (gateway, _sandbox, dir) = process("slowloris", &options, &[], None).await;
+    let (gateway, _sandbox, dir) = demo_gateway_process("slowloris", &options, Output::Discard, &[], None).await;
     let addr = host_of(&gateway.base);
     let opened = Instant::now();
     let mut sockets = Vec::new();
@@ -112,7 +96,7 @@ async fn slow_and_idle_connections_are_closed_within_the_header_timeout_while_he
 async fn a_low_open_file_limit_caps_connections_instead_of_starving_the_process() {
     let _load = LOAD.lock().await;
     let options = Options { server_extra: "header_read_timeout = \"2s\"\n", ..Options::default() };
-    let (gateway, _sandbox, dir) = process("descriptors", &options, &[], Some(256)).await;
+    let (gateway, _sandbox, dir) = demo_gateway_process("descriptors", &options, Output::Discard, &[], Some(256)).await;
     let addr = host_of(&gateway.base);
     let mut idle = Vec::new();
     for _ in 0..300 {
@@ -171,7 +155,7 @@ async fn a_retry_after_of_u64_max_pauses_the_shared_budget_no_longer_than_the_ce
     let Some(redis) = RedisServer::start().await else { return };
     let options =
         Options { redis_url: Some(redis.url()), upstream_extra: "max_retry_after = \"2s\"\n", ..Options::default() };
-    let (gateway, sandbox, dir) = process("retry-after-redis", &options, &[], None).await;
+    let (gateway, sandbox, dir) = demo_gateway_process("retry-after-redis", &options, Output::Discard, &[], None).await;
     assert_eq!(gateway.ready().await, 200);
     set_faults(&sandbox, huge_retry_after("/dev/v1/projects")).await;
     let acme = token("acme", TENANT_SCOPES);
@@ -457,7 +441,8 @@ async fn the_upstream_client_follows_no_redirect_and_no_environment_proxy() {
     let (target, redirected) = trap().await;
     let (proxy, proxied) = trap().await;
     let env = [("HTTP_PROXY", proxy.as_str()), ("http_proxy", proxy.as_str()), ("ALL_PROXY", proxy.as_str())];
-    let (gateway, sandbox, dir) = process("redirects", &Options::default(), &env, None).await;
+    let (gateway, sandbox, dir) =
+        demo_gateway_process("redirects", &Options::default(), Output::Discard, &env, None).await;
     let acme = token("acme", TENANT_SCOPES);
     let (status, _, body) = call_at(&gateway.base, Method::GET, "/dev/v1/projects", Some(&acme), None).await;
     assert_eq!(status, PROJECTS_OK, "straight to the upstream: {body}");
