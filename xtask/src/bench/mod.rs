@@ -10,8 +10,11 @@
 //! 5. coalesce: 1,000 concurrent identical cold reads;
 //! 6. scale: the hit of a tenant owning 2 projects, in an account of 5 and of 5,005 projects
 //!    (interleaved rounds; the tenant's view checked first), and the gateway's peak RSS;
-//! 7. cluster: 3 gateway replicas and a redis-server under the overload of 4.
+//! 7. cluster: 3 gateway replicas and a redis-server under the overload of 4;
+//! 8. bare: the floor under 1 — a bare hyper server answering the hit's bytes (`xtask/bare-hyper`), in
+//!    the rounds of 1 to 3: what the gateway's own work costs, and what hyper and the kernel do.
 
+pub(crate) mod bare;
 mod load;
 pub(crate) mod procs;
 mod report;
@@ -105,10 +108,21 @@ pub(crate) fn run(root: &Path, quick: bool, compare: Option<(PathBuf, bool)>, ro
 }
 
 fn build(root: &Path) -> Result<()> {
-    println!("building release binaries (cargo build --release -p agora-gateway -p agora-sandbox)");
+    println!("building release binaries (cargo build --release -p agora-gateway -p agora-sandbox -p bare-hyper)");
     let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(root)
-        .args(["build", "--release", "--quiet", "-p", "agora-gateway", "-p", "agora-sandbox", "--bins"])
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "agora-gateway",
+            "-p",
+            "agora-sandbox",
+            "-p",
+            "bare-hyper",
+            "--bins",
+        ])
         .status()?;
     if !status.success() {
         bail!("the release build failed");
@@ -370,6 +384,30 @@ impl Bench {
         Ok(())
     }
 
+    /// The bare server (`xtask/bare-hyper`) answering what `gateway` answers the hit, with as many threads
+    /// as the gateway has by default (one per CPU): started, and checked to answer the same.
+    async fn start_bare(&self, gateway: &str, auth: &[(&str, String)]) -> Result<(Proc, String)> {
+        let hit = |url: String| {
+            auth.iter().fold(self.http.get(url), |request, (name, value)| request.header(*name, value)).send()
+        };
+        let response = hit(format!("{gateway}/dev/v1/projects")).await?.error_for_status()?;
+        let head = bare::Answer::of(&response, &[]);
+        let answer = bare::Answer { body: response.bytes().await?.to_vec(), ..head };
+        let path = self.out.join("bare-answer.json");
+        std::fs::write(&path, serde_json::to_vec(&answer)?)?;
+        let port = free_port()?;
+        let (listen, threads) = (format!("127.0.0.1:{port}"), std::thread::available_parallelism()?.to_string());
+        let args = [listen.as_str(), path.to_str().context("a UTF-8 path")?, &threads];
+        let mut process = Proc::spawn(&self.logs, "bare", &self.binary("bare-hyper"), &args, &[])?;
+        wait_port(port, "bare", &mut process).await?;
+        let url = format!("http://{listen}");
+        let served = hit(format!("{url}/dev/v1/projects")).await?;
+        if served.status().as_u16() != answer.status || served.bytes().await? != answer.body {
+            bail!("the bare server does not answer what the gateway answered");
+        }
+        Ok((process, url))
+    }
+
     fn token(&self, config: &Path, tenant: &str) -> Result<String> {
         let output = std::process::Command::new(self.binary("agora-gateway"))
             .args(["token", "--config", config.to_str().context("a UTF-8 path")?, "--tenant", tenant, "--ttl", "2h"])
@@ -412,13 +450,15 @@ impl Bench {
         if !warm.status().is_success() {
             bail!("the one-worker gateway answered {} to the warming read", warm.status());
         }
+        // The floor: hyper alone, answering the same bytes.
+        let (bare_process, bare) = self.start_bare(&gateway, &auth).await?;
         println!(
             "hit (cached list_projects through the gateway, JWT per request; also with one worker thread), nginx \
-             anchor, direct sandbox: {} interleaved rounds, 64 connections",
+             anchor, direct sandbox, bare hyper with the hit's answer: {} interleaved rounds, 64 connections",
             d.rounds
         );
-        let (mut hits, mut one_worker_hits, mut nginx_runs, mut direct_runs) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut hits, mut one_worker_hits, mut nginx_runs, mut direct_runs, mut bare_runs) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for round in 1..=d.rounds {
             let hit = self.closed(&gateway, gateway_process.pid(), &auth).await?;
             let one_worker_hit = self.closed(&one_worker, one_worker_process.pid(), &auth).await?;
@@ -427,22 +467,26 @@ impl Bench {
                 None => None,
             };
             let direct_run = self.closed(&direct, direct_process.pid(), &basic).await?;
+            let bare_run = self.closed(&bare, bare_process.pid(), &auth).await?;
             println!(
                 "  round {round}/{}: hit {:.0} req/s (p99 {:.2} ms), one worker {:.0} req/s (p99 {:.2} ms), nginx {}, \
-                 direct {:.0} req/s",
+                 direct {:.0} req/s, bare hyper {:.0} req/s",
                 d.rounds,
                 hit.requests_per_second,
                 hit.p99_ms,
                 one_worker_hit.requests_per_second,
                 one_worker_hit.p99_ms,
                 nginx_run.as_ref().map_or("skipped".to_string(), |n| format!("{:.0} req/s", n.requests_per_second)),
-                direct_run.requests_per_second
+                direct_run.requests_per_second,
+                bare_run.requests_per_second
             );
             hits.push(hit);
             one_worker_hits.push(one_worker_hit);
             nginx_runs.extend(nginx_run);
             direct_runs.push(direct_run);
+            bare_runs.push(bare_run);
         }
+        bare_process.stop();
         // 3b. latency at fixed loads: 50% and 80% of nginx's ceiling, nginx and the gateways in turn.
         let fixed = match (which("h2load"), &nginx, nginx_runs.is_empty()) {
             (Some(h2load), Some((_, nginx_url)), false) => {
@@ -520,6 +564,11 @@ impl Bench {
             "direct": direct_run,
             "direct_rounds": direct_runs,
             "hit_over_direct": ratio_of_rounds(&hits, &direct_runs),
+            "bare": median_run(&bare_runs),
+            "bare_rounds": bare_runs,
+            "hit_over_bare": ratio_of_rounds(&hits, &bare_runs),
+            "cpu_hit_over_bare": cpu_ratio_of_rounds(&hits, &bare_runs),
+            "bare_over_nginx": (!nginx_runs.is_empty()).then(|| ratio_of_rounds(&bare_runs, &nginx_runs)),
             "nginx": nginx_run,
             "nginx_rounds": nginx_runs,
             "hit_over_nginx": (!nginx_runs.is_empty()).then(|| ratio_of_rounds(&hits, &nginx_runs)),

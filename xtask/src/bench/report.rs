@@ -67,8 +67,8 @@ pub(super) fn table(report: &Value) -> String {
     ));
     let generator = report["hit"]["generator"].as_str().unwrap_or("?");
     out.push_str(&format!(
-        "Load generator: {generator} (one thread), 64 connections; hit, nginx and direct in {} interleaved rounds \
-         (medians shown).\n\n",
+        "Load generator: {generator} (one thread), 64 connections; hit, nginx, direct and bare hyper in {} \
+         interleaved rounds (medians shown).\n\n",
         report["rounds"]
     ));
     out.push_str("| scenario | throughput | p50 ms | p99 ms | p99.9 ms |\n|---|---|---|---|---|\n");
@@ -76,6 +76,7 @@ pub(super) fn table(report: &Value) -> String {
     out.push_str(&format!("| hit, `server.worker_threads = 1` | {} |\n", closed(&report["hit_one_worker"])));
     out.push_str(&format!("| direct (sandbox, no gateway) | {} |\n", closed(&report["direct"])));
     out.push_str(&format!("| nginx cache + throttle anchor | {} |\n", closed(&report["nginx"])));
+    out.push_str(&format!("| bare hyper, the hit's answer (no gateway work) | {} |\n", closed(&report["bare"])));
     out.push_str("\n| figure | value |\n|---|---|\n");
     out.push_str(&format!("| hit / direct | {} |\n", ratio(&report["hit_over_direct"])));
     out.push_str(&format!("| hit / nginx | {} |\n", ratio(&report["hit_over_nginx"])));
@@ -88,6 +89,17 @@ pub(super) fn table(report: &Value) -> String {
             ratio(cpu)
         ));
     }
+    out.push_str(&format!("| hit / bare hyper | {} |\n", ratio(&report["hit_over_bare"])));
+    let cpu = &report["cpu_hit_over_bare"];
+    if cpu["median"].is_number() {
+        out.push_str(&format!(
+            "| CPU per request, hit / bare hyper | {:.2} µs / {:.2} µs = {} |\n",
+            cpu["ours_us"].as_f64().unwrap_or(0.0),
+            cpu["theirs_us"].as_f64().unwrap_or(0.0),
+            ratio(cpu)
+        ));
+    }
+    out.push_str(&format!("| bare hyper / nginx | {} |\n", ratio(&report["bare_over_nginx"])));
     for load in report["fixed"].as_array().into_iter().flatten() {
         let latencies = |v: &Value| {
             let ms = |key: &str| v[key].as_f64().unwrap_or(0.0);
