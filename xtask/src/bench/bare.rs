@@ -13,14 +13,15 @@ pub(crate) struct Answer {
 }
 
 impl Answer {
-    /// What `response` says, with its `body`.
-    pub(crate) fn of(response: &reqwest::Response, body: &[u8]) -> Self {
+    /// What `response` says, body and all.
+    pub(crate) async fn read(response: reqwest::Response) -> reqwest::Result<Self> {
         let headers = response
             .headers()
             .iter()
             .filter(|(name, _)| !matches!(name.as_str(), "date" | "content-length"))
             .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_string())))
             .collect();
-        Self { status: response.status().as_u16(), headers, body: body.to_vec() }
+        let status = response.status().as_u16();
+        Ok(Self { status, headers, body: response.bytes().await?.to_vec() })
     }
 }

@@ -11,8 +11,9 @@
 //! 6. scale: the hit of a tenant owning 2 projects, in an account of 5 and of 5,005 projects
 //!    (interleaved rounds; the tenant's view checked first), and the gateway's peak RSS;
 //! 7. cluster: 3 gateway replicas and a redis-server under the overload of 4;
-//! 8. bare: the floor under 1 — a bare hyper server answering the hit's bytes (`xtask/bare-hyper`), in
-//!    the rounds of 1 to 3: what the gateway's own work costs, and what hyper and the kernel do.
+//! 8. bare: the floor under 1 — a bare hyper server answering the hit's bytes
+//!    (`xtask/bare-hyper`), in the rounds of 1 to 3: what the gateway's own work costs, and what
+//!    hyper and the kernel do.
 
 pub(crate) mod bare;
 mod load;
@@ -384,15 +385,13 @@ impl Bench {
         Ok(())
     }
 
-    /// The bare server (`xtask/bare-hyper`) answering what `gateway` answers the hit, with as many threads
-    /// as the gateway has by default (one per CPU): started, and checked to answer the same.
+    /// The bare server (`xtask/bare-hyper`) answering what `gateway` answers the hit, with as many
+    /// threads as the gateway has by default (one per CPU): started, and checked to answer the same.
     async fn start_bare(&self, gateway: &str, auth: &[(&str, String)]) -> Result<(Proc, String)> {
         let hit = |url: String| {
             auth.iter().fold(self.http.get(url), |request, (name, value)| request.header(*name, value)).send()
         };
-        let response = hit(format!("{gateway}/dev/v1/projects")).await?.error_for_status()?;
-        let head = bare::Answer::of(&response, &[]);
-        let answer = bare::Answer { body: response.bytes().await?.to_vec(), ..head };
+        let answer = bare::Answer::read(hit(format!("{gateway}/dev/v1/projects")).await?.error_for_status()?).await?;
         let path = self.out.join("bare-answer.json");
         std::fs::write(&path, serde_json::to_vec(&answer)?)?;
         let port = free_port()?;
