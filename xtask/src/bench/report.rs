@@ -57,6 +57,16 @@ pub(super) fn table(report: &Value) -> String {
         ),
         None => "skipped".to_string(),
     };
+    // The row of CPU per request, the hit's over `theirs`' (none when not measured).
+    let cpu_row = |theirs: &str, cpu: &Value| match cpu["median"].is_number() {
+        true => format!(
+            "| CPU per request, hit / {theirs} | {:.2} µs / {:.2} µs = {} |\n",
+            cpu["ours_us"].as_f64().unwrap_or(0.0),
+            cpu["theirs_us"].as_f64().unwrap_or(0.0),
+            ratio(cpu)
+        ),
+        false => String::new(),
+    };
     let mut out = String::new();
     let machine = &report["machine"];
     out.push_str(&format!(
@@ -80,25 +90,9 @@ pub(super) fn table(report: &Value) -> String {
     out.push_str("\n| figure | value |\n|---|---|\n");
     out.push_str(&format!("| hit / direct | {} |\n", ratio(&report["hit_over_direct"])));
     out.push_str(&format!("| hit / nginx | {} |\n", ratio(&report["hit_over_nginx"])));
-    let cpu = &report["cpu_hit_over_nginx"];
-    if cpu["median"].is_number() {
-        out.push_str(&format!(
-            "| CPU per request, hit / nginx | {:.2} µs / {:.2} µs = {} |\n",
-            cpu["ours_us"].as_f64().unwrap_or(0.0),
-            cpu["theirs_us"].as_f64().unwrap_or(0.0),
-            ratio(cpu)
-        ));
-    }
+    out.push_str(&cpu_row("nginx", &report["cpu_hit_over_nginx"]));
     out.push_str(&format!("| hit / bare hyper | {} |\n", ratio(&report["hit_over_bare"])));
-    let cpu = &report["cpu_hit_over_bare"];
-    if cpu["median"].is_number() {
-        out.push_str(&format!(
-            "| CPU per request, hit / bare hyper | {:.2} µs / {:.2} µs = {} |\n",
-            cpu["ours_us"].as_f64().unwrap_or(0.0),
-            cpu["theirs_us"].as_f64().unwrap_or(0.0),
-            ratio(cpu)
-        ));
-    }
+    out.push_str(&cpu_row("bare hyper", &report["cpu_hit_over_bare"]));
     out.push_str(&format!("| bare hyper / nginx | {} |\n", ratio(&report["bare_over_nginx"])));
     for load in report["fixed"].as_array().into_iter().flatten() {
         let latencies = |v: &Value| {
