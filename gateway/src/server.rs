@@ -23,7 +23,6 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hyper_util::rt::TokioTimer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
@@ -170,10 +169,10 @@ pub(crate) async fn serve(
     shutdown: impl Future<Output = ()>,
     core: Option<(CoreShare, mpsc::UnboundedReceiver<Moved>)>,
 ) {
+    // The timer the header-read timeout needs is each connection's own (`HeadTimer`, set in
+    // `handoff.rs`): it notes hyper's deadline, which a connection takes along when it moves.
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_header_size(limits.max_header_bytes);
+    http.header_read_timeout(limits.header_read_timeout).max_header_size(limits.max_header_bytes);
     // At most 100 headers: hyper's own limit. (Setting it, even to 100, makes hyper fill a vector
     // of that many slots for every request it parses.)
     let (stopping, stop) = watch::channel(false);
