@@ -2,7 +2,7 @@
 //!
 //! 1. the edge (`edge.rs`: request id, debug span, deadline, caught panics, problem documents,
 //!    metrics) — see [`router`], and [`App`], which sends a Console request straight to its
-//!    handler inside the same edge;
+//!    handler inside the same edge, or answers a repeated cache hit whole (`memo.rs`);
 //! 2. **auth** — `auth/`, called by the route's handler;
 //! 3. **route + validate** — `routes/`: routes from the operation table
 //!    (`generated/operations.rs`), inputs into a `Call` (`call.rs`);
@@ -30,14 +30,14 @@ use axum::response::Response;
 use axum::routing::future::RouteFuture;
 use bytes::Bytes;
 use futures::FutureExt;
-use futures::future::{BoxFuture, Either};
+use futures::future::{self, BoxFuture, Either, Ready};
 use tower::Service;
 
 use crate::edge::EdgeLayer;
 use crate::error::GatewayError;
 use crate::server::Peer;
 use crate::state::Gateway;
-use crate::{docs, ops, routes};
+use crate::{docs, memo, ops, routes, telemetry};
 
 async fn not_found(request: Request) -> GatewayError {
     GatewayError::not_found(format!("no route for {} {}", request.method(), request.uri().path()))
@@ -91,7 +91,10 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Either<BoxFuture<'static, Result<Response, Infallible>>, RouteFuture<Infallible>>;
+    type Future = Either<
+        Either<Ready<Result<Response, Infallible>>, BoxFuture<'static, Result<Response, Infallible>>>,
+        RouteFuture<Infallible>,
+    >;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // The router is always ready, and so is a handler called directly.
@@ -107,10 +110,17 @@ where
         if let Some(console) = &surface.console
             && let Some(found) = console.table.find(request.method(), request.uri().path())
         {
-            let gateway = console.gateway.clone();
-            return Either::Left(
-                console.edge.answer(request, move |request| routes::direct(gateway, found, request).map(Ok)),
-            );
+            let gateway = &console.gateway;
+            let traced = telemetry::is_wanted(request.uri().path(), request.headers());
+            // A hit answered before, whole (`memo.rs`), or the pipeline with the memo armed.
+            let memo = memo::wanted(gateway, found.operation, request.headers(), traced);
+            if memo && let Some(response) = console.edge.remembered(gateway, found.operation, &request) {
+                return Either::Left(Either::Left(future::ready(Ok(response))));
+            }
+            let arm = memo.then(|| memo::Arm::new(gateway, found.operation, &request));
+            let gateway = gateway.clone();
+            let answer = move |request| routes::direct(gateway, found, request).map(Ok);
+            return Either::Left(Either::Right(console.edge.answer(request, traced, arm, answer)));
         }
         // The router's `call` takes it by `&mut`; a clone of it is one reference count.
         Either::Right(surface.router.clone().call(request))

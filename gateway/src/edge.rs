@@ -21,8 +21,11 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 
 use crate::error::{GatewayError, ProblemReport};
+use crate::memo;
 use crate::metrics::{ANONYMOUS, Metrics};
+use crate::operations::Operation;
 use crate::server::Peer;
+use crate::state::Gateway;
 use crate::telemetry::{self, ServerTrace};
 
 /// Where the handler leaves the labels of the request's metrics — its operation, then its tenant
@@ -112,16 +115,21 @@ where
         // The ready service answers this request; a fresh clone waits for the next.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        self.edge.answer(request, move |request| inner.call(request))
+        let traced = telemetry::is_wanted(request.uri().path(), request.headers());
+        self.edge.answer(request, traced, None, move |request| inner.call(request))
     }
 }
 
 impl EdgeLayer {
     /// The edge around `inner`'s answer to `request`: what [`Edge`] does for the service it wraps,
-    /// and the app's Console routes (`app.rs`) for the handler they call directly.
+    /// and the app's Console routes (`app.rs`) for the handler they call directly. `traced`: the
+    /// request is (`telemetry::is_wanted`, asked once per request). `memo`: the answer may be
+    /// remembered whole (`memo.rs`), if the first poll makes it.
     pub(crate) fn answer<F>(
         &self,
         mut request: Request,
+        traced: bool,
+        memo: Option<memo::Arm>,
         inner: impl FnOnce(Request) -> F + Send + 'static,
     ) -> BoxFuture<'static, Result<Response, Infallible>>
     where
@@ -129,7 +137,6 @@ impl EdgeLayer {
     {
         let started = Instant::now();
         let deadline = started + self.timeout;
-        let traced = telemetry::is_wanted(request.uri().path(), request.headers());
         let slot = RequestSlot::new(deadline, traced);
         request.extensions_mut().insert(slot.clone());
         let request_id = request_id(request.headers_mut());
@@ -151,7 +158,20 @@ impl EdgeLayer {
                 Ok(future) => {
                     let mut future = std::pin::pin!(AssertUnwindSafe(future).catch_unwind());
                     // Most answers (cache hits) are ready at once: no timer for them.
-                    let answered = match futures::poll!(future.as_mut()) {
+                    if memo.is_some() {
+                        memo::arm();
+                    }
+                    let first = futures::poll!(future.as_mut());
+                    if let Some(arm) = memo {
+                        memo::keep(
+                            arm,
+                            match &first {
+                                Poll::Ready(Ok(Ok(response))) => Some(response),
+                                _ => None,
+                            },
+                        );
+                    }
+                    let answered = match first {
                         Poll::Ready(answered) => Ok(answered),
                         Poll::Pending => tokio::time::timeout_at(deadline, future).await,
                     };
@@ -185,6 +205,26 @@ impl EdgeLayer {
     }
 }
 
+impl EdgeLayer {
+    /// The answer `memo.rs` remembers for `request`, if one holds, with the edge's part: the
+    /// request id, and the request's metrics. Nothing else of the edge applies: the memo answers
+    /// only untraced requests, with debug logging off, and a remembered answer is no problem.
+    pub(crate) fn remembered(&self, gateway: &Gateway, operation: Operation, request: &Request) -> Option<Response> {
+        let started = Instant::now();
+        let (mut response, tenant) = memo::answer(gateway, operation, request)?;
+        let request_id = usable_request_id(request.headers()).unwrap_or_else(made_request_id);
+        let elapsed = started.elapsed();
+        self.metrics.record_request(tenant, operation.id(), response.status().as_u16(), elapsed.as_secs_f64());
+        response.headers_mut().insert(X_REQUEST_ID, request_id);
+        Some(response)
+    }
+}
+
+/// Whether the edge logs each request (its debug span and line): debug logging is on somewhere.
+pub(crate) fn logs_requests() -> bool {
+    tracing::level_filters::LevelFilter::current() >= tracing::level_filters::LevelFilter::DEBUG
+}
+
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Longest request id taken from a client.
@@ -194,19 +234,25 @@ const MAX_REQUEST_ID: usize = 64;
 /// (it goes into logs and problem documents), else 16 random hex digits made here — written
 /// back into the request's headers either way.
 fn request_id(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(id) = usable_request_id(headers) {
+        return id;
+    }
+    let made = made_request_id();
+    headers.insert(X_REQUEST_ID, made.clone());
+    made
+}
+
+/// The client's `X-Request-Id`, if it sent one that is short and printable ASCII.
+fn usable_request_id(headers: &HeaderMap) -> Option<HeaderValue> {
     let usable = |value: &HeaderValue| {
         let bytes = value.as_bytes();
         !bytes.is_empty() && bytes.len() <= MAX_REQUEST_ID && bytes.iter().all(u8::is_ascii_graphic)
     };
     let mut sent = headers.get_all(&X_REQUEST_ID).iter();
-    if let (Some(id), None) = (sent.next(), sent.next())
-        && usable(id)
-    {
-        return id.clone();
+    match (sent.next(), sent.next()) {
+        (Some(id), None) if usable(id) => Some(id.clone()),
+        _ => None,
     }
-    let made = made_request_id();
-    headers.insert(X_REQUEST_ID, made.clone());
-    made
 }
 
 /// 16 random hex digits.

@@ -30,6 +30,7 @@ mod fetch;
 mod fields;
 mod handoff;
 mod idle;
+mod memo;
 mod metrics;
 mod notify;
 mod ops;

@@ -19,6 +19,7 @@ use crate::egress;
 use crate::error::GatewayError;
 use crate::fetch::{Plan, Sending};
 use crate::fields;
+use crate::memo;
 use crate::operations::Operation;
 use crate::policy::{CacheClass, Invalidation, Scope};
 use crate::respond::{Cached, answer_response, from_notices};
@@ -64,12 +65,16 @@ pub(crate) async fn serve(
     if let Some(domain) = sending.and_then(|sending| sending.domain()) {
         response.extensions_mut().insert(ServedBy(domain));
     }
-    // The budget, and the caller's lane in it, on every answer (a 429 of ours too).
+    add_rate_limit(gateway, &principal, operation, &mut response);
+    response
+}
+
+/// The budget, and the caller's lane in it, on every answer (a 429 of ours too).
+pub(crate) fn add_rate_limit(gateway: &Gateway, principal: &Principal, operation: Operation, response: &mut Response) {
     let [policy, rate_limit] = gateway.throttle.rate_limit_fields(&principal.tenant, operation);
     let headers = response.headers_mut();
     headers.insert(fields::RATELIMIT_POLICY.clone(), policy);
     headers.insert(fields::RATELIMIT.clone(), rate_limit);
-    response
 }
 
 impl Gateway {
@@ -122,6 +127,9 @@ impl Gateway {
                     self.notifications.learn(&call, &entry.answer.body, asked);
                 }
                 let body = egress::render(principal, policy.ownership, &entry.answer.body, &entry.views)?;
+                if outcome == Outcome::of(CacheStatus::Hit) {
+                    memo::answered(&entry, class, &body);
+                }
                 let cached = Cached { outcome, age: entry.age(), ttl: self.cache.ttl(class) };
                 Ok(answer_response(&entry.answer, body, Some(cached)))
             }
@@ -209,8 +217,8 @@ impl Gateway {
         }
         self.cache.record(CacheClass::Project, CacheStatus::Hit);
         let body = egress::projects::single(item, principal.has(Scope::ProjectsSecrets));
-        let outcome = Outcome { status: CacheStatus::Hit, shared: false, collapsed: false, failed_with: None };
-        let cached = Cached { outcome, age: list.age(), ttl: self.cache.ttl(CacheClass::Project) };
+        memo::answered(&list, CacheClass::Project, &body);
+        let cached = Cached::hit(list.age(), self.cache.ttl(CacheClass::Project));
         Ok(Some(answer_response(&list.answer, body, Some(cached))))
     }
 

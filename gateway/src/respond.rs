@@ -35,6 +35,11 @@ pub(crate) struct Cached {
 }
 
 impl Cached {
+    /// A plain hit (fresh, found here) of an entry `age` old, in a class fresh for `ttl`.
+    pub(crate) fn hit(age: Duration, ttl: Duration) -> Self {
+        Self { outcome: Outcome::of(CacheStatus::Hit), age, ttl }
+    }
+
     /// Its `Cache-Status`.
     fn status(&self, upstream_status: u16) -> fields::CacheStatus {
         let Outcome { status, shared, collapsed, failed_with } = self.outcome;

@@ -222,6 +222,13 @@ impl Authenticator {
         Ok(principal)
     }
 
+    /// The principal of the bearer token in `authorization`, if this thread's front holds it (no
+    /// verification, no hashing): what [`Self::authenticate`] would answer first.
+    pub(crate) fn recall(&self, authorization: Option<&HeaderValue>) -> Option<Arc<Principal>> {
+        let token = bearer(authorization).ok()?;
+        front::recall(self.id, token.as_bytes(), std::time::Instant::now())
+    }
+
     /// This thread's front remembers `token` as long as the shared cache would.
     fn remember(&self, token: &str, principal: &Principal) {
         let left = Duration::from_secs(principal.expires_at.saturating_sub(unix_now()));

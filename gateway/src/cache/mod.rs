@@ -17,6 +17,7 @@ use std::time::Duration;
 use crate::answer::Answer;
 use crate::config::CacheConfig;
 use crate::error::GatewayError;
+use crate::memo;
 use crate::metrics::Metrics;
 use crate::operations::Operation;
 use crate::policy::CacheClass;
@@ -55,7 +56,7 @@ pub(crate) struct Outcome {
 }
 
 impl Outcome {
-    fn of(status: CacheStatus) -> Self {
+    pub(crate) fn of(status: CacheStatus) -> Self {
         Self { status, shared: false, collapsed: false, failed_with: None }
     }
 }
@@ -209,8 +210,14 @@ impl ResponseCache {
         self.inner.timings.set(config);
     }
 
-    fn is_fresh(&self, entry: &Entry, class: CacheClass) -> bool {
+    pub(crate) fn is_fresh(&self, entry: &Entry, class: CacheClass) -> bool {
         entry.age() < self.ttl(class) && self.inner.trusts(entry)
+    }
+
+    /// This cache among the process's, and its version now (`front.rs`): read before a lookup,
+    /// what was found is current while the version stays.
+    pub(crate) fn stamp(&self) -> (u64, u64) {
+        (self.inner.id, self.inner.version.load(Ordering::Acquire))
     }
 
     /// Counts a lookup in `agora_gateway_cache_events_total`.
@@ -218,9 +225,18 @@ impl ResponseCache {
         self.inner.record(class, status.metric());
     }
 
+    /// Counts a lookup again, as a remembered answer (`memo.rs`) read it: `result` as recorded.
+    pub(crate) fn count(&self, class: CacheClass, result: &'static str) {
+        self.inner.metrics.cache_event(class as usize, result);
+    }
+
     /// A fresh entry, if there is one (no upstream call).
     pub(crate) async fn fresh(&self, key: &str, class: CacheClass) -> Option<Arc<Entry>> {
-        self.inner.entries.get(key).await.filter(|entry| self.is_fresh(entry, class))
+        let entry = self.inner.entries.get(key).await.filter(|entry| self.is_fresh(entry, class));
+        if let Some(entry) = &entry {
+            memo::read(entry, class);
+        }
+        entry
     }
 
     /// Waits briefly for the other replicas' writes published so far to reach this cache;
@@ -247,6 +263,7 @@ impl ResponseCache {
             && let Some(entry) =
                 front::recall(self.inner.id, &read.key, version).filter(|entry| self.is_fresh(entry, class))
         {
+            memo::read(&entry, class);
             self.record(class, CacheStatus::Hit);
             return Ok((entry, Outcome::of(CacheStatus::Hit)));
         }
@@ -255,10 +272,13 @@ impl ResponseCache {
             && let Some(entry) = existing.as_ref().filter(|entry| self.is_fresh(entry, class))
         {
             front::remember(self.inner.id, &read.key, version, entry);
+            memo::read(entry, class);
             self.record(class, CacheStatus::Hit);
             return Ok((entry.clone(), Outcome::of(CacheStatus::Hit)));
         }
         let refresh = read.refresh;
+        // Not a fresh entry's answer: not one to remember whole.
+        memo::spoil();
         // Boxed: a miss's future is large, and a hit (most reads) should not carry or move it.
         match Box::pin(self.fill(read, fill)).await {
             // The shared tier's stale copy, covering a failure: labelled so, with its age.
@@ -305,6 +325,7 @@ impl ResponseCache {
 
 impl Inner {
     fn record(&self, class: CacheClass, result: &'static str) {
+        memo::counted(class, result);
         self.metrics.cache_event(class as usize, result);
     }
 }

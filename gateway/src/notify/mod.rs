@@ -23,6 +23,7 @@ mod event;
 pub(crate) mod reconcile;
 mod relay;
 mod signature;
+
 #[cfg(test)]
 mod tests;
 
@@ -267,13 +268,7 @@ impl Notifications {
     /// A channel read answered from a live project's book: Agora's JSON body, and the
     /// `Content-Type` Agora gives it.
     pub(crate) fn answer(&self, call: &Call) -> Option<(Bytes, Option<http::HeaderValue>)> {
-        const CHANNEL_READS: [Operation; 4] = [
-            Operation::ListChannelUsers,
-            Operation::ListChannelHosts,
-            Operation::GetUserProperty,
-            Operation::ListChannels,
-        ];
-        if !CHANNEL_READS.contains(&call.operation) {
+        if !may_answer(call.operation) {
             return None;
         }
         let project = self.projects.get(call.get("appid")?)?;
@@ -306,4 +301,15 @@ fn read(body: &[u8]) -> Result<(Notice, Event), String> {
         serde_json::from_slice(body).map_err(|error| format!("the notice is not an NCS notice: {error}"))?;
     let event = notice.event()?;
     Ok((notice, event))
+}
+
+/// Whether the channel state may answer `operation` (a channel read), for some project.
+pub(crate) fn may_answer(operation: Operation) -> bool {
+    matches!(
+        operation,
+        Operation::ListChannelUsers
+            | Operation::ListChannelHosts
+            | Operation::GetUserProperty
+            | Operation::ListChannels
+    )
 }

@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::{FromRequestParts, RawPathParams};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
@@ -56,15 +56,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Inbound {
 
 impl Inbound {
     pub(crate) fn of(parts: &Parts) -> Self {
-        let says_no_cache = |name| {
-            parts
-                .headers
-                .get_all(name)
-                .iter()
-                .filter_map(|value| value.to_str().ok())
-                .any(|value| value.split(',').any(|directive| directive.trim().eq_ignore_ascii_case("no-cache")))
-        };
-        let refresh = says_no_cache(header::CACHE_CONTROL) || says_no_cache(header::PRAGMA);
+        let refresh = asks_refresh(&parts.headers);
         let slot = parts.extensions.get::<RequestSlot>().cloned().unwrap_or_default();
         let (deadline, traced) = (slot.deadline(), slot.traced());
         let request_id = parts.headers.get("x-request-id").and_then(|id| id.to_str().ok()).map(str::to_string);
@@ -79,6 +71,18 @@ impl Inbound {
             directives: Directives { refresh, deadline, traced },
         }
     }
+}
+
+/// Whether the client sent `Cache-Control: no-cache` (or `Pragma: no-cache`): fetch anew.
+pub(crate) fn asks_refresh(headers: &HeaderMap) -> bool {
+    let says_no_cache = |name| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .any(|value| value.split(',').any(|directive| directive.trim().eq_ignore_ascii_case("no-cache")))
+    };
+    says_no_cache(header::CACHE_CONTROL) || says_no_cache(header::PRAGMA)
 }
 
 /// The path's parameters, percent-decoded, by name (none for a path without parameters).

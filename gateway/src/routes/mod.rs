@@ -27,7 +27,7 @@ use crate::operations::{OPERATIONS, Operation};
 use crate::pipeline;
 use crate::state::Gateway;
 use crate::telemetry;
-pub(crate) use input::{Inbound, PathValues, read_body};
+pub(crate) use input::{Inbound, PathValues, asks_refresh, read_body};
 pub(crate) use table::{Found, Table};
 
 /// Where Agora's Notifications service delivers notices (`notices.rs`).
@@ -140,6 +140,7 @@ async fn handle(
         }
     };
     inbound.slot.set_tenant(principal.tenant.label);
+    crate::memo::authenticated(&principal);
     if let Some(audit) = audit.as_mut() {
         audit.principal(&principal);
     }
