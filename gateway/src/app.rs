@@ -102,21 +102,27 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let mut request = request.map(Body::new);
         let surface = &*self.0;
+        // A Console route: is the request traced, and may the memo (`memo.rs`) take part?
+        let found = surface.console.as_ref().and_then(|console| {
+            let found = console.table.find(request.method(), request.uri().path())?;
+            let traced = telemetry::is_wanted(request.uri().path(), request.headers());
+            let memo = memo::wanted(&console.gateway, found.operation, request.headers(), traced);
+            Some((console, found, traced, memo))
+        });
+        // A hit answered before, whole: no handler, and the request's body left unboxed.
+        if let Some((console, found, _, true)) = &found
+            && let Some(response) = console.edge.remembered(&console.gateway, found.operation, &request)
+        {
+            return Either::Left(Either::Left(future::ready(Ok(response))));
+        }
+        let mut request = request.map(Body::new);
         if let Some(peer) = surface.peer {
             request.extensions_mut().insert(peer);
         }
-        if let Some(console) = &surface.console
-            && let Some(found) = console.table.find(request.method(), request.uri().path())
-        {
+        if let Some((console, found, traced, memo)) = found {
             let gateway = &console.gateway;
-            let traced = telemetry::is_wanted(request.uri().path(), request.headers());
-            // A hit answered before, whole (`memo.rs`), or the pipeline with the memo armed.
-            let memo = memo::wanted(gateway, found.operation, request.headers(), traced);
-            if memo && let Some(response) = console.edge.remembered(gateway, found.operation, &request) {
-                return Either::Left(Either::Left(future::ready(Ok(response))));
-            }
+            // The pipeline, with the memo armed to remember its answer.
             let arm = memo.then(|| memo::Arm::new(gateway, found.operation, &request));
             let gateway = gateway.clone();
             let answer = move |request| routes::direct(gateway, found, request).map(Ok);

@@ -209,9 +209,14 @@ impl EdgeLayer {
     /// The answer `memo.rs` remembers for `request`, if one holds, with the edge's part: the
     /// request id, and the request's metrics. Nothing else of the edge applies: the memo answers
     /// only untraced requests, with debug logging off, and a remembered answer is no problem.
-    pub(crate) fn remembered(&self, gateway: &Gateway, operation: Operation, request: &Request) -> Option<Response> {
+    pub(crate) fn remembered<B>(
+        &self,
+        gateway: &Gateway,
+        operation: Operation,
+        request: &Request<B>,
+    ) -> Option<Response> {
         let started = Instant::now();
-        let (mut response, tenant) = memo::answer(gateway, operation, request)?;
+        let (mut response, tenant) = memo::answer(gateway, operation, request, started)?;
         let request_id = usable_request_id(request.headers()).unwrap_or_else(made_request_id);
         let elapsed = started.elapsed();
         self.metrics.record_request(tenant, operation.id(), response.status().as_u16(), elapsed.as_secs_f64());

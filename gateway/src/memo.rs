@@ -30,6 +30,7 @@ use axum::extract::Request;
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use bytes::Bytes;
+use tokio::time::Instant;
 
 use crate::auth::Principal;
 use crate::cache::Entry;
@@ -68,7 +69,7 @@ pub(crate) struct Arm {
 }
 
 impl Arm {
-    pub(crate) fn new(gateway: &Gateway, operation: Operation, request: &Request) -> Self {
+    pub(crate) fn new<B>(gateway: &Gateway, operation: Operation, request: &Request<B>) -> Self {
         let (cache, version) = gateway.cache.stamp();
         Self { operation, target: target(request).into(), cache, version }
     }
@@ -182,12 +183,23 @@ pub(crate) fn keep(arm: Arm, response: Option<&Response>) {
 /// The remembered answer to `request` for `operation`, with its `RateLimit` fields, if there is
 /// one that holds; the edge adds its part (`edge.rs`). A panic on the way is the pipeline's to
 /// meet: `None`.
-pub(crate) fn answer(gateway: &Gateway, operation: Operation, request: &Request) -> Option<(Response, &'static str)> {
-    std::panic::catch_unwind(AssertUnwindSafe(|| remembered(gateway, operation, request))).ok().flatten()
+/// `now`: the one clock read its decisions take (the token's, the entries' and the budget's).
+pub(crate) fn answer<B>(
+    gateway: &Gateway,
+    operation: Operation,
+    request: &Request<B>,
+    now: Instant,
+) -> Option<(Response, &'static str)> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| remembered(gateway, operation, request, now))).ok().flatten()
 }
 
-fn remembered(gateway: &Gateway, operation: Operation, request: &Request) -> Option<(Response, &'static str)> {
-    let principal = gateway.auth.load().recall(request.headers().get(header::AUTHORIZATION))?;
+fn remembered<B>(
+    gateway: &Gateway,
+    operation: Operation,
+    request: &Request<B>,
+    now: Instant,
+) -> Option<(Response, &'static str)> {
+    let principal = gateway.auth.load().recall(request.headers().get(header::AUTHORIZATION), now.into_std())?;
     let target = target(request);
     let (cache, version) = gateway.cache.stamp();
     let (answer, class, body) = MEMO
@@ -199,7 +211,7 @@ fn remembered(gateway: &Gateway, operation: Operation, request: &Request) -> Opt
             let holds = found.cache == cache
                 && found.version == version
                 && found.uses > 0
-                && found.reads.iter().all(|(entry, class)| gateway.cache.is_fresh(entry, *class));
+                && found.reads.iter().all(|(entry, class)| gateway.cache.is_fresh_at(entry, *class, now));
             if !holds {
                 return None;
             }
@@ -213,13 +225,13 @@ fn remembered(gateway: &Gateway, operation: Operation, request: &Request) -> Opt
         })
         .ok()
         .flatten()?;
-    let cached = Cached::hit(answer.age(), gateway.cache.ttl(class));
+    let cached = Cached::hit(answer.age_at(now), gateway.cache.ttl(class));
     let mut response = answer_response(&answer.answer, body, Some(cached));
-    pipeline::add_rate_limit(gateway, &principal, operation, &mut response);
+    pipeline::add_rate_limit(gateway, &principal, operation, &mut response, now.into_std());
     Some((response, principal.tenant.label))
 }
 
 /// The request's target as sent: its path and query.
-fn target(request: &Request) -> &str {
+fn target<B>(request: &Request<B>) -> &str {
     request.uri().path_and_query().map_or_else(|| request.uri().path(), |target| target.as_str())
 }

@@ -65,13 +65,19 @@ pub(crate) async fn serve(
     if let Some(domain) = sending.and_then(|sending| sending.domain()) {
         response.extensions_mut().insert(ServedBy(domain));
     }
-    add_rate_limit(gateway, &principal, operation, &mut response);
+    add_rate_limit(gateway, &principal, operation, &mut response, std::time::Instant::now());
     response
 }
 
-/// The budget, and the caller's lane in it, on every answer (a 429 of ours too).
-pub(crate) fn add_rate_limit(gateway: &Gateway, principal: &Principal, operation: Operation, response: &mut Response) {
-    let [policy, rate_limit] = gateway.throttle.rate_limit_fields(&principal.tenant, operation);
+/// The budget, and the caller's lane in it as of `now`, on every answer (a 429 of ours too).
+pub(crate) fn add_rate_limit(
+    gateway: &Gateway,
+    principal: &Principal,
+    operation: Operation,
+    response: &mut Response,
+    now: std::time::Instant,
+) {
+    let [policy, rate_limit] = gateway.throttle.rate_limit_fields(&principal.tenant, operation, now);
     let headers = response.headers_mut();
     headers.insert(fields::RATELIMIT_POLICY.clone(), policy);
     headers.insert(fields::RATELIMIT.clone(), rate_limit);

@@ -222,11 +222,15 @@ impl Authenticator {
         Ok(principal)
     }
 
-    /// The principal of the bearer token in `authorization`, if this thread's front holds it (no
-    /// verification, no hashing): what [`Self::authenticate`] would answer first.
-    pub(crate) fn recall(&self, authorization: Option<&HeaderValue>) -> Option<Arc<Principal>> {
+    /// The principal of the bearer token in `authorization`, if this thread's front holds it at
+    /// `now` (no verification, no hashing): what [`Self::authenticate`] would answer first.
+    pub(crate) fn recall(
+        &self,
+        authorization: Option<&HeaderValue>,
+        now: std::time::Instant,
+    ) -> Option<Arc<Principal>> {
         let token = bearer(authorization).ok()?;
-        front::recall(self.id, token.as_bytes(), std::time::Instant::now())
+        front::recall(self.id, token.as_bytes(), now)
     }
 
     /// This thread's front remembers `token` as long as the shared cache would.

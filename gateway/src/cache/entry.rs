@@ -41,7 +41,12 @@ impl Entry {
     }
 
     pub(crate) fn age(&self) -> Duration {
-        self.fetched_at.elapsed()
+        self.age_at(Instant::now())
+    }
+
+    /// Its age at `now`.
+    pub(crate) fn age_at(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.fetched_at)
     }
 
     /// It was fetched `age` ago (a copy of the shared tier).

@@ -210,8 +210,13 @@ impl ResponseCache {
         self.inner.timings.set(config);
     }
 
-    pub(crate) fn is_fresh(&self, entry: &Entry, class: CacheClass) -> bool {
-        entry.age() < self.ttl(class) && self.inner.trusts(entry)
+    fn is_fresh(&self, entry: &Entry, class: CacheClass) -> bool {
+        self.is_fresh_at(entry, class, tokio::time::Instant::now())
+    }
+
+    /// Whether `entry` of `class` is fresh at `now`.
+    pub(crate) fn is_fresh_at(&self, entry: &Entry, class: CacheClass, now: tokio::time::Instant) -> bool {
+        entry.age_at(now) < self.ttl(class) && self.inner.trusts(entry)
     }
 
     /// This cache among the process's, and its version now (`front.rs`): read before a lookup,

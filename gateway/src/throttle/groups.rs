@@ -81,8 +81,13 @@ impl Budgets {
     }
 
     /// `RateLimit-Policy` and `RateLimit` of the budget `operation` spends, for `tenant`.
-    pub(crate) fn rate_limit_fields(&self, tenant: &Tenant, operation: Operation) -> [http::HeaderValue; 2] {
-        self.of(operation).rate_limit_fields(tenant)
+    pub(crate) fn rate_limit_fields(
+        &self,
+        tenant: &Tenant,
+        operation: Operation,
+        now: std::time::Instant,
+    ) -> [http::HeaderValue; 2] {
+        self.of(operation).rate_limit_fields(tenant, now)
     }
 
     /// Nobody of this replica waits for a slot of any budget.

@@ -176,10 +176,9 @@ impl Throttle {
     /// more requests its lane may have waiting (its share of a `max_wait` window, less what it has
     /// waiting); and the whole seconds until the next slot. The latter is worked out at most every
     /// 50 ms per tenant and budget (it takes the queue's lock): a cache hit reads it.
-    pub(crate) fn rate_limit_fields(&self, tenant: &Tenant) -> [http::HeaderValue; 2] {
+    pub(crate) fn rate_limit_fields(&self, tenant: &Tenant, now: std::time::Instant) -> [http::HeaderValue; 2] {
         let Named { name, index } = &self.shared.named;
         let rate = self.shared.policy_rate.load(std::sync::atomic::Ordering::Relaxed);
-        let now = std::time::Instant::now();
         let memo = &tenant.rate_limit[*index];
         let (remaining, reset) = match memo.get(now) {
             Some(memo) => memo,

@@ -251,9 +251,9 @@ async fn each_group_spends_its_own_rate_and_a_flood_of_one_does_not_delay_the_ot
         assert!((19..=20).contains(&within), "second {second}: {within} channel queries");
     }
     // `RateLimit-Policy` names the group of the operation.
-    let [policy, _] = budgets.rate_limit_fields(&tenants[0], Operation::ListChannels);
+    let [policy, _] = budgets.rate_limit_fields(&tenants[0], Operation::ListChannels, std::time::Instant::now());
     assert_eq!(policy.to_str().unwrap(), "\"channel-queries\";q=20;w=1");
-    let [policy, _] = budgets.rate_limit_fields(&tenants[0], Operation::GetProject);
+    let [policy, _] = budgets.rate_limit_fields(&tenants[0], Operation::GetProject, std::time::Instant::now());
     assert_eq!(policy.to_str().unwrap(), "\"agora\";q=10;w=1");
 }
 
