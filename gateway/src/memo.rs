@@ -205,14 +205,17 @@ fn remembered<B>(
     let (answer, class, body) = MEMO
         .try_with(|memo| {
             let mut memo = memo.borrow_mut();
-            let found = memo.find_mut(|slot| {
+            let same = |slot: &Remembered| {
                 Arc::ptr_eq(&slot.principal, &principal) && slot.operation == operation && *slot.target == *target
-            })?;
+            };
+            let found = memo.find_mut(same)?;
             let holds = found.cache == cache
                 && found.version == version
                 && found.uses > 0
                 && found.reads.iter().all(|(entry, class)| gateway.cache.is_fresh_at(entry, *class, now));
             if !holds {
+                // Let go of the entries it holds now (the cache may have let go of them already).
+                memo.remove(same);
                 return None;
             }
             found.uses -= 1;

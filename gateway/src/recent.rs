@@ -23,6 +23,15 @@ impl<T, const N: usize> Recent<T, N> {
         self.slots.iter_mut().flatten().find(|item| matches(item))
     }
 
+    /// Forgets the items `matches` picks.
+    pub(crate) fn remove(&mut self, mut matches: impl FnMut(&T) -> bool) {
+        for slot in &mut self.slots {
+            if slot.as_ref().is_some_and(&mut matches) {
+                *slot = None;
+            }
+        }
+    }
+
     /// Keeps `item` in the oldest slot.
     pub(crate) fn push(&mut self, item: T) {
         let index = self.next;
@@ -54,5 +63,8 @@ mod tests {
         recent.push((3, 0));
         assert!(recent.find(|item| item.0 == 0).is_none(), "the oldest went");
         assert!([1, 2, 3].iter().all(|key| recent.find(|item| item.0 == *key).is_some()));
+        recent.remove(|item| item.0 == 2);
+        assert!(recent.find(|item| item.0 == 2).is_none(), "removed");
+        assert!([1, 3].iter().all(|key| recent.find(|item| item.0 == *key).is_some()));
     }
 }
