@@ -203,9 +203,7 @@ impl EdgeLayer {
             None => Box::pin(answer.instrument(span)),
         }
     }
-}
 
-impl EdgeLayer {
     /// The answer `memo.rs` remembers for `request`, if one holds, with the edge's part: the
     /// request id, and the request's metrics. Nothing else of the edge applies: the memo answers
     /// only untraced requests, with debug logging off, and a remembered answer is no problem.

@@ -1,7 +1,7 @@
 //! A front of whole answers on each serving thread, after the token's (`auth/front.rs`) and the
 //! cache's (`cache/front.rs`): a cache hit's answer as the pipeline made it — for one principal,
 //! one operation, one request target — given again without running the pipeline, while nothing it
-//! was made from has changed. No request, handler or call is built for it.
+//! was made from has changed. No handler, call or view is made for it.
 //!
 //! It answers exactly what the pipeline would:
 //! - **Remembered** only when the pipeline made the answer at once (the edge's first poll), from

@@ -23,7 +23,6 @@ mod event;
 pub(crate) mod reconcile;
 mod relay;
 mod signature;
-
 #[cfg(test)]
 mod tests;
 
