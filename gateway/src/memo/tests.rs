@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderName, StatusCode};
 use serde_json::{Value, json};
 use tower::Service;
 
@@ -104,9 +104,8 @@ fn same_answer(a: &Answered, b: &Answered) {
     assert_eq!((a.status, &a.body), (b.status, &b.body));
     let age = |answered: &Answered| answered.headers["age"].to_str().unwrap().parse::<u64>().unwrap();
     let same_second = age(a) == age(b);
-    let compared = |name: &&axum::http::HeaderName| {
-        *name != "x-request-id" && (same_second || (*name != "age" && *name != "cache-status"))
-    };
+    let compared =
+        |name: &&HeaderName| *name != "x-request-id" && (same_second || (*name != "age" && *name != "cache-status"));
     let mut names: Vec<_> = a.headers.keys().filter(compared).collect();
     names.sort_by_key(|name| name.as_str());
     let mut theirs: Vec<_> = b.headers.keys().filter(compared).collect();
