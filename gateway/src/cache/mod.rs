@@ -232,7 +232,7 @@ impl ResponseCache {
 
     /// Counts a lookup again, as a remembered answer (`memo.rs`) read it: `result` as recorded.
     pub(crate) fn count(&self, class: CacheClass, result: &'static str) {
-        self.inner.metrics.cache_event(class as usize, result);
+        self.inner.record(class, result);
     }
 
     /// A fresh entry, if there is one (no upstream call).
