@@ -68,8 +68,12 @@ pub(crate) fn console_client(sandbox: &Sandbox) -> Client {
     Client::with_basic_auth(&sandbox.base_url(), CUSTOMER_ID, CUSTOMER_SECRET, &ClientOptions::default()).unwrap()
 }
 
+/// A client for the tests' own calls, which are plain HTTP to 127.0.0.1: with no TLS roots, it
+/// costs microseconds to build. (`Client::new()` loads the system's roots: about 30 ms of CPU in
+/// a debug build, and the tests build one per call — enough, at a few dozen calls a second, to
+/// starve a test's own runtime, such as the balancer whose readiness probe must keep up.)
 pub(crate) fn http() -> reqwest::Client {
-    reqwest::Client::new()
+    reqwest::Client::builder().tls_certs_only([]).build().expect("a client without TLS roots")
 }
 
 pub(crate) async fn sandbox_stats(sandbox: &Sandbox) -> Stats {
