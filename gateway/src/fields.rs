@@ -175,6 +175,9 @@ pub(crate) fn rate_limit(budget: &str, remaining: u64, reset_seconds: u64) -> He
 /// A tenant's `RateLimit` (`r`, `t`), reused for [`MEMO_FOR_MS`] before it is worked out again (that
 /// takes the throttle's lock): one word, so that a cache hit reads it with one atomic load — valid
 /// (bit 63), when (ms since [`CLOCK_ZERO`], wrapping, bits 31..63), `r` (20 bits), `t` (11 bits).
+/// The throttle forgets it whenever it admits or refuses one of the tenant's requests: only the
+/// budget's own pace (another tenant's share, the clock) may be up to 50 ms old in it, never the
+/// tenant's own lane — a 429 says the lane is full.
 #[derive(Debug, Default)]
 pub(crate) struct RateLimitMemo(AtomicU64);
 
@@ -198,6 +201,11 @@ impl RateLimitMemo {
         let (remaining, reset) = (remaining.min(0xF_FFFF), reset.min(0x7FF));
         self.0.store(1 << 63 | memo_ms(now) << 31 | remaining << 11 | reset, Ordering::Relaxed);
         (remaining, reset)
+    }
+
+    /// The lane changed: the next answer works `(r, t)` out again.
+    pub(crate) fn forget(&self) {
+        self.0.store(0, Ordering::Relaxed);
     }
 }
 
@@ -268,6 +276,8 @@ mod tests {
         assert_eq!(memo.get(now + std::time::Duration::from_millis(50)), None);
         assert_eq!(memo.set(now, (5_000_000, 90_000)), (0xF_FFFF, 0x7FF), "capped to its bits");
         assert_eq!(memo.get(now), Some((0xF_FFFF, 0x7FF)));
+        memo.forget();
+        assert_eq!(memo.get(now), None, "forgotten");
         assert_eq!(
             (age(0), age(599), age(86_400)),
             (HeaderValue::from(0), HeaderValue::from(599), HeaderValue::from(86_400))

@@ -256,6 +256,8 @@ impl Throttle {
             }
             queue.retain(|waiter| !waiter.granted.is_closed());
             let admitted = queue.admit(lane, priority, deadline.into_std(), Waiter { granted }, now.into_std(), &pace);
+            // The lane changed (or is full): its `RateLimit` is worked out again for this answer.
+            tenant.rate_limit[shared.named.index].forget();
             shared.report_depth(queue.len());
             let lane_name = if lane == shared.shared_lane { "shared" } else { tenant.label };
             crate::telemetry::record_wait(lane_name, queue.waiting(lane), queue.len());

@@ -271,3 +271,25 @@ async fn agora_s_429_pauses_only_the_group_it_came_from() {
     assert!(project - start < Duration::from_millis(10), "the default budget waited {:?}", project - start);
     assert!(channel - start >= Duration::from_secs(3), "the paused group granted after {:?}", channel - start);
 }
+
+/// A refused request's `RateLimit` says its lane is full, however recently a hit read the fields:
+/// admitting or refusing one of a tenant's requests forgets the tenant's memo of them.
+#[tokio::test(start_paused = true)]
+async fn a_refusal_reports_the_lane_as_it_is_not_as_a_hit_read_it_just_before() {
+    let tenants = tenants(&[1]);
+    let throttle = throttle(Duration::from_secs(1), &tenants);
+    let remaining = |throttle: &Throttle| {
+        let [_, rate_limit] = throttle.rate_limit_fields(&tenants[0], std::time::Instant::now());
+        let fields = rate_limit.to_str().unwrap().to_string();
+        let r = fields.split(';').find_map(|param| param.strip_prefix("r=")).unwrap().parse::<u64>().unwrap();
+        (r, fields)
+    };
+    let (before, _) = remaining(&throttle);
+    assert!(before >= 5, "an idle lane has room: r={before}");
+    // The memo (50 ms of the real clock, which barely moves here) now holds `before`.
+    let flood = burst(&throttle, &tenants[0], Priority::Normal, 30).await;
+    let (after, fields) = remaining(&throttle);
+    let outcomes = outcomes(flood).await;
+    assert!(outcomes.iter().any(Option::is_none), "the flood met a refusal");
+    assert!(after <= 1, "the refusals' lane is full: {fields}");
+}
