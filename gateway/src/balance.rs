@@ -8,9 +8,11 @@
 //! of times a second, and on a core shared with another busy process a woken thread can wait for
 //! the scheduler's next tick). A busy thread hands connections, between two of their requests, to
 //! a thread at least [`GAP`] less busy (`handoff.rs`), so that a pool opened while the gateway was
-//! idle spreads as its load grows, and no thread saturates while another idles. A thread with no
-//! connection left, once its load has faded, stops measuring until one opens: an idle gateway's
-//! serving threads sleep.
+//! idle spreads as its load grows, and no thread saturates while another idles — where the cores
+//! have idle time to give the other thread (`spare.rs`, `server.idle_to_move`): on cores another
+//! busy process takes, the busy thread keeps its connections. A thread with no connection left,
+//! once its load has faded, stops measuring until one opens: an idle gateway's serving threads
+//! sleep.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
@@ -20,6 +22,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{Notify, mpsc};
 
 use crate::handoff::Moved;
+use crate::spare::{Idle, SpareMeter};
 
 /// How often each thread measures its CPU time.
 pub(crate) const WINDOW: Duration = Duration::from_millis(20);
@@ -55,12 +58,20 @@ pub(crate) struct Cores {
     inboxes: Box<[mpsc::UnboundedSender<Moved>]>,
     /// Per mille of a core from which a thread counts as busy.
     busy: u32,
+    /// Per mille of a core the process's cores must have been idle for a busy thread to hand
+    /// connections over (0: whatever their idle time).
+    idle_to_move: u32,
     pub(crate) moved: Counter,
 }
 
 impl Cores {
     /// `count` threads, and the inbox of each.
-    pub(crate) fn new(count: usize, busy: u32, moved: Counter) -> (Arc<Self>, Vec<mpsc::UnboundedReceiver<Moved>>) {
+    pub(crate) fn new(
+        count: usize,
+        busy: u32,
+        idle_to_move: u32,
+        moved: Counter,
+    ) -> (Arc<Self>, Vec<mpsc::UnboundedReceiver<Moved>>) {
         let (inboxes, receivers): (Vec<_>, Vec<_>) = (0..count).map(|_| mpsc::unbounded_channel()).unzip();
         let cores = Self {
             load: (0..count).map(|_| AtomicU32::new(0)).collect(),
@@ -70,6 +81,7 @@ impl Cores {
             shed_to: (0..count).map(|_| AtomicUsize::new(0)).collect(),
             inboxes: inboxes.into(),
             busy,
+            idle_to_move,
             moved,
         };
         (Arc::new(cores), receivers)
@@ -137,6 +149,7 @@ impl CoreShare {
             return;
         };
         let (mut settling, mut load) = (0, 0);
+        let mut spare = SpareMeter::new();
         loop {
             ticks.tick().await;
             let Some(now) = thread_cpu() else { return };
@@ -163,13 +176,42 @@ impl CoreShare {
             }
             let open = self.cores.open[self.core].load(Relaxed);
             let loads = self.cores.loads();
-            if let Some((to, count)) = plan(self.core, &loads, open, self.cores.busy) {
-                tracing::debug!(core = self.core, ?loads, open, to, count, "busy: handing connections over");
-                self.cores.shed_to[self.core].store(to, Relaxed);
-                self.cores.shed[self.core].store(count, Relaxed);
-                settling = SETTLE;
+            let Some((to, count)) = plan(self.core, &loads, open, self.cores.busy) else {
+                spare.forget();
+                continue;
+            };
+            if !self.has_room(&mut spare) {
+                continue;
             }
+            tracing::debug!(core = self.core, ?loads, open, to, count, "busy: handing connections over");
+            self.cores.shed_to[self.core].store(to, Relaxed);
+            self.cores.shed[self.core].store(count, Relaxed);
+            settling = SETTLE;
         }
+    }
+
+    /// Whether the process's cores have had the idle time to give another thread (measured over
+    /// [`crate::spare::MEASURE`] at least; not yet known: not yet).
+    fn has_room(&self, spare: &mut SpareMeter) -> bool {
+        let room = has_room(self.cores.idle_to_move, || spare.measure(Instant::now()));
+        if !room {
+            tracing::debug!(core = self.core, "busy, but the cores have too little idle time for another thread");
+        }
+        room
+    }
+}
+
+/// Whether a busy thread may hand connections over when the process's cores must have been idle
+/// for `need` per mille of a core (0: whatever their idle time, not measured).
+fn has_room(need: u32, measure: impl FnOnce() -> Idle) -> bool {
+    if need == 0 {
+        return true;
+    }
+    match measure() {
+        Idle::Measuring => false,
+        Idle::Cores(idle) => idle >= need,
+        // No `/proc/stat`: as the loads alone say.
+        Idle::Unknown => true,
     }
 }
 
@@ -238,7 +280,7 @@ mod tests {
     /// `TURN_WAIT`); the count of a thread's connections follows their guards.
     #[tokio::test(start_paused = true)]
     async fn a_thread_that_should_not_take_the_next_connection_leaves_it_to_the_other() {
-        let (cores, _inboxes) = Cores::new(2, 970, Counter::default());
+        let (cores, _inboxes) = Cores::new(2, 970, 250, Counter::default());
         let (first, second) =
             (CoreShare { cores: cores.clone(), core: 0 }, CoreShare { cores: cores.clone(), core: 1 });
         let started = tokio::time::Instant::now();
@@ -254,6 +296,16 @@ mod tests {
         assert_eq!(cores.open[0].load(Relaxed), 2);
         drop(held);
         assert_eq!(cores.open[0].load(Relaxed), 0);
+    }
+
+    #[test]
+    fn a_busy_thread_hands_over_only_where_the_cores_have_idle_time_for_another() {
+        assert!(!has_room(500, || Idle::Measuring), "not measured yet: not yet");
+        assert!(!has_room(500, || Idle::Cores(120)), "the other core taken by another process");
+        assert!(has_room(500, || Idle::Cores(500)));
+        assert!(has_room(500, || Idle::Cores(950)), "an idle core beside the busy thread");
+        assert!(has_room(500, || Idle::Unknown), "no /proc/stat: as the loads say");
+        assert!(has_room(0, || panic!("not measured")), "0: whatever the idle time");
     }
 
     #[test]

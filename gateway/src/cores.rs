@@ -36,7 +36,7 @@ pub(crate) async fn serve(
     };
     let mut stopped = Vec::new();
     let cores = limits.cores.max(1);
-    let (shared, inboxes) = Cores::new(cores, limits.busy, moved);
+    let (shared, inboxes) = Cores::new(cores, limits.busy, limits.idle_to_move, moved);
     for (core, inbox) in inboxes.into_iter().enumerate() {
         // Each thread's own handle on the listening socket, registered with its own runtime.
         // (One socket shared, not one per thread with `SO_REUSEPORT`: measured here, the kernel's

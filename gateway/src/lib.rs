@@ -44,6 +44,7 @@ mod respond;
 mod routes;
 mod seal;
 mod server;
+mod spare;
 mod state;
 mod telemetry;
 mod throttle;

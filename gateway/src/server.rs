@@ -51,6 +51,9 @@ pub(crate) struct Limits {
     pub(crate) cores: usize,
     /// Per mille of a core from which one of those threads counts as busy (`balance.rs`).
     pub(crate) busy: u32,
+    /// Per mille of a core of idle time the process's cores must have had for a busy thread to
+    /// hand connections over (`spare.rs`).
+    pub(crate) idle_to_move: u32,
 }
 
 impl Limits {
@@ -68,6 +71,8 @@ impl Limits {
             },
             // Validated to lie in 0..=1.
             busy: (server.busy_threshold * 1000.0).round() as u32,
+            // Validated to lie in 0..=1024.
+            idle_to_move: (server.idle_to_move * 1000.0).round() as u32,
         }
     }
 }

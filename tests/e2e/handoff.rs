@@ -107,7 +107,9 @@ async fn client(base: String, token: String, until: Instant) -> usize {
 async fn connections_handed_between_serving_threads_lose_nothing_and_stay_open() {
     // Six clients flat out keep both cores busy for two seconds: not beside a budget-timing test.
     let _load = LOAD.lock().await;
-    let options = Options { server_extra: "worker_threads = 2\nbusy_threshold = 0.0\n", ..Options::default() };
+    // Moves whatever the cores' idle time: the test's clients share the machine's two cores.
+    let server_extra = "worker_threads = 2\nbusy_threshold = 0.0\nidle_to_move = 0\n";
+    let options = Options { server_extra, ..Options::default() };
     let (gateway, _sandbox, dir) = demo_gateway_process("handoff", &options, Output::CaptureWarn, &[], None).await;
     let token = token("acme", TENANT_SCOPES);
 
@@ -123,6 +125,27 @@ async fn connections_handed_between_serving_threads_lose_nothing_and_stay_open()
     let logs = gateway.logs().await;
     assert!(!logs.contains("not between two requests"), "every hand-over was between two requests: {logs}");
     eprintln!("{sent} requests, {moved} hand-overs");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `server.idle_to_move` beyond any machine's cores: the cores never have the idle time for
+/// another thread, so however busy a thread is (a threshold of 0), its connections stay.
+#[tokio::test]
+async fn a_busy_thread_keeps_its_connections_where_the_cores_have_no_idle_time_for_another() {
+    let _load = LOAD.lock().await;
+    let server_extra = "worker_threads = 2\nbusy_threshold = 0.0\nidle_to_move = 1024\n";
+    let options = Options { server_extra, ..Options::default() };
+    let (gateway, _sandbox, dir) =
+        demo_gateway_process("handoff-crowded", &options, Output::CaptureWarn, &[], None).await;
+    let token = token("acme", TENANT_SCOPES);
+    let until = Instant::now() + Duration::from_secs(2);
+    let clients: Vec<_> = (0..6).map(|_| tokio::spawn(client(gateway.base.clone(), token.clone(), until))).collect();
+    let mut sent = 0;
+    for client in clients {
+        sent += client.await.expect("every answer as expected");
+    }
+    let moved = metric_value(&metrics_text(&gateway.base).await, "agora_gateway_connections_moved_total");
+    assert_eq!(moved, 0, "no connection moved ({sent} requests)");
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -171,7 +194,7 @@ async fn trickler(base: String, after: Duration) -> Option<Duration> {
 #[tokio::test]
 async fn a_head_trickled_over_a_move_still_has_the_header_timeout_in_all() {
     let _load = LOAD.lock().await;
-    let server = "worker_threads = 2\nbusy_threshold = 0.3\nheader_read_timeout = \"2s\"\n";
+    let server = "worker_threads = 2\nbusy_threshold = 0.3\nidle_to_move = 0\nheader_read_timeout = \"2s\"\n";
     let options = Options { server_extra: server, ..Options::default() };
     let (gateway, _sandbox, dir) =
         demo_gateway_process("handoff-timeout", &options, Output::CaptureWarn, &[], None).await;

@@ -140,6 +140,9 @@ pub(crate) struct ServerConfig {
     /// busy. New connections go to the first thread that is not; a busy thread hands connections,
     /// between two requests, to one at least 0.25 less busy.
     pub(crate) busy_threshold: f64,
+    /// `per-core`: the idle time (in cores, over at least 200 ms) that the cores the process may
+    /// run on must have had for a busy serving thread to hand connections over; 0: whatever it is.
+    pub(crate) idle_to_move: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -171,6 +174,7 @@ impl Default for ServerConfig {
             worker_threads: None,
             runtime: RuntimeKind::PerCore,
             busy_threshold: 0.97,
+            idle_to_move: 0.5,
         }
     }
 }

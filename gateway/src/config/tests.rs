@@ -55,6 +55,7 @@ fn errors_name_the_field() {
         (format!("{MINIMAL}\n[server]\nruntime = \"threads\"\n"), "server"),
         (format!("{MINIMAL}\n[server]\nbusy_threshold = 1.5\n"), "server.busy_threshold"),
         (format!("{MINIMAL}\n[server]\nbusy_threshold = -0.1\n"), "server.busy_threshold"),
+        (format!("{MINIMAL}\n[server]\nidle_to_move = -1\n"), "server.idle_to_move"),
         (format!("{MINIMAL}\n[telemetry]\nservice_name = \" \"\n"), "telemetry.service_name"),
     ];
     for (text, field) in cases {

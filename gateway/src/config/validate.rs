@@ -273,6 +273,9 @@ impl Config {
                 "must be between 0 and 1 (a share of a core's time)",
             ));
         }
+        if !(0.0..=1024.0).contains(&server.idle_to_move) {
+            return Err(ConfigError::new("server.idle_to_move", "must be between 0 and 1024 (cores of idle time)"));
+        }
         if server.max_connections == 0 {
             return Err(ConfigError::new("server.max_connections", "must be at least 1"));
         }
