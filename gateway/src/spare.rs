@@ -49,23 +49,19 @@ impl SpareMeter {
 
     /// The idle time since the last measure, once at least [`MEASURE`] has passed since it.
     pub(crate) fn measure(&mut self, now: Instant) -> Idle {
+        // Read only where a measure starts or ends (`/proc/stat` is long on a large machine).
+        let mark = self.mark.filter(|(at, _)| now.saturating_duration_since(*at) <= STALE);
+        if mark.is_some_and(|(at, _)| now.saturating_duration_since(at) < MEASURE) {
+            return Idle::Measuring;
+        }
         let Some(idle) =
             std::fs::read_to_string("/proc/stat").ok().and_then(|stat| idle_ticks(&stat, self.cpus.as_deref()))
         else {
             return Idle::Unknown;
         };
-        let (at, before) = match self.mark {
-            Some((at, before)) if now.saturating_duration_since(at) <= STALE => (at, before),
-            _ => {
-                self.mark = Some((now, idle));
-                return Idle::Measuring;
-            }
-        };
-        let span = now.saturating_duration_since(at);
-        if span < MEASURE {
-            return Idle::Measuring;
-        }
         self.mark = Some((now, idle));
+        let Some((at, before)) = mark else { return Idle::Measuring };
+        let span = now.saturating_duration_since(at);
         let idle_time = self.tick.saturating_mul(u32::try_from(idle.saturating_sub(before)).unwrap_or(u32::MAX));
         Idle::Cores(u32::try_from(idle_time.as_micros() * 1000 / span.as_micros().max(1)).unwrap_or(u32::MAX))
     }
