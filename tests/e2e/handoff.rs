@@ -103,6 +103,20 @@ async fn client(base: String, token: String, until: Instant) -> usize {
     sent
 }
 
+/// Six clients flat out against `base` for two seconds, every answer checked: the requests they
+/// sent, and the connections the gateway had moved between its threads by then.
+async fn flat_out(base: &str) -> (usize, u64) {
+    let token = token("acme", TENANT_SCOPES);
+    let until = Instant::now() + Duration::from_secs(2);
+    let clients: Vec<_> = (0..6).map(|_| tokio::spawn(client(base.to_string(), token.clone(), until))).collect();
+    let mut sent = 0;
+    for client in clients {
+        sent += client.await.expect("every answer as expected");
+    }
+    let moved = metric_value(&metrics_text(base).await, "agora_gateway_connections_moved_total");
+    (sent, moved)
+}
+
 #[tokio::test]
 async fn connections_handed_between_serving_threads_lose_nothing_and_stay_open() {
     // Six clients flat out keep both cores busy for two seconds: not beside a budget-timing test.
@@ -111,16 +125,7 @@ async fn connections_handed_between_serving_threads_lose_nothing_and_stay_open()
     let server_extra = "worker_threads = 2\nbusy_threshold = 0.0\nidle_to_move = 0\n";
     let options = Options { server_extra, ..Options::default() };
     let (gateway, _sandbox, dir) = demo_gateway_process("handoff", &options, Output::CaptureWarn, &[], None).await;
-    let token = token("acme", TENANT_SCOPES);
-
-    let until = Instant::now() + Duration::from_secs(2);
-    let clients: Vec<_> = (0..6).map(|_| tokio::spawn(client(gateway.base.clone(), token.clone(), until))).collect();
-    let mut sent = 0;
-    for client in clients {
-        sent += client.await.expect("every answer as expected");
-    }
-    let metrics = metrics_text(&gateway.base).await;
-    let moved = metric_value(&metrics, "agora_gateway_connections_moved_total");
+    let (sent, moved) = flat_out(&gateway.base).await;
     assert!(moved > 0, "connections moved between the threads ({sent} requests)");
     let logs = gateway.logs().await;
     assert!(!logs.contains("not between two requests"), "every hand-over was between two requests: {logs}");
@@ -137,14 +142,7 @@ async fn a_busy_thread_keeps_its_connections_where_the_cores_have_no_idle_time_f
     let options = Options { server_extra, ..Options::default() };
     let (gateway, _sandbox, dir) =
         demo_gateway_process("handoff-crowded", &options, Output::CaptureWarn, &[], None).await;
-    let token = token("acme", TENANT_SCOPES);
-    let until = Instant::now() + Duration::from_secs(2);
-    let clients: Vec<_> = (0..6).map(|_| tokio::spawn(client(gateway.base.clone(), token.clone(), until))).collect();
-    let mut sent = 0;
-    for client in clients {
-        sent += client.await.expect("every answer as expected");
-    }
-    let moved = metric_value(&metrics_text(&gateway.base).await, "agora_gateway_connections_moved_total");
+    let (sent, moved) = flat_out(&gateway.base).await;
     assert_eq!(moved, 0, "no connection moved ({sent} requests)");
     std::fs::remove_dir_all(dir).unwrap();
 }
