@@ -70,8 +70,9 @@ pub(crate) fn console_client(sandbox: &Sandbox) -> Client {
 
 /// A client for the tests' own calls, which are plain HTTP to 127.0.0.1: with no TLS roots, it
 /// costs microseconds to build. (`Client::new()` loads the system's roots: about 30 ms of CPU in
-/// a debug build on an Intel Xeon, and the tests build one per call — enough, at a few dozen calls a second, to
-/// starve a test's own runtime, such as the balancer whose readiness probe must keep up.)
+/// a debug build on an Intel Xeon, and the tests build one per call — enough, at a few dozen
+/// calls a second, to starve a test's own runtime, such as the balancer whose readiness probe
+/// must keep up.)
 pub(crate) fn http() -> reqwest::Client {
     reqwest::Client::builder().tls_certs_only([]).build().expect("a client without TLS roots")
 }
